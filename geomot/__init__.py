@@ -1,0 +1,56 @@
+"""geomot: optimal transport for meshes and point clouds.
+
+Public names are resolved lazily (PEP 562) so that ``import geomot`` is fast and imports neither torch-heavy
+submodules nor any optional package (pyvista, open3d, torch_geometric, pytorch3d, pykeops) until used.
+
+Each section of ``_LAZY`` below belongs to one subpackage; add a public name by adding one line to its section.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    # -- structures ----------------------------------------------------------------------------------------
+    "Mesh": "geomot.structures",
+    "PointCloud": "geomot.structures",
+    "Measure": "geomot.structures",
+    "as_measure": "geomot.structures",
+    "mesh_to_measure": "geomot.structures",
+    # -- io ------------------------------------------------------------------------------------------------
+    # -- losses: sliced family -----------------------------------------------------------------------------
+    # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
+    # -- transport -----------------------------------------------------------------------------------------
+    # -- correspondence ------------------------------------------------------------------------------------
+    # -- deformation ---------------------------------------------------------------------------------------
+    # -- end -----------------------------------------------------------------------------------------------
+}
+
+_SUBMODULES = {
+    "ops", "structures", "transport", "losses", "correspondence", "models", "deformation", "metrics", "io", "viz",
+}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"geomot.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'geomot' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - static analysers see the real names
+    from geomot.structures import Measure, Mesh, PointCloud, as_measure, mesh_to_measure  # noqa: F401

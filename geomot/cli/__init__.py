@@ -1,0 +1,51 @@
+"""L7: the ``geomot`` command.
+
+Each sub-command lives in its own module of this package and exposes ``add_parser(subparsers)`` (which sets
+``func``) and nothing else public. Register a new one by adding its module name to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from geomot import __version__
+from geomot._core.errors import GeomotError
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: tuple[str, ...] = (
+    # one line per sub-command module
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geomot", description="Optimal transport for meshes and point clouds: distances, matching, deformation."
+    )
+    parser.add_argument("--version", action="version", version=f"geomot {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"geomot.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geomot`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (GeomotError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"geomot {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Triangle-mesh geometry on tensors: face areas and normals, vertex normals, lumped vertex areas, edges,
+boundary loops, centring / unit-area scaling, removal of unreferenced vertices.
+
+All functions take ``verts (V, 3)`` / ``faces (F, 3)`` (int64) or padded batches ``(B, V, 3)`` / ``(B, F, 3)``
+where it is stated. Zero-area faces give zero normals, never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from geomot._core.errors import ShapeError
+
+__all__ = [
+    "boundary_loops",
+    "center_and_scale",
+    "edges",
+    "face_areas",
+    "face_areas_normals",
+    "face_centroids",
+    "face_normals",
+    "remove_unreferenced_vertices",
+    "total_area",
+    "vertex_areas",
+    "vertex_normals",
+]
+
+_EPS = 1e-20
+
+
+def _gather_corners(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Corner positions ``(..., F, 3)`` each; works for ``(V,3)/(F,3)`` and padded ``(B,V,3)/(B,F,3)``."""
+    if verts.dim() == 2:
+        tri = verts[faces]  # (F, 3, 3)
+    elif verts.dim() == 3:
+        if faces.dim() != 3 or faces.shape[0] != verts.shape[0]:
+            raise ShapeError(f"faces: expected shape ({verts.shape[0]}, F, 3), got {tuple(faces.shape)}")
+        b = torch.arange(verts.shape[0], device=verts.device)[:, None, None]
+        tri = verts[b, faces]  # (B, F, 3, 3)
+    else:
+        raise ShapeError(f"verts: expected a (V, 3) or (B, V, 3) tensor, got shape {tuple(verts.shape)}")
+    return tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
+
+
+def face_areas_normals(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face areas and unit normals.
+
+    ``n_f = (v1 - v0) x (v2 - v0)``, ``area_f = |n_f| / 2``, ``normal_f = n_f / |n_f|`` (zero for degenerate faces,
+    with zero gradient there instead of NaN).
+
+    Args:
+        verts: ``(V, 3)`` or ``(B, V, 3)``.
+        faces: ``(F, 3)`` or ``(B, F, 3)`` int64.
+
+    Returns:
+        ``areas (..., F)``, ``normals (..., F, 3)``.
+    """
+    v0, v1, v2 = _gather_corners(verts, faces)
+    cross = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    sq = (cross * cross).sum(-1)
+    nonzero = sq > _EPS
+    safe_sq = torch.where(nonzero, sq, torch.ones_like(sq))
+    norm = torch.where(nonzero, safe_sq.sqrt(), torch.zeros_like(sq))
+    normals = torch.where(nonzero[..., None], cross / safe_sq.sqrt()[..., None], torch.zeros_like(cross))
+    return 0.5 * norm, normals
+
+
+def face_areas(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Face areas ``(..., F)``; see :func:`face_areas_normals`."""
+    return face_areas_normals(verts, faces)[0]
+
+
+def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit face normals ``(..., F, 3)``; see :func:`face_areas_normals`."""
+    return face_areas_normals(verts, faces)[1]
+
+
+def face_centroids(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Face centroids ``(v0 + v1 + v2) / 3``, shape ``(..., F, 3)``."""
+    v0, v1, v2 = _gather_corners(verts, faces)
+    return (v0 + v1 + v2) / 3.0
+
+
+def _scatter_faces(values: torch.Tensor, faces: torch.Tensor, n_verts: int) -> torch.Tensor:
+    """Sum per-face values ``(F, *C)`` onto the 3 corners of each face: ``(V, *C)``."""
+    out = values.new_zeros((n_verts, *values.shape[1:]))
+    idx = faces.reshape(-1)
+    rep = values.unsqueeze(1).expand(values.shape[0], 3, *values.shape[1:]).reshape(-1, *values.shape[1:])
+    return out.index_add(0, idx, rep)
+
+
+def vertex_areas(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Lumped (barycentric) vertex areas: a third of the area of each incident face. ``(V,)`` for ``(V, 3)``."""
+    if verts.dim() != 2:
+        raise ShapeError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    return _scatter_faces(face_areas(verts, faces) / 3.0, faces, verts.shape[0])
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals ``(V, 3)``: normalised sum of the (area-scaled) normals of incident faces.
+
+    Isolated vertices get a zero normal.
+    """
+    if verts.dim() != 2:
+        raise ShapeError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    v0, v1, v2 = _gather_corners(verts, faces)
+    cross = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)  # 2 * area * normal
+    acc = _scatter_faces(cross, faces, verts.shape[0])
+    sq = (acc * acc).sum(-1, keepdim=True)
+    ok = sq > _EPS
+    return torch.where(ok, acc / torch.where(ok, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(acc))
+
+
+def total_area(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Total surface area (sum of face areas), shape ``(...)``."""
+    return face_areas(verts, faces).sum(-1)
+
+
+def center_and_scale(
+    verts: torch.Tensor, faces: torch.Tensor | None = None, *, unit_area: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre a shape and scale it.
+
+    With faces and ``unit_area``: centre = area-weighted centroid, scale so that the total area is 1. Otherwise:
+    centre = mean of the points, scale so that the RMS distance to the centre is 1.
+
+    Returns:
+        ``(verts_normalised (V, 3), center (3,), scale ())`` with ``verts_normalised = (verts - center) / scale``.
+    """
+    if verts.dim() != 2:
+        raise ShapeError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    if faces is not None and faces.numel() and unit_area:
+        areas = face_areas(verts, faces)
+        a = areas.sum()
+        center = (face_centroids(verts, faces) * areas[:, None]).sum(0) / a.clamp_min(_EPS)
+        scale = a.clamp_min(_EPS).sqrt()
+    else:
+        center = verts.mean(0)
+        scale = ((verts - center) ** 2).sum(-1).mean().clamp_min(_EPS).sqrt()
+    return (verts - center) / scale, center, scale
+
+
+def edges(faces: torch.Tensor) -> torch.Tensor:
+    """Unique undirected edges ``(E, 2)`` (sorted pairs, int64) of a triangle list ``(F, 3)``."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
+    e = torch.sort(e, dim=1).values
+    return torch.unique(e, dim=0)
+
+
+def boundary_loops(faces: torch.Tensor) -> list[torch.Tensor]:
+    """Boundary loops of a triangle mesh: edges used by exactly one face, chained into closed vertex cycles.
+
+    Returns:
+        a list of int64 tensors of vertex indices, one per loop (empty list for a closed surface).
+    """
+    f = faces.detach().cpu()
+    half = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
+    key = torch.sort(half, dim=1).values
+    _, inv, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+    bnd = half[counts[inv] == 1].tolist()
+    nxt: dict[int, int] = {}
+    for a, b in bnd:
+        nxt[a] = b
+    loops: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for start in list(nxt):
+        if start in seen:
+            continue
+        loop = [start]
+        seen.add(start)
+        cur = nxt[start]
+        while cur != start and cur in nxt and cur not in seen:
+            loop.append(cur)
+            seen.add(cur)
+            cur = nxt[cur]
+        loops.append(torch.tensor(loop, dtype=torch.long))
+    return loops
+
+
+def remove_unreferenced_vertices(
+    verts: torch.Tensor, faces: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drop vertices that no face references.
+
+    Returns:
+        ``(verts_kept (V', 3), faces_reindexed (F, 3), kept_index (V',))`` where ``verts_kept = verts[kept_index]``.
+    """
+    used = torch.zeros(verts.shape[0], dtype=torch.bool, device=verts.device)
+    used[faces.reshape(-1)] = True
+    kept = torch.nonzero(used).squeeze(1)
+    remap = torch.full((verts.shape[0],), -1, dtype=torch.long, device=verts.device)
+    remap[kept] = torch.arange(kept.shape[0], device=verts.device)
+    return verts[kept], remap[faces], kept
