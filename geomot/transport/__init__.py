@@ -1,0 +1,11 @@
+"""L3: optimal-transport solvers on tensors (1-D OT, Sinkhorn). Results are NamedTuples."""
+
+# Each block below belongs to one module; add names only inside your module's block.
+# -- ot1d ------------------------------------------------------------------------------------------------
+# -- sinkhorn --------------------------------------------------------------------------------------------
+# -- end -------------------------------------------------------------------------------------------------
+
+__all__: list[str] = [
+    # -- ot1d --
+    # -- sinkhorn --
+]
