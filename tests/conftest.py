@@ -33,7 +33,7 @@ def icosphere(subdiv: int = 2, dtype: torch.dtype = torch.float64) -> tuple[torc
     for _ in range(subdiv):
         cache: dict[tuple[int, int], int] = {}
 
-        def mid(a: int, b: int) -> int:
+        def mid(a: int, b: int, cache: dict[tuple[int, int], int] = cache) -> int:
             key = (min(a, b), max(a, b))
             if key not in cache:
                 verts.append([(verts[a][i] + verts[b][i]) / 2 for i in range(3)])

@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geomot`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (GeomotError, FileNotFoundError, IsADirectoryError, PermissionError) as e:

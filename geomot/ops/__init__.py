@@ -19,9 +19,9 @@ from geomot.ops.sampling import SurfaceSamples, farthest_point_sampling, sample_
 __all__ = [
     "SurfaceSamples",
     "boundary_loops",
+    "center_and_scale",
     "cotangent_laplacian",
     "cotangent_weights",
-    "center_and_scale",
     "edges",
     "face_areas",
     "face_areas_normals",

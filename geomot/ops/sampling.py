@@ -47,7 +47,7 @@ def sample_surface(
     n = int(check_positive(n, "n"))
     areas, normals = face_areas_normals(verts, faces)
     a = areas.detach()
-    if not bool((a.sum() > 0)):
+    if not bool(a.sum() > 0):
         raise ValidationError("sample_surface: the mesh has zero total area")
     face_index = torch.multinomial(a, n, replacement=True, generator=generator)
     uv = torch.rand((n, 2), generator=generator, dtype=verts.dtype, device=verts.device)

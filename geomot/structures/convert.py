@@ -137,10 +137,16 @@ def as_measure(
         try:
             return Measure(xb, w, lengths=lb), batched
         except (ShapeError, ValidationError) as e:
-            raise type(e)(f"{name}: {e}") from None
+            msg = str(e)
+            for arg, public in (("support", name), ("weights", f"{name}_weights"), ("lengths", f"{name}_lengths")):
+                if msg.startswith(f"{arg}:"):
+                    msg = public + msg[len(arg) :]
+                    break
+            raise type(e)(msg) from None
     extra = [k for k, v in (("weights", weights), ("lengths", lengths)) if v is not None]
     if extra:
-        raise ValidationError(f"{name}_{extra[0]}: only accepted with tensor inputs, but {name} is a {type(x).__name__}")
+        kind = type(x).__name__
+        raise ValidationError(f"{name}_{extra[0]}: only accepted with tensor inputs, but {name} is a {kind}")
     if isinstance(x, Measure):
         if measure is not None:
             raise ValidationError(f"measure: only meaningful for Mesh inputs, but {name} is a Measure")

@@ -99,7 +99,9 @@ class Mesh:
 
     def _single(self, what: str) -> int:
         if len(self) != 1:
-            raise ShapeError(f"Mesh.{what}: only defined for a single mesh; this batch has {len(self)}, use {what}_list()")
+            raise ShapeError(
+                f"Mesh.{what}: only defined for a single mesh; this batch has {len(self)}, use {what}_list()"
+            )
         return 0
 
     @property
