@@ -13,10 +13,12 @@ from geomot.ops.geometry import (
     vertex_areas,
     vertex_normals,
 )
+from geomot.ops.knn import KNNResult, knn_gather, knn_points
 from geomot.ops.laplacian import cotangent_laplacian, cotangent_weights, uniform_laplacian
 from geomot.ops.sampling import SurfaceSamples, farthest_point_sampling, sample_surface
 
 __all__ = [
+    "KNNResult",
     "SurfaceSamples",
     "boundary_loops",
     "center_and_scale",
@@ -28,6 +30,8 @@ __all__ = [
     "face_centroids",
     "face_normals",
     "farthest_point_sampling",
+    "knn_gather",
+    "knn_points",
     "remove_unreferenced_vertices",
     "sample_surface",
     "total_area",
