@@ -1,0 +1,193 @@
+"""Rendering backend: screen detection, offscreen OpenGL selection, lazy pyvista import, plotter and camera set-up.
+
+Nothing here imports pyvista or vtk at module import time; :func:`import_pyvista` does it on first use, after
+:func:`configure_offscreen` has chosen an offscreen OpenGL window when there is no screen.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import glob
+import logging
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from geomot._core.errors import MissingDependencyError, ValidationError
+from geomot._core.registry import Registry
+
+__all__ = [
+    "VIEWS",
+    "frame_camera",
+    "has_display",
+    "import_pyvista",
+    "new_plotter",
+    "offscreen_backend",
+    "resolve_off_screen",
+]
+
+log = logging.getLogger(__name__)
+
+_VTK_WINDOW_ENV = "VTK_DEFAULT_OPENGL_WINDOW"
+
+
+def has_display() -> bool:
+    """True when an interactive window can be opened.
+
+    On Linux and the BSDs this means ``DISPLAY`` (X11) or ``WAYLAND_DISPLAY`` is set; macOS and Windows always
+    have a window server. ``GEOMOT_OFF_SCREEN=1`` (or pyvista's ``PYVISTA_OFF_SCREEN=true``) forces "no screen".
+    """
+    for var in ("GEOMOT_OFF_SCREEN", "PYVISTA_OFF_SCREEN"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def offscreen_backend() -> str | None:
+    """The VTK OpenGL window class to use without a screen, or None to leave VTK's own choice.
+
+    EGL when ``libEGL`` and at least one GLVND EGL vendor (e.g. Mesa's ``50_mesa.json``) are installed, else OSMesa
+    when ``libOSMesa`` is installed. VTK falls back on its own when the chosen class fails to initialise; choosing
+    first only avoids its attempt (and warning) at opening an X connection that cannot exist.
+    """
+    vendor_dirs = os.environ.get("__EGL_VENDOR_LIBRARY_DIRS", "/usr/share/glvnd/egl_vendor.d:/etc/glvnd/egl_vendor.d")
+    has_vendor = any(glob.glob(os.path.join(d, "*.json")) for d in vendor_dirs.split(":") if d)
+    if ctypes.util.find_library("EGL") and has_vendor:
+        return "vtkEGLRenderWindow"
+    if ctypes.util.find_library("OSMesa"):
+        return "vtkOSOpenGLRenderWindow"
+    return None
+
+
+def configure_offscreen() -> None:
+    """Without a screen, pick an offscreen VTK window class (unless the user already set ``VTK_DEFAULT_OPENGL_WINDOW``).
+
+    VTK reads the variable each time it creates a render window, so calling this before every plotter is enough.
+    """
+    if has_display() or os.environ.get(_VTK_WINDOW_ENV):
+        return
+    backend = offscreen_backend()
+    if backend is not None:
+        os.environ[_VTK_WINDOW_ENV] = backend
+        log.debug("no screen: rendering offscreen with %s", backend)
+
+
+def import_pyvista() -> ModuleType:
+    """Import pyvista (after configuring offscreen rendering) or raise :class:`MissingDependencyError`."""
+    configure_offscreen()
+    try:
+        import pyvista
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"geomot.viz needs the optional package 'pyvista', which is not importable ({e}); "
+            "install it with `pip install geomot[viz]`"
+        ) from e
+    return pyvista
+
+
+def resolve_off_screen(off_screen: bool | None, *, outputs: bool) -> bool:
+    """Offscreen when asked, when an output file is written, or when there is no screen."""
+    if off_screen is not None:
+        return bool(off_screen)
+    return outputs or not has_display()
+
+
+def new_plotter(*, off_screen: bool, window_size: tuple[int, int], background: str = "white") -> Any:
+    """A pyvista ``Plotter`` with three white camera lights, anti-aliasing and a plain background."""
+    pv = import_pyvista()
+    size = _check_window_size(window_size)
+    plotter = pv.Plotter(off_screen=off_screen, window_size=list(size), lighting="none")
+    # White lights that follow the camera (a light kit without its warm/cool tints, which would shift the colour
+    # map): a head light, a key light above right and a weak fill light below left.
+    for position, intensity in (((0.0, 0.0, 1.0), 0.45), ((1.0, 1.0, 1.0), 0.5), ((-1.0, -0.4, 0.6), 0.2)):
+        plotter.add_light(pv.Light(position=position, focal_point=(0.0, 0.0, 0.0), color="white",
+                                   intensity=intensity, light_type="camera light"))
+    plotter.set_background(background)
+    try:
+        plotter.enable_anti_aliasing("ssaa" if off_screen else "fxaa")
+    except Exception as e:  # pragma: no cover - depends on the OpenGL driver
+        log.debug("anti-aliasing unavailable: %s", e)
+    return plotter
+
+
+def _check_window_size(window_size: object) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in window_size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValidationError(f"window_size: expected (width, height) in pixels, got {window_size!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise ValidationError(f"window_size: each side must lie in [16, 8192] pixels, got {(w, h)}")
+    return w, h
+
+
+# -- camera ----------------------------------------------------------------------------------------------
+#: Named viewing directions: (direction from the focal point to the camera, view-up vector).
+VIEWS: Registry[tuple[tuple[float, float, float], tuple[float, float, float]]] = Registry("view")
+VIEWS.add("xy", ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0)))
+VIEWS.add("yx", ((0.0, 0.0, -1.0), (1.0, 0.0, 0.0)))
+VIEWS.add("xz", ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+VIEWS.add("zx", ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)))
+VIEWS.add("yz", ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
+VIEWS.add("zy", ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)))
+VIEWS.add("iso", ((1.0, 1.0, 1.0), (0.0, 0.0, 1.0)))
+
+
+def camera_pose(
+    bounds: np.ndarray,
+    *,
+    view: str,
+    azimuth: float,
+    elevation: float,
+    aspect: float = 4 / 3,
+    view_angle: float = 30.0,
+    margin: float = 1.08,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera ``(position (3,), focal point (3,), view-up (3,))`` that frames a bounding box.
+
+    The camera looks at the box centre from the named ``view`` direction, turned by ``azimuth`` degrees about
+    the view-up axis and then by ``elevation`` degrees towards it. Its distance is the smallest at which every
+    box corner lies inside the perspective frustum: with a corner at lateral offsets ``(x_c, y_c)`` and depth
+    ``z_c`` (towards the camera) from the centre, ``d = max_c margin * max(|x_c| / tan h_x, |y_c| / tan h_y) + z_c``
+    where ``tan h_y = tan(view_angle / 2)`` and ``tan h_x = aspect * tan h_y``.
+
+    Args:
+        bounds: ``(2, 3)`` array ``[min_xyz, max_xyz]``.
+        aspect: width / height of the picture.
+    """
+    direction, up = (np.asarray(x, dtype=np.float64) for x in VIEWS.get(view, arg="view"))
+    direction = direction / np.linalg.norm(direction)
+    up = up - (up @ direction) * direction
+    up = up / np.linalg.norm(up)
+    direction = _rotate(direction, up, np.deg2rad(azimuth))
+    side = np.cross(up, direction)
+    direction = _rotate(direction, side, -np.deg2rad(elevation))
+    up = _rotate(up, side, -np.deg2rad(elevation))
+    center = bounds.mean(0)
+    corners = np.array([[bounds[i, 0], bounds[j, 1], bounds[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    rel = corners - center
+    side = np.cross(up, direction)
+    tan_y = np.tan(np.deg2rad(view_angle) / 2)
+    lateral = np.maximum(np.abs(rel @ side) / (aspect * tan_y), np.abs(rel @ up) / tan_y)
+    dist = float(np.max(margin * lateral + rel @ direction))
+    dist = max(dist, 1.05 * float(np.max(rel @ direction)) + 1e-9)  # never inside the box
+    return center + dist * direction, center, up
+
+
+def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' rotation of ``v`` about the unit ``axis`` by ``angle`` radians."""
+    axis = axis / np.linalg.norm(axis)
+    return v * np.cos(angle) + np.cross(axis, v) * np.sin(angle) + axis * (axis @ v) * (1 - np.cos(angle))
+
+
+def frame_camera(plotter: Any, bounds: np.ndarray, *, view: str, azimuth: float, elevation: float) -> None:
+    """Point ``plotter``'s camera at the box ``bounds (2, 3)`` (see :func:`camera_pose`)."""
+    w, h = plotter.window_size
+    position, focal, up = camera_pose(bounds, view=view, azimuth=azimuth, elevation=elevation, aspect=w / h)
+    plotter.camera_position = [tuple(position), tuple(focal), tuple(up)]
+    plotter.camera.view_angle = 30.0
+    plotter.reset_camera_clipping_range()
