@@ -1,0 +1,71 @@
+"""``geomot info FILE``: what a mesh or point-cloud file holds (counts, area, watertightness, bounds)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from geomot.io._formats import format_for
+from geomot.io.files import load
+from geomot.structures import Mesh, PointCloud
+
+__all__ = ["add_parser"]
+
+
+def _edge_counts(faces: torch.Tensor) -> tuple[int, int]:
+    """``(boundary edges, non-manifold edges)``: undirected edges used by one face / by more than two faces."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0).sort(dim=1).values
+    _, counts = torch.unique(e, dim=0, return_counts=True)
+    return int((counts == 1).sum()), int((counts > 2).sum())
+
+
+def _fmt(v: torch.Tensor) -> str:
+    return "(" + ", ".join(f"{float(x):.6g}" for x in v) + ")"
+
+
+def _describe(obj: Mesh | PointCloud) -> list[tuple[str, str]]:
+    """``(label, value)`` lines printed by ``geomot info``."""
+    if isinstance(obj, Mesh):
+        v, f = obj.verts, obj.faces
+        boundary, nonmanifold = _edge_counts(f)
+        closed = boundary == 0 and nonmanifold == 0
+        detail = "" if closed else f" ({boundary} boundary edges, {nonmanifold} non-manifold edges)"
+        n_used = int(torch.unique(f).numel())
+        rows = [
+            ("type", "triangle mesh"),
+            ("vertices", f"{v.shape[0]}" + ("" if n_used == v.shape[0] else f" ({v.shape[0] - n_used} unreferenced)")),
+            ("faces", f"{f.shape[0]}"),
+            ("area", f"{float(obj.total_area()[0]):.6g}"),
+            ("watertight", ("yes" if closed else "no") + detail),
+        ]
+    else:
+        v = obj.points_list()[0]
+        rows = [("type", "point cloud"), ("points", f"{v.shape[0]}"),
+                ("normals", "yes" if obj.normals_list() is not None else "no")]
+    lo, hi = v.min(0).values, v.max(0).values
+    rows += [("bounds", f"min {_fmt(lo)}  max {_fmt(hi)}"), ("extent", _fmt(hi - lo))]
+    return rows
+
+
+def _run(args: argparse.Namespace) -> int:
+    fmt = format_for(Path(args.file))
+    obj = load(args.file, dtype=torch.float64, kind=args.kind)
+    rows = [("file", str(args.file)), ("format", f"{fmt.name} (via {fmt.backend})"), *_describe(obj)]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k + ':':<{width + 1}} {val}" for k, val in rows))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "info", help="print what a mesh / point-cloud file holds",
+        description="Print the vertex and face counts, surface area, watertightness and bounds of a mesh file, or "
+        "the point count, normals and bounds of a point-cloud file (any format geomot.load reads).",
+    )
+    p.add_argument("file", help="mesh or point-cloud file (.off .obj .ply .stl .pcd .xyz .npy .npz .gii .gii.gz)")
+    p.add_argument("--kind", choices=["mesh", "points"], default=None,
+                   help="read as a mesh (error if the file has no faces) or as a point cloud (default: by content)")
+    p.set_defaults(func=_run)
+    return p

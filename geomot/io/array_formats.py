@@ -1,0 +1,89 @@
+"""NumPy files (``.npy``, ``.npz``; never unpickled) and plain-text ``.xyz`` point lists.
+
+* ``.npy``: one ``(N, 3)`` float array of points.
+* ``.npz``: ``verts (V, 3)`` + ``faces (F, 3)`` for a mesh, or ``points (N, 3)`` [+ ``normals (N, 3)``] for a cloud.
+* ``.xyz``: whitespace-separated text, one point per line, 3 columns (``x y z``) or 6 (``x y z nx ny nz``). It is
+  parsed with numpy rather than open3d because open3d silently skips malformed lines, and a ragged row must be an
+  error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from geomot._core.errors import FileFormatError
+from geomot.io._formats import FileFormat, RawShape
+
+__all__ = ["ARRAY_FORMATS"]
+
+
+def _as_xyz(arr: object, path: Path, key: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise FileFormatError(f"{path}: array {key!r} must have shape (N, 3), got {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise FileFormatError(f"{path}: array {key!r} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def read_npy(path: Path) -> RawShape:
+    return RawShape(_as_xyz(np.load(path, allow_pickle=False), path, "points"))
+
+
+def write_npy(path: Path, shape: RawShape) -> None:
+    if shape.normals is not None:
+        raise FileFormatError(f"{path}: .npy stores the points only and would drop the normals; use .npz")
+    with open(path, "wb") as fh:
+        np.save(fh, shape.verts, allow_pickle=False)
+
+
+def read_npz(path: Path) -> RawShape:
+    with np.load(path, allow_pickle=False) as z:
+        keys = set(z.files)
+        if {"verts", "faces"} <= keys:
+            faces = np.asarray(z["faces"])
+            if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+                raise FileFormatError(
+                    f"{path}: array 'faces' must be an integer (F, 3) array, "
+                    f"got shape {faces.shape}, dtype {faces.dtype}"
+                )
+            return RawShape(_as_xyz(z["verts"], path, "verts"), faces)
+        if "points" in keys:
+            normals = _as_xyz(z["normals"], path, "normals") if "normals" in keys else None
+            return RawShape(_as_xyz(z["points"], path, "points"), None, normals)
+    raise FileFormatError(
+        f"{path}: expected arrays 'verts' + 'faces' (a mesh) or 'points' [+ 'normals'] (a cloud), "
+        f"found {sorted(keys)}"
+    )
+
+
+def write_npz(path: Path, shape: RawShape) -> None:
+    if shape.faces is not None:
+        arrays = {"verts": shape.verts, "faces": shape.faces}
+    else:
+        arrays = {"points": shape.verts}
+        if shape.normals is not None:
+            arrays["normals"] = shape.normals
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def read_xyz(path: Path) -> RawShape:
+    a = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
+    if a.shape[1] not in (3, 6):
+        raise FileFormatError(f"{path}: expected 3 (x y z) or 6 (x y z nx ny nz) columns, got {a.shape[1]}")
+    return RawShape(a[:, :3], None, a[:, 3:] if a.shape[1] == 6 else None)
+
+
+def write_xyz(path: Path, shape: RawShape) -> None:
+    cols = [shape.verts] if shape.normals is None else [shape.verts, shape.normals]
+    np.savetxt(path, np.concatenate(cols, axis=1), fmt="%.9g")
+
+
+ARRAY_FORMATS: tuple[FileFormat, ...] = (
+    FileFormat("NumPy array", (".npy",), read_npy, write_npy, meshes=False, points=True, backend="numpy"),
+    FileFormat("NumPy archive", (".npz",), read_npz, write_npz, meshes=True, points=True, backend="numpy"),
+    FileFormat("XYZ text", (".xyz",), read_xyz, write_xyz, meshes=False, points=True, backend="numpy"),
+)

@@ -1,0 +1,404 @@
+"""geomot.io.load / save: every format round-trips, vertex order is the file's, and bad files raise geomot errors."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geomot._core.errors import FileFormatError, GeomotError, MissingDependencyError, ValidationError
+from geomot.cli import main as cli_main
+from geomot.io import load, save, supported_formats
+from geomot.structures import Mesh, PointCloud
+from tests.conftest import ROOT, icosphere, shared_path
+
+MESH_SUFFIXES = [".off", ".obj", ".ply", ".stl", ".npz", ".gii", ".gii.gz"]
+CLOUD_SUFFIXES = [".ply", ".pcd", ".xyz", ".npz"]
+# formats that store positions as float32 (others are lossless or text with >= 10 digits)
+FLOAT32_FORMATS = {".ply", ".gii", ".gii.gz", ".pcd", ".xyz"}
+
+
+@pytest.fixture
+def sphere_mesh() -> Mesh:
+    return Mesh(*icosphere(2))
+
+
+def _cloud(n: int = 50, seed: int = 0) -> PointCloud:
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    nrm = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=1)
+    return PointCloud(p, nrm)
+
+
+def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    p = tmp_path / name
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content)
+    return p
+
+
+# -- round trips ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", MESH_SUFFIXES)
+def test_mesh_round_trip(tmp_path, sphere_mesh, suffix):
+    out = save(sphere_mesh, tmp_path / f"m{suffix}")
+    assert out.is_file()
+    back = load(out, dtype=torch.float64)
+    assert isinstance(back, Mesh) and back.dtype == torch.float64
+    tol = 1e-6 if suffix in FLOAT32_FORMATS else 1e-9
+    if suffix == ".stl":  # triangle soup: corners are merged again, in first-use order; compare geometry
+        assert back.verts.shape == sphere_mesh.verts.shape and back.faces.shape == sphere_mesh.faces.shape
+        tri_a = sphere_mesh.verts[sphere_mesh.faces]
+        tri_b = back.verts[back.faces]
+        assert torch.allclose(tri_a, tri_b, atol=tol)
+    else:
+        assert torch.allclose(back.verts, sphere_mesh.verts, atol=tol, rtol=0)
+        assert torch.equal(back.faces, sphere_mesh.faces)
+    assert torch.allclose(back.total_area(), sphere_mesh.total_area(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", CLOUD_SUFFIXES)
+def test_cloud_round_trip_keeps_normals(tmp_path, suffix):
+    pc = _cloud()
+    back = load(save(pc, tmp_path / f"c{suffix}"), dtype=torch.float64)
+    assert isinstance(back, PointCloud)
+    tol = 1e-6 if suffix in FLOAT32_FORMATS and suffix != ".ply" else 1e-12
+    assert torch.allclose(back.points_list()[0], pc.points_list()[0], atol=tol, rtol=0)
+    assert torch.allclose(back.normals_list()[0], pc.normals_list()[0], atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".ply", ".xyz", ".pcd", ".npz"])
+def test_cloud_without_normals(tmp_path, suffix):
+    pts = torch.rand(20, 3, dtype=torch.float64)
+    back = load(save(PointCloud(pts), tmp_path / f"c{suffix}"), dtype=torch.float64)
+    assert back.normals_list() is None
+    assert torch.allclose(back.points_list()[0], pts, atol=1e-6)
+
+
+def test_ply_cloud_readable_by_open3d_and_trimesh(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    import trimesh
+
+    pc = _cloud(30)
+    p = save(pc, tmp_path / "c.ply")
+    ref = o3d.io.read_point_cloud(str(p))
+    np.testing.assert_allclose(np.asarray(ref.points), pc.points_list()[0].numpy())
+    np.testing.assert_allclose(np.asarray(ref.normals), pc.normals_list()[0].numpy())
+    np.testing.assert_allclose(np.asarray(trimesh.load(p).vertices), pc.points_list()[0].numpy())
+
+
+def test_load_matches_trimesh_on_real_meshes():
+    import trimesh
+
+    for name in ["spot.obj", "stanford-bunny.obj"]:
+        p = shared_path("common3d", name)
+        m = load(p, dtype=torch.float64)
+        n_v_lines = sum(1 for ln in p.read_text().splitlines() if ln.startswith("v "))
+        assert m.verts.shape[0] == n_v_lines  # no vertex split at UV seams, no unreferenced vertex dropped
+        ref = trimesh.load(p, process=False, maintain_order=True)
+        np.testing.assert_allclose(m.verts.numpy(), ref.vertices)
+        assert abs(float(m.total_area()[0]) - ref.area) < 1e-9 * ref.area
+
+
+def test_dtype_device_and_kind(tmp_path, sphere_mesh):
+    p = save(sphere_mesh, tmp_path / "m.off")
+    m32 = load(p)
+    assert m32.dtype == torch.float32 and m32.device.type == "cpu" and m32.faces.dtype == torch.int64
+    assert load(p, device="cpu", dtype=torch.float64).dtype == torch.float64
+    pc = load(p, kind="points", dtype=torch.float64)
+    assert isinstance(pc, PointCloud)
+    # vertex normals of the unit sphere point outwards, along the position
+    cos = (pc.normals_list()[0] * pc.points_list()[0]).sum(1)
+    assert bool((cos > 0.99).all())
+    assert isinstance(load(p, kind="mesh"), Mesh)
+
+
+def test_vertex_order_and_duplicates_preserved(tmp_path):
+    # vertex 3 duplicates vertex 0, vertex 4 is unreferenced: both must stay, in file order
+    off = "OFF\n5 2 0\n0 0 0\n1 0 0\n0 1 0\n0 0 0\n5 5 5\n3 0 1 2\n3 3 2 1\n"
+    m = load(_write(tmp_path, "d.off", off), dtype=torch.float64)
+    assert m.verts.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [5, 5, 5]]
+    assert m.faces.tolist() == [[0, 1, 2], [3, 2, 1]]
+    # OBJ with two texture coordinates on vertex 1 (a UV seam) and an unreferenced vertex
+    obj = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 9 9 9\nvt 0 0\nvt 1 0\nvt 0 1\nvt 0.5 0.5\n" \
+          "f 1/1 2/2 3/3\nf 2/4 4/2 3/3\n"
+    m = load(_write(tmp_path, "seam.obj", obj), dtype=torch.float64)
+    assert m.verts.shape == (5, 3) and m.faces.tolist() == [[0, 1, 2], [1, 3, 2]]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("q.off", "OFF\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n"),
+        ("q.obj", "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n"),
+        ("q.ply", "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+                  "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n"
+                  "4 0 1 2 3\n"),
+    ],
+)
+def test_polygons_are_triangulated(tmp_path, name, content):
+    m = load(_write(tmp_path, name, content), dtype=torch.float64)
+    assert m.faces.shape == (2, 3) and m.verts.shape == (4, 3)
+    assert torch.allclose(m.total_area(), torch.tensor([1.0], dtype=torch.float64))
+    assert torch.allclose(m.face_normals_list()[0], torch.tensor([[0.0, 0.0, 1.0]] * 2, dtype=torch.float64))
+
+
+def test_zero_area_faces_load_with_finite_normals(tmp_path):
+    off = "OFF\n4 2 0\n0 0 0\n1 0 0\n2 0 0\n0 1 0\n3 0 1 2\n3 0 1 3\n"  # face 0 is degenerate (collinear)
+    m = load(_write(tmp_path, "z.off", off), dtype=torch.float64)
+    assert m.face_areas_list()[0].tolist() == [0.0, 0.5]
+    assert torch.isfinite(m.vertex_normals_list()[0]).all() and torch.isfinite(m.face_normals_list()[0]).all()
+    assert m.face_normals_list()[0][0].abs().sum() == 0
+
+
+def test_file_without_faces_is_a_point_cloud(tmp_path):
+    p = _write(tmp_path, "pts.off", "OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n")
+    assert isinstance(load(p), PointCloud)
+    with pytest.raises(FileFormatError, match=r"pts\.off: kind='mesh' but the file has no faces"):
+        load(p, kind="mesh")
+
+
+def test_gifti_reads_fsaverage_like_nibabel():
+    nib = pytest.importorskip("nibabel")
+    p = shared_path("fsaverage5", "pial_left.gii.gz")
+    m = load(p, dtype=torch.float64)
+    img = nib.load(str(p))
+    np.testing.assert_allclose(m.verts.numpy(), img.darrays[0].data)
+    np.testing.assert_array_equal(m.faces.numpy(), img.darrays[1].data)
+
+
+def test_supported_formats_table():
+    fmts = supported_formats()
+    assert set(fmts) == {".off", ".obj", ".ply", ".stl", ".pcd", ".xyz", ".npy", ".npz", ".gii", ".gii.gz"}
+    assert fmts[".ply"].meshes and fmts[".ply"].points and not fmts[".stl"].points and not fmts[".npy"].meshes
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FileFormatError, match=r"nope\.off: no such file"):
+        load(tmp_path / "nope.off")
+    d = tmp_path / "folder.off"
+    d.mkdir()
+    with pytest.raises(FileFormatError, match="is a directory"):
+        load(d)
+    with pytest.raises(FileFormatError, match="is a directory"):
+        load(tmp_path)
+
+
+def test_unknown_suffix_lists_supported(tmp_path):
+    p = _write(tmp_path, "mesh.fbx", "x")
+    with pytest.raises(FileFormatError, match=r"mesh\.fbx: unsupported file type \('\.fbx'\); supported suffixes: .*\.off"):
+        load(p)
+    with pytest.raises(FileFormatError, match=r"unsupported file type \('\.vtk'\)"):
+        save(Mesh(*icosphere(0)), tmp_path / "m.vtk")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("tv.off", "OFF\n4 2 0\n0 0 0\n1 0 0\n", r"tv\.off: cannot read as OFF"),
+        ("tf.off", "OFF\n4 2 0\n0 0 0\n1 0 0\n0 1 0\n1 1 0\n3 0 1 2\n", r"tf\.off: truncated OFF file.*2 faces"),
+        ("garbage.off", bytes(range(256)) * 4, r"garbage\.off: cannot read as OFF"),
+        ("badcount.off", "OFF\nfour two 0\n0 0 0\n", r"badcount\.off: bad OFF counts line"),
+        ("empty.off", "OFF\n0 0 0\n", r"empty\.off: the file holds no vertices"),
+        ("empty.obj", "", r"empty\.obj: no geometry could be read"),
+        ("junk.obj", "this is not an obj file\n", r"junk\.obj: no geometry could be read"),
+        ("junk.stl", b"solid x\nfacet normal 0 0 1\n outer loop\n vertex 0 0", r"junk\.stl: no geometry"),
+        ("t.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                  "end_header\n0 0 0\n1 0", r"t\.ply: truncated PLY file"),
+        ("tf.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                   "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
+         r"tf\.ply: truncated PLY file"),
+        ("short.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                      "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
+                      "3 0 1 2\n3 0 1\n", r"short\.ply: the header declares 3 vertices and 2 faces"),
+        ("nomagic.ply", b"\x00\x01garbage", r"nomagic\.ply: not a PLY file"),
+        ("bad.npz", b"PK\x03\x04 definitely not a zip archive", r"bad\.npz: cannot read as NumPy archive"),
+        ("bad.npy", b"\x93NUMPY garbage", r"bad\.npy: cannot read as NumPy array"),
+        ("ragged.xyz", "0 0 0\n1 0 0\n1 2\n", r"ragged\.xyz: cannot read as XYZ text"),
+        ("four.xyz", "0 0 0 1\n1 0 0 1\n", r"four\.xyz: expected 3 \(x y z\) or 6"),
+        ("bad.pcd", "hello\n", r"bad\.pcd: open3d read no points"),
+        ("bad.gii", "<xml>not gifti", r"bad\.gii: cannot read as GIFTI"),
+        ("bad.gii.gz", gzip.compress(b"<?xml version='1.0'?><GIFTI></GIFTI>"), r"bad\.gii\.gz: cannot read|no NIFTI"),
+    ],
+)
+def test_corrupted_files_raise_file_format_error(tmp_path, name, content, match):
+    if name.endswith(".pcd"):
+        pytest.importorskip("open3d")
+    if ".gii" in name:
+        pytest.importorskip("nibabel")
+    with pytest.raises(FileFormatError, match=match):
+        load(_write(tmp_path, name, content))
+
+
+def test_truncated_binary_files(tmp_path, sphere_mesh):
+    for suffix in [".ply", ".stl", ".npz"]:
+        full = save(sphere_mesh, tmp_path / f"full{suffix}").read_bytes()
+        p = _write(tmp_path, f"cut{suffix}", full[: len(full) // 2])
+        with pytest.raises(FileFormatError, match=rf"cut\{suffix}"):
+            load(p)
+    pytest.importorskip("open3d")
+    full = save(_cloud(), tmp_path / "full.pcd").read_bytes()
+    with pytest.raises(FileFormatError, match=r"cut\.pcd: open3d read no points"):
+        load(_write(tmp_path, "cut.pcd", full[: len(full) - 40]))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "err", "match"),
+    [
+        ("neg.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 -1\n", GeomotError, r"neg\.off: .*(outside the range|negative)"),
+        ("oor.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", GeomotError, r"oor\.off: .*(outside the range|out of range)"),
+        ("oor.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", ValidationError, r"oor\.obj: faces: index 8 out of range"),
+        ("zero.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n", FileFormatError, r"zero\.obj: line 4: OBJ indices are 1-based"),
+        ("rel.obj", "v 0 0 0\nv 1 0 0\nf -1 -2 -4\n", FileFormatError, r"rel\.obj: line 3: relative index -4"),
+        ("short.obj", "v 0 0\nv 1 0 0\n", FileFormatError, r"short\.obj: line 1: a vertex needs 3 coordinates"),
+        ("word.obj", "v 0 0 x\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", FileFormatError, r"word\.obj: bad vertex coordinate"),
+        ("oor.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                    "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n",
+         GeomotError, r"oor\.ply: .*out of range"),
+        ("nan.off", "OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n", ValidationError, r"nan\.off: verts: contains 1 NaN/Inf"),
+        ("inf.obj", "v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", ValidationError, r"inf\.obj: verts: contains 1 NaN/Inf"),
+        ("inf.xyz", "0 0 0\n1 inf 0\n", ValidationError, r"inf\.xyz: points: contains 1 NaN/Inf"),
+    ],
+)
+def test_bad_geometry_names_the_file(tmp_path, name, content, err, match):
+    with pytest.raises(err, match=match):
+        load(_write(tmp_path, name, content))
+
+
+def test_bad_npz_and_npy_contents(tmp_path):
+    v = np.eye(3)
+    np.savez(tmp_path / "neg.npz", verts=v, faces=np.array([[0, 1, -1]]))
+    with pytest.raises(ValidationError, match=r"neg\.npz: faces: negative index -1"):
+        load(tmp_path / "neg.npz")
+    np.savez(tmp_path / "oor.npz", verts=v, faces=np.array([[0, 1, 3]]))
+    with pytest.raises(ValidationError, match=r"oor\.npz: faces: index 3 out of range for 3 vertices"):
+        load(tmp_path / "oor.npz")
+    np.savez(tmp_path / "float_faces.npz", verts=v, faces=np.array([[0.0, 1.0, 2.0]]))
+    with pytest.raises(FileFormatError, match=r"float_faces\.npz: array 'faces' must be an integer"):
+        load(tmp_path / "float_faces.npz")
+    np.savez(tmp_path / "keys.npz", a=v)
+    with pytest.raises(FileFormatError, match=r"keys\.npz: expected arrays 'verts' \+ 'faces'.*found \['a'\]"):
+        load(tmp_path / "keys.npz")
+    np.savez(tmp_path / "obj.npz", points=np.array([None, 1], dtype=object))
+    with pytest.raises(FileFormatError, match=r"obj\.npz: cannot read.*pickle"):
+        load(tmp_path / "obj.npz")
+    np.save(tmp_path / "flat.npy", np.zeros((4, 2)))
+    with pytest.raises(FileFormatError, match=r"flat\.npy: .*must have shape \(N, 3\), got \(4, 2\)"):
+        load(tmp_path / "flat.npy")
+    np.save(tmp_path / "none.npy", np.zeros((0, 3)))
+    with pytest.raises(FileFormatError, match=r"none\.npy: the file holds no vertices"):
+        load(tmp_path / "none.npy")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan, 0.0]]))
+    with pytest.raises(ValidationError, match=r"nan\.npy: points: contains 1 NaN/Inf"):
+        load(tmp_path / "nan.npy")
+    with zipfile.ZipFile(tmp_path / "zip.npz", "w") as z:
+        z.writestr("points.npy", b"not an array")
+    with pytest.raises(FileFormatError, match=r"zip\.npz: array .points. must have shape \(N, 3\), got \(\)"):
+        load(tmp_path / "zip.npz")
+
+
+def test_bad_arguments(tmp_path, sphere_mesh):
+    p = save(sphere_mesh, tmp_path / "m.off")
+    with pytest.raises(ValidationError, match="kind: expected one of None, 'mesh', 'points', got 'cloud'"):
+        load(p, kind="cloud")
+    with pytest.raises(ValidationError, match=r"dtype: expected a floating torch\.dtype"):
+        load(p, dtype=torch.int64)
+    with pytest.raises(ValidationError, match=r"path: expected a str or os\.PathLike, got int"):
+        load(3)
+
+
+def test_save_errors(tmp_path, sphere_mesh):
+    with pytest.raises(FileFormatError, match=r"c\.stl: STL files cannot hold point clouds; use one of .*\.npy"):
+        save(_cloud(), tmp_path / "c.stl")
+    with pytest.raises(FileFormatError, match=r"m\.npy: NumPy array files cannot hold meshes; use one of .*\.off"):
+        save(sphere_mesh, tmp_path / "m.npy")
+    with pytest.raises(FileFormatError, match=r"n\.npy: \.npy stores the points only and would drop the normals"):
+        save(_cloud(), tmp_path / "n.npy")
+    with pytest.raises(FileFormatError, match=r"the folder .*missing does not exist"):
+        save(sphere_mesh, tmp_path / "missing" / "m.off")
+    (tmp_path / "d.off").mkdir()
+    with pytest.raises(FileFormatError, match=r"d\.off: is a directory"):
+        save(sphere_mesh, tmp_path / "d.off")
+    batch = Mesh([sphere_mesh.verts, sphere_mesh.verts], [sphere_mesh.faces, sphere_mesh.faces])
+    with pytest.raises(ValidationError, match="obj: save writes one mesh per file, got a batch of 2"):
+        save(batch, tmp_path / "b.off")
+    with pytest.raises(ValidationError, match="obj: save writes one cloud per file, got a batch of 2"):
+        save(PointCloud(torch.rand(2, 5, 3)), tmp_path / "b.ply")
+    with pytest.raises(ValidationError, match="obj: expected a geomot Mesh or PointCloud, got Tensor"):
+        save(torch.rand(5, 3), tmp_path / "t.npy")
+
+
+@pytest.mark.parametrize(("module", "suffix", "extra"), [("open3d", ".pcd", "o3d"), ("nibabel", ".gii", "neuro")])
+def test_missing_backend_names_the_extra(tmp_path, monkeypatch, module, suffix, extra):
+    obj = _cloud() if suffix == ".pcd" else Mesh(*icosphere(0))
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingDependencyError, match=rf"needs the optional package '{module}'.*pip install geomot\[{extra}\]"):
+        save(obj, tmp_path / f"x{suffix}")
+    _write(tmp_path, f"y{suffix}", "anything")
+    with pytest.raises(MissingDependencyError, match=rf"pip install geomot\[{extra}\]"):
+        load(tmp_path / f"y{suffix}")
+
+
+def test_import_stays_light():
+    code = (
+        "import sys, geomot, geomot.io; geomot.load; "
+        "heavy = [m for m in ('trimesh', 'open3d', 'pyvista', 'nibabel', 'nilearn', 'torch_geometric') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -- geomot info ----------------------------------------------------------------------------------------
+def _info(capsys, *args: str) -> tuple[int, dict[str, str], str]:
+    rc = cli_main(["info", *args])
+    cap = capsys.readouterr()
+    rows = dict(ln.split(":", 1) for ln in cap.out.splitlines() if ":" in ln)
+    return rc, {k.strip(): v.strip() for k, v in rows.items()}, cap.err
+
+
+def test_info_mesh(tmp_path, capsys, sphere_mesh):
+    import trimesh
+
+    p = save(sphere_mesh, tmp_path / "s.ply")
+    rc, rows, _ = _info(capsys, str(p))
+    ref = trimesh.Trimesh(sphere_mesh.verts.numpy(), sphere_mesh.faces.numpy(), process=False)
+    assert rc == 0 and rows["vertices"] == "162" and rows["faces"] == "320"
+    assert rows["watertight"] == "yes" and ref.is_watertight
+    assert float(rows["area"]) == pytest.approx(ref.area, rel=1e-5)
+    assert rows["format"] == "PLY (via trimesh)" and rows["type"] == "triangle mesh"
+    assert rows["bounds"].startswith("min (-1, -1, -1)") and rows["bounds"].endswith("max (1, 1, 1)")
+
+
+def test_info_open_mesh_and_cloud(tmp_path, capsys):
+    p = _write(tmp_path, "quad.off", "OFF\n5 2 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n7 7 7\n3 0 1 2\n3 0 2 3\n")
+    rc, rows, _ = _info(capsys, str(p))
+    assert rc == 0 and rows["watertight"] == "no (4 boundary edges, 0 non-manifold edges)"
+    assert rows["vertices"] == "5 (1 unreferenced)" and float(rows["area"]) == 1.0
+    rc, rows, _ = _info(capsys, str(save(_cloud(10), tmp_path / "c.npz")))
+    assert rc == 0 and rows["points"] == "10" and rows["normals"] == "yes" and rows["type"] == "point cloud"
+    rc, rows, _ = _info(capsys, str(p), "--kind", "points")
+    assert rc == 0 and rows["points"] == "5"
+
+
+def test_info_errors_exit_2(tmp_path, capsys):
+    rc, _, err = _info(capsys, str(tmp_path / "missing.off"))
+    assert rc == 2 and "geomot info: error:" in err and "missing.off: no such file" in err
+    rc, _, err = _info(capsys, str(_write(tmp_path, "x.abc", "1")))
+    assert rc == 2 and "unsupported file type" in err
+    rc, _, err = _info(capsys, str(_write(tmp_path, "pts.xyz", "0 0 0\n")), "--kind", "mesh")
+    assert rc == 2 and "has no faces" in err
+
+
+def test_obj_relative_indices_and_continuation(tmp_path):
+    obj = "# comment\nv 0 0 0\nv 1 0 0 1.0\nv 0 1 0\nf -3 -2 \\\n -1\nvn 0 0 1\nf 1//1 2//1 3//1\n"
+    m = load(_write(tmp_path, "rel.obj", obj), dtype=torch.float64)
+    assert m.faces.tolist() == [[0, 1, 2], [0, 1, 2]] and m.verts.shape == (3, 3)
