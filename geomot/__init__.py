@@ -21,6 +21,22 @@ _LAZY: dict[str, str] = {
     "as_measure": "geomot.structures",
     "mesh_to_measure": "geomot.structures",
     # -- io ------------------------------------------------------------------------------------------------
+    "load": "geomot.io",
+    "save": "geomot.io",
+    "read_vts": "geomot.io",
+    "write_vts": "geomot.io",
+    "ShapeDataset": "geomot.io",
+    "load_fsaverage5": "geomot.io",
+    "to_trimesh": "geomot.io",
+    "from_trimesh": "geomot.io",
+    "to_open3d": "geomot.io",
+    "from_open3d": "geomot.io",
+    "to_pyvista": "geomot.io",
+    "from_pyvista": "geomot.io",
+    "to_pyg": "geomot.io",
+    "from_pyg": "geomot.io",
+    "to_pytorch3d": "geomot.io",
+    "from_pytorch3d": "geomot.io",
     # -- losses: sliced family -----------------------------------------------------------------------------
     # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
     # -- transport -----------------------------------------------------------------------------------------
