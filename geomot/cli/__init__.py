@@ -20,6 +20,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: tuple[str, ...] = (
     # one line per sub-command module
     "info",
+    "view",
 )
 
 

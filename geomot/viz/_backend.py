@@ -104,7 +104,7 @@ def new_plotter(*, off_screen: bool, window_size: tuple[int, int], background: s
     plotter = pv.Plotter(off_screen=off_screen, window_size=list(size), lighting="none")
     # White lights that follow the camera (a light kit without its warm/cool tints, which would shift the colour
     # map): a head light, a key light above right and a weak fill light below left.
-    for position, intensity in (((0.0, 0.0, 1.0), 0.45), ((1.0, 1.0, 1.0), 0.5), ((-1.0, -0.4, 0.6), 0.2)):
+    for position, intensity in (((0.0, 0.0, 1.0), 0.6), ((1.0, 1.0, 1.0), 0.45), ((-1.0, -0.4, 0.6), 0.25)):
         plotter.add_light(pv.Light(position=position, focal_point=(0.0, 0.0, 0.0), color="white",
                                    intensity=intensity, light_type="camera light"))
     plotter.set_background(background)

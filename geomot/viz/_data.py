@@ -276,21 +276,20 @@ def bounds_of(points: np.ndarray) -> np.ndarray:
 def grid_offsets(shapes: Sequence[np.ndarray], *, gap: float = 0.25, columns: int | None = None) -> np.ndarray:
     """``(B, 3)`` translations that lay ``B`` point sets (each ``(..., 3)``) on a grid, left to right then top down.
 
-    Every cell has the size of the largest box; cells are separated by ``gap`` times that size. The first shape
-    keeps its position so that a single shape is never moved.
+    Every cell has the size of the largest box; cells are separated by ``gap`` times that size and each shape's
+    box centre is put at its cell's centre. The first shape keeps its position, so a single shape never moves.
     """
     n = len(shapes)
     cols = columns or int(np.ceil(np.sqrt(n)))
     boxes = [bounds_of(s) for s in shapes]
     size = np.max([b[1] - b[0] for b in boxes], axis=0)
     size = np.where(size > 0, size, max(float(size.max()), 1.0))
-    step_x, step_y = size[0] * (1 + gap), size[1] * (1 + gap)
+    step = np.array([size[0] * (1 + gap), -size[1] * (1 + gap), 0.0])
+    first = boxes[0].mean(0)
     offsets = np.zeros((n, 3))
     for i, b in enumerate(boxes):
         r, c = divmod(i, cols)
-        target_min = boxes[0][0] + np.array([c * step_x, -r * step_y, 0.0])
-        offsets[i, :2] = (target_min - b[0])[:2]
-        offsets[i, 2] = boxes[0].mean(0)[2] - b.mean(0)[2]
+        offsets[i] = first + np.array([c, r, 0.0]) * step - b.mean(0)
     return offsets
 
 

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from geomot._core.errors import MissingDependencyError
 from geomot._core.registry import Registry
+from geomot.io.convert import to_pyvista
+from geomot.structures import Mesh, PointCloud
 from geomot.viz._backend import frame_camera, import_pyvista, new_plotter
 from geomot.viz._scene import Layer, Scene, interpolate, scene_bounds
 
@@ -22,16 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def _polydata(pv: Any, layer: Layer, points: np.ndarray) -> Any:
-    """PolyData of one layer: triangles as the VTK cell array ``[3, i, j, k, 3, ...]``, segments as ``[2, a, b]``."""
+    """PolyData of one layer: meshes and clouds through :func:`geomot.io.to_pyvista`, segments as the VTK line
+    cell array ``[2, a, b, 2, ...]``."""
     if layer.kind == "mesh":
-        faces = layer.faces
-        cells = np.hstack([np.full((len(faces), 1), 3, dtype=np.int64), faces]).ravel()
-        return pv.PolyData(points, faces=cells)
+        return to_pyvista(Mesh(torch.from_numpy(points), torch.from_numpy(layer.faces)))
     if layer.kind == "lines":
         n = len(points) // 2
         pairs = np.arange(2 * n, dtype=np.int64).reshape(n, 2)
         return pv.PolyData(points, lines=np.hstack([np.full((n, 1), 2, dtype=np.int64), pairs]).ravel())
-    return pv.PolyData(points)
+    return to_pyvista(PointCloud(torch.from_numpy(points)))
 
 
 class PyvistaScene:
@@ -74,9 +76,10 @@ class PyvistaScene:
             else:
                 kw["color"] = layer.color
             if layer.kind == "mesh":
-                kw.update(smooth_shading=True, specular=0.3, specular_power=25.0, diffuse=0.85, ambient=0.08)
+                kw.update(smooth_shading=True, specular=0.25, specular_power=25.0, diffuse=0.9, ambient=0.15)
             elif layer.kind == "points":
-                kw.update(style="points", point_size=layer.size, render_points_as_spheres=True)
+                # shaded spheres; eye-dome lighting darkens them, so it comes with flat points instead
+                kw.update(style="points", point_size=layer.size, render_points_as_spheres=not scene.eye_dome)
             else:
                 kw.update(line_width=layer.size)
             actor = self.plotter.add_mesh(mesh, **kw)
@@ -85,10 +88,17 @@ class PyvistaScene:
             self.meshes.append((layer, mesh))
         if last_mapped is not None:
             self.plotter.add_scalar_bar(
-                title=scene.scalar_title or " ", mapper=last_mapped, color="black", n_labels=5, fmt="%.3g",
-                vertical=False, position_x=0.3, position_y=0.03, width=0.4, height=0.06,
+                title=" ", mapper=last_mapped, color="black", n_labels=5, fmt="%.3g",
+                vertical=False, position_x=0.3, position_y=0.02, width=0.4, height=0.1, title_font_size=16,
+                label_font_size=13,
             )
-        if all(layer.kind == "points" for layer in scene.layers):
+            self.plotter.scalar_bar.SetTextPositionToPrecedeScalarBar()  # labels under the bar
+            if scene.scalar_title:  # the title above the bar, where it cannot overlap the labels
+                w, h = self.plotter.window_size
+                text = self.plotter.add_text(scene.scalar_title, position=(w // 2, int(0.125 * h)), font_size=10,
+                                             color="black")
+                text.GetTextProperty().SetJustificationToCentered()
+        if scene.eye_dome:
             self.plotter.enable_eye_dome_lighting()
         if scene.title:
             self.plotter.add_text(scene.title, position="upper_left", font_size=12, color="black")

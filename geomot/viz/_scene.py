@@ -69,7 +69,10 @@ class Layer(NamedTuple):
 
 
 class Scene(NamedTuple):
-    """Layers sharing a time axis ``times (T,)``, a colour map and colour limits (None: no scalar bar)."""
+    """Layers sharing a time axis ``times (T,)``, a colour map and colour limits (None: no scalar bar).
+
+    ``eye_dome``: eye-dome lighting (pyvista only), a screen-space depth cue for clouds drawn as flat points.
+    """
 
     layers: list[Layer]
     times: np.ndarray
@@ -78,6 +81,7 @@ class Scene(NamedTuple):
     scalar_title: str = ""
     title: str | None = None
     background: str = "white"
+    eye_dome: bool = False
 
 
 def default_point_size(n_points: int) -> float:

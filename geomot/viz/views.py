@@ -136,6 +136,7 @@ def show(
     scalar_title: str = "",
     title: str | None = None,
     point_size: float | None = None,
+    eye_dome_lighting: bool = False,
     view: str = "xy",
     azimuth: float = 30.0,
     elevation: float = 15.0,
@@ -146,9 +147,9 @@ def show(
 ) -> Rendered:
     """Show meshes or point clouds; a batch is laid out on a grid.
 
-    Meshes are drawn with smooth (Gouraud) shading under a three-light kit; clouds as shaded spheres with
-    eye-dome lighting. ``scalars`` are mapped through ``cmap`` on one colour range shared by the batch, with a
-    scalar bar.
+    Meshes are drawn with smooth (Gouraud) shading under three white camera lights (head, key and fill); clouds
+    as shaded spheres, or as flat points with eye-dome lighting. ``scalars`` are mapped through ``cmap`` on one
+    colour range shared by the batch, with a scalar bar.
 
     Args:
         shape: a :class:`~geomot.Mesh`, a :class:`~geomot.PointCloud`, a ``(V, 3)``/``(B, V, 3)`` tensor or
@@ -158,6 +159,7 @@ def show(
         cmap: matplotlib colour map name. clim: ``(low, high)`` colour range (data range by default).
         color: uniform colour without scalars. scalar_title: scalar bar title. title: text in the corner.
         point_size: point diameter in pixels (from the point count by default).
+        eye_dome_lighting: draw clouds as flat points with eye-dome lighting (a depth cue; window/PNG only).
         view: camera direction (``"xy"`` looks down the z axis with y up; see ``geomot.viz.VIEWS``), turned by
             ``azimuth`` and ``elevation`` degrees. window_size: ``(width, height)`` pixels.
         screenshot: write a PNG there. html: write a self-contained HTML viewer there.
@@ -175,7 +177,7 @@ def show(
     scene = shapes_scene(
         shapes, as_scalars(scalars, shapes), cmap=cmap, clim=clim, color=color, scalar_title=scalar_title,
         title=title, point_size=point_size,
-    )
+    )._replace(eye_dome=bool(eye_dome_lighting))
     return _render(scene, screenshot=screenshot, html=html, off_screen=off_screen, window_size=window_size,
                    view=view, azimuth=azimuth, elevation=elevation)
 
