@@ -12,7 +12,7 @@ VENV=.venv
 TORCH_SPEC=${GEOMOT_TORCH_SPEC:-torch==2.13.0}
 
 # --- system libraries -------------------------------------------------------------------------------
-SYS_PKGS="libusb-1.0-0 libgl1 libglx-mesa0 libosmesa6 libegl1 libxrender1 libxext6 libx11-6 libgomp1"
+SYS_PKGS="libusb-1.0-0 libgl1 libglx-mesa0 libosmesa6 libegl1 libegl-mesa0 libxrender1 libxext6 libx11-6 libgomp1"
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in $SYS_PKGS; do
@@ -30,6 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "[setup] run:  sudo apt-get install -y ${missing[*]}"
   fi
 fi
+
+# headless chromium for the HTML viewer tests (tests/test_viz_html.py skip without it)
+bash scripts/install_chromium.sh || true
 
 # --- virtual environment ----------------------------------------------------------------------------
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

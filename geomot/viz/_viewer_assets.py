@@ -3,7 +3,7 @@
 The page needs no network: the geometry is inlined as base64 typed arrays in a JSON block, the script below draws
 it with WebGL (smooth two-sided shading with a head light and a key light, round shaded point sprites, lines) and
 falls back to a Canvas 2D painter's-algorithm renderer when WebGL is unavailable (or with ``#renderer=canvas2d``
-in the address). When the scene has several frames a slider and a play button interpolate linearly between them.
+in the address; ``#time=0.5`` opens at that time). When the scene has several frames a slider and a play button interpolate linearly between them.
 After its first drawing the script sets ``data-status="ok"`` and ``data-renderer`` on ``<body>`` (``"error: ..."``
 on failure), which the tests read back from a headless browser.
 """
@@ -404,7 +404,8 @@ try {
   if (wanted !== "canvas2d") renderer = makeGL();
   if (!renderer) renderer = makeCanvas2D();
   if (!renderer) throw new Error("neither WebGL nor a 2D canvas is available");
-  setTime(D.start_time);
+  var asked = window.location.hash.match(/time=([-+0-9.eE]+)/);
+  setTime(asked ? parseFloat(asked[1]) : D.start_time);
   setupColorbar();
   setupControls();
   renderer.draw();
