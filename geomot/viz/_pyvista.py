@@ -191,12 +191,14 @@ def _import_imageio() -> Any:
     return imageio
 
 
-def _write_gif(frames: list[np.ndarray], path: Path, fps: float) -> None:
+def _write_gif(frames: list[np.ndarray], path: Path, fps: float, hold: int) -> None:
     imageio = _import_imageio()
-    imageio.mimsave(path, frames, format="GIF", duration=1000.0 / fps, loop=0)
+    durations = [1000.0 / fps] * len(frames)
+    durations[-1] *= 1 + hold  # GIF frames carry their own duration: hold the last one longer
+    imageio.mimsave(path, frames, format="GIF", duration=durations, loop=0)
 
 
-def _write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
+def _write_mp4(frames: list[np.ndarray], path: Path, fps: float, hold: int) -> None:
     imageio = _import_imageio()
     try:
         import imageio_ffmpeg  # noqa: F401
@@ -208,7 +210,7 @@ def _write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
     h, w = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2
     with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
                             pixelformat="yuv420p", macro_block_size=1) as writer:
-        for f in frames:
+        for f in [*frames, *[frames[-1]] * hold]:
             writer.append_data(np.ascontiguousarray(f[:h, :w]))
 
 
@@ -226,10 +228,10 @@ def write_animation(view: PyvistaScene, path: Path, *, n_frames: int, fps: float
         path: ``.gif`` or ``.mp4`` file.
         n_frames: number of rendered frames (>= 2 for a moving scene).
         fps: frames per second of the file.
-        hold: extra copies of the last frame, so that the final shape stays on screen before looping.
+        hold: the last frame stays on screen ``hold`` frame durations longer before the animation loops.
 
     Returns:
-        the rendered ``(H, W, 3)`` frames (without the held copies).
+        the rendered ``(H, W, 3)`` frames.
     """
     writer = ANIMATION_WRITERS.get(path.suffix.lower(), arg="animation")
     times = view.scene.times
@@ -237,6 +239,6 @@ def write_animation(view: PyvistaScene, path: Path, *, n_frames: int, fps: float
     for t in np.linspace(times[0], times[-1], n_frames):
         view.set_time(float(t))
         frames.append(view.image())
-    writer(frames + [frames[-1]] * hold, path, fps)
-    log.info("wrote %s (%d frames)", path, len(frames) + hold)
+    writer(frames, path, fps, hold)
+    log.info("wrote %s (%d frames)", path, len(frames))
     return frames
