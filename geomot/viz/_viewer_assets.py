@@ -3,9 +3,9 @@
 The page needs no network: the geometry is inlined as base64 typed arrays in a JSON block, the script below draws
 it with WebGL (smooth two-sided shading with a head light and a key light, round shaded point sprites, lines) and
 falls back to a Canvas 2D painter's-algorithm renderer when WebGL is unavailable (or with ``#renderer=canvas2d``
-in the address; ``#time=0.5`` opens at that time). When the scene has several frames a slider and a play button interpolate linearly between them.
-After its first drawing the script sets ``data-status="ok"`` and ``data-renderer`` on ``<body>`` (``"error: ..."``
-on failure), which the tests read back from a headless browser.
+in the address; ``#time=0.5`` opens at that time). When the scene has several frames, a slider and a play button
+interpolate linearly between them. After its first drawing the script sets ``data-status="ok"`` and
+``data-renderer`` on ``<body>`` (``"error: ..."`` on failure), which the tests read back from a headless browser.
 """
 
 from __future__ import annotations
