@@ -151,7 +151,7 @@ def from_pyvista(
     pv = require("pyvista", what="from_pyvista")
     if not isinstance(poly, pv.PolyData):
         raise ValidationError(f"poly: expected a pyvista.PolyData, got {type(poly).__name__}")
-    if poly.n_faces_strict > 0:
+    if np.asarray(poly.faces).size > 0:  # polygon connectivity only (vertex / line cells are elsewhere)
         if not poly.is_all_triangles:
             poly = poly.triangulate()
         faces = np.asarray(poly.faces).reshape(-1, 4)[:, 1:]

@@ -44,11 +44,12 @@ def read_vts(path: str | os.PathLike, *, n_verts: int | None = None) -> torch.Te
     rows = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     if not rows:
         raise FileFormatError(f"{p}: empty .vts file")
-    values = np.empty(len(rows), dtype=np.int64)
-    for j, (lineno, tok) in enumerate(rows):
-        if not tok.isdigit():
-            raise FileFormatError(f"{p}: line {lineno}: expected one positive integer, got {tok!r}")
-        values[j] = int(tok)
+    tokens = np.array([tok for _, tok in rows])
+    bad = np.flatnonzero(~np.char.isdigit(tokens))
+    if bad.size:
+        lineno, tok = rows[int(bad[0])]
+        raise FileFormatError(f"{p}: line {lineno}: expected one positive integer, got {tok!r}")
+    values = tokens.astype(np.int64)
     if values.min() < 1:
         bad = rows[int(values.argmin())][0]
         raise FileFormatError(f"{p}: line {bad}: indices are 1-based and must be >= 1, got {values.min()}")
