@@ -38,6 +38,17 @@ _LAZY: dict[str, str] = {
     "to_pytorch3d": "geomot.io",
     "from_pytorch3d": "geomot.io",
     # -- losses: sliced family -----------------------------------------------------------------------------
+    "sliced_wasserstein": "geomot.losses.sliced",
+    "SlicedWasserstein": "geomot.losses.sliced",
+    "max_sliced_wasserstein": "geomot.losses.sliced_variants",
+    "MaxSlicedWasserstein": "geomot.losses.sliced_variants",
+    "distributional_sliced_wasserstein": "geomot.losses.sliced_variants",
+    "DistributionalSlicedWasserstein": "geomot.losses.sliced_variants",
+    "vmf_sliced_wasserstein": "geomot.losses.sliced_variants",
+    "VmfSlicedWasserstein": "geomot.losses.sliced_variants",
+    "energy_based_sliced_wasserstein": "geomot.losses.sliced_variants",
+    "EnergyBasedSlicedWasserstein": "geomot.losses.sliced_variants",
+    "wasserstein_1d": "geomot.transport.ot1d",
     # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
     # -- transport -----------------------------------------------------------------------------------------
     # -- correspondence ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: tuple[str, ...] = (
     # one line per sub-command module
+    "distance",
     "info",
     "view",
 )

@@ -2,10 +2,12 @@
 
 # Each block below belongs to one module; add names only inside your module's block.
 # -- ot1d ------------------------------------------------------------------------------------------------
+from geomot.transport.ot1d import quantile_power, safe_root, sort_last, sort_values, sorted_power, wasserstein_1d
 # -- sinkhorn --------------------------------------------------------------------------------------------
 # -- end -------------------------------------------------------------------------------------------------
 
 __all__: list[str] = [
     # -- ot1d --
+    "quantile_power", "safe_root", "sort_last", "sort_values", "sorted_power", "wasserstein_1d",
     # -- sinkhorn --
 ]
