@@ -56,7 +56,7 @@ def _load_shape(path: Path) -> Any:
                 raise FileFormatError(
                     f"{path}: expected a float (B, N, 3) array of clouds, got {arr.dtype} {arr.shape}"
                 )
-            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+            return torch.from_numpy(np.array(arr, dtype=np.float64))  # a copy: the memory map is read-only
     return load(path, dtype=torch.float64)
 
 
