@@ -451,3 +451,39 @@ def test_p2p_file(tmp_path):
         viz.load_p2p(tmp_path / "words.txt")
     with pytest.raises(FileFormatError, match=r"p2p: no such file"):
         viz.load_p2p(Path(tmp_path / "none.txt"))
+
+
+def test_interactive_window_gets_time_controls(monkeypatch):
+    """With a screen and no output file, a window opens (``Plotter.show``, stubbed here) with a time slider and
+    a play button, at the first time."""
+    import pyvista as pv
+
+    import geomot.viz.views as views
+
+    monkeypatch.setattr(views, "has_display", lambda: True)
+    monkeypatch.setattr(_backend, "has_display", lambda: True)
+    seen: dict[str, object] = {}
+
+    def fake_show(self, *args, **kwargs):
+        seen.update(title=kwargs.get("title"), off_screen=self.off_screen,
+                    sliders=len(self.widgets.slider_widgets), buttons=len(self.widgets.button_widgets))
+
+    monkeypatch.setattr(pv.Plotter, "show", fake_show)
+    verts, faces, times = sphere_trajectory(4, subdiv=1)
+    out = viz.show_deformation(verts, faces, times=times, title="fit")
+    assert out == viz.Rendered(None, ())
+    assert seen["title"] == "fit" and seen["off_screen"] is False
+    assert seen["sliders"] == 1 and seen["buttons"] == 1
+
+
+def test_trajectory_from_mapping_and_frames():
+    verts, faces, times = sphere_trajectory(3, subdiv=1)
+    a = as_trajectory({"verts": verts, "faces": faces, "times": times})
+    b = as_trajectory(viz.Trajectory(verts.numpy(), faces.numpy(), times.numpy()))
+    c = as_trajectory([geomot.Mesh(x, faces) for x in verts], times=times)
+    for t in (b, c):
+        np.testing.assert_allclose(t.verts, a.verts)
+        np.testing.assert_array_equal(t.faces, a.faces)
+        np.testing.assert_allclose(t.times, a.times)
+    with pytest.raises(ValidationError, match=r"trajectory: the mapping has no 'verts' \(keys: points\)"):
+        as_trajectory({"points": verts})

@@ -109,7 +109,7 @@ def new_plotter(*, off_screen: bool, window_size: tuple[int, int], background: s
                                    intensity=intensity, light_type="camera light"))
     plotter.set_background(background)
     try:
-        plotter.enable_anti_aliasing("ssaa" if off_screen else "fxaa")
+        plotter.enable_anti_aliasing("ssaa" if off_screen else "msaa")
     except Exception as e:  # pragma: no cover - depends on the OpenGL driver
         log.debug("anti-aliasing unavailable: %s", e)
     return plotter

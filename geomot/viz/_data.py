@@ -179,13 +179,13 @@ def as_trajectory(trajectory: Any, faces: Any = None, times: Any = None) -> Traj
         if faces is not None or times is not None:
             raise ValidationError("faces/times: not accepted with a trajectory file (they are read from it)")
         return load_trajectory(trajectory)
-    if isinstance(trajectory, Trajectory) or isinstance(trajectory, dict):
-        get = trajectory._asdict().get if isinstance(trajectory, Trajectory) else trajectory.get
-        if "verts" not in (trajectory._fields if isinstance(trajectory, Trajectory) else trajectory):
-            raise ValidationError(f"trajectory: the mapping has no 'verts' (keys: {', '.join(map(str, trajectory))})")
-        faces = get("faces") if faces is None else faces
-        times = get("times") if times is None else times
-        trajectory = get("verts")
+    if isinstance(trajectory, (Trajectory, dict)):
+        fields = trajectory._asdict() if isinstance(trajectory, Trajectory) else trajectory
+        if "verts" not in fields:
+            raise ValidationError(f"trajectory: the mapping has no 'verts' (keys: {', '.join(map(str, fields))})")
+        faces = fields.get("faces") if faces is None else faces
+        times = fields.get("times") if times is None else times
+        trajectory = fields["verts"]
     if isinstance(trajectory, Mesh):
         trajectory = list(trajectory) if len(trajectory) > 1 else [trajectory]
     if isinstance(trajectory, (list, tuple)):
