@@ -402,3 +402,18 @@ def test_obj_relative_indices_and_continuation(tmp_path):
     obj = "# comment\nv 0 0 0\nv 1 0 0 1.0\nv 0 1 0\nf -3 -2 \\\n -1\nvn 0 0 1\nf 1//1 2//1 3//1\n"
     m = load(_write(tmp_path, "rel.obj", obj), dtype=torch.float64)
     assert m.faces.tolist() == [[0, 1, 2], [0, 1, 2]] and m.verts.shape == (3, 3)
+
+
+def test_obj_fast_and_line_by_line_parsers_agree(tmp_path, sphere_mesh):
+    from geomot.io.trimesh_formats import _read_obj_fast
+
+    p = save(sphere_mesh, tmp_path / "s.obj")
+    text = p.read_text()
+    assert _read_obj_fast(text) is not None  # plain triangles: the vectorised path
+    fast = load(p, dtype=torch.float64)
+    slow_text = "\r\n".join(ln + ("  # note" if ln.startswith("f ") else "") for ln in text.splitlines())
+    assert _read_obj_fast(slow_text.replace("\r\n", "\n")) is None  # comments on data lines: line by line
+    slow = load(_write(tmp_path, "slow.obj", slow_text), dtype=torch.float64)
+    assert torch.equal(fast.verts, slow.verts) and torch.equal(fast.faces, slow.faces)
+    textured = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\nf 1/1/1 2/1/1 3/1/1\n"
+    assert _read_obj_fast(textured).faces.tolist() == [[0, 1, 2]]

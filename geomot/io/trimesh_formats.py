@@ -10,6 +10,7 @@ the polygons. STL stores a triangle soup, so its duplicated corners are merged a
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,17 +101,13 @@ def _obj_index(token: str, n_defined: int, path: Path, lineno: int) -> int:
     return j
 
 
-def read_obj(path: Path) -> RawShape:
-    """Positions (``v``) and faces (``f``, fan-triangulated) of a Wavefront OBJ, every ``v`` line kept in order.
+_OBJ_SLASH = re.compile(r"/\S*")
 
-    Parsed here rather than by trimesh, whose OBJ loader drops unreferenced vertices of textured files and would
-    shift the indices that correspondence files refer to. Texture coordinates, normals, groups and materials are
-    ignored.
-    """
+
+def _read_obj_slow(text: str, path: Path) -> tuple[list[list[str]], list[tuple[int, int, int]]]:
+    """Line-by-line parse: polygons, relative indices, comments; exact error messages with line numbers."""
     verts: list[list[str]] = []
     faces: list[tuple[int, int, int]] = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        text = fh.read().replace("\\\n", " ")
     for lineno, line in enumerate(text.splitlines(), 1):
         tok = line.split("#", 1)[0].split()
         if not tok:
@@ -124,13 +121,57 @@ def read_obj(path: Path) -> RawShape:
                 raise FileFormatError(f"{path}: line {lineno}: a face needs at least 3 vertices, got {line.strip()!r}")
             idx = [_obj_index(t, len(verts), path, lineno) for t in tok[1:]]
             faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
-    if not verts:
-        raise FileFormatError(f"{path}: no geometry could be read from the file (no 'v' lines)")
+    return verts, faces
+
+
+def read_obj(path: Path) -> RawShape:
+    """Positions (``v``) and faces (``f``, fan-triangulated) of a Wavefront OBJ, every ``v`` line kept in order.
+
+    Parsed here rather than by trimesh, whose OBJ loader drops unreferenced vertices of textured files and would
+    shift the indices that correspondence files refer to. Texture coordinates, normals, groups and materials are
+    ignored. Files made only of plain triangles (the common case) are parsed with regular expressions; anything
+    else (polygons, relative indices, comments on data lines) line by line.
+    """
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        text = fh.read().replace("\\\n", " ")
+    fast = _read_obj_fast(text)
+    if fast is None:
+        verts, tris = _read_obj_slow(text, path)
+        if not verts:
+            raise FileFormatError(f"{path}: no geometry could be read from the file (no 'v' lines)")
+        try:
+            v = np.array(verts, dtype=np.float64)
+        except ValueError as e:
+            raise FileFormatError(f"{path}: bad vertex coordinate ({e})") from None
+        return RawShape(v, np.array(tris, dtype=np.int64) if tris else None)
+    return fast
+
+
+def _read_obj_fast(text: str) -> RawShape | None:
+    """Vectorised parse of the common case (``v x y z`` lines, triangles with positive indices, no comments on
+    data lines); ``None`` when the file is anything else, which then goes through the line-by-line parser."""
+    lines = text.splitlines()
+    vl = [ln[2:] for ln in lines if ln.startswith(("v ", "v\t"))]
+    fl = [ln[2:] for ln in lines if ln.startswith(("f ", "f\t"))]
+    if not vl or "#" in "".join(vl) or "#" in "".join(fl):
+        return None
     try:
-        v = np.array(verts, dtype=np.float64)
-    except ValueError as e:
-        raise FileFormatError(f"{path}: bad vertex coordinate ({e})") from None
-    return RawShape(v, np.array(faces, dtype=np.int64) if faces else None)
+        v = np.loadtxt(io.StringIO("\n".join(vl)), dtype=np.float64, ndmin=2)
+        if v.shape[1] != 3:
+            return None
+        if not fl:
+            return RawShape(v, None)
+        joined = "\n".join(fl)
+        if "-" in joined:
+            return None
+        f = np.loadtxt(io.StringIO(_OBJ_SLASH.sub("", joined) if "/" in joined else joined), dtype=np.int64, ndmin=2)
+    except ValueError:
+        return None
+    if f.shape[1] != 3:
+        return None
+    if f.min() < 1:
+        return None
+    return RawShape(v, f - 1)
 
 
 def read_stl(path: Path) -> RawShape:
