@@ -1,0 +1,169 @@
+"""Chamfer and Hausdorff: brute force, scipy, closed forms, padding, gradients, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import directed_hausdorff
+
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.losses.chamfer import ChamferLoss, HausdorffDistance, chamfer_distance, chamfer_terms, hausdorff_distance
+from geomot.structures import Mesh, PointCloud
+from tests.conftest import icosphere
+
+
+def _brute(x, y, squared=True, nx=None, ny=None, point_reduction="mean"):
+    d = ((x[:, None] - y[None]) ** 2).sum(-1)
+    dx, ix = d.min(1)
+    dy, iy = d.min(0)
+    if not squared:
+        dx, dy = dx.sqrt(), dy.sqrt()
+    red = torch.mean if point_reduction == "mean" else torch.sum
+    out = red(dx) + red(dy)
+    if nx is None:
+        return out, None
+    ux, uy = torch.nn.functional.normalize(nx, dim=-1), torch.nn.functional.normalize(ny, dim=-1)
+    cn = red(1 - (ux * uy[ix]).sum(-1).abs()) + red(1 - (uy * ux[iy]).sum(-1).abs())
+    return out, cn
+
+
+def _pair(seed: int, n: int = 40, m: int = 33, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=dtype), torch.randn(m, 3, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("squared", [True, False])
+@pytest.mark.parametrize("point_reduction", ["mean", "sum"])
+def test_matches_brute_force(squared: bool, point_reduction: str) -> None:
+    x, y = _pair(0)
+    nx, ny = _pair(1)
+    got = chamfer_terms(x, y, x_normals=nx, y_normals=ny, squared=squared, point_reduction=point_reduction)
+    ref, cn = _brute(x, y, squared, nx, ny, point_reduction)
+    torch.testing.assert_close(got.distance, ref)
+    torch.testing.assert_close(got.normals, cn)
+    total = chamfer_distance(x, y, x_normals=nx, y_normals=ny, squared=squared, normal_weight=0.3,
+                             point_reduction=point_reduction)
+    torch.testing.assert_close(total, ref + 0.3 * cn)
+
+
+def test_closed_form_translated_grid_and_symmetry() -> None:
+    # a cloud and its copy shifted by t along z with |t| smaller than half the spacing: every NN is the twin
+    g = torch.stack(torch.meshgrid(*[torch.arange(4.0, dtype=torch.float64)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    t = torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64)
+    torch.testing.assert_close(chamfer_distance(g, g + t), torch.tensor(2 * 0.04, dtype=torch.float64))
+    torch.testing.assert_close(chamfer_distance(g, g + t, squared=False), torch.tensor(0.4, dtype=torch.float64))
+    torch.testing.assert_close(hausdorff_distance(g, g + t), torch.tensor(0.2, dtype=torch.float64))
+    x, y = _pair(2)
+    torch.testing.assert_close(chamfer_distance(x, y), chamfer_distance(y, x))
+    assert float(chamfer_distance(x, x)) == 0.0 and float(hausdorff_distance(x, x)) == 0.0
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    assert float(chamfer_distance(x, x[perm])) == 0.0
+
+
+def test_hausdorff_matches_scipy() -> None:
+    x, y = _pair(3, 300, 200)
+    ref = max(directed_hausdorff(x.numpy(), y.numpy())[0], directed_hausdorff(y.numpy(), x.numpy())[0])
+    np.testing.assert_allclose(float(hausdorff_distance(x, y)), ref, rtol=1e-12)
+    np.testing.assert_allclose(
+        float(hausdorff_distance(x, y, directed=True)), directed_hausdorff(x.numpy(), y.numpy())[0], rtol=1e-12
+    )
+
+
+def test_padded_batch_matches_items() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 20, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(3, 25, 3, generator=g, dtype=torch.float64)
+    xl, yl = torch.tensor([20, 7, 3]), torch.tensor([25, 11, 1])
+    x[1, 7:] = 1e3  # garbage in the padding must not matter
+    c = chamfer_distance(x, y, x_lengths=xl, y_lengths=yl, reduction="none")
+    h = hausdorff_distance(x, y, x_lengths=xl, y_lengths=yl, reduction="none")
+    assert c.shape == (3,) and h.shape == (3,)
+    for b in range(3):
+        xb, yb = x[b, : xl[b]], y[b, : yl[b]]
+        torch.testing.assert_close(c[b], _brute(xb, yb)[0])
+        torch.testing.assert_close(h[b], hausdorff_distance(xb, yb))
+    torch.testing.assert_close(chamfer_distance(x, y, x_lengths=xl, y_lengths=yl), c.mean())
+    torch.testing.assert_close(chamfer_distance(x, y, x_lengths=xl, y_lengths=yl, reduction="sum"), c.sum())
+    pcx = PointCloud(x, lengths=xl)
+    pcy = PointCloud(y, lengths=yl)
+    torch.testing.assert_close(chamfer_distance(pcx, pcy, reduction="none"), c)
+
+
+def test_mesh_and_pointcloud_inputs() -> None:
+    v, f = icosphere(1)
+    mesh = Mesh(v, f)
+    vn = mesh.vertex_normals_list()[0]
+    # a sphere scaled by s: every vertex's NN is its twin (|s - 1| small), squared distance (s - 1)^2
+    out = chamfer_terms(mesh, Mesh(1.01 * v, f))
+    torch.testing.assert_close(out.distance, torch.tensor(2 * 1e-4, dtype=torch.float64))
+    torch.testing.assert_close(out.normals, torch.tensor(0.0, dtype=torch.float64), atol=1e-12, rtol=0)
+    pc = PointCloud(v, vn)
+    torch.testing.assert_close(chamfer_distance(pc, mesh, normal_weight=1.0), chamfer_distance(mesh, pc))
+    assert chamfer_terms(v, 1.01 * v).normals is None
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_gradcheck_float64(squared: bool) -> None:
+    x, y = _pair(5, 9, 7)
+    nx, ny = _pair(6, 9, 7)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    nx.requires_grad_(True)
+
+    def fn(x, y, nx):
+        return chamfer_distance(x, y, x_normals=nx, y_normals=ny, squared=squared, normal_weight=0.5)
+
+    assert torch.autograd.gradcheck(fn, (x, y, nx))
+    assert torch.autograd.gradcheck(lambda a, b: hausdorff_distance(a, b), (x, y))
+
+
+def test_gradient_at_zero_is_finite_and_module_shells() -> None:
+    x, _ = _pair(7, 10, 10)
+    x.requires_grad_(True)
+    chamfer_distance(x, x.detach().clone(), squared=False).backward()
+    assert bool(torch.isfinite(x.grad).all())
+    loss = ChamferLoss(squared=False)
+    torch.testing.assert_close(loss(x, 2 * x), chamfer_distance(x, 2 * x, squared=False))
+    assert "squared=False" in repr(loss)
+    torch.testing.assert_close(HausdorffDistance(directed=True)(x, 2 * x), hausdorff_distance(x, 2 * x, directed=True))
+    out = chamfer_distance(x.float(), 2 * x.float(), reduction="none")
+    assert out.shape == () and out.dtype == torch.float32
+
+
+def test_bad_input() -> None:
+    x, y = _pair(8, 5, 6)
+    with pytest.raises(ShapeError, match="y: expected points of dimension 3"):
+        chamfer_distance(x, y[:, :2])
+    with pytest.raises(ShapeError, match="y: expected batch size 1"):
+        chamfer_distance(x, y.expand(2, -1, -1))
+    with pytest.raises(ShapeError, match=r"y: expected dtype torch\.float64"):
+        chamfer_distance(x, y.float())
+    with pytest.raises(ValidationError, match="x: contains 1 NaN"):
+        bad = x.clone()
+        bad[1, 2] = float("nan")
+        chamfer_distance(bad, y)
+    with pytest.raises(ValidationError, match="y: contains 1 NaN"):
+        bad = y.clone()
+        bad[0, 0] = float("inf")
+        hausdorff_distance(x, bad)
+    with pytest.raises(ShapeError, match="x: expected a non-empty tensor"):
+        chamfer_distance(x[:0], y)
+    with pytest.raises(ShapeError, match="x_normals: expected shape"):
+        chamfer_distance(x, y, x_normals=y, y_normals=y)
+    with pytest.raises(ValidationError, match="normal_weight: > 0 needs normals"):
+        chamfer_distance(x, y, normal_weight=1.0)
+    with pytest.raises(ValidationError, match="normal_weight: expected a non-negative value"):
+        chamfer_distance(x, y, normal_weight=-1.0)
+    with pytest.raises(ValidationError, match="point_reduction: expected 'mean' or 'sum', got 'max'"):
+        chamfer_distance(x, y, point_reduction="max")
+    with pytest.raises(ValidationError, match="reduction: expected 'mean', 'sum' or 'none'"):
+        chamfer_distance(x, y, reduction="avg")
+    with pytest.raises(ValidationError, match="reduction: expected 'mean', 'sum' or 'none'"):
+        hausdorff_distance(x, y, reduction="avg")
+    with pytest.raises(ValidationError, match="backend: unknown knn backend"):
+        chamfer_distance(x, y, backend="faiss")
+    with pytest.raises(ValidationError, match="x_lengths: only accepted with a tensor x"):
+        chamfer_distance(PointCloud(x), y, x_lengths=torch.tensor([5]))
+    with pytest.raises(ShapeError, match="y: expected a tensor, PointCloud or Mesh"):
+        chamfer_distance(x, y.numpy())
