@@ -177,6 +177,58 @@ def test_pytorch3d_round_trip(mesh, cloud):
     assert len(from_pytorch3d(to_pytorch3d(batch))) == 2
 
 
+def _fake_pytorch3d():
+    """Stand-in with the constructor signatures and list accessors of pytorch3d.structures (v0.7), used only when
+    the real package is absent so the conversion logic (keywords, batches, missing normals) still runs."""
+    import types
+
+    class Meshes:
+        def __init__(self, verts, faces, textures=None, *, verts_normals=None):
+            self._v, self._f = list(verts), list(faces)
+
+        def verts_list(self):
+            return self._v
+
+        def faces_list(self):
+            return self._f
+
+    class Pointclouds:
+        def __init__(self, points, normals=None, features=None):
+            self._p, self._n = list(points), None if normals is None else list(normals)
+
+        def points_list(self):
+            return self._p
+
+        def normals_list(self):
+            return self._n
+
+    root, structures = types.ModuleType("pytorch3d"), types.ModuleType("pytorch3d.structures")
+    structures.Meshes, structures.Pointclouds = Meshes, Pointclouds
+    root.structures = structures
+    return root, structures
+
+
+@pytest.mark.skipif(HAS_PYTORCH3D, reason="the real pytorch3d is installed and tested above")
+def test_pytorch3d_conversion_logic_with_stand_in(monkeypatch, mesh, cloud):
+    root, structures = _fake_pytorch3d()
+    monkeypatch.setitem(sys.modules, "pytorch3d", root)
+    monkeypatch.setitem(sys.modules, "pytorch3d.structures", structures)
+    m3 = to_pytorch3d(mesh)
+    assert isinstance(m3, structures.Meshes) and m3.verts_list()[0] is mesh.verts
+    _same_mesh(mesh, from_pytorch3d(m3))
+    assert from_pytorch3d(m3, dtype=torch.float32).dtype == torch.float32
+    _same_cloud(cloud, from_pytorch3d(to_pytorch3d(cloud)))
+    bare = from_pytorch3d(to_pytorch3d(PointCloud([torch.rand(4, 3), torch.rand(6, 3)])))
+    assert bare.normals_list() is None and bare.lengths.tolist() == [4, 6]
+    small = blob(1)
+    batch = from_pytorch3d(to_pytorch3d(Mesh([mesh.verts, small.verts], [mesh.faces, small.faces])))
+    assert len(batch) == 2 and torch.equal(batch.faces_list()[1], small.faces)
+    with pytest.raises(ValidationError, match="obj: expected pytorch3d Meshes or Pointclouds, got str"):
+        from_pytorch3d("x")
+    with pytest.raises(ValidationError, match="to_pytorch3d: expected a geomot Mesh or PointCloud, got str"):
+        to_pytorch3d("x")
+
+
 def test_pytorch3d_missing_raises(monkeypatch, mesh):
     if HAS_PYTORCH3D:
         monkeypatch.setitem(sys.modules, "pytorch3d", None)

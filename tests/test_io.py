@@ -374,7 +374,7 @@ def test_info_mesh(tmp_path, capsys, sphere_mesh):
     assert rc == 0 and rows["vertices"] == "162" and rows["faces"] == "320"
     assert rows["watertight"] == "yes" and ref.is_watertight
     assert float(rows["area"]) == pytest.approx(ref.area, rel=1e-5)
-    assert rows["format"] == "PLY (via trimesh)" and rows["type"] == "triangle mesh"
+    assert rows["format"] == "PLY (read with trimesh)" and rows["type"] == "triangle mesh"
     assert rows["bounds"].startswith("min (-1, -1, -1)") and rows["bounds"].endswith("max (1, 1, 1)")
 
 

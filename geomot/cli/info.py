@@ -52,7 +52,7 @@ def _describe(obj: Mesh | PointCloud) -> list[tuple[str, str]]:
 def _run(args: argparse.Namespace) -> int:
     fmt = format_for(Path(args.file))
     obj = load(args.file, dtype=torch.float64, kind=args.kind)
-    rows = [("file", str(args.file)), ("format", f"{fmt.name} (via {fmt.backend})"), *_describe(obj)]
+    rows = [("file", str(args.file)), ("format", f"{fmt.name} (read with {fmt.backend})"), *_describe(obj)]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k + ':':<{width + 1}} {val}" for k, val in rows))
     return 0

@@ -44,7 +44,7 @@ class FileFormat(NamedTuple):
         write: ``write(path, shape: RawShape) -> None``, or ``None`` when the backend cannot write it.
         meshes: whether ``write`` accepts triangle meshes.
         points: whether ``write`` accepts point clouds.
-        backend: the package that does the work (for messages and docs).
+        backend: the package that reads the format (for messages and docs).
     """
 
     name: str

@@ -1,18 +1,19 @@
 """``load`` / ``save``: meshes and point clouds from and to files, dispatched on the file suffix.
 
-=============  =======================  ===========  ===========  =========
-suffix         format                   read         write        backend
-=============  =======================  ===========  ===========  =========
-``.off``       Object File Format       mesh/cloud   mesh         trimesh
-``.obj``       Wavefront OBJ            mesh/cloud   mesh         trimesh
-``.ply``       Stanford PLY             mesh/cloud   mesh, cloud  trimesh (clouds written by geomot)
-``.stl``       STL (triangle soup)      mesh         mesh         trimesh
+=============  =======================  ===========  ===========  ==========================================
+suffix         format                   read         write        reader / writer
+=============  =======================  ===========  ===========  ==========================================
+``.off``       Object File Format       mesh/cloud   mesh         trimesh (+ header count check) / trimesh
+``.obj``       Wavefront OBJ            mesh/cloud   mesh         geomot (keeps every ``v`` line) / trimesh
+``.ply``       Stanford PLY             mesh/cloud   mesh, cloud  trimesh (+ header count check) / trimesh,
+                                                                  geomot for clouds (binary, with normals)
+``.stl``       STL (triangle soup)      mesh         mesh         trimesh (corners merged) / trimesh
 ``.pcd``       PCL point cloud          cloud        cloud        open3d (optional)
 ``.xyz``       text, 3 or 6 columns     cloud        cloud        numpy
-``.npy``       (N, 3) array             cloud        cloud        numpy
-``.npz``       verts+faces / points     mesh/cloud   mesh, cloud  numpy
-``.gii[.gz]``  GIFTI surface            mesh         mesh         nibabel (optional)
-=============  =======================  ===========  ===========  =========
+``.npy``       (N, 3) array             cloud        cloud        numpy (never unpickles)
+``.npz``       verts+faces / points     mesh/cloud   mesh, cloud  numpy (never unpickles)
+``.gii[.gz]``  GIFTI surface            mesh         mesh         nibabel (optional); written as float32
+=============  =======================  ===========  ===========  ==========================================
 
 Polygons are triangulated on load; vertex order is always the file's (nothing is merged or removed, except the
 duplicated corners of STL triangle soups). Files without faces load as a :class:`~geomot.structures.PointCloud`.

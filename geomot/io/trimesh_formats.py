@@ -279,7 +279,7 @@ def write_ply(path: Path, shape: RawShape) -> None:
 
 MESH_FORMATS: tuple[FileFormat, ...] = (
     FileFormat("OFF", (".off",), read_off, write_off, meshes=True, points=False, backend="trimesh"),
-    FileFormat("OBJ", (".obj",), read_obj, write_obj, meshes=True, points=False, backend="trimesh"),
+    FileFormat("OBJ", (".obj",), read_obj, write_obj, meshes=True, points=False, backend="geomot"),
     FileFormat("PLY", (".ply",), read_ply, write_ply, meshes=True, points=True, backend="trimesh"),
     FileFormat("STL", (".stl",), read_stl, write_stl, meshes=True, points=False, backend="trimesh"),
 )
