@@ -90,7 +90,7 @@ def test_sort_last_matches_torch_and_scatters_gradient():
     g = torch.Generator().manual_seed(5)
     v = torch.randn(4, 50, generator=g, requires_grad=True)
     srt, idx = sort_last(v)
-    ref, ref_idx = torch.sort(v.detach(), dim=-1)
+    ref, _ = torch.sort(v.detach(), dim=-1)
     torch.testing.assert_close(srt.detach(), ref)
     torch.testing.assert_close(v.detach().gather(-1, idx), ref)
     w = torch.randn(4, 50, generator=g)
