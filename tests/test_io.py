@@ -131,6 +131,12 @@ def test_vertex_order_and_duplicates_preserved(tmp_path):
           "f 1/1 2/2 3/3\nf 2/4 4/2 3/3\n"
     m = load(_write(tmp_path, "seam.obj", obj), dtype=torch.float64)
     assert m.verts.shape == (5, 3) and m.faces.tolist() == [[0, 1, 2], [1, 3, 2]]
+    ply = "ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nproperty float y\nproperty float z\n" \
+          "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n0 0 0\n5 5 5\n" \
+          "3 0 1 2\n3 3 2 1\n"
+    m = load(_write(tmp_path, "d.ply", ply), dtype=torch.float64)
+    assert m.verts.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [5, 5, 5]]
+    assert m.faces.tolist() == [[0, 1, 2], [3, 2, 1]]
 
 
 @pytest.mark.parametrize(
@@ -417,3 +423,29 @@ def test_obj_fast_and_line_by_line_parsers_agree(tmp_path, sphere_mesh):
     assert torch.equal(fast.verts, slow.verts) and torch.equal(fast.faces, slow.faces)
     textured = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\nf 1/1/1 2/1/1 3/1/1\n"
     assert _read_obj_fast(textured).faces.tolist() == [[0, 1, 2]]
+
+
+def test_pcd_with_nan_point_names_the_file(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0]])))
+    o3d.io.write_point_cloud(str(tmp_path / "nan.pcd"), pc)
+    with pytest.raises(ValidationError, match=r"nan\.pcd: points: contains 1 NaN/Inf"):
+        load(tmp_path / "nan.pcd")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_to_cuda(tmp_path, sphere_mesh):
+    m = load(save(sphere_mesh, tmp_path / "m.off"), device="cuda", dtype=torch.float64)
+    assert m.verts.is_cuda and m.faces.is_cuda
+    assert torch.allclose(m.total_area().cpu(), sphere_mesh.total_area())
+    pc = load(save(_cloud(), tmp_path / "c.npz"), device="cuda")
+    assert pc.points_padded().is_cuda and pc.normals_padded().is_cuda
+
+
+def test_file_format_lookup():
+    from geomot.io import file_format
+
+    assert file_format("brain.GII.GZ").name == "GIFTI" and file_format("a.b.off").name == "OFF"
+    assert file_format("x.obj").backend == "geomot" and file_format("x.pcd").backend == "open3d"
+    with pytest.raises(FileFormatError, match=r"x\.gz: unsupported file type \('\.gz'\)"):
+        file_format("x.gz")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from geomot.io._formats import format_for
-from geomot.io.files import load
+from geomot.io.files import file_format, load
 from geomot.structures import Mesh, PointCloud
 
 __all__ = ["add_parser"]
@@ -50,7 +48,7 @@ def _describe(obj: Mesh | PointCloud) -> list[tuple[str, str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    fmt = format_for(Path(args.file))
+    fmt = file_format(args.file)
     obj = load(args.file, dtype=torch.float64, kind=args.kind)
     rows = [("file", str(args.file)), ("format", f"{fmt.name} (read with {fmt.backend})"), *_describe(obj)]
     width = max(len(k) for k, _ in rows)

@@ -25,13 +25,14 @@ from geomot.io.convert import (
     to_trimesh,
 )
 from geomot.io.dataset import GroundTruth, ShapeDataset
-from geomot.io.files import load, save, supported_formats
+from geomot.io.files import file_format, load, save, supported_formats
 from geomot.io.fsaverage import load_fsaverage5
 from geomot.io.vts import read_vts, write_vts
 
 __all__ = [
     "GroundTruth",
     "ShapeDataset",
+    "file_format",
     "from_open3d",
     "from_pyg",
     "from_pytorch3d",

@@ -35,7 +35,7 @@ from geomot.io.backend_formats import BACKEND_FORMATS
 from geomot.io.trimesh_formats import MESH_FORMATS
 from geomot.structures import Mesh, PointCloud
 
-__all__ = ["load", "save", "supported_formats"]
+__all__ = ["file_format", "load", "save", "supported_formats"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ _KINDS = (None, "mesh", "points")
 def supported_formats() -> dict[str, FileFormat]:
     """Registered suffix -> :class:`~geomot.io._formats.FileFormat` (name, backend, what it can write)."""
     return {s: FORMATS.get(s) for s in FORMATS.names()}
+
+
+def file_format(path: str | os.PathLike) -> FileFormat:
+    """The :class:`~geomot.io._formats.FileFormat` that :func:`load` / :func:`save` use for ``path``'s suffix.
+
+    Raises:
+        FileFormatError: unsupported suffix; the message lists the supported ones.
+    """
+    return format_for(Path(path))
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
