@@ -16,6 +16,23 @@ from geomot.losses.sliced_variants import (
 )
 # -- sinkhorn --------------------------------------------------------------------------------------------
 # -- varifold / chamfer / regularisers -------------------------------------------------------------------
+from geomot.losses.chamfer import (
+    ChamferLoss,
+    ChamferTerms,
+    HausdorffDistance,
+    chamfer_distance,
+    chamfer_terms,
+    hausdorff_distance,
+)
+from geomot.losses.regularizers import (
+    LAPLACIAN_WEIGHTS,
+    MeshRegularizer,
+    edge_length_loss,
+    laplacian_residual,
+    laplacian_smoothing_loss,
+    normal_consistency_loss,
+)
+from geomot.losses.varifold import VARIFOLD_KERNELS, NormalKernel, VarifoldLoss, varifold_distance, varifold_inner
 # -- end -------------------------------------------------------------------------------------------------
 
 __all__: list[str] = [
@@ -25,4 +42,8 @@ __all__: list[str] = [
     "energy_based_sliced_wasserstein", "max_sliced_wasserstein", "sliced_wasserstein", "vmf_sliced_wasserstein",
     # -- sinkhorn --
     # -- varifold / chamfer / regularisers --
+    "ChamferLoss", "ChamferTerms", "HausdorffDistance", "LAPLACIAN_WEIGHTS", "MeshRegularizer", "NormalKernel",
+    "VARIFOLD_KERNELS", "VarifoldLoss", "chamfer_distance", "chamfer_terms", "edge_length_loss",
+    "hausdorff_distance", "laplacian_residual", "laplacian_smoothing_loss", "normal_consistency_loss",
+    "varifold_distance", "varifold_inner",
 ]
