@@ -449,3 +449,18 @@ def test_file_format_lookup():
     assert file_format("x.obj").backend == "geomot" and file_format("x.pcd").backend == "open3d"
     with pytest.raises(FileFormatError, match=r"x\.gz: unsupported file type \('\.gz'\)"):
         file_format("x.gz")
+
+
+def test_register_a_custom_format(tmp_path, monkeypatch):
+    from geomot.io import FileFormat, RawShape
+    from geomot.io._formats import FORMATS
+
+    def read_pts(path):
+        return RawShape(np.loadtxt(path, ndmin=2))
+
+    fmt = FileFormat("points text", (".pts",), read_pts, None, meshes=False, points=False, backend="numpy")
+    monkeypatch.setitem(FORMATS._items, ".pts", fmt)  # registered for this test only
+    pc = load(_write(tmp_path, "a.pts", "0 0 0\n1 2 3\n"), dtype=torch.float64)
+    assert pc.points_list()[0].tolist() == [[0, 0, 0], [1, 2, 3]]
+    with pytest.raises(FileFormatError, match=r"b\.pts: geomot can read points text files but not write them"):
+        save(pc, tmp_path / "b.pts")

@@ -182,6 +182,8 @@ def save(obj: Mesh | PointCloud, path: str | os.PathLike) -> Path:
     p = Path(path)
     fmt = format_for(p)
     is_mesh = raw.faces is not None
+    if fmt.write is None:
+        raise FileFormatError(f"{p}: geomot can read {fmt.name} files but not write them")
     if (is_mesh and not fmt.meshes) or (not is_mesh and not fmt.points):
         what = "meshes" if is_mesh else "point clouds"
         able = sorted(s for s, f in supported_formats().items() if (f.meshes if is_mesh else f.points))
