@@ -102,7 +102,9 @@ class PyvistaScene:
             self.plotter.enable_eye_dome_lighting()
         if scene.title:
             self.plotter.add_text(scene.title, position="upper_left", font_size=12, color="black")
-        self._time_label = time_label and len(scene.times) > 1
+        self._time_label = None
+        if time_label and len(scene.times) > 1:  # a corner annotation, updated in place (no new actor per frame)
+            self._time_label = self.plotter.add_text(" ", position="upper_right", font_size=11, color="black")
         self.time = t0
         frame_camera(self.plotter, scene_bounds(scene), view=view, azimuth=azimuth, elevation=elevation)
         self.set_time(t0)
@@ -116,10 +118,8 @@ class PyvistaScene:
                 mesh.points = interpolate(layer.frames, times, self.time)
             if layer.scalars is not None and layer.scalars.shape[0] > 1 and "values" in mesh.point_data:
                 mesh.point_data["values"] = interpolate(layer.scalars, times, self.time)
-        if self._time_label:
-            self.plotter.add_text(
-                f"t = {self.time:.3f}", position="upper_right", font_size=11, color="black", name="time_label"
-            )
+        if self._time_label is not None:
+            self._time_label.SetText(3, f"t = {self.time:.3f}")  # corner 3: upper right
 
     # -- interactive time controls -----------------------------------------------------------------------
     def add_time_controls(self, *, period: float = 4.0, fps: float = 30.0) -> None:
