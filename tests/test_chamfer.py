@@ -9,7 +9,7 @@ from scipy.spatial.distance import directed_hausdorff
 
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.losses.chamfer import ChamferLoss, HausdorffDistance, chamfer_distance, chamfer_terms, hausdorff_distance
-from geomot.structures import Mesh, PointCloud
+from geomot.structures import Measure, Mesh, PointCloud
 from tests.conftest import icosphere
 
 
@@ -101,6 +101,7 @@ def test_mesh_and_pointcloud_inputs() -> None:
     pc = PointCloud(v, vn)
     torch.testing.assert_close(chamfer_distance(pc, mesh, normal_weight=1.0), chamfer_distance(mesh, pc))
     assert chamfer_terms(v, 1.01 * v).normals is None
+    torch.testing.assert_close(chamfer_distance(Measure(v), Measure(1.01 * v)), out.distance)
 
 
 @pytest.mark.parametrize("squared", [True, False])
@@ -165,5 +166,5 @@ def test_bad_input() -> None:
         chamfer_distance(x, y, backend="faiss")
     with pytest.raises(ValidationError, match="x_lengths: only accepted with a tensor x"):
         chamfer_distance(PointCloud(x), y, x_lengths=torch.tensor([5]))
-    with pytest.raises(ShapeError, match="y: expected a tensor, PointCloud or Mesh"):
+    with pytest.raises(ShapeError, match="y: expected a tensor, PointCloud, Measure or Mesh"):
         chamfer_distance(x, y.numpy())

@@ -23,6 +23,7 @@ import torch
 from geomot._core.errors import ValidationError
 from geomot._core.registry import Registry
 from geomot.io.files import load
+from geomot.losses.chamfer import chamfer_distance
 from geomot.losses.sliced import sliced_wasserstein
 from geomot.losses.sliced_variants import (
     distributional_sliced_wasserstein,
@@ -30,6 +31,7 @@ from geomot.losses.sliced_variants import (
     max_sliced_wasserstein,
     vmf_sliced_wasserstein,
 )
+from geomot.losses.varifold import varifold_distance
 from geomot.structures import Measure, Mesh, PointCloud, mesh_to_measure
 
 __all__ = ["DISTANCES", "DistanceOptions", "add_parser", "compute_distance"]
@@ -64,6 +66,10 @@ DISTANCES.add("dsw", lambda a, b, o: distributional_sliced_wasserstein(
 DISTANCES.add("vmf-dsw", lambda a, b, o: vmf_sliced_wasserstein(a, b, n_projections=o.n_projections, **_common(o)))
 DISTANCES.add("ebsw", lambda a, b, o: energy_based_sliced_wasserstein(
     a, b, n_projections=o.n_projections, **_common(o)))
+DISTANCES.add("varifold", lambda a, b, o: varifold_distance(  # needs 6-D varifold measures; sigma = 10% of b's extent
+    a, b, sigma=0.1 * float((b.support[0, :, :3].amax(0) - b.support[0, :, :3].amin(0)).norm())))
+DISTANCES.add("chamfer", lambda a, b, o: chamfer_distance(
+    a.support[..., :3], b.support[..., :3], x_lengths=a.lengths, y_lengths=b.lengths))
 
 # distances whose inputs must be meshes turned into this measure
 _FORCED_MEASURE = {"sw-varifold": "varifold"}

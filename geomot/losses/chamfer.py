@@ -16,8 +16,9 @@ unsquared::
     H(X, Y) = max( max_{x in X} min_{y in Y} |x - y|, max_{y in Y} min_{x in X} |x - y| ).
 
 Inputs: tensors ``(N, D)`` / ``(B, N, D)`` with ``*_lengths`` (and ``*_normals`` of the same shape), a
-:class:`~geomot.structures.PointCloud` (its normals when present) or a :class:`~geomot.structures.Mesh` (its
-vertices and area-weighted vertex normals; sample the surface first for a surface-uniform comparison).
+:class:`~geomot.structures.PointCloud` (its normals when present), a :class:`~geomot.structures.Measure` (its
+support; weights are ignored) or a :class:`~geomot.structures.Mesh` (its vertices and area-weighted vertex
+normals; sample the surface first for a surface-uniform comparison).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from geomot._core.batch import list_to_padded, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor, check_positive, describe
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.ops.knn import knn_gather, knn_points
-from geomot.structures import Mesh, PointCloud
+from geomot.structures import Measure, Mesh, PointCloud
 
 __all__ = ["ChamferLoss", "ChamferTerms", "HausdorffDistance", "chamfer_distance", "chamfer_terms",
            "hausdorff_distance"]
@@ -74,10 +75,12 @@ def _as_points(
         raise ValidationError(f"{name}_{given[0]}: only accepted with a tensor {name}, got {type(x).__name__}")
     if isinstance(x, PointCloud):
         return x.points_padded(), x.normals_padded(), x.lengths, True
+    if isinstance(x, Measure):
+        return x.support, None, x.lengths, True
     if isinstance(x, Mesh):
         pts, lb = list_to_padded(x.verts_list())
         return pts, list_to_padded(x.vertex_normals_list())[0], lb, True
-    raise ShapeError(f"{name}: expected a tensor, PointCloud or Mesh, got {describe(x)}")
+    raise ShapeError(f"{name}: expected a tensor, PointCloud, Measure or Mesh, got {describe(x)}")
 
 
 def _safe_sqrt(d: torch.Tensor) -> torch.Tensor:
