@@ -464,3 +464,20 @@ def test_register_a_custom_format(tmp_path, monkeypatch):
     assert pc.points_list()[0].tolist() == [[0, 0, 0], [1, 2, 3]]
     with pytest.raises(FileFormatError, match=r"b\.pts: geomot can read points text files but not write them"):
         save(pc, tmp_path / "b.pts")
+
+
+def test_npz_keeps_cloud_weights_and_other_formats_warn(tmp_path, caplog):
+    w = torch.linspace(0.5, 2.0, 50, dtype=torch.float64)
+    pc = PointCloud(_cloud().points_list()[0], None, w)
+    back = load(save(pc, tmp_path / "w.npz"), dtype=torch.float64)
+    assert torch.equal(back.weights_padded()[0], w) and back.normals_list() is None
+    with caplog.at_level("WARNING", logger="geomot.io.files"):
+        save(pc, tmp_path / "w.ply")
+    assert "PLY files do not store point weights" in caplog.text
+    assert load(tmp_path / "w.ply").weights_padded() is None
+    np.savez(tmp_path / "neg.npz", points=np.eye(3), weights=np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(ValidationError, match=r"neg\.npz: weights: must be non-negative, got min -1"):
+        load(tmp_path / "neg.npz")
+    np.savez(tmp_path / "short.npz", points=np.eye(3), weights=np.ones(2))
+    with pytest.raises(FileFormatError, match=r"short\.npz: array 'weights' must be numeric of shape \(3,\)"):
+        load(tmp_path / "short.npz")

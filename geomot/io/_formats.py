@@ -27,11 +27,13 @@ class RawShape(NamedTuple):
         verts: ``(V, 3)`` float positions (vertices or points).
         faces: ``(F, 3)`` integer triangles, or ``None`` for a point cloud.
         normals: ``(V, 3)`` per-point normals stored in the file, or ``None``.
+        weights: ``(V,)`` per-point masses of a weighted cloud (``.npz`` only), or ``None``.
     """
 
     verts: np.ndarray
     faces: np.ndarray | None = None
     normals: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 class FileFormat(NamedTuple):
@@ -45,6 +47,7 @@ class FileFormat(NamedTuple):
         meshes: whether ``write`` accepts triangle meshes.
         points: whether ``write`` accepts point clouds.
         backend: the package that reads the format (for messages and docs).
+        weights: whether the format stores per-point weights of a cloud.
     """
 
     name: str
@@ -54,6 +57,7 @@ class FileFormat(NamedTuple):
     meshes: bool
     points: bool
     backend: str
+    weights: bool = False
 
 
 FORMATS: Registry[FileFormat] = Registry("file format")

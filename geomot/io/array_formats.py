@@ -1,7 +1,8 @@
 """NumPy files (``.npy``, ``.npz``; never unpickled) and plain-text ``.xyz`` point lists.
 
 * ``.npy``: one ``(N, 3)`` float array of points.
-* ``.npz``: ``verts (V, 3)`` + ``faces (F, 3)`` for a mesh, or ``points (N, 3)`` [+ ``normals (N, 3)``] for a cloud.
+* ``.npz``: ``verts (V, 3)`` + ``faces (F, 3)`` for a mesh, or ``points (N, 3)`` [+ ``normals (N, 3)``]
+  [+ ``weights (N,)``] for a (weighted) cloud.
 * ``.xyz``: whitespace-separated text, one point per line, 3 columns (``x y z``) or 6 (``x y z nx ny nz``). It is
   parsed with numpy rather than open3d because open3d silently skips malformed lines, and a ragged row must be an
   error.
@@ -51,8 +52,15 @@ def read_npz(path: Path) -> RawShape:
                 )
             return RawShape(_as_xyz(z["verts"], path, "verts"), faces)
         if "points" in keys:
+            pts = _as_xyz(z["points"], path, "points")
             normals = _as_xyz(z["normals"], path, "normals") if "normals" in keys else None
-            return RawShape(_as_xyz(z["points"], path, "points"), None, normals)
+            weights = np.asarray(z["weights"]) if "weights" in keys else None
+            if weights is not None and (weights.shape != (len(pts),) or not np.issubdtype(weights.dtype, np.number)):
+                raise FileFormatError(
+                    f"{path}: array 'weights' must be numeric of shape ({len(pts)},), "
+                    f"got {weights.dtype} {weights.shape}"
+                )
+            return RawShape(pts, None, normals, weights)
     raise FileFormatError(
         f"{path}: expected arrays 'verts' + 'faces' (a mesh) or 'points' [+ 'normals'] (a cloud), "
         f"found {sorted(keys)}"
@@ -66,6 +74,8 @@ def write_npz(path: Path, shape: RawShape) -> None:
         arrays = {"points": shape.verts}
         if shape.normals is not None:
             arrays["normals"] = shape.normals
+        if shape.weights is not None:
+            arrays["weights"] = shape.weights
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -84,6 +94,8 @@ def write_xyz(path: Path, shape: RawShape) -> None:
 
 ARRAY_FORMATS: tuple[FileFormat, ...] = (
     FileFormat("NumPy array", (".npy",), read_npy, write_npy, meshes=False, points=True, backend="numpy"),
-    FileFormat("NumPy archive", (".npz",), read_npz, write_npz, meshes=True, points=True, backend="numpy"),
+    FileFormat(
+        "NumPy archive", (".npz",), read_npz, write_npz, meshes=True, points=True, backend="numpy", weights=True
+    ),
     FileFormat("XYZ text", (".xyz",), read_xyz, write_xyz, meshes=False, points=True, backend="numpy"),
 )

@@ -170,7 +170,9 @@ class ShapeDataset:
         """Ground truth of the pair ``(a, b)``: ``GroundTruth(src_idx=a.vts - 1, tgt_idx=b.vts - 1)``, each ``(K,)``.
 
         The mean geodesic error of a predicted map ``p2p_ab`` (vertices of B, one per vertex of A) is then
-        ``mean_k d_B(p2p_ab[src_idx[k]], tgt_idx[k]) / sqrt(area(B))``.
+        ``mean_k d_B(p2p_ab[src_idx[k]], tgt_idx[k]) / sqrt(area(B))``. The pairing is meaningful only where the two
+        ``.vts`` files index one template: any pair of FAUST_r or SMAL_r, pairs within a class of TOSCA_r (see
+        :meth:`pairs`).
         """
         ia, ib = self.correspondence(a), self.correspondence(b)
         if ia.shape != ib.shape:

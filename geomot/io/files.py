@@ -11,7 +11,7 @@ suffix         format                   read         write        reader / write
 ``.pcd``       PCL point cloud          cloud        cloud        open3d (optional)
 ``.xyz``       text, 3 or 6 columns     cloud        cloud        numpy
 ``.npy``       (N, 3) array             cloud        cloud        numpy (never unpickles)
-``.npz``       verts+faces / points     mesh/cloud   mesh, cloud  numpy (never unpickles)
+``.npz``       verts+faces / points     mesh/cloud   mesh, cloud  numpy (never unpickles; keeps cloud weights)
 ``.gii[.gz]``  GIFTI surface            mesh         mesh         nibabel (optional); written as float32
 =============  =======================  ===========  ===========  ==========================================
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from geomot._core.checks import check_float_tensor
 from geomot._core.errors import FileFormatError, GeomotError, MissingDependencyError, ShapeError, ValidationError
 from geomot.io._formats import FORMATS, FileFormat, RawShape, format_for, register_format
 from geomot.io.array_formats import ARRAY_FORMATS
@@ -141,7 +142,13 @@ def load(
         normals = None
         if raw.normals is not None:
             normals = torch.as_tensor(np.ascontiguousarray(raw.normals), device=verts.device).to(dtype)
-        return PointCloud(verts, normals)
+        weights = None
+        if raw.weights is not None:
+            weights = torch.as_tensor(np.ascontiguousarray(raw.weights), device=verts.device).to(dtype)
+            check_float_tensor(weights, "weights", ndim=1)
+            if bool((weights < 0).any()):
+                raise ValidationError(f"weights: must be non-negative, got min {float(weights.min()):.3g}")
+        return PointCloud(verts, normals, weights)
     except (ShapeError, ValidationError) as e:
         raise type(e)(f"{p}: {e}") from e
 
@@ -154,9 +161,12 @@ def _raw_of(obj: Mesh | PointCloud, name: str) -> RawShape:
     if isinstance(obj, PointCloud):
         if len(obj) != 1:
             raise ValidationError(f"{name}: save writes one cloud per file, got a batch of {len(obj)}; save cloud[i]")
-        n = obj.normals_list()
+        n, w = obj.normals_list(), obj.weights_padded()
         return RawShape(
-            obj.points_list()[0].detach().cpu().numpy(), None, None if n is None else n[0].detach().cpu().numpy()
+            obj.points_list()[0].detach().cpu().numpy(),
+            None,
+            None if n is None else n[0].detach().cpu().numpy(),
+            None if w is None else w[0, : int(obj.lengths[0])].detach().cpu().numpy(),
         )
     raise ValidationError(f"{name}: expected a geomot Mesh or PointCloud, got {type(obj).__name__}")
 
@@ -192,6 +202,8 @@ def save(obj: Mesh | PointCloud, path: str | os.PathLike) -> Path:
         raise FileFormatError(f"{p}: is a directory, expected a file name")
     if not p.parent.is_dir():
         raise FileFormatError(f"{p}: the folder {p.parent} does not exist")
+    if raw.weights is not None and not fmt.weights:
+        log.warning("%s: %s files do not store point weights; they are not saved (use .npz)", p, fmt.name)
     try:
         fmt.write(p, raw)
     except GeomotError:
