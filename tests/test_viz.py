@@ -453,7 +453,7 @@ def test_p2p_file(tmp_path):
         viz.load_p2p(Path(tmp_path / "none.txt"))
 
 
-def test_interactive_window_gets_time_controls(monkeypatch):
+def test_interactive_window_gets_time_controls(monkeypatch, tmp_path):
     """With a screen and no output file, a window opens (``Plotter.show``, stubbed here) with a time slider and
     a play button, at the first time."""
     import pyvista as pv
@@ -474,6 +474,13 @@ def test_interactive_window_gets_time_controls(monkeypatch):
     assert out == viz.Rendered(None, ())
     assert seen["title"] == "fit" and seen["off_screen"] is False
     assert seen["sliders"] == 1 and seen["buttons"] == 1
+    # with a file: written offscreen, and no window unless off_screen=False asks for one
+    seen.clear()
+    out = viz.show(verts[0], faces, screenshot=tmp_path / "a.png", window_size=SMALL)
+    assert out.files == (tmp_path / "a.png",) and seen == {}
+    out = viz.show(verts[0], faces, screenshot=tmp_path / "b.png", off_screen=False, window_size=SMALL, title="w")
+    assert out.files == (tmp_path / "b.png",) and seen["title"] == "w"
+    assert_not_blank(out.image)
 
 
 def test_trajectory_from_mapping_and_frames():

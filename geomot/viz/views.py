@@ -74,7 +74,8 @@ def _render(
     period: float = 4.0,
     time_controls: bool = False,
 ) -> Rendered:
-    """Write the requested files, or open a window, or (no screen, no file) return an offscreen picture."""
+    """Write the requested files offscreen; then open a window when ``off_screen`` is False, or when it is None,
+    no file is asked for and there is a screen. With neither files nor a window, return an offscreen picture."""
     shot = None if screenshot is None else check_output_path(screenshot, "screenshot", IMAGE_SUFFIXES)
     page = None if html is None else check_output_path(html, "html", HTML_SUFFIXES)
     anim = None if animation is None else check_output_path(animation, "animation", tuple(ANIMATION_WRITERS))
@@ -88,40 +89,36 @@ def _render(
     if n_frames is not None and (int(n_frames) != n_frames or n_frames < 2):
         raise ValidationError(f"n_frames: expected an integer >= 2, got {n_frames!r}")
     t_show = float(scene.times[-1] if start_time is None else start_time)
+    common = {"window_size": window_size, "view": view, "azimuth": azimuth, "elevation": elevation}
     files: list[Path] = []
     wants_files = shot is not None or anim is not None or page is not None
-    interactive = off_screen is False or (off_screen is None and not wants_files and has_display())
+    window = off_screen is False or (off_screen is None and not wants_files and has_display())
     image = None
-    if shot is not None or anim is not None or not wants_files:
-        pv_scene = PyvistaScene(
-            scene, off_screen=not interactive, window_size=window_size, view=view, azimuth=azimuth,
-            elevation=elevation, time_label=not interactive,
-        )
+    if shot is not None or anim is not None or not (wants_files or window):
+        pv_scene = PyvistaScene(scene, off_screen=True, **common)
         try:
-            if interactive:
-                if time_controls:
-                    pv_scene.add_time_controls(period=period)
-                pv_scene.set_time(float(scene.times[0]) if start_time is None else start_time)
-                pv_scene.plotter.show(title=scene.title or "geomot")
-                return Rendered(None, ())
             if anim is not None:
                 count = int(n_frames) if n_frames is not None else max(len(scene.times), 30)
                 write_animation(pv_scene, anim, n_frames=count, fps=fps, hold=round(fps / 2))
             pv_scene.set_time(t_show)
-            if shot is not None:
-                image = pv_scene.save_png(shot)
-                files.append(shot)
-            else:
-                image = pv_scene.image()
-            if anim is not None:
-                files.append(anim)
+            image = pv_scene.image() if shot is None else pv_scene.save_png(shot)
         finally:
             pv_scene.close()
-        if not wants_files:
+        files += [p for p in (shot, anim) if p is not None]
+        if not wants_files and off_screen is None:
             log.warning("no screen (DISPLAY/WAYLAND_DISPLAY unset): rendered offscreen; pass screenshot= to save it")
     if page is not None:
         write_html(scene, page, view=view, azimuth=azimuth, elevation=elevation, start_time=t_show, period=period)
         files.append(page)
+    if window:
+        pv_scene = PyvistaScene(scene, off_screen=False, time_label=False, **common)
+        try:
+            if time_controls:
+                pv_scene.add_time_controls(period=period)
+            pv_scene.set_time(float(scene.times[0]) if start_time is None else start_time)
+            pv_scene.plotter.show(title=scene.title or "geomot")
+        finally:
+            pv_scene.close()
     return Rendered(image, tuple(files))
 
 
@@ -163,7 +160,8 @@ def show(
         view: camera direction (``"xy"`` looks down the z axis with y up; see ``geomot.viz.VIEWS``), turned by
             ``azimuth`` and ``elevation`` degrees. window_size: ``(width, height)`` pixels.
         screenshot: write a PNG there. html: write a self-contained HTML viewer there.
-        off_screen: force (True) or forbid (False) offscreen rendering; automatic by default.
+        off_screen: True never opens a window; False opens one (after writing any file); None (default) opens one
+            only when there is a screen and no file is asked for.
 
     Returns:
         :class:`Rendered`. Without a screen and without output files, the picture is rendered offscreen and
