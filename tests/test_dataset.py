@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geomot._core.errors import FileFormatError, ShapeError, ValidationError
 from geomot.io import ShapeDataset, load, load_fsaverage5, read_vts, save, write_vts
@@ -208,3 +211,13 @@ def test_fsaverage5_is_loaded_like_any_gifti():
     pytest.importorskip("nibabel")
     p = shared_path("fsaverage5", "sphere_left.gii.gz")
     assert torch.equal(load(p).verts, load_fsaverage5("sphere", root=p.parent).verts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**7), min_size=1, max_size=200))
+def test_vts_round_trip_property(values):
+    with tempfile.TemporaryDirectory() as d:
+        idx = torch.tensor(values, dtype=torch.long)
+        p = write_vts(Path(d) / "x.vts", idx)
+        assert torch.equal(read_vts(p), idx)
+        assert [int(t) for t in p.read_text().split()] == [v + 1 for v in values]

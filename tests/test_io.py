@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geomot._core.errors import FileFormatError, GeomotError, MissingDependencyError, ValidationError
 from geomot.cli import main as cli_main
@@ -481,3 +484,26 @@ def test_npz_keeps_cloud_weights_and_other_formats_warn(tmp_path, caplog):
     np.savez(tmp_path / "short.npz", points=np.eye(3), weights=np.ones(2))
     with pytest.raises(FileFormatError, match=r"short\.npz: array 'weights' must be numeric of shape \(3,\)"):
         load(tmp_path / "short.npz")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=300),
+    with_normals=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    suffix=st.sampled_from([".ply", ".npz", ".xyz", ".npy"]),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_cloud_round_trip_property(n, with_normals, dtype, suffix, seed):
+    if suffix == ".npy" and with_normals:
+        with_normals = False
+    g = torch.Generator().manual_seed(seed)
+    pts = (torch.randn(n, 3, generator=g, dtype=torch.float64) * 10).to(dtype)
+    nrm = torch.randn(n, 3, generator=g, dtype=torch.float64).to(dtype) if with_normals else None
+    with tempfile.TemporaryDirectory() as d:
+        back = load(save(PointCloud(pts, nrm), Path(d) / f"c{suffix}"), dtype=dtype)
+    # binary formats are exact in the saved dtype; .xyz text keeps 9 significant digits (float32-exact)
+    rtol = 1e-8 if suffix == ".xyz" else 0.0
+    assert back.points_list()[0].shape == (n, 3)
+    assert torch.allclose(back.points_list()[0], pts, atol=1e-12 if rtol else 0.0, rtol=rtol)
+    assert (back.normals_list() is None) == (nrm is None)
