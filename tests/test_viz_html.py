@@ -128,7 +128,11 @@ def test_match_and_cloud_pages_render_offline(chromium, pages, tmp_path):
     assert_not_blank(img)
 
 
-def test_canvas2d_fallback_renders(chromium, pages, tmp_path):
-    img, attrs = render_page(chromium, pages["match"], tmp_path / "c2d", "#renderer=canvas2d")
-    assert attrs.get("renderer") == "canvas2d" and attrs.get("status") == "ok", attrs
+@pytest.mark.parametrize("renderer", ["canvas2d", "webgl"])
+def test_fallback_renderers(chromium, pages, tmp_path, renderer):
+    """The Canvas 2D fallback, and WebGL 1 (16-bit or extension indices) when WebGL 2 is missing."""
+    img, attrs = render_page(chromium, pages["match"], tmp_path / renderer, f"#renderer={renderer}")
+    assert attrs.get("status") == "ok", attrs
+    if renderer == "canvas2d" or attrs.get("renderer") != "canvas2d":  # no WebGL 1 here: the 2D fallback
+        assert attrs.get("renderer") == renderer
     assert_not_blank(img)

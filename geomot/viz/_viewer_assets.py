@@ -2,10 +2,11 @@
 
 The page needs no network: the geometry is inlined as base64 typed arrays in a JSON block, the script below draws
 it with WebGL (smooth two-sided shading with a head light and a key light, round shaded point sprites, lines) and
-falls back to a Canvas 2D painter's-algorithm renderer when WebGL is unavailable (or with ``#renderer=canvas2d``
-in the address; ``#time=0.5`` opens at that time). When the scene has several frames, a slider and a play button
-interpolate linearly between them. After its first drawing the script sets ``data-status="ok"`` and
-``data-renderer`` on ``<body>`` (``"error: ..."`` on failure), which the tests read back from a headless browser.
+falls back to a Canvas 2D painter's-algorithm renderer when WebGL is unavailable. Address fragments:
+``#renderer=canvas2d`` forces the fallback, ``#renderer=webgl`` skips WebGL 2, ``#time=0.5`` opens at that time.
+When the scene has several frames, a slider and a play button interpolate linearly between them. After its first
+drawing the script sets ``data-status="ok"`` and ``data-renderer`` on ``<body>`` (``"error: ..."`` on failure),
+which the tests read back from a headless browser.
 """
 
 from __future__ import annotations
@@ -191,13 +192,17 @@ var FS = "precision mediump float; varying vec3 vN; varying vec3 vC; varying vec
   "  c = shade(vec3(q.x, -q.y, sqrt(1.0 - r2)), vec3(0.0, 0.0, 1.0), vC); }" +
   " gl_FragColor = vec4(c, uAlpha); }";
 
-function makeGL() {
+function makeGL(version) {
   var opts = { antialias: true, preserveDrawingBuffer: true, alpha: false };
-  var gl = canvas.getContext("webgl2", opts), kind = "webgl2";
+  var gl = version === 1 ? null : canvas.getContext("webgl2", opts), kind = "webgl2";
   if (!gl) { gl = canvas.getContext("webgl", opts) || canvas.getContext("experimental-webgl", opts); kind = "webgl"; }
   if (!gl) return null;
-  var needUint = objects.some(function (o) { return o.n > 65535; });
-  if (kind === "webgl" && needUint && !gl.getExtension("OES_element_index_uint")) return null;
+  // 32-bit indices: core in WebGL 2, an extension in WebGL 1 (16-bit indices suffice below 65536 vertices)
+  var idxType = gl.UNSIGNED_INT;
+  if (kind === "webgl" && !gl.getExtension("OES_element_index_uint")) {
+    if (objects.some(function (o) { return o.faces && o.n > 65535; })) return null;
+    idxType = gl.UNSIGNED_SHORT;
+  }
   function compile(type, src) {
     var s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s);
     if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
@@ -214,7 +219,8 @@ function makeGL() {
     o.bPos = gl.createBuffer(); o.bNrm = gl.createBuffer(); o.bCol = gl.createBuffer();
     if (o.faces) {
       o.bIdx = gl.createBuffer(); gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, o.bIdx);
-      gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, o.faces, gl.STATIC_DRAW);
+      var idx = idxType === gl.UNSIGNED_SHORT ? new Uint16Array(o.faces) : o.faces;
+      gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, idx, gl.STATIC_DRAW);
     }
   });
   function attrib(name, buf, data, upload) {
@@ -246,7 +252,7 @@ function makeGL() {
       } else { gl.disable(gl.BLEND); gl.depthMask(true); }
       if (o.kind === "mesh") {
         gl.uniform1f(loc.uMode, 0); gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, o.bIdx);
-        gl.drawElements(gl.TRIANGLES, o.faces.length, gl.UNSIGNED_INT, 0);
+        gl.drawElements(gl.TRIANGLES, o.faces.length, idxType, 0);
       } else if (o.kind === "points") {
         gl.uniform1f(loc.uMode, 1); gl.drawArrays(gl.POINTS, 0, o.n);
       } else {
@@ -401,7 +407,7 @@ function setupControls() {
 
 try {
   var wanted = (window.location.hash.match(/renderer=(\w+)/) || [])[1];
-  if (wanted !== "canvas2d") renderer = makeGL();
+  if (wanted !== "canvas2d") renderer = makeGL(wanted === "webgl" ? 1 : 2);
   if (!renderer) renderer = makeCanvas2D();
   if (!renderer) throw new Error("neither WebGL nor a 2D canvas is available");
   var asked = window.location.hash.match(/time=([-+0-9.eE]+)/);
