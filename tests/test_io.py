@@ -507,3 +507,14 @@ def test_cloud_round_trip_property(n, with_normals, dtype, suffix, seed):
     assert back.points_list()[0].shape == (n, 3)
     assert torch.allclose(back.points_list()[0], pts, atol=1e-12 if rtol else 0.0, rtol=rtol)
     assert (back.normals_list() is None) == (nrm is None)
+
+
+def test_info_vts(tmp_path, capsys):
+    from geomot.io import write_vts
+
+    p = write_vts(tmp_path / "a.vts", torch.tensor([4, 0, 4, 9]))
+    rc, rows, _ = _info(capsys, str(p))
+    assert rc == 0 and rows["entries"] == "4" and rows["unique"] == "3" and rows["range"] == "1 .. 10 (1-based)"
+    (tmp_path / "bad.vts").write_text("1\n0\n")
+    rc, _, err = _info(capsys, str(tmp_path / "bad.vts"))
+    assert rc == 2 and "bad.vts: line 2: indices are 1-based" in err

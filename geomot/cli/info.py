@@ -1,4 +1,5 @@
-"""``geomot info FILE``: what a mesh or point-cloud file holds (counts, area, watertightness, bounds)."""
+"""``geomot info FILE``: what a mesh or point-cloud file holds (counts, area, watertightness, bounds), or what a
+``.vts`` correspondence file holds (entries, unique indices, range)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import torch
 
 from geomot.io.files import file_format, load
+from geomot.io.vts import read_vts
 from geomot.structures import Mesh, PointCloud
 
 __all__ = ["add_parser"]
@@ -47,10 +49,23 @@ def _describe(obj: Mesh | PointCloud) -> list[tuple[str, str]]:
     return rows
 
 
+def _vts_rows(path: str) -> list[tuple[str, str]]:
+    idx = read_vts(path)
+    return [
+        ("format", "VTS correspondence (1-based on disk)"),
+        ("entries", f"{idx.shape[0]}"),
+        ("unique", f"{int(torch.unique(idx).numel())}"),
+        ("range", f"{int(idx.min()) + 1} .. {int(idx.max()) + 1} (1-based)"),
+    ]
+
+
 def _run(args: argparse.Namespace) -> int:
-    fmt = file_format(args.file)
-    obj = load(args.file, dtype=torch.float64, kind=args.kind)
-    rows = [("file", str(args.file)), ("format", f"{fmt.name} (read with {fmt.backend})"), *_describe(obj)]
+    if str(args.file).lower().endswith(".vts"):
+        rows = [("file", str(args.file)), *_vts_rows(args.file)]
+    else:
+        fmt = file_format(args.file)
+        obj = load(args.file, dtype=torch.float64, kind=args.kind)
+        rows = [("file", str(args.file)), ("format", f"{fmt.name} (read with {fmt.backend})"), *_describe(obj)]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k + ':':<{width + 1}} {val}" for k, val in rows))
     return 0
@@ -60,9 +75,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "info", help="print what a mesh / point-cloud file holds",
         description="Print the vertex and face counts, surface area, watertightness and bounds of a mesh file, or "
-        "the point count, normals and bounds of a point-cloud file (any format geomot.load reads).",
+        "the point count, normals and bounds of a point-cloud file (any format geomot.load reads), or the entries "
+        "and index range of a .vts correspondence file.",
     )
-    p.add_argument("file", help="mesh or point-cloud file (.off .obj .ply .stl .pcd .xyz .npy .npz .gii .gii.gz)")
+    p.add_argument("file", help="mesh / point-cloud file (.off .obj .ply .stl .pcd .xyz .npy .npz .gii[.gz]) or .vts")
     p.add_argument("--kind", choices=["mesh", "points"], default=None,
                    help="read as a mesh (error if the file has no faces) or as a point cloud (default: by content)")
     p.set_defaults(func=_run)
