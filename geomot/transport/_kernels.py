@@ -1,0 +1,257 @@
+"""Ground costs and the two "geometries" the Sinkhorn solvers run on.
+
+A geometry answers the few questions a Sinkhorn loop asks about the cost ``C (B, N, M)``:
+
+- the soft-min (soft c-transform) along rows or columns,
+  ``softmin_rows(g)_i = -eps log sum_j exp((g_j - C_ij) / eps + log b_j)``;
+- products with the plan ``P_ij = exp((f_i + g_j - C_ij) / eps + log a_i + log b_j)``: ``P V``, ``P^T U``,
+  ``sum_ij P_ij`` and ``sum_ij P_ij C_ij``.
+
+:class:`DenseGeometry` stores ``C``; :class:`OnlineGeometry` keeps the point sets and recomputes blocks of ``C``
+on the fly (row or column chunks of at most ``chunk_bytes``), so that memory stays ``O((N + M) D + chunk)``: the
+log-sum-exp over ``j`` of a row chunk is exact because every row of the chunk sees all ``M`` columns.
+Padding is handled through the log-weights: ``log b_j = -inf`` on padded columns (and ``log a_i`` on rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+
+from geomot._core.registry import Registry
+
+__all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "flush_denormal", "pairwise_cost"]
+
+
+@contextlib.contextmanager
+def flush_denormal():
+    """Flush subnormal floats to zero on CPU while solving.
+
+    ``exp`` of very negative arguments (far pairs of a small-eps kernel) lands in the subnormal range, where
+    x86 arithmetic is ~50x slower; flushing them to 0 changes no result above ~1e-38 (1e-308 in float64).
+    PyTorch has no getter for this flag, so it is restored to its default (off).
+    """
+    changed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(False)
+
+COSTS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("cost")
+
+
+@COSTS.register("sqeuclidean")
+def _sqeuclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``C_ij = ||x_i - y_j||^2`` for ``x (B, N, D)``, ``y (B, M, D)`` -> ``(B, N, M)``.
+
+    Uses ``|x|^2 + |y|^2 - 2 <x, y>`` (one batched matmul); callers centre the points first so that the
+    cancellation costs no more than the float rounding of ``C`` itself. Clamped at 0.
+    """
+    x2 = (x * x).sum(-1)
+    y2 = (y * y).sum(-1)
+    c = torch.baddbmm(x2[:, :, None] + y2[:, None, :], x, y.transpose(1, 2), alpha=-2.0)
+    return c.clamp_min(0.0)
+
+
+@COSTS.register("euclidean")
+def _euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``C_ij = ||x_i - y_j||`` (differentiable away from coincident points)."""
+    return _sqeuclidean(x, y).clamp_min(1e-30).sqrt()
+
+
+def pairwise_cost(x: torch.Tensor, y: torch.Tensor, cost: str = "sqeuclidean") -> torch.Tensor:
+    """Dense cost matrix ``(B, N, M)`` between ``x (B, N, D)`` and ``y (B, M, D)`` for a registered cost."""
+    return COSTS.get(cost, arg="cost")(x, y)
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """Smallest argument passed to ``exp``: ``log(tiny) + 2`` (-85 in float32, -706 in float64).
+
+    ``exp`` of arguments below the normal range is 5-20x slower on CPU (subnormal/underflow path); clamping
+    there changes each entry by less than ``1e-37`` (float32) relative to the largest one.
+    """
+    return math.log(torch.finfo(dtype).tiny) + 2.0
+
+
+def safe_exp(t: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """``exp(max(t, exp_floor))`` (in place on ``t`` when allowed)."""
+    lo = exp_floor(t.dtype)
+    if inplace:
+        return t.clamp_min_(lo).exp_()
+    return t.clamp_min(lo).exp()
+
+
+def _lse(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``log sum exp`` along ``dim`` of a temporary ``t`` (overwritten when no gradient is tracked), with the
+    clamped fast ``exp``; a slice of only ``-inf`` gives a finite, very negative value (callers mask it)."""
+    m = t.detach().amax(dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    inplace = not (torch.is_grad_enabled() and t.requires_grad)
+    s = safe_exp(t.sub_(m) if inplace else t - m, inplace=inplace).sum(dim)
+    return s.log() + m.squeeze(dim)
+
+
+class DenseGeometry:
+    """A stored cost matrix ``C (B, N, M)``.
+
+    Args:
+        cost: ``(B, N, M)`` cost; padding entries may hold anything finite.
+    """
+
+    online = False
+
+    def __init__(self, cost: torch.Tensor) -> None:
+        self.cost = cost
+        self.shape = tuple(cost.shape)
+
+    def max_cost(self, row_mask: torch.Tensor, col_mask: torch.Tensor) -> float:
+        """Largest cost over real (unpadded) pairs, for the eps-scaling start."""
+        if bool(row_mask.all()) and bool(col_mask.all()):
+            return float(self.cost.detach().amax())
+        m = row_mask[:, :, None] & col_mask[:, None, :]
+        return float(self.cost.detach().masked_fill(~m, float("-inf")).amax())
+
+    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float) -> torch.Tensor:
+        """``(B, N)``: ``-eps logsumexp_j((g_j - C_ij) / eps + lb_j)``."""
+        t = (g[:, None, :] - self.cost) / eps + lb[:, None, :]
+        return -eps * _lse(t, 2)
+
+    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float) -> torch.Tensor:
+        """``(B, M)``: ``-eps logsumexp_i((f_i - C_ij) / eps + la_i)``."""
+        t = (f[:, :, None] - self.cost) / eps + la[:, :, None]
+        return -eps * _lse(t, 1)
+
+    def log_plan(self, f, g, la, lb, eps: float) -> torch.Tensor:
+        """``(B, N, M)`` log of the plan ``(f_i + g_j - C_ij) / eps + la_i + lb_j``."""
+        return (f[:, :, None] + g[:, None, :] - self.cost) / eps + la[:, :, None] + lb[:, None, :]
+
+    def kernel_(self, f: torch.Tensor, g: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+        """In place into ``out (B, N, M)``: ``exp((f_i + g_j - C_ij) / eps)`` (no autograd)."""
+        torch.add(f[:, :, None] / eps, self.cost, alpha=-1.0 / eps, out=out)
+        return safe_exp(out.add_(g[:, None, :] / eps), inplace=True)
+
+    def plan_matmul(self, f, g, la, lb, eps: float, v: torch.Tensor) -> torch.Tensor:
+        """``P V`` for ``v (B, M, K)`` -> ``(B, N, K)``."""
+        return torch.bmm(safe_exp(self.log_plan(f, g, la, lb, eps)), v)
+
+    def plan_rmatmul(self, f, g, la, lb, eps: float, u: torch.Tensor) -> torch.Tensor:
+        """``P^T U`` for ``u (B, N, K)`` -> ``(B, M, K)``."""
+        return torch.bmm(safe_exp(self.log_plan(f, g, la, lb, eps)).transpose(1, 2), u)
+
+    def plan_sums(self, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_ij P_ij C_ij, sum_ij P_ij)``, each ``(B,)`` (differentiable in ``C`` and the potentials)."""
+        p = safe_exp(self.log_plan(f, g, la, lb, eps))
+        return (p * self.cost).sum((1, 2)), p.sum((1, 2))
+
+    def dense_plan(self, f, g, la, lb, eps: float) -> torch.Tensor:
+        return self.log_plan(f, g, la, lb, eps).exp()  # exact zeros on padding
+
+
+class OnlineGeometry:
+    """Cost blocks recomputed on the fly from the point sets, chunk by chunk (bounded memory).
+
+    Args:
+        x: ``(B, N, D)`` source points.
+        y: ``(B, M, D)`` target points.
+        cost: a name of :data:`COSTS`.
+        chunk_bytes: target size of one ``(B, n, M)`` or ``(B, N, m)`` block.
+    """
+
+    online = True
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: str, *, chunk_bytes: int = 64 * 2**20) -> None:
+        self.x, self.y = x, y
+        self.cost_fn = COSTS.get(cost, arg="cost")
+        self.shape = (x.shape[0], x.shape[1], y.shape[1])
+        self.chunk_bytes = int(chunk_bytes)
+
+    def _step(self, other: int) -> int:
+        per_row = self.shape[0] * other * self.x.element_size() * 3  # cost + a temporary or two
+        return max(1, self.chunk_bytes // max(per_row, 1))
+
+    def _row_chunks(self):
+        n, step = self.shape[1], self._step(self.shape[2])
+        for i in range(0, n, step):
+            yield slice(i, min(i + step, n))
+
+    def _col_chunks(self):
+        m, step = self.shape[2], self._step(self.shape[1])
+        for j in range(0, m, step):
+            yield slice(j, min(j + step, m))
+
+    def max_cost(self, row_mask: torch.Tensor, col_mask: torch.Tensor) -> float:
+        out = float("-inf")
+        with torch.no_grad():
+            for s in self._row_chunks():
+                c = self.cost_fn(self.x[:, s], self.y)
+                m = row_mask[:, s, None] & col_mask[:, None, :]
+                out = max(out, float(c.masked_fill(~m, float("-inf")).amax()))
+        return out
+
+    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float) -> torch.Tensor:
+        parts = []
+        h = g / eps + lb
+        for s in self._row_chunks():
+            c = self.cost_fn(self.x[:, s], self.y)
+            parts.append(_lse(h[:, None, :] - c / eps, 2))
+        return -eps * torch.cat(parts, 1)
+
+    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float) -> torch.Tensor:
+        parts = []
+        h = f / eps + la
+        for s in self._col_chunks():
+            c = self.cost_fn(self.x, self.y[:, s])  # (B, N, m)
+            parts.append(_lse(h[:, :, None] - c / eps, 1))
+        return -eps * torch.cat(parts, 1)
+
+    def _log_plan_rows(self, s: slice, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cost_fn(self.x[:, s], self.y)
+        lp = (f[:, s, None] + g[:, None, :] - c) / eps + la[:, s, None] + lb[:, None, :]
+        return lp, c
+
+    def plan_matmul(self, f, g, la, lb, eps: float, v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.bmm(safe_exp(self._log_plan_rows(s, f, g, la, lb, eps)[0]), v)
+                          for s in self._row_chunks()], 1)
+
+    def plan_rmatmul(self, f, g, la, lb, eps: float, u: torch.Tensor) -> torch.Tensor:
+        out = None
+        for s in self._row_chunks():
+            p = safe_exp(self._log_plan_rows(s, f, g, la, lb, eps)[0])
+            part = torch.bmm(p.transpose(1, 2), u[:, s])
+            out = part if out is None else out + part
+        return out
+
+    def plan_sums(self, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        pc = f.new_zeros(self.shape[0])
+        mass = f.new_zeros(self.shape[0])
+        for s in self._row_chunks():
+            lp, c = self._log_plan_rows(s, f, g, la, lb, eps)
+            p = safe_exp(lp)
+            pc = pc + (p * c).sum((1, 2))
+            mass = mass + p.sum((1, 2))
+        return pc, mass
+
+    def dense_plan(self, f, g, la, lb, eps: float) -> torch.Tensor:
+        return torch.cat([self._log_plan_rows(s, f, g, la, lb, eps)[0].exp() for s in self._row_chunks()], 1)
+
+    def cost_vjp(self, weight_fn, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of ``sum_ij W_ij C_ij(x, y)`` w.r.t. ``x`` and ``y``, chunk by chunk.
+
+        ``weight_fn(s, c)`` returns the detached ``(B, n, M)`` weights of row chunk ``s`` given its cost block.
+        """
+        gx = torch.zeros_like(x)
+        gy = torch.zeros_like(y)
+        for s in self._row_chunks():
+            with torch.enable_grad():
+                xs = x[:, s].detach().requires_grad_(True)
+                yd = y.detach().requires_grad_(True)
+                c = self.cost_fn(xs, yd)
+                w = weight_fn(s, c.detach())
+                dx, dy = torch.autograd.grad((w * c).sum(), (xs, yd))
+            gx[:, s] += dx
+            gy += dy
+        return gx, gy
