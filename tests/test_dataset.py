@@ -123,6 +123,23 @@ def test_dataset_errors(tiny_dataset, tmp_path):
         ShapeDataset(tmp_path / "empty")
 
 
+def test_identity_ground_truth(tiny_dataset):
+    ds = ShapeDataset(tiny_dataset, correspondence="identity")
+    assert ds.has_correspondence("dog2") and torch.equal(ds.correspondence("dog2"), torch.arange(42))
+    gt = ds.ground_truth("cat0", "dog2")
+    assert torch.equal(gt.src_idx, gt.tgt_idx)
+    with pytest.raises(ValidationError, match="correspondence: expected 'vts' or 'identity', got 'auto'"):
+        ShapeDataset(tiny_dataset, correspondence="auto")
+
+
+def test_deform_sph_identity():
+    ds = ShapeDataset(shared_path("deform_sph"), correspondence="identity")
+    assert len(ds) == 64 and ds.names[:3] == ["deform_sph_1", "deform_sph_2", "deform_sph_3"]
+    a, b = ds[0], ds[-1]
+    assert a.verts.shape == b.verts.shape == (1922, 3) and torch.equal(a.faces, b.faces)
+    assert torch.equal(ds.ground_truth(0, 63).src_idx, torch.arange(1922))
+
+
 def test_default_class_of():
     assert [default_class_of(n) for n in ["cat10", "tr_reg_003", "david", "muybridge_014_01", "12"]] == [
         "cat", "tr_reg", "david", "muybridge", "12"

@@ -72,6 +72,8 @@ class ShapeDataset:
         corres_dir: sub-folder of the ``.vts`` files, named like the shapes.
         class_of: maps a shape name to its class for ``pairs(within_class=True)``; default
             :func:`default_class_of` (TOSCA: ``"cat3"`` -> ``"cat"``).
+        correspondence: ``"vts"`` reads ``corres_dir/<name>.vts``; ``"identity"`` declares that all shapes share
+            one vertex order (e.g. ``deform_sph``, fsaverage surfaces), so vertex ``i`` matches vertex ``i``.
 
     Example:
         >>> ds = ShapeDataset("../shared/data/FAUST_r")             # doctest: +SKIP
@@ -85,7 +87,11 @@ class ShapeDataset:
         shapes_dir: str = "off",
         corres_dir: str = "corres",
         class_of: Callable[[str], str] | None = None,
+        correspondence: str = "vts",
     ) -> None:
+        if correspondence not in ("vts", "identity"):
+            raise ValidationError(f"correspondence: expected 'vts' or 'identity', got {correspondence!r}")
+        self.correspondence_kind = correspondence
         self.root = Path(root)
         self.shapes_root = self.root / shapes_dir
         self.corres_root = self.root / corres_dir
@@ -141,7 +147,7 @@ class ShapeDataset:
         return self.corres_root / f"{self._name(name)}.vts"
 
     def has_correspondence(self, name: str | int) -> bool:
-        return self.correspondence_path(name).is_file()
+        return self.correspondence_kind == "identity" or self.correspondence_path(name).is_file()
 
     # -- loading -----------------------------------------------------------------------------------------
     def load(
@@ -156,11 +162,17 @@ class ShapeDataset:
     def correspondence(self, name: str | int) -> torch.Tensor:
         """``(K,)`` int64 0-based vertex indices of ``name`` matching template vertices ``0..K-1``.
 
+        With ``correspondence="identity"`` this is ``arange(V)`` (the vertex count comes from the OFF header, or
+        from loading the shape for other formats).
+
         Raises:
             FileFormatError: no ``.vts`` file for this shape, a malformed one, or an index past the vertex count
                 declared in the shape's OFF header.
         """
         n = self._name(name)
+        if self.correspondence_kind == "identity":
+            nv = _declared_off_verts(self._files[n])
+            return torch.arange(nv if nv is not None else self.load(n).verts.shape[0])
         p = self.correspondence_path(n)
         if not p.is_file():
             raise FileFormatError(f"{p}: no ground-truth file for shape {n!r}")
