@@ -518,3 +518,11 @@ def test_info_vts(tmp_path, capsys):
     (tmp_path / "bad.vts").write_text("1\n0\n")
     rc, _, err = _info(capsys, str(tmp_path / "bad.vts"))
     assert rc == 2 and "bad.vts: line 2: indices are 1-based" in err
+
+
+def test_info_dataset_folder(capsys):
+    rc, rows, _ = _info(capsys, str(ROOT / "data" / "pair"))
+    assert rc == 0 and rows["shapes"] == "2 (bumps_0 .. bumps_1)" and rows["ground truth"] == "2 .vts files"
+    assert rows["classes"] == "1: bumps (2)"
+    rc, rows, _ = _info(capsys, str(shared_path("TOSCA_r")))
+    assert rc == 0 and rows["shapes"].startswith("76 (cat0 .. ") and rows["classes"].startswith("8: cat (11)")

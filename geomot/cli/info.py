@@ -1,12 +1,15 @@
 """``geomot info FILE``: what a mesh or point-cloud file holds (counts, area, watertightness, bounds), or what a
-``.vts`` correspondence file holds (entries, unique indices, range)."""
+``.vts`` correspondence file holds (entries, unique indices, range), or what an ``off/`` + ``corres/`` dataset
+folder holds (shapes, classes, ground-truth files)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
+from geomot.io.dataset import ShapeDataset
 from geomot.io.files import file_format, load
 from geomot.io.vts import read_vts
 from geomot.structures import Mesh, PointCloud
@@ -59,8 +62,23 @@ def _vts_rows(path: str) -> list[tuple[str, str]]:
     ]
 
 
+def _dataset_rows(path: str) -> list[tuple[str, str]]:
+    ds = ShapeDataset(path)
+    classes = ds.classes()
+    listed = ", ".join(f"{c} ({len(v)})" for c, v in list(classes.items())[:8]) + (" ..." if len(classes) > 8 else "")
+    n_gt = sum(ds.has_correspondence(n) for n in ds.names)
+    return [
+        ("format", f"dataset folder ({ds.shapes_root.name}/ + {ds.corres_root.name}/)"),
+        ("shapes", f"{len(ds)} ({ds.names[0]} .. {ds.names[-1]})"),
+        ("classes", f"{len(classes)}: {listed}"),
+        ("ground truth", f"{n_gt} .vts files"),
+    ]
+
+
 def _run(args: argparse.Namespace) -> int:
-    if str(args.file).lower().endswith(".vts"):
+    if Path(args.file).is_dir() and (Path(args.file) / "off").is_dir():
+        rows = [("file", str(args.file)), *_dataset_rows(args.file)]
+    elif str(args.file).lower().endswith(".vts"):
         rows = [("file", str(args.file)), *_vts_rows(args.file)]
     else:
         fmt = file_format(args.file)
@@ -76,9 +94,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "info", help="print what a mesh / point-cloud file holds",
         description="Print the vertex and face counts, surface area, watertightness and bounds of a mesh file, or "
         "the point count, normals and bounds of a point-cloud file (any format geomot.load reads), or the entries "
-        "and index range of a .vts correspondence file.",
+        "and index range of a .vts correspondence file, or the shapes and classes of a dataset folder "
+        "(off/ + corres/).",
     )
-    p.add_argument("file", help="mesh / point-cloud file (.off .obj .ply .stl .pcd .xyz .npy .npz .gii[.gz]) or .vts")
+    p.add_argument("file", help="mesh / point-cloud file (.off .obj .ply .stl .pcd .xyz .npy .npz .gii[.gz]), "
+                   ".vts file, or dataset folder")
     p.add_argument("--kind", choices=["mesh", "points"], default=None,
                    help="read as a mesh (error if the file has no faces) or as a point cloud (default: by content)")
     p.set_defaults(func=_run)
