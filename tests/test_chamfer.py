@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.distance import directed_hausdorff
 
 from geomot._core.errors import ShapeError, ValidationError
@@ -168,3 +170,25 @@ def test_bad_input() -> None:
         chamfer_distance(PointCloud(x), y, x_lengths=torch.tensor([5]))
     with pytest.raises(ShapeError, match="y: expected a tensor, PointCloud, Measure or Mesh"):
         chamfer_distance(x, y.numpy())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    m=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    squared=st.booleans(),
+)
+def test_properties_symmetry_permutation_triangle(n: int, m: int, seed: int, squared: bool) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(m, 3, generator=g, dtype=torch.float64)
+    px, py = torch.randperm(n, generator=g), torch.randperm(m, generator=g)
+    c = chamfer_distance(x, y, squared=squared)
+    torch.testing.assert_close(chamfer_distance(y, x, squared=squared), c)
+    torch.testing.assert_close(chamfer_distance(x[px], y[py], squared=squared), c)
+    h = hausdorff_distance(x, y)
+    torch.testing.assert_close(hausdorff_distance(y[py], x[px]), h)
+    # every nearest-neighbour distance is bounded by the Hausdorff distance
+    assert float(chamfer_distance(x, y, squared=False)) <= 2 * float(h) + 1e-12
+    assert float(c) >= 0

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.losses.varifold import VARIFOLD_KERNELS, VarifoldLoss, varifold_distance, varifold_inner
@@ -275,3 +277,17 @@ def test_bad_input() -> None:
         varifold_distance(m, [v, f])
     with pytest.raises(ValidationError, match="kernel: unknown varifold kernel"):
         VarifoldLoss(kernel="nope")
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), kernel=st.sampled_from(KERNELS), sigma=st.floats(0.2, 3.0))
+def test_properties_symmetry_face_permutation_nonnegative(seed: int, kernel: str, sigma: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    v, f = icosphere(0)
+    v1 = v + 0.2 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+    v2 = 1.2 * v + 0.2 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+    perm = torch.randperm(f.shape[0], generator=g)
+    d = varifold_distance(Mesh(v1, f), Mesh(v2, f), sigma=sigma, kernel=kernel)
+    torch.testing.assert_close(varifold_distance(Mesh(v2, f), Mesh(v1, f), sigma=sigma, kernel=kernel), d)
+    torch.testing.assert_close(varifold_distance(Mesh(v1, f[perm]), Mesh(v2, f), sigma=sigma, kernel=kernel), d)
+    assert float(d) > -1e-10
