@@ -526,3 +526,14 @@ def test_info_dataset_folder(capsys):
     assert rows["classes"] == "1: bumps (2)"
     rc, rows, _ = _info(capsys, str(shared_path("TOSCA_r")))
     assert rc == 0 and rows["shapes"].startswith("76 (cat0 .. ") and rows["classes"].startswith("8: cat (11)")
+
+
+def test_save_backend_failure_is_a_file_format_error(tmp_path, monkeypatch, sphere_mesh):
+    from geomot.io import trimesh_formats
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(trimesh_formats, "_export", broken)
+    with pytest.raises(FileFormatError, match=r"m\.off: cannot write as OFF \(RuntimeError: exporter exploded\)"):
+        save(sphere_mesh, tmp_path / "m.off")

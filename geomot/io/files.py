@@ -208,7 +208,7 @@ def save(obj: Mesh | PointCloud, path: str | os.PathLike) -> Path:
         fmt.write(p, raw)
     except GeomotError:
         raise
-    except OSError as e:
-        raise FileFormatError(f"{p}: cannot write ({e})") from e
+    except Exception as e:  # OSError (permissions, disk full) or a backend exporter's error
+        raise FileFormatError(f"{p}: cannot write as {fmt.name} ({type(e).__name__}: {e})") from e
     log.debug("wrote %s (%s, %d vertices)", p, fmt.name, raw.verts.shape[0])
     return p
