@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -492,5 +493,23 @@ def test_trajectory_from_mapping_and_frames():
         np.testing.assert_allclose(t.verts, a.verts)
         np.testing.assert_array_equal(t.faces, a.faces)
         np.testing.assert_allclose(t.times, a.times)
+    class FitResult(NamedTuple):  # the fields of geomot.deformation.DeformResult that the viewers read
+        mesh: geomot.Mesh
+        trajectory: torch.Tensor
+        times: torch.Tensor
+
+    results = [FitResult(geomot.Mesh(verts[-1], faces), verts, times)]
+    try:
+        from geomot.deformation.fit import DeformResult
+    except ImportError:  # pragma: no cover - the deformation stack is optional here
+        DeformResult = None
+    if DeformResult is not None:  # the real result type, other fields left empty
+        fields = dict.fromkeys(DeformResult._fields) | results[0]._asdict()
+        results.append(DeformResult(**fields))
+    for r in results:
+        d = as_trajectory(r)
+        np.testing.assert_allclose(d.verts, a.verts)
+        np.testing.assert_array_equal(d.faces, a.faces)
+        np.testing.assert_allclose(d.times, a.times)
     with pytest.raises(ValidationError, match=r"trajectory: the mapping has no 'verts' \(keys: points\)"):
         as_trajectory({"points": verts})

@@ -169,7 +169,8 @@ def load_trajectory(path: str | Path) -> Trajectory:
 
 def as_trajectory(trajectory: Any, faces: Any = None, times: Any = None) -> Trajectory:
     """Validate a trajectory given as a file path, a :class:`Trajectory`, a mapping with ``verts``/``faces``/
-    ``times``, a ``(T, V, 3)`` tensor/array or a list of ``T`` frames (``(V, 3)`` arrays or single meshes).
+    ``times``, a ``geomot.deformation.DeformResult`` (its ``trajectory``, ``mesh.faces`` and ``times``), a
+    ``(T, V, 3)`` tensor/array or a list of ``T`` frames (``(V, 3)`` arrays or single meshes).
 
     Raises:
         ShapeError: frames with different vertex counts, bad ranks.
@@ -179,6 +180,11 @@ def as_trajectory(trajectory: Any, faces: Any = None, times: Any = None) -> Traj
         if faces is not None or times is not None:
             raise ValidationError("faces/times: not accepted with a trajectory file (they are read from it)")
         return load_trajectory(trajectory)
+    if isinstance(getattr(trajectory, "mesh", None), Mesh) and hasattr(trajectory, "trajectory"):
+        # a geomot.deformation.DeformResult (duck-typed, so that viz does not import the deformation stack)
+        faces = trajectory.mesh.faces if faces is None else faces
+        times = getattr(trajectory, "times", None) if times is None else times
+        trajectory = trajectory.trajectory
     if isinstance(trajectory, (Trajectory, dict)):
         fields = trajectory._asdict() if isinstance(trajectory, Trajectory) else trajectory
         if "verts" not in fields:
