@@ -24,7 +24,7 @@ from tests.conftest import ROOT, icosphere, shared_path
 MESH_SUFFIXES = [".off", ".obj", ".ply", ".stl", ".npz", ".gii", ".gii.gz"]
 CLOUD_SUFFIXES = [".ply", ".pcd", ".xyz", ".npz"]
 # formats that store positions as float32 (others are lossless or text with >= 10 digits)
-FLOAT32_FORMATS = {".ply", ".gii", ".gii.gz", ".pcd", ".xyz"}
+FLOAT32_FORMATS = {".gii", ".gii.gz", ".pcd", ".xyz"}
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_cloud_round_trip_keeps_normals(tmp_path, suffix):
     pc = _cloud()
     back = load(save(pc, tmp_path / f"c{suffix}"), dtype=torch.float64)
     assert isinstance(back, PointCloud)
-    tol = 1e-6 if suffix in FLOAT32_FORMATS and suffix != ".ply" else 1e-12
+    tol = 1e-6 if suffix in FLOAT32_FORMATS else 1e-12
     assert torch.allclose(back.points_list()[0], pc.points_list()[0], atol=tol, rtol=0)
     assert torch.allclose(back.normals_list()[0], pc.normals_list()[0], atol=tol, rtol=0)
 
@@ -95,6 +95,20 @@ def test_ply_cloud_readable_by_open3d_and_trimesh(tmp_path):
     np.testing.assert_allclose(np.asarray(ref.points), pc.points_list()[0].numpy())
     np.testing.assert_allclose(np.asarray(ref.normals), pc.normals_list()[0].numpy())
     np.testing.assert_allclose(np.asarray(trimesh.load(p).vertices), pc.points_list()[0].numpy())
+
+
+def test_ply_mesh_readable_by_trimesh_and_open3d(tmp_path, sphere_mesh):
+    import trimesh
+
+    for dtype in (torch.float64, torch.float32):
+        m = Mesh(sphere_mesh.verts.to(dtype), sphere_mesh.faces)
+        p = save(m, tmp_path / "m.ply")
+        ref = trimesh.load(p, process=False)
+        np.testing.assert_array_equal(ref.vertices, m.verts.double().numpy())  # exact in the mesh's precision
+        np.testing.assert_array_equal(ref.faces, m.faces.numpy())
+    o3d = pytest.importorskip("open3d")
+    om = o3d.io.read_triangle_mesh(str(p))
+    np.testing.assert_array_equal(np.asarray(om.triangles), sphere_mesh.faces.numpy())
 
 
 def test_load_matches_trimesh_on_real_meshes():

@@ -5,8 +5,8 @@ suffix         format                   read         write        reader / write
 =============  =======================  ===========  ===========  ==========================================
 ``.off``       Object File Format       mesh/cloud   mesh         trimesh (+ header count check) / trimesh
 ``.obj``       Wavefront OBJ            mesh/cloud   mesh         geomot (keeps every ``v`` line) / trimesh
-``.ply``       Stanford PLY             mesh/cloud   mesh, cloud  trimesh (+ header count check) / trimesh,
-                                                                  geomot for clouds (binary, with normals)
+``.ply``       Stanford PLY             mesh/cloud   mesh, cloud  trimesh (+ header count check) / geomot
+                                                                  (binary, float or double, cloud normals)
 ``.stl``       STL (triangle soup)      mesh         mesh         trimesh (corners merged) / trimesh
 ``.pcd``       PCL point cloud          cloud        cloud        open3d (optional)
 ``.xyz``       text, 3 or 6 columns     cloud        cloud        numpy

@@ -1,8 +1,9 @@
-"""OFF, OBJ, PLY and STL through trimesh (a core dependency), plus a small binary PLY writer for point clouds.
+"""OFF, OBJ, PLY and STL: read through trimesh (a core dependency) except OBJ; written by trimesh except PLY.
 
 Readers never let trimesh reorder or merge vertices (``process=False``): vertex ``i`` of the file is vertex ``i``
 of the result, which correspondence files (``.vts``) rely on. OBJ is parsed here (trimesh's OBJ loader splits
-vertices at texture seams or drops unreferenced ones) and written by trimesh. Polygons with more than three corners
+vertices at texture seams or drops unreferenced ones) and written by trimesh; PLY is written here (binary, in the
+positions' own precision, with normals for clouds). Polygons with more than three corners
 are fan-triangulated; in PLY files with mixed polygon sizes the triangles may come out in a different order than
 the polygons. STL stores a triangle soup, so its duplicated corners are merged after loading.
 """
@@ -255,26 +256,29 @@ def write_stl(path: Path, shape: RawShape) -> None:
     _export(path, shape, "stl")
 
 
-def _write_ply_points(path: Path, shape: RawShape) -> None:
-    """Binary little-endian PLY with ``x y z`` (and ``nx ny nz``) vertex properties, no faces."""
+def write_ply(path: Path, shape: RawShape) -> None:
+    """Binary little-endian PLY written here: ``x y z`` (+ ``nx ny nz`` for clouds with normals) in the positions'
+    precision (``float`` or ``double``, so float64 meshes round-trip exactly), and for meshes a ``face`` element
+    with ``uchar``-counted ``int`` index lists."""
     cols = [shape.verts] if shape.normals is None else [shape.verts, shape.normals]
     arr = np.ascontiguousarray(np.concatenate(cols, axis=1))
     kind = "double" if arr.dtype == np.float64 else "float"
     arr = arr.astype("<f8" if kind == "double" else "<f4", copy=False)
     names = ["x", "y", "z"] + ([] if shape.normals is None else ["nx", "ny", "nz"])
     header = ["ply", "format binary_little_endian 1.0", "comment written by geomot", f"element vertex {len(arr)}"]
-    header += [f"property {kind} {n}" for n in names] + ["end_header"]
+    header += [f"property {kind} {n}" for n in names]
+    body = [arr.tobytes()]
+    if shape.faces is not None:
+        faces = np.zeros(len(shape.faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+        faces["n"] = 3
+        faces["idx"] = shape.faces
+        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+        body.append(faces.tobytes())
     buf = io.BytesIO()
-    buf.write(("\n".join(header) + "\n").encode("ascii"))
-    buf.write(arr.tobytes())
+    buf.write(("\n".join([*header, "end_header"]) + "\n").encode("ascii"))
+    for b in body:
+        buf.write(b)
     path.write_bytes(buf.getvalue())
-
-
-def write_ply(path: Path, shape: RawShape) -> None:
-    if shape.faces is None:
-        _write_ply_points(path, shape)
-    else:
-        _export(path, shape, "ply", encoding="binary", vertex_normal=False)
 
 
 MESH_FORMATS: tuple[FileFormat, ...] = (
