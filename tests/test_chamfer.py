@@ -12,7 +12,7 @@ from scipy.spatial.distance import directed_hausdorff
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.losses.chamfer import ChamferLoss, HausdorffDistance, chamfer_distance, chamfer_terms, hausdorff_distance
 from geomot.structures import Measure, Mesh, PointCloud
-from tests.conftest import icosphere
+from tests.conftest import icosphere, shared_path
 
 
 def _brute(x, y, squared=True, nx=None, ny=None, point_reduction="mean"):
@@ -192,3 +192,20 @@ def test_properties_symmetry_permutation_triangle(n: int, m: int, seed: int, squ
     # every nearest-neighbour distance is bounded by the Hausdorff distance
     assert float(chamfer_distance(x, y, squared=False)) <= 2 * float(h) + 1e-12
     assert float(c) >= 0
+
+
+@pytest.mark.data
+def test_shapenet_clouds_match_dense_and_scipy() -> None:
+    """Real ShapeNet clouds (2048 points: the auto k-NN path is the k-d tree) against dense torch and scipy."""
+    clouds = np.load(shared_path("shapenet50", "reconstruct_random_50_shapenetcore55.npy"))
+    x = torch.from_numpy(clouds[0]).double()
+    y = torch.from_numpy(clouds[1]).double()
+    d = torch.cdist(x, y)
+    dx, dy = d.min(1).values, d.min(0).values
+    torch.testing.assert_close(chamfer_distance(x, y), (dx**2).mean() + (dy**2).mean())
+    torch.testing.assert_close(chamfer_distance(x, y, squared=False), dx.mean() + dy.mean())
+    ref = max(directed_hausdorff(clouds[0], clouds[1])[0], directed_hausdorff(clouds[1], clouds[0])[0])
+    np.testing.assert_allclose(float(hausdorff_distance(x, y)), ref, rtol=1e-6)
+    batch = torch.from_numpy(clouds[:4]).double()
+    none = chamfer_distance(batch[[0, 2]], batch[[1, 3]], reduction="none")
+    torch.testing.assert_close(none[0], (dx**2).mean() + (dy**2).mean())

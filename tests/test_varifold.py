@@ -13,7 +13,7 @@ from geomot._core.errors import ShapeError, ValidationError
 from geomot.losses.varifold import VARIFOLD_KERNELS, VarifoldLoss, varifold_distance, varifold_inner
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud, mesh_to_measure
-from tests.conftest import icosphere
+from tests.conftest import icosphere, shared_path
 
 KERNELS = ["linear", "binet", "gaussian_oriented"]
 
@@ -291,3 +291,22 @@ def test_properties_symmetry_face_permutation_nonnegative(seed: int, kernel: str
     torch.testing.assert_close(varifold_distance(Mesh(v2, f), Mesh(v1, f), sigma=sigma, kernel=kernel), d)
     torch.testing.assert_close(varifold_distance(Mesh(v1, f[perm]), Mesh(v2, f), sigma=sigma, kernel=kernel), d)
     assert float(d) > -1e-10
+
+
+@pytest.mark.data
+def test_deformed_spheres_real_meshes() -> None:
+    """Real deformed spheres (3,840 faces): symmetric, rigid-motion invariant, smaller half-way along a linear
+    interpolation between two shapes of one connectivity."""
+    from geomot.io import load
+
+    a = load(shared_path("deform_sph", "off", "deform_sph_1.off"), dtype=torch.float64)
+    b = load(shared_path("deform_sph", "off", "deform_sph_2.off"), dtype=torch.float64)
+    va, vb, f = a.verts, b.verts, a.faces
+    kw = dict(sigma=0.2, kernel="gaussian_oriented")
+    d = varifold_distance(a, b, **kw)
+    torch.testing.assert_close(varifold_distance(b, a, **kw), d)
+    r = _rotation(11)
+    torch.testing.assert_close(varifold_distance(Mesh(va @ r.T, f), Mesh(vb @ r.T, b.faces), **kw), d, rtol=1e-8,
+                               atol=1e-12)
+    if torch.equal(a.faces, b.faces):
+        assert 0 < float(varifold_distance(a, Mesh(0.5 * (va + vb), f), **kw)) < float(d)
