@@ -43,11 +43,14 @@ def _normalize_rows(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
-def _haar_orthogonal(dim: int, *, generator, dtype, device) -> torch.Tensor:
-    """A ``(dim, dim)`` orthogonal matrix distributed by the Haar measure (QR of a Gaussian, signs fixed)."""
-    g = torch.randn(dim, dim, generator=generator, dtype=dtype, device=device)
+def _haar_orthogonal(dim: int, *, generator, dtype, device, count: int | None = None) -> torch.Tensor:
+    """``(dim, dim)`` (or ``(count, dim, dim)``) orthogonal matrices distributed by the Haar measure: QR of
+    Gaussian matrices with the signs of ``diag(R)`` moved into ``Q`` (Mezzadri, 2007)."""
+    shape = (dim, dim) if count is None else (count, dim, dim)
+    g = torch.randn(*shape, generator=generator, dtype=dtype, device=device)
     q, r = torch.linalg.qr(g)
-    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones((), dtype=dtype, device=device))
+    d = torch.diagonal(r, dim1=-2, dim2=-1)
+    return q * torch.where(d < 0, -torch.ones_like(d), torch.ones_like(d)).unsqueeze(-2)
 
 
 @DIRECTIONS.register("random")
@@ -129,10 +132,8 @@ def orthogonal_directions(
         ``(n, dim)`` unit rows.
     """
     _check_counts(n, dim)
-    blocks = [
-        _haar_orthogonal(dim, generator=generator, dtype=dtype, device=device) for _ in range(-(-n // dim))
-    ]
-    return torch.cat(blocks, dim=0)[:n]
+    blocks = _haar_orthogonal(dim, generator=generator, dtype=dtype, device=device, count=-(-n // dim))
+    return blocks.transpose(-1, -2).reshape(-1, dim)[:n]
 
 
 def sphere_directions(
