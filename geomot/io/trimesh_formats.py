@@ -55,21 +55,20 @@ def _load(path: Path, file_type: str, **kwargs) -> object:
 def _off_declared_counts(path: Path) -> tuple[int, int, int] | None:
     """``(n_verts, n_faces, n_data_lines)`` declared by / found in an ASCII OFF file, or None if no header."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = [ln.split("#", 1)[0].split() for ln in fh]
-    lines = [t for t in lines if t]
-    if not lines or not lines[0][0].upper().endswith("OFF"):
+        lines = [ln for ln in fh.read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    head_lines = [ln.split("#", 1)[0].split() for ln in lines[:2]]
+    if not head_lines or not head_lines[0] or not head_lines[0][0].upper().endswith("OFF"):
         return None
-    head = lines[0][1:]
-    rest = lines[1:]
+    head, n_rest = head_lines[0][1:], len(lines) - 1
     if len(head) < 2:
-        if not rest:
+        if n_rest == 0:
             raise FileFormatError(f"{path}: OFF header without vertex/face counts")
-        head, rest = rest[0], rest[1:]
+        head, n_rest = head_lines[1], n_rest - 1
     try:
         nv, nf = int(head[0]), int(head[1])
     except (ValueError, IndexError):
         raise FileFormatError(f"{path}: bad OFF counts line {' '.join(head)!r}") from None
-    return nv, nf, len(rest)
+    return nv, nf, n_rest
 
 
 def read_off(path: Path) -> RawShape:
