@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import geomot
+from geomot.ops.directions import random_directions
 
 log = logging.getLogger("sw_gradient_flow")
 
@@ -79,7 +80,7 @@ def estimator_variance(x, y, *, n_proj, repeats, seed):
     vals = {k: [] for k in METHODS}
     with torch.no_grad():
         for _ in range(repeats):
-            theta = geomot.ops.directions.random_directions(n_proj, x.shape[-1], generator=gen, dtype=x.dtype).T
+            theta = random_directions(n_proj, x.shape[-1], generator=gen, dtype=x.dtype).T
             for name, cv in METHODS.items():
                 v = geomot.sliced_wasserstein(x, y, projections=theta, control_variate=cv, root=False)
                 vals[name].append(float(v))
