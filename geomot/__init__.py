@@ -50,6 +50,15 @@ _LAZY: dict[str, str] = {
     "EnergyBasedSlicedWasserstein": "geomot.losses.sliced_variants",
     "wasserstein_1d": "geomot.transport.ot1d",
     # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
+    "varifold_distance": "geomot.losses.varifold",
+    "VarifoldLoss": "geomot.losses.varifold",
+    "chamfer_distance": "geomot.losses.chamfer",
+    "ChamferLoss": "geomot.losses.chamfer",
+    "hausdorff_distance": "geomot.losses.chamfer",
+    "edge_length_loss": "geomot.losses.regularizers",
+    "laplacian_smoothing_loss": "geomot.losses.regularizers",
+    "normal_consistency_loss": "geomot.losses.regularizers",
+    "MeshRegularizer": "geomot.losses.regularizers",
     # -- transport -----------------------------------------------------------------------------------------
     # -- correspondence ------------------------------------------------------------------------------------
     # -- deformation ---------------------------------------------------------------------------------------
