@@ -161,6 +161,8 @@ def test_bad_input():
     with pytest.raises(ShapeError, match=r"push_forward: expected an output of shape \(7, 3\)"):
         geomot.distributional_sliced_wasserstein(
             x, y, n_projections=7, push_forward=torch.nn.Linear(3, 2).double(), n_iters=1)
+    with pytest.raises(ShapeError, match=r"push_forward: parameters are torch\.float32"):
+        geomot.distributional_sliced_wasserstein(x, y, push_forward=torch.nn.Linear(3, 3))
     with pytest.raises(ShapeError, match="y: expected points of dimension 3"):
         geomot.energy_based_sliced_wasserstein(x, torch.randn(5, 2, dtype=D64))
     with pytest.raises(ValidationError, match="x: empty point set"):

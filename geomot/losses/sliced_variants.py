@@ -187,6 +187,10 @@ def distributional_sliced_wasserstein(
     if not isinstance(f, nn.Module):
         raise ValidationError(f"push_forward: expected an nn.Module, got {type(f).__name__}")
     params = [q for q in f.parameters() if q.requires_grad]
+    for q in params[:1]:
+        if q.dtype != dtype or q.device != device:
+            raise ShapeError(f"push_forward: parameters are {q.dtype} on {q.device}, the points {dtype} on {device}; "
+                             "move the module with .to(...)")
     fixed = pair.detach()
 
     def directions() -> torch.Tensor:
