@@ -78,6 +78,17 @@ class SlicedPair(NamedTuple):
 
 
 def _side(x, weights, lengths, measure, measure_options, generator, name):
+    if isinstance(x, torch.Tensor) and weights is None and lengths is None and measure is None:
+        # the common training-loop case: a dense uniform cloud; validate without building a Measure
+        check_float_tensor(x, name, ndim=(2, 3), finite=False, allow_empty=True)
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValidationError(f"{name}: empty point set (shape {tuple(x.shape)})")
+        check_float_tensor(x, name)
+        xb = x if x.dim() == 3 else x.unsqueeze(0)
+        bsz, n = xb.shape[0], xb.shape[1]
+        w = xb.new_full((bsz, n), 1.0 / n)
+        ln = torch.full((bsz,), n, dtype=torch.long, device=xb.device)
+        return xb, w, ln, x.dim() == 3, True, True
     known_uniform = isinstance(x, torch.Tensor) and weights is None
     options = {"generator": generator, **(measure_options or {})}
     m, batched = as_measure(x, weights=weights, lengths=lengths, measure=measure, name=name, **options)
