@@ -213,3 +213,14 @@ def test_cli_prints_a_value(tmp_path, capsys):
     assert rc == 0 and float(capsys.readouterr().out.strip()) > 0
     rc = cli_main(["distance", str(tmp_path / "c.npy"), str(tmp_path / "c.npy"), "--loss", "sw-varifold"])
     assert rc == 2 and "compares two meshes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gradcheck_max_sw_at_its_optimum():
+    """After convergence the envelope theorem makes the fixed-direction gradient the full gradient."""
+    x = cloud(4, 1).requires_grad_(True)
+    y = (cloud(4, 2) + T).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: geomot.max_sliced_wasserstein(a, b, n_iters=200, step=0.4, tol=1e-10, generator=gen(0)),
+        (x, y), atol=1e-5, rtol=1e-4,
+    )
