@@ -19,8 +19,11 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: tuple[str, ...] = (
     # one line per sub-command module
+    "demo",
+    "deform",
     "distance",
     "info",
+    "match",
     "view",
 )
 
