@@ -1,0 +1,49 @@
+"""L4: dense correspondence: spectral descriptors, functional maps, point-to-point maps, ZoomOut, entropic
+refinement and the training-free matching pipeline (:func:`match`).
+
+Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions on shape 1 to shape 2,
+``p2p_21`` gives for each vertex of shape 2 its match on shape 1.
+"""
+
+from geomot.correspondence.descriptors import descriptor_scales, hks, wks
+from geomot.correspondence.fmaps import (
+    AxiomaticFmap,
+    descriptor_operators,
+    fmap_energy,
+    fmap_from_descriptors,
+    laplacian_mask,
+    orientation_operators,
+    project,
+    regularized_fmap,
+    resolvent_mask,
+)
+from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap, soft_fmap
+from geomot.correspondence.pipeline import MatchResult, match
+from geomot.correspondence.refine import SinkhornZoomOutResult, sinkhorn_zoomout
+from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, zoomout
+
+__all__ = [
+    "AxiomaticFmap",
+    "MatchResult",
+    "SinkhornZoomOutResult",
+    "ZoomOutResult",
+    "bijective_zoomout",
+    "descriptor_operators",
+    "descriptor_scales",
+    "fmap_energy",
+    "fmap_from_descriptors",
+    "fmap_from_p2p",
+    "hks",
+    "knn_indices",
+    "laplacian_mask",
+    "match",
+    "orientation_operators",
+    "p2p_from_fmap",
+    "project",
+    "regularized_fmap",
+    "resolvent_mask",
+    "sinkhorn_zoomout",
+    "soft_fmap",
+    "wks",
+    "zoomout",
+]
