@@ -61,6 +61,12 @@ _LAZY: dict[str, str] = {
     "MeshRegularizer": "geomot.losses.regularizers",
     # -- transport -----------------------------------------------------------------------------------------
     # -- correspondence ------------------------------------------------------------------------------------
+    "match": "geomot.correspondence",
+    "MatchResult": "geomot.correspondence",
+    "zoomout": "geomot.correspondence",
+    "wks": "geomot.correspondence",
+    "hks": "geomot.correspondence",
+    "spectral_basis": "geomot.ops.spectral",
     # -- deformation ---------------------------------------------------------------------------------------
     # -- end -----------------------------------------------------------------------------------------------
 }

@@ -4,6 +4,15 @@
 # -- emd -------------------------------------------------------------------------------------------------
 from geomot.metrics.emd import emd
 # -- geodesic --------------------------------------------------------------------------------------------
+from geomot.metrics.geodesic import (
+    PairEvaluation,
+    bijectivity,
+    coverage,
+    evaluate_pairs,
+    geodesic_distances,
+    geodesic_error,
+    pck_curve,
+)
 # -- surface ---------------------------------------------------------------------------------------------
 # -- end -------------------------------------------------------------------------------------------------
 
@@ -11,5 +20,7 @@ __all__: list[str] = [
     # -- emd --
     "emd",
     # -- geodesic --
+    "PairEvaluation", "bijectivity", "coverage", "evaluate_pairs", "geodesic_distances", "geodesic_error",
+    "pck_curve",
     # -- surface --
 ]
