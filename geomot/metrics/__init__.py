@@ -14,6 +14,25 @@ from geomot.metrics.geodesic import (
     pck_curve,
 )
 # -- surface ---------------------------------------------------------------------------------------------
+from geomot.metrics.intersections import (
+    flipped_faces,
+    intersecting_face_pairs,
+    self_intersections,
+    triangles_intersect,
+)
+from geomot.metrics.surface import (
+    PointSurfaceDistance,
+    SurfaceMetrics,
+    assd,
+    chamfer,
+    hausdorff,
+    hd90,
+    normal_consistency,
+    point_to_surface,
+    point_triangle_distance,
+    surface_metrics,
+)
+
 # -- end -------------------------------------------------------------------------------------------------
 
 __all__: list[str] = [
@@ -23,4 +42,7 @@ __all__: list[str] = [
     "PairEvaluation", "bijectivity", "coverage", "evaluate_pairs", "geodesic_distances", "geodesic_error",
     "pck_curve",
     # -- surface --
+    "PointSurfaceDistance", "SurfaceMetrics", "assd", "chamfer", "flipped_faces", "hausdorff", "hd90",
+    "intersecting_face_pairs", "normal_consistency", "point_to_surface", "point_triangle_distance",
+    "self_intersections", "surface_metrics", "triangles_intersect",
 ]
