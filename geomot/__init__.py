@@ -68,6 +68,7 @@ _LAZY: dict[str, str] = {
     "hks": "geomot.correspondence",
     "spectral_basis": "geomot.ops.spectral",
     # -- deformation ---------------------------------------------------------------------------------------
+    "deform": "geomot.deformation",  # the package itself: geomot.deform.fit(...) (handled in __getattr__)
     # -- end -----------------------------------------------------------------------------------------------
 }
 
@@ -79,6 +80,9 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "deform":  # an alias of the package geomot.deformation (see its _LAZY entry)
+        globals()[name] = __getattr__("deformation")
+        return globals()[name]
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
