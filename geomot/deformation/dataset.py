@@ -1,0 +1,277 @@
+"""Learning one deformation over a dataset: a template deformed into many targets by a single flow conditioned on
+a code of the target (amortised fitting, as the learned models of Le et al., ICLR 2024 and CortexODE).
+
+``x_b(1) = phi_{theta, z_b}(x_template)``, ``z_b = E_psi(samples of T_b)`` (:class:`geomot.models.PointNetEncoder`),
+``dx/dt = v_theta(x, t | z_b)`` (:class:`geomot.models.ConditionedVelocity`);
+``min_{theta, psi} mean_b L(x_b(1), T_b)`` by Adam over mini-batches of targets. A trained model deforms a target
+it never saw with one forward pass. Checkpoints are plain ``torch.save`` dictionaries of tensors and numbers,
+read back with ``torch.load(..., weights_only=True)``; ``resume=True`` continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from geomot._core.checks import check_positive
+from geomot._core.errors import FileFormatError, ValidationError
+from geomot.deformation.fit import as_single_mesh
+from geomot.deformation.integrate import SOLVERS, integrate
+from geomot.deformation.losses import DEFORM_LOSSES, default_loss_options
+from geomot.deformation.normalize import Frame, surface_frame
+from geomot.metrics.surface import SurfaceMetrics, surface_metrics
+from geomot.models.encoder import PointNetEncoder
+from geomot.models.velocity import ConditionedVelocity
+from geomot.ops.sampling import sample_surface
+from geomot.structures import Mesh
+
+__all__ = ["ConditionedDeformer", "ConditionedFit", "deform_conditioned", "evaluate_conditioned", "train_conditioned"]
+
+log = logging.getLogger(__name__)
+
+
+class ConditionedDeformer(nn.Module):
+    """Encoder + conditioned velocity field + solver settings.
+
+    Args:
+        code_dim: size of the shape code.
+        n_points: points sampled on a target for the encoder.
+        method: ODE solver; ``n_time_steps``: its steps over ``[0, 1]``.
+        field_options: keywords of :class:`geomot.models.ConditionedVelocity`.
+
+    Shapes:
+        ``forward(x0: (V, 3), target_points: (B, n_points, 3)) -> (B, V, 3)`` (normalised frame).
+    """
+
+    def __init__(
+        self, *, code_dim: int = 64, n_points: int = 1024, method: str = "euler", n_time_steps: int = 8,
+        field_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        SOLVERS.get(method, arg="method")
+        self.config = {"code_dim": int(code_dim), "n_points": int(check_positive(n_points, "n_points")),
+                       "method": method, "n_time_steps": int(check_positive(n_time_steps, "n_time_steps"))}
+        self.encoder = PointNetEncoder(code_dim=code_dim)
+        self.field = ConditionedVelocity(code_dim=code_dim, **(field_options or {}))
+
+    def trajectory(self, x0: torch.Tensor, target_points: torch.Tensor, *, times: int = 2) -> torch.Tensor:
+        """``(T, B, V, 3)`` positions of the template ``x0 (V, 3)`` deformed towards each target."""
+        z = self.encoder(target_points)
+        self.field.set_code(z)
+        xb = x0.unsqueeze(0).expand(z.shape[0], *x0.shape)
+        traj = integrate(self.field, xb, times=times, method=self.config["method"],
+                         n_steps=self.config["n_time_steps"])
+        return traj.points
+
+    def forward(self, x0: torch.Tensor, target_points: torch.Tensor) -> torch.Tensor:
+        return self.trajectory(x0, target_points)[-1]
+
+
+class ConditionedFit(NamedTuple):
+    """Result of :func:`train_conditioned`.
+
+    Attributes:
+        model: the trained :class:`ConditionedDeformer`.
+        frame: the template's frame (the model acts on ``frame.apply(x)``).
+        loss_history: ``(n_steps,)`` mean batch loss of every step (including resumed ones).
+        n_steps: optimisation steps done in total.
+    """
+
+    model: ConditionedDeformer
+    frame: Frame
+    loss_history: torch.Tensor
+    n_steps: int
+
+
+def _encoder_points(mesh: Mesh, frame: Frame, n: int, gen: torch.Generator) -> torch.Tensor:
+    v = frame.apply(mesh.verts.detach())
+    return sample_surface(v, mesh.faces, n, generator=gen).points
+
+
+def train_conditioned(
+    template: object,
+    targets: Sequence[object],
+    *,
+    loss: str = "sw-varifold",
+    steps: int = 500,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    code_dim: int = 64,
+    n_points: int = 1024,
+    method: str = "euler",
+    n_time_steps: int = 8,
+    loss_options: dict | None = None,
+    field_options: dict | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> ConditionedFit:
+    """Train one conditioned flow that deforms ``template`` into each of ``targets``.
+
+    All shapes are expressed in the template's frame (area-weighted centre, RMS radius), so the dataset must
+    share a common placement (e.g. registered shapes). Each step draws ``batch_size`` targets, integrates the
+    template under each target's code and minimises the mean data term ``L`` (see :func:`geomot.deform.fit`).
+
+    Args:
+        template: single :class:`Mesh` or ``(verts, faces)``.
+        targets: the training targets (meshes of any connectivity).
+        loss: a name of :data:`~geomot.deformation.losses.DEFORM_LOSSES`.
+        steps: total optimisation steps (a resumed run continues up to this number).
+        batch_size: targets per step.
+        lr: Adam learning rate (cosine decay to ``lr / 20``).
+        code_dim: size of the shape code.
+        n_points: points sampled on each target for the encoder.
+        method: ODE solver; ``n_time_steps``: its steps.
+        loss_options: options of the data term; ``field_options``: of the field.
+        checkpoint: file written every ``checkpoint_every`` steps and at the end (``torch.save``).
+        checkpoint_every: steps between checkpoints.
+        resume: continue from ``checkpoint`` (read with ``torch.load(weights_only=True)``).
+        seed: seed of the initialisation, the batches, projections and samples.
+        progress: tqdm progress bar.
+
+    Returns:
+        :class:`ConditionedFit`.
+
+    Raises:
+        ValidationError: empty dataset, bad hyperparameters, a checkpoint made with another configuration.
+        FileFormatError: ``resume`` with a missing or unreadable checkpoint.
+    """
+    from tqdm.auto import tqdm
+
+    tpl = as_single_mesh(template, "template")
+    if len(targets) == 0:
+        raise ValidationError("targets: expected at least one target mesh, got an empty sequence")
+    tgts = [as_single_mesh(t, f"targets[{i}]") for i, t in enumerate(targets)]
+    loss_fn = DEFORM_LOSSES.get(loss, arg="loss")
+    steps = int(check_positive(steps, "steps"))
+    batch_size = int(min(check_positive(batch_size, "batch_size"), len(tgts)))
+    every = int(check_positive(checkpoint_every, "checkpoint_every"))
+    if resume and checkpoint is None:
+        raise ValidationError("resume: needs a checkpoint path")
+    frame = surface_frame(tpl.verts.detach(), tpl.faces)
+    x0 = frame.apply(tpl.verts.detach())
+    f = tpl.faces
+    tgt_n = [Mesh(frame.apply(t.verts.detach()).to(x0.dtype), t.faces) for t in tgts]
+    opts = {**default_loss_options(loss, int(f.shape[0])), **(loss_options or {})}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ConditionedDeformer(code_dim=code_dim, n_points=n_points, method=method, n_time_steps=n_time_steps,
+                                    field_options=field_options).to(dtype=x0.dtype, device=x0.device)
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    enc_pts = torch.stack([_encoder_points(t, frame, n_points, gen) for t in tgts]).to(x0.dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=check_positive(lr, "lr"))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 20)
+    history: list[float] = []
+    start = 0
+    if resume:
+        start, history = _load_checkpoint(checkpoint, model, opt, sched, gen)
+    bar = tqdm(range(start, steps), desc=f"train ({loss})", disable=not progress, leave=False)
+    for k in bar:
+        idx = torch.randperm(len(tgts), generator=gen, device=x0.device)[:batch_size]
+        pred = model(x0, enc_pts[idx])
+        total = torch.stack([loss_fn(pred[b], f, tgt_n[int(i)], generator=gen, **opts)
+                             for b, i in enumerate(idx)]).mean()
+        if not bool(torch.isfinite(total)):
+            from geomot._core.errors import NumericalError
+
+            raise NumericalError(f"train_conditioned: the loss is NaN/Inf at step {k}; lower lr")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        sched.step()
+        history.append(float(total.detach()))
+        if progress and k % 10 == 0:
+            bar.set_postfix(loss=f"{history[-1]:.3e}")
+        if checkpoint is not None and ((k + 1) % every == 0 or k + 1 == steps):
+            _save_checkpoint(checkpoint, model, opt, sched, gen, k + 1, history)
+    bar.close()
+    n_done = max(start, steps)
+    log.info("train_conditioned: %d steps on %d targets, last loss %.4g", n_done, len(tgts),
+             history[-1] if history else math.nan)
+    return ConditionedFit(model, frame, torch.tensor(history, dtype=torch.float64), n_done)
+
+
+def _save_checkpoint(path, model, opt, sched, gen, step: int, history: list[float]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save({
+        "format": "geomot.deformation.conditioned/1", "config": model.config, "step": step,
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "generator": gen.get_state(), "history": torch.tensor(history, dtype=torch.float64),
+    }, tmp)
+    os.replace(tmp, p)
+
+
+def _load_checkpoint(path, model, opt, sched, gen) -> tuple[int, list[float]]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"checkpoint: no file at {p} to resume from")
+    try:
+        state = torch.load(p, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises several types for corrupted files
+        raise FileFormatError(f"checkpoint: cannot read {p}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != "geomot.deformation.conditioned/1":
+        raise FileFormatError(f"checkpoint: {p} is not a geomot conditioned-deformation checkpoint")
+    if state["config"] != model.config:
+        raise ValidationError(f"checkpoint: made with {state['config']}, this run uses {model.config}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    return int(state["step"]), [float(h) for h in state["history"]]
+
+
+def load_conditioned(path: str | os.PathLike, template: object, **model_options: object) -> ConditionedFit:
+    """Rebuild a trained model from a checkpoint of :func:`train_conditioned` (weights only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"path: no checkpoint at {p}")
+    state = torch.load(p, weights_only=True, map_location="cpu")
+    if not isinstance(state, dict) or state.get("format") != "geomot.deformation.conditioned/1":
+        raise FileFormatError(f"path: {p} is not a geomot conditioned-deformation checkpoint")
+    tpl = as_single_mesh(template, "template")
+    frame = surface_frame(tpl.verts.detach(), tpl.faces)
+    cfg = dict(state["config"])
+    model = ConditionedDeformer(**cfg, **model_options).to(dtype=tpl.dtype)  # type: ignore[arg-type]
+    model.load_state_dict(state["model"])
+    return ConditionedFit(model, frame, state["history"], int(state["step"]))
+
+
+def deform_conditioned(
+    fitted: ConditionedFit, template: object, targets: Sequence[object], *, n_frames: int = 2, seed: int = 0
+) -> torch.Tensor:
+    """Deform ``template`` towards each target with a trained model (no optimisation).
+
+    Returns:
+        ``(n_frames, B, V, 3)`` positions in the input unit (``[-1]`` is the end state).
+    """
+    tpl = as_single_mesh(template, "template")
+    tgts = [as_single_mesh(t, f"targets[{i}]") for i, t in enumerate(targets)]
+    if not tgts:
+        raise ValidationError("targets: expected at least one target mesh, got an empty sequence")
+    gen = torch.Generator(device=tpl.device).manual_seed(seed)
+    n = fitted.model.config["n_points"]
+    pts = torch.stack([_encoder_points(t, fitted.frame, n, gen) for t in tgts]).to(tpl.dtype)
+    with torch.no_grad():
+        traj = fitted.model.trajectory(fitted.frame.apply(tpl.verts.detach()), pts, times=n_frames)
+    return fitted.frame.invert(traj)
+
+
+def evaluate_conditioned(
+    fitted: ConditionedFit, template: object, targets: Sequence[object], *, seed: int = 0
+) -> list[SurfaceMetrics]:
+    """:func:`geomot.metrics.surface_metrics` of the model's deformation of ``template`` against each target."""
+    tpl = as_single_mesh(template, "template")
+    out = deform_conditioned(fitted, tpl, targets, seed=seed)[-1]
+    return [surface_metrics((out[b], tpl.faces), t, reference=tpl) for b, t in enumerate(targets)]
