@@ -177,17 +177,21 @@ def _solve_eigs(L: sp.csr_matrix, mass: np.ndarray, k: int, shifts: tuple[float,
     if k >= n - 1:
         return _dense_eigs(L, mass, k)
     scale = float(np.mean(L.diagonal() / mass))  # ~ the largest eigenvalue, a natural unit
+    # ARPACK can skip copies of a repeated eigenvalue that sits at the end of the requested range (symmetric
+    # shapes): solve for a few more and keep the k smallest
+    k_solve = min(n - 2, k + max(8, k // 10))
     errors = []
     for rel in shifts:
         sigma = -abs(rel) * max(scale, 1e-300)
         try:
-            evals, evecs = _sparse_eigs(L, mass, k, sigma)
+            evals, evecs = _sparse_eigs(L, mass, k_solve, sigma)
         except Exception as e:  # ARPACK / factorisation failures of any kind are retried
             errors.append(f"sigma={sigma:.3g}: {type(e).__name__}: {e}")
             logger.info("eigsh failed with sigma=%.3g (%s); retrying with a larger shift", sigma, e)
             continue
-        if evals.shape == (k,) and np.all(np.isfinite(evals)) and np.all(np.isfinite(evecs)):
-            return evals, evecs
+        if evals.shape == (k_solve,) and np.all(np.isfinite(evals)) and np.all(np.isfinite(evecs)):
+            order = np.argsort(evals)[:k]
+            return evals[order], evecs[:, order]
         errors.append(f"sigma={sigma:.3g}: non-finite eigenpairs")
     if n <= _DENSE_MAX:
         logger.info("falling back to a dense eigensolver for %d vertices", n)

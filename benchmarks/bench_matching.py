@@ -1,0 +1,147 @@
+"""Training-free shape matching: ``geomot.match`` vs pyFM (WKS + ZoomOut), same process, same pairs.
+
+Inputs (read in place from ``../shared/data``, never copied): FAUST_r pairs among shapes 000-079, TOSCA_r
+within-class pairs, SMAL_r pairs; ``--pairs N`` pairs per dataset drawn once with ``random.Random(--seed)`` from
+the sorted list of unordered pairs (the sample depends only on the seed and N).
+
+Timed calls, both from the files, operators included:
+
+* geomot: ``geomot.correspondence.match(source, target)`` (defaults: unit area, 100 eigenfunctions, WKS,
+  orientation-aware sign search, ZoomOut);
+* peer (pyFM 1.3, ``pip install pyfmaps``; the settings of its README): ``TriMesh(path, area_normalize=True)``,
+  ``FunctionalMapping(target, source)``, ``preprocess(n_descr=100, descr_type="WKS", subsample_step=5)``,
+  ``fit(K=(35, 35), w_descr=1, w_lap=1e-2, w_dcomm=1e-1, w_orient=0)``, ``zoomout_refine(nit=15, step=5)``,
+  ``get_p2p()``.
+
+Error: mean geodesic error x100 (exact geodesics of potpourri3d, normalised by sqrt(target area); see
+``geomot.metrics.geodesic_error``). Prints a table (mean / median / share above 10 / seconds a pair and the time
+ratio peer / geomot) and writes ``out/bench_matching.json``.
+
+Run: ``.venv/bin/python benchmarks/bench_matching.py [--datasets FAUST_r,TOSCA_r,SMAL_r] [--pairs 20]
+[--no-peer] [--threads 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("bench_matching")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (ROOT / ".." / "shared" / "data").resolve()
+
+
+def _pairs(ds, name: str, n: int, seed: int) -> list[tuple[str, str]]:
+    if name == "TOSCA_r":
+        pairs = ds.pairs(within_class=True)
+    else:
+        names = ds.names
+        if name == "FAUST_r":
+            names = [s for s in names if s.startswith("tr_reg_") and int(s[-3:]) < 80]
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    rng = random.Random(seed)
+    return sorted(rng.sample(sorted(pairs), min(n, len(pairs))))
+
+
+def _pyfm_match(path_src: Path, path_tgt: Path):
+    from pyFM.functional import FunctionalMapping
+    from pyFM.mesh import TriMesh
+
+    m_tgt = TriMesh(str(path_tgt), area_normalize=True, center=False)
+    m_src = TriMesh(str(path_src), area_normalize=True, center=False)
+    fm = FunctionalMapping(m_tgt, m_src)
+    fm.preprocess(n_descr=100, descr_type="WKS", subsample_step=5, verbose=False)
+    fm.fit(K=(35, 35), w_descr=1e0, w_lap=1e-2, w_dcomm=1e-1, w_orient=0, verbose=False)
+    fm.zoomout_refine(nit=15, step=5, verbose=False)
+    return torch.as_tensor(fm.get_p2p(n_jobs=1), dtype=torch.long)
+
+
+def _summary(errs: list[float], secs: list[float]) -> dict:
+    if not errs:
+        return {}
+    return {
+        "mean": statistics.fmean(errs), "median": statistics.median(errs),
+        "share_above_10": sum(e > 10 for e in errs) / len(errs), "seconds_per_pair": statistics.fmean(secs),
+        "n_pairs": len(errs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="FAUST_r,TOSCA_r,SMAL_r")
+    ap.add_argument("--pairs", type=int, default=20, help="pairs per dataset (default: 20)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-peer", action="store_true", help="skip pyFM")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    ap.add_argument("--json", default=str(ROOT / "out" / "bench_matching.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from geomot.correspondence import match
+    from geomot.io import ShapeDataset
+    from geomot.metrics import geodesic_error
+
+    peer = not args.no_peer
+    if peer:
+        try:
+            import pyFM  # noqa: F401
+        except ImportError:
+            log.warning("pyFM is not installed (pip install pyfmaps); running geomot only")
+            peer = False
+    results: dict = {"pairs": {}, "summary": {}, "peer": "pyFM" if peer else None}
+    for name in args.datasets.split(","):
+        root = DATA / name
+        if not root.is_dir():
+            log.warning("skipping %s: %s not found (see ../shared/data/README.md)", name, root)
+            continue
+        ds = ShapeDataset(root)
+        rows = []
+        for a, b in _pairs(ds, name, args.pairs, args.seed):
+            src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
+            gs, gt = ds.ground_truth(a, b)
+            t0 = time.perf_counter()
+            res = match(src, tgt)
+            t_geo = time.perf_counter() - t0
+            e_geo = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
+            row = {"source": a, "target": b, "geomot": e_geo, "geomot_s": t_geo}
+            if peer:
+                t0 = time.perf_counter()
+                p2p = _pyfm_match(ds.path(a), ds.path(b))
+                row["pyfm_s"] = time.perf_counter() - t0
+                row["pyfm"] = 100 * float(geodesic_error(p2p, tgt.verts, tgt.faces, gs, gt))
+            rows.append(row)
+            log.info("%s %s -> %s: geomot %.2f (%.1f s)%s", name, a, b, e_geo, t_geo,
+                     f", pyFM {row['pyfm']:.2f} ({row['pyfm_s']:.1f} s)" if peer else "")
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            results["pairs"][name] = rows
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        summ = {"geomot": _summary([r["geomot"] for r in rows], [r["geomot_s"] for r in rows])}
+        if peer:
+            summ["pyfm"] = _summary([r["pyfm"] for r in rows], [r["pyfm_s"] for r in rows])
+            summ["time_ratio_pyfm_over_geomot"] = summ["pyfm"]["seconds_per_pair"] / summ["geomot"]["seconds_per_pair"]
+        results["summary"][name] = summ
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print(f"{'dataset':10s} {'method':8s} {'pairs':>5s} {'mean':>7s} {'median':>7s} {'>10':>6s} {'s/pair':>7s}")
+    for name, summ in results["summary"].items():
+        for method in ("geomot", "pyfm"):
+            s = summ.get(method)
+            if s:
+                print(f"{name:10s} {method:8s} {s['n_pairs']:5d} {s['mean']:7.2f} {s['median']:7.2f} "
+                      f"{100 * s['share_above_10']:5.1f}% {s['seconds_per_pair']:7.2f}")
+        if "time_ratio_pyfm_over_geomot" in summ:
+            print(f"{name:10s} time ratio pyFM / geomot: {summ['time_ratio_pyfm_over_geomot']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
