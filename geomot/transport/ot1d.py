@@ -9,7 +9,8 @@ Two paths compute it:
 - **sort path** (equal sizes, uniform weights): ``W_p^p = (1/n) sum_i |x_(i) - y_(i)|^p`` with the sorted values;
 - **quantile path** (any sizes, any weights): the quantile functions are step functions that jump at the
   cumulative weights; merging both sets of jumps ``0 < q_1 <= ... <= q_{N+M}`` gives
-  ``W_p^p = sum_k (q_k - q_{k-1}) |x_{i(q_k)} - y_{j(q_k)}|^p`` with ``i(t) = min{i : F_i >= t}``.
+  ``W_p^p = sum_k (q_k - q_{k-1}) |x_{i(q_k)} - y_{j(q_k)}|^p`` with ``i(t) = min{i : F_i >= t}``; the merge is
+  one argsort of the ``N + M`` levels, the indices are running counts (no binary search).
 
 Memory is ``O(N + M)`` per row; no ``N x M`` array is formed. On CPU the sorts call numpy's SIMD sort through
 :func:`sort_last` (differentiable, the gradient is scattered back through the permutation); on other devices
@@ -202,12 +203,15 @@ def quantile_power(
     Returns:
         ``(...)`` values of ``W_p^p``; differentiable in values and weights.
     """
-    levels = sort_values(torch.cat([x_cum, y_cum], dim=-1))  # (..., N + M)
-    steps = torch.diff(levels, dim=-1, prepend=torch.zeros_like(levels[..., :1]))
-    lv = levels.detach().contiguous()
-    ix = torch.searchsorted(x_cum.detach().contiguous(), lv, side="left")
-    iy = torch.searchsorted(y_cum.detach().contiguous(), lv, side="left")
     n, m = x_sorted.shape[-1], y_sorted.shape[-1]
+    # merge the two sorted level sets with one (arg)sort; i(q_k) = number of x levels before position k, which
+    # equals searchsorted(x_cum, q_k, "left") at the first position of every run of equal levels (the other
+    # positions of a run have q_k - q_{k-1} = 0)
+    levels, order = sort_last(torch.cat([x_cum, y_cum], dim=-1))  # (..., N + M)
+    steps = torch.diff(levels, dim=-1, prepend=torch.zeros_like(levels[..., :1]))
+    from_x = order < n
+    ix = torch.cumsum(from_x, dim=-1) - from_x.long()
+    iy = torch.arange(n + m, device=order.device) - ix
     ix = ix.clamp_max(n - 1) if x_last is None else torch.minimum(ix, x_last.unsqueeze(-1))
     iy = iy.clamp_max(m - 1) if y_last is None else torch.minimum(iy, y_last.unsqueeze(-1))
     diff = x_sorted.gather(-1, ix) - y_sorted.gather(-1, iy)
