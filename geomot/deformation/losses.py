@@ -62,7 +62,7 @@ def default_loss_options(name: str, n_faces: int) -> dict:
         "sw-varifold": {"n_projections": 200, "normal_weight": 0.1, "atoms": "samples", "n_samples": n_samples},
         "sw": {"n_projections": 200, "n_samples": n_samples},
         "varifold": {"sigma": 0.05, "kernel": "binet"},
-        "sinkhorn": {"n_samples": min(n_samples, 5000), "blur": 0.01},
+        "sinkhorn": {"n_samples": min(n_samples, 2000), "blur": 0.05},
         "chamfer": {"n_samples": n_samples},
     }
     return dict(table[name])
@@ -108,7 +108,7 @@ def _samples(v, f, target: Mesh, n_samples: int, generator) -> tuple[torch.Tenso
 
 
 @DEFORM_LOSSES.register("sinkhorn")
-def _sinkhorn(v, f, target: Mesh, *, generator=None, n_samples=5000, blur=0.01, **_):
+def _sinkhorn(v, f, target: Mesh, *, generator=None, n_samples=2000, blur=0.05, **_):
     sd = _attr("geomot.losses.sinkhorn", "sinkhorn_divergence")
     x, y = _samples(v, f, target, n_samples, generator)
     return sd(x, y, eps=blur**2)

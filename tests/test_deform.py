@@ -1,0 +1,301 @@
+"""Neural-ODE integration (closed forms, adjoint), fitting (decrease, determinism, every loss, normalisation,
+blow-up), dataset learning (unseen targets, checkpoint / resume), trajectories and the ``geomot deform`` CLI."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import geomot
+from geomot._core.errors import FileFormatError, NumericalError, ShapeError, ValidationError
+from geomot.cli import main
+from geomot.deformation import DeformResult, integrate
+from geomot.deformation.dataset import deform_conditioned, evaluate_conditioned, train_conditioned
+from geomot.deformation.trajectory import load_trajectory, save_trajectory
+from geomot.metrics import assd
+from geomot.structures import Mesh
+from tests.conftest import icosphere
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny meshes: one intra-op thread is faster than two (and far faster on a shared, loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class _Linear(nn.Module):
+    """``v(x, t) = x A^T``: the flow is ``x(t) = x0 expm(t A)^T``."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a)
+
+    def forward(self, t, x):
+        return x @ self.a.T
+
+
+class _BlowUp(nn.Module):
+    """``v = w`` (a translation) that turns NaN once ``max |w_i|`` exceeds ``limit`` (after a few Adam steps), or
+    once it has been called more than ``after`` times."""
+
+    def __init__(self, limit: float = float("inf"), after: int = 10**9) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        self.limit, self.after, self.calls = limit, after, 0
+
+    def forward(self, t, x):
+        self.calls += 1
+        v = x * 0 + self.w
+        if self.calls > self.after or float(self.w.abs().max()) > self.limit:
+            return v * float("nan")
+        return v
+
+
+def _ellipsoid(v: torch.Tensor) -> torch.Tensor:
+    return v * torch.tensor([1.3, 0.8, 1.0], dtype=v.dtype) + torch.tensor([0.1, 0.0, -0.05], dtype=v.dtype)
+
+
+# -- integration ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method,tol", [("euler", 1e-12), ("rk4", 1e-12), ("dopri5", 1e-12)])
+def test_constant_field_is_a_translation(method, tol):
+    c = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+
+    class Const(nn.Module):
+        def forward(self, t, x):
+            return x * 0 + c
+
+    x0 = torch.randn(8, 3, dtype=torch.float64)
+    tr = integrate(Const(), x0, times=5, method=method, n_steps=4)
+    assert tr.points.shape == (5, 8, 3)
+    torch.testing.assert_close(tr.points[-1], x0 + c, atol=tol, rtol=0)
+    torch.testing.assert_close(tr.points[2], x0 + 0.5 * c, atol=tol, rtol=0)
+
+
+def test_linear_field_matches_matrix_exponential_and_adjoint_gradients():
+    a = torch.tensor([[0.1, -0.4, 0.0], [0.4, 0.1, 0.2], [0.0, -0.2, -0.3]], dtype=torch.float64)
+    x0 = torch.randn(6, 3, dtype=torch.float64)
+    exact = x0 @ torch.linalg.matrix_exp(a).T
+    assert (integrate(_Linear(a), x0, method="rk4", n_steps=20).points[-1] - exact).abs().max() < 1e-7
+    assert (integrate(_Linear(a), x0, method="dopri5", rtol=1e-10, atol=1e-12).points[-1] - exact).abs().max() < 1e-8
+    euler = integrate(_Linear(a), x0, method="euler", n_steps=10).points[-1]
+    assert 1e-4 < (euler - exact).abs().max() < 0.1  # first order
+    grads = []
+    for adjoint in (False, True):
+        f = _Linear(a.clone())
+        loss = integrate(f, x0, method="rk4", n_steps=10, adjoint=adjoint).points[-1].pow(2).sum()
+        loss.backward()
+        grads.append(f.a.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-6)
+
+
+def test_integrate_blow_up_names_the_time_and_keeps_the_last_good_state():
+    x0 = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(NumericalError, match=r"velocity became NaN/Inf at t=0\.5 \(field evaluation 6\)") as e:
+        integrate(_BlowUp(after=5), x0, method="euler", n_steps=10)
+    t, state = e.value.last_good
+    assert t == pytest.approx(0.4) and torch.isfinite(state).all()
+
+
+def test_integrate_bad_inputs():
+    f = _Linear(torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValidationError, match="method: unknown ODE solver 'rk5'"):
+        integrate(f, torch.zeros(3, 3, dtype=torch.float64), method="rk5")
+    with pytest.raises(ValidationError, match="times: expected strictly increasing"):
+        integrate(f, torch.zeros(3, 3, dtype=torch.float64), times=[0.0, 0.5, 0.2])
+    with pytest.raises(ValidationError, match="x0: contains 1 NaN/Inf"):
+        integrate(f, torch.tensor([[0.0, float("nan"), 0.0]], dtype=torch.float64))
+    with pytest.raises(ShapeError, match="x0: expected last dimension 3"):
+        integrate(f, torch.zeros(4, 2, dtype=torch.float64))
+
+
+# -- fitting -------------------------------------------------------------------------------------------
+def test_fit_decreases_the_loss_and_the_surface_distance():
+    v, f = icosphere(2)
+    tgt = (_ellipsoid(v), f)
+    res = geomot.deform.fit((v, f), tgt, steps=40, n_frames=5, progress=False)
+    assert isinstance(res, DeformResult)
+    assert res.trajectory.shape == (5, v.shape[0], 3) and res.times.shape == (5,)
+    torch.testing.assert_close(res.trajectory[0], v)  # frame 0 is the source (joint frame)
+    assert res.loss_history.shape == (40,) and res.n_steps == 40
+    assert res.loss_history[-5:].mean() < 0.2 * res.loss_history[0]
+    before = assd((v, f), tgt)
+    assert res.metrics.assd < 0.35 * before
+    assert res.frame_self_intersections == (0,) * 5 and res.metrics.flipped_faces == 0
+    assert not res.normalization.aligned
+
+
+def test_fit_is_deterministic_for_a_seed():
+    v, f = icosphere(1)
+    tgt = (_ellipsoid(v), f)
+    a = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=3)
+    b = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=3)
+    c = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=4)
+    assert torch.equal(a.trajectory, b.trajectory)
+    assert not torch.equal(a.trajectory, c.trajectory)
+
+
+@pytest.mark.parametrize("loss", ["sw-varifold", "sw", "varifold", "sinkhorn", "chamfer"])
+def test_every_loss_and_field_runs(loss):
+    v, f = icosphere(1)
+    tgt = (_ellipsoid(v), f)
+    opts = {"n_samples": 100 if loss == "sinkhorn" else 300} if loss != "varifold" else {}
+    for field in ("kernel", "mlp"):
+        res = geomot.deform.fit((v, f), tgt, loss=loss, field=field, steps=3, progress=False, metrics=False,
+                                loss_options=opts, regularizers={"edge": 0.1, "laplacian": 0.1, "normal": 0.01})
+        assert torch.isfinite(res.loss_history).all() and res.mesh.verts.shape == v.shape
+
+
+def test_fit_aligns_a_target_in_another_unit_or_far_away(caplog):
+    v, f = icosphere(1)
+    tgt = (_ellipsoid(v) * 1000 + 5000, f)  # metres -> millimetres, and far away
+    with caplog.at_level(logging.WARNING, logger="geomot.deformation.normalize"):
+        res = geomot.deform.fit((v, f), tgt, steps=20, progress=False)
+    assert "target aligned onto the source" in caplog.text and "another unit" in caplog.text
+    assert res.normalization.aligned and res.normalization.scale_ratio > 500
+    # the result is expressed in the target's frame and lands on it
+    assert res.metrics.assd < 0.5 * assd((res.trajectory[0], f), tgt)
+    assert float(res.mesh.verts.mean(0)[0]) == pytest.approx(5000, abs=100)
+    joint = geomot.deform.fit((v, f), tgt, steps=1, progress=False, metrics=False, normalize="joint")
+    assert not joint.normalization.aligned
+
+
+def test_fit_stops_on_a_blow_up_with_the_last_good_state():
+    v, f = icosphere(1)
+    tgt = (_ellipsoid(v), f)
+    field = _BlowUp(limit=2.5e-3)  # Adam moves w by ~1e-3 per step: steps 0-2 are fine, step 3 blows up
+    with pytest.raises(NumericalError, match="blew up at optimisation step 3") as e:
+        geomot.deform.fit((v, f), tgt, field=field, steps=10, lr=1e-3, progress=False, metrics=False)
+    last = e.value.last_good
+    assert isinstance(last, DeformResult) and last.loss_history.shape == (3,)
+    assert torch.isfinite(last.trajectory).all() and float(field.w.abs().max()) <= 2.5e-3
+
+
+def test_fit_bad_inputs():
+    v, f = icosphere(1)
+    bad = v.clone()
+    bad[0, 1] = float("inf")
+    with pytest.raises(ValidationError, match="source: verts: contains 1 NaN/Inf"):
+        geomot.deform.fit((bad, f), (v, f), steps=1, progress=False)
+    with pytest.raises(ValidationError, match="target: verts: contains 1 NaN/Inf"):
+        geomot.deform.fit((v, f), (bad, f), steps=1, progress=False)
+    fd = f.clone()
+    fd[3] = torch.tensor([1, 1, 2])
+    with pytest.raises(ValidationError, match="source: 1 degenerate face"):
+        geomot.deform.fit((v, fd), (v, f), steps=1, progress=False)
+    with pytest.raises(ValidationError, match="loss: unknown deformation loss 'emd'"):
+        geomot.deform.fit((v, f), (v, f), loss="emd", steps=1, progress=False)
+    with pytest.raises(ValidationError, match="regularizers: unknown deformation regulariser 'bend'"):
+        geomot.deform.fit((v, f), (v, f), regularizers={"bend": 1.0}, steps=1, progress=False)
+    with pytest.raises(ValidationError, match="'kinetic' needs a kernel field"):
+        geomot.deform.fit((v, f), (v, f), field="mlp", regularizers={"kinetic": 1.0}, steps=1, progress=False)
+    with pytest.raises(ValidationError, match="normalize: unknown normalization 'unit'"):
+        geomot.deform.fit((v, f), (v, f), normalize="unit", steps=1, progress=False)
+    with pytest.raises(ShapeError, match="source: expected a Mesh or a \\(verts, faces\\) pair"):
+        geomot.deform.fit(v, (v, f), steps=1, progress=False)
+    with pytest.raises(ValidationError, match="steps: expected a positive value"):
+        geomot.deform.fit((v, f), (v, f), steps=0, progress=False)
+
+
+def test_zero_area_faces_are_allowed_and_logged(caplog):
+    v, f = icosphere(1)
+    v2 = v.clone()
+    a, b, c = f[0]
+    v2[c] = 0.5 * (v2[a] + v2[b])  # face 0 collapses to a segment
+    with caplog.at_level(logging.WARNING, logger="geomot.deformation.fit"):
+        res = geomot.deform.fit((v, f), (v2, f), steps=2, progress=False, metrics=False)
+    assert "zero-area face" in caplog.text and torch.isfinite(res.trajectory).all()
+
+
+# -- dataset learning ----------------------------------------------------------------------------------
+def _dataset():
+    v, f = icosphere(1)
+    scales = [(1.2, 0.9, 1.0), (0.8, 1.1, 1.0), (1.0, 1.0, 1.3), (1.3, 0.8, 0.9), (1.1, 1.1, 0.8)]
+    return (v, f), [(v * torch.tensor(s, dtype=v.dtype), f) for s in scales]
+
+
+def test_train_conditioned_generalises_to_unseen_targets():
+    tpl, targets = _dataset()
+    train, unseen = targets[:4], targets[4:]
+    fitted = train_conditioned(tpl, train, steps=30, batch_size=2, code_dim=8, n_points=64, n_time_steps=4,
+                               progress=False, loss_options={"n_samples": 300},
+                               field_options={"hidden": 32, "fourier_features": 0})
+    assert fitted.loss_history.shape == (30,) and fitted.loss_history[-5:].mean() < fitted.loss_history[:5].mean()
+    metrics = evaluate_conditioned(fitted, tpl, unseen)
+    assert metrics[0].assd < assd(tpl, unseen[0])
+    traj = deform_conditioned(fitted, tpl, unseen, n_frames=3)
+    assert traj.shape == (3, 1, tpl[0].shape[0], 3)
+
+
+def test_checkpoint_and_exact_resume(tmp_path, monkeypatch):
+    import geomot.deformation.dataset as ds
+
+    tpl, targets = _dataset()
+    kw = {"batch_size": 2, "code_dim": 8, "n_points": 64, "n_time_steps": 4, "progress": False,
+          "loss_options": {"n_samples": 200}, "field_options": {"hidden": 16, "fourier_features": 0}}
+    straight = train_conditioned(tpl, targets, steps=6, **kw)
+    ckpt = tmp_path / "c.pt"
+    save = ds._save_checkpoint
+
+    def save_then_stop(*args):
+        save(*args)
+        raise KeyboardInterrupt  # the run dies right after its first checkpoint
+
+    monkeypatch.setattr(ds, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_conditioned(tpl, targets, steps=6, checkpoint=ckpt, checkpoint_every=4, **kw)
+    monkeypatch.setattr(ds, "_save_checkpoint", save)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 4 and state["history"].shape == (4,)
+    resumed = train_conditioned(tpl, targets, steps=6, checkpoint=ckpt, resume=True, **kw)
+    assert resumed.n_steps == 6
+    torch.testing.assert_close(resumed.loss_history, straight.loss_history)
+    with pytest.raises(ValidationError, match="checkpoint: made with"):
+        train_conditioned(tpl, targets, steps=8, checkpoint=ckpt, resume=True, **{**kw, "code_dim": 4})
+    with pytest.raises(FileFormatError, match="checkpoint: no file"):
+        train_conditioned(tpl, targets, steps=8, checkpoint=tmp_path / "none.pt", resume=True, **kw)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FileFormatError, match="checkpoint: cannot read"):
+        train_conditioned(tpl, targets, steps=8, checkpoint=tmp_path / "junk.pt", resume=True, **kw)
+    with pytest.raises(ValidationError, match="targets: expected at least one target"):
+        train_conditioned(tpl, [], steps=1, **kw)
+
+
+# -- trajectories and CLI ------------------------------------------------------------------------------
+def test_trajectory_roundtrip_and_errors(tmp_path):
+    v, f = icosphere(1)
+    traj = torch.stack([v, 2 * v])
+    p = save_trajectory(tmp_path / "t.npz", traj, f, torch.tensor([0.0, 1.0]))
+    lv, lf, lt = load_trajectory(p)
+    assert lv.dtype == torch.float32 and lf.dtype == torch.int64 and lt.shape == (2,)
+    torch.testing.assert_close(lv, traj.float())
+    with pytest.raises(ShapeError, match="times: expected shape \\(2,\\)"):
+        save_trajectory(tmp_path / "u.npz", traj, f, torch.zeros(3))
+    np.savez(tmp_path / "bad.npz", verts=np.zeros((2, 3)))
+    with pytest.raises(FileFormatError, match="lacks"):
+        load_trajectory(tmp_path / "bad.npz")
+
+
+def test_cli_deform_writes_the_npz_and_prints_metrics(tmp_path, capsys):
+    v, f = icosphere(1, dtype=torch.float32)
+    geomot.save(Mesh(v, f), tmp_path / "src.off")
+    geomot.save(Mesh(_ellipsoid(v), f), tmp_path / "tgt.gii")
+    out = tmp_path / "res.npz"
+    rc = main(["deform", str(tmp_path / "src.off"), str(tmp_path / "tgt.gii"), "--steps", "5", "--frames", "4",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "ASSD" in text and "HD90" in text and "self-intersections" in text
+    with np.load(out) as z:
+        assert z["verts"].dtype == np.float32 and z["verts"].shape == (4, v.shape[0], 3)
+        assert z["faces"].dtype == np.int64 and z["faces"].shape == tuple(f.shape)
+        assert z["times"].shape == (4,)
+    rc = main(["deform", str(tmp_path / "src.off"), str(tmp_path / "tgt.gii"), "--out", str(out),
+               "--regularize", "edge:1"])
+    assert rc == 2 and "expected NAME=WEIGHT" in capsys.readouterr().err
