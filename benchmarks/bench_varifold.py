@@ -7,8 +7,10 @@ the value alone (no grad) and value + gradient w.r.t. the perturbed vertices. Th
 minus a warm call) is reported separately and not counted in the timings. Both libraries get ``--threads``
 threads (torch.set_num_threads and OMP_NUM_THREADS, set before pykeops is imported).
 
-Memory: peak resident-set growth during one torch evaluation (``VmHWM`` from /proc/self/status after resetting
-it through /proc/self/clear_refs), compared with the size of one dense F x F float32 matrix.
+Memory: peak resident-set growth during one torch evaluation with gradient (``VmHWM`` from /proc/self/status
+after resetting it through /proc/self/clear_refs), compared with the size of one dense F x F float32 matrix. It
+runs in a fresh subprocess with ``MALLOC_MMAP_THRESHOLD_=131072`` so that freed blocks go back to the system and
+the peak reflects live memory, not glibc's heap retention (``--memory-only`` runs just this probe).
 
 Run: ``.venv/bin/python benchmarks/bench_varifold.py [--subdiv 5] [--threads 1] [--repeats 3]``.
 Prints a table of times and ratios torch / keops; writes ``out/bench_varifold.json``.
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +56,19 @@ def _reset_peak() -> bool:
         return False
 
 
+def _memory(args: argparse.Namespace) -> dict:
+    """Run the memory probe in a fresh process (see the module docstring) and log its result."""
+    cmd = [sys.executable, __file__, "--memory-probe", "--subdiv", str(args.subdiv), "--threads", str(args.threads),
+           "--kernels", args.kernels]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    mem = json.loads(res.stdout.strip().splitlines()[-1])
+    if mem:
+        log.info("torch (value + gradient) peak RSS growth %.1f MiB; one dense F x F float32 matrix: %.1f MiB",
+                 mem["peak_growth_MiB"], mem["dense_FxF_float32_MiB"])
+    return mem
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subdiv", type=int, default=5, help="icosphere subdivisions (5 -> 20,480 faces)")
@@ -61,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", default="binet,gaussian_oriented,linear")
     ap.add_argument("--no-keops", action="store_true", help="time the torch backend only")
     ap.add_argument("--json", default="out/bench_varifold.json")
+    ap.add_argument("--memory-only", action="store_true", help="only measure the peak memory of torch")
+    ap.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -78,9 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     v2 = v + 0.01 * torch.randn(v.shape, generator=g)
     a = Mesh(v, f)
     nf = f.shape[0]
+    kernel0 = args.kernels.split(",")[0]
+    if args.memory_probe:  # child process: one torch evaluation with gradient, print the peak growth
+        if not _reset_peak():
+            print(json.dumps({}))
+            return 0
+        base = _rss_kib()
+        vv = v2.clone().requires_grad_(True)
+        varifold_distance(a, Mesh(vv, f), sigma=0.2, kernel=kernel0, backend="torch").backward()
+        grow = (_peak_rss_kib() - base) / 1024
+        print(json.dumps({"peak_growth_MiB": grow, "dense_FxF_float32_MiB": nf * nf * 4 / 2**20}))
+        return 0
+    if args.memory_only:
+        mem = _memory(args)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"faces": nf, "kernel": kernel0, "memory": mem}, indent=2))
+        return 0
     log.info("inputs: two icospheres, %d faces each (float32), sigma=0.2, %d thread(s)", nf, args.threads)
 
-    def run(kernel: str, backend: str, grad: bool) -> float:
+    def run(kernel: str, backend: str, grad: bool) -> tuple[float, float]:
         vv = v2.clone().requires_grad_(grad)
         t0 = time.perf_counter()
         d = varifold_distance(a, Mesh(vv, f), sigma=0.2, kernel=kernel, backend=backend)
@@ -113,14 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         out.write_text(json.dumps({"threads": args.threads, "faces": nf, "rows": rows}, indent=2))  # partial
 
-    # memory of one torch evaluation with gradient (the blocks are recomputed in backward, never all kept)
-    mem = {}
-    if _reset_peak():
-        base = _rss_kib()
-        run(args.kernels.split(",")[0], "torch", True)
-        mem = {"peak_growth_MiB": (_peak_rss_kib() - base) / 1024, "dense_FxF_float32_MiB": nf * nf * 4 / 2**20}
-        log.info("torch peak RSS growth %.1f MiB (a dense %d x %d float32 matrix: %.1f MiB)",
-                 mem["peak_growth_MiB"], nf, nf, mem["dense_FxF_float32_MiB"])
+    mem = _memory(args)
 
     print(f"\n{'kernel':<18} {'torch val':>10} {'keops val':>10} {'ratio':>6} {'torch grad':>11} {'keops grad':>11} "
           f"{'ratio':>6} {'compile':>8}")
