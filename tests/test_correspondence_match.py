@@ -1,0 +1,117 @@
+"""The training-free pipeline ``geomot.match``: accuracy on a near-isometric pair with exact ground truth,
+invariance to rigid motions, map directions, bad inputs (isolated vertices, point clouds, boundaries, several
+components, non-manifold edges, different vertex counts)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import geomot
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence import MatchResult, match
+from geomot.io.synthetic import bumpy_pair, bumpy_sphere
+from geomot.metrics import geodesic_error
+from geomot.structures import Mesh, PointCloud
+
+FAST = dict(k=30, k_init=6, k_select=16, n_candidates=8, n_samples=200)
+TINY = dict(k=12, k_init=4, k_select=8, n_candidates=2, n_samples=60)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return bumpy_pair(800, seed=1)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return bumpy_pair(150, seed=2)
+
+
+@pytest.fixture(scope="module")
+def result(pair):
+    return match(pair.source, pair.target, **FAST)
+
+
+def _rotation(seed: int) -> torch.Tensor:
+    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))[0]
+    return q * torch.sign(torch.linalg.det(q))
+
+
+def test_match_is_accurate_on_a_near_isometric_pair(pair, result):
+    assert isinstance(result, MatchResult)
+    assert result.p2p_21.shape == (pair.source.verts.shape[0],) and result.p2p_21.dtype == torch.long
+    assert result.fmap_12.shape == (30, 30)
+    err = geodesic_error(result.p2p_21, pair.target.verts, pair.target.faces, pair.src_idx, pair.tgt_idx)
+    assert 100 * float(err) < 3.0
+    assert result.orientation_ratio < 1.0
+    assert set(result.timings) == {"basis", "init", "refine", "total"}
+    assert geomot.match is match
+
+
+def test_match_is_invariant_to_rigid_motions(pair, result):
+    moved = Mesh(pair.target.verts @ _rotation(7).T * 3.0 + torch.tensor([1.0, -2.0, 5.0], dtype=torch.float64),
+                 pair.target.faces)
+    other = match(pair.source, moved, **FAST)
+    assert float((other.p2p_21 == result.p2p_21).double().mean()) > 0.99
+
+
+def test_match_directions_and_vertex_counts(small):
+    other = bumpy_sphere(120)
+    res = match(other, small.target, **TINY)
+    assert res.p2p_21.shape == (120,) and int(res.p2p_21.max()) < small.target.verts.shape[0]
+    back = match((small.target.verts, small.target.faces), other, **TINY)
+    assert back.p2p_21.shape == (small.target.verts.shape[0],) and int(back.p2p_21.max()) < 120
+
+
+@pytest.mark.slow
+def test_match_refiners(pair):
+    for refine in ("sinkhorn", "none"):
+        res = match(pair.source, pair.target, refine=refine, **FAST)
+        err = geodesic_error(res.p2p_21, pair.target.verts, pair.target.faces, pair.src_idx, pair.tgt_idx)
+        assert 100 * float(err) < 8.0, refine
+
+
+def test_point_clouds_are_matched_without_orientation(small, caplog):
+    src = PointCloud(small.source.verts)
+    res = match(src, small.target.verts, **TINY)
+    assert res.p2p_21.shape == (small.source.verts.shape[0],) and math.isnan(res.orientation_ratio)
+    assert "no orientation term" in caplog.text
+
+
+def test_mesh_with_boundary_several_components_and_non_manifold_edges(small):
+    pair, FAST = small, TINY
+    v, f = pair.source.verts, pair.source.faces
+    keep = v[f].mean(1)[:, 2] > -0.6  # cut a cap: a boundary loop
+    from geomot.ops.geometry import remove_unreferenced_vertices
+
+    vb, fb, _ = remove_unreferenced_vertices(v, f[keep])
+    assert match((vb, fb), pair.target, **FAST).p2p_21.shape == (vb.shape[0],)
+    v2 = torch.cat([v, v + 4.0])
+    f2 = torch.cat([f, f + v.shape[0]])
+    assert match((v2, f2), pair.target, **FAST).p2p_21.shape == (v2.shape[0],)
+    a, b = int(f[0, 0]), int(f[0, 1])
+    v3 = torch.cat([v, torch.tensor([[0.0, 0.0, 5.0]], dtype=v.dtype)])
+    f3 = torch.cat([f, torch.tensor([[a, b, v.shape[0]]])])
+    assert match((v3, f3), pair.target, **FAST).p2p_21.shape == (v3.shape[0],)
+
+
+def test_bad_inputs_raise_clear_errors(pair):
+    v, f = pair.source.verts, pair.source.faces
+    iso = torch.cat([v, torch.tensor([[9.0, 9.0, 9.0]], dtype=v.dtype)])
+    with pytest.raises(ValidationError, match="isolated"):
+        match((iso, f), pair.target, **FAST)
+    with pytest.raises(ValidationError, match="refine"):
+        match(pair.source, pair.target, refine="icp")
+    with pytest.raises(ValidationError, match="fewer eigenfunctions than vertices"):
+        match(bumpy_sphere(60), pair.target, k=80, k_init=6, k_select=16)
+    with pytest.raises(ValidationError, match="k_init <= k_select <= k"):
+        match(pair.source, pair.target, k=20, k_select=30)
+    with pytest.raises(ShapeError, match="source"):
+        match("mesh.off", pair.target)
+    with pytest.raises(ShapeError, match="target faces"):
+        match(pair.source, (v, f[:, :2]))
+    with pytest.raises(ValidationError, match="n_candidates"):
+        match(pair.source, pair.target, n_candidates=0)
