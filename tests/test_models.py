@@ -66,6 +66,23 @@ def test_kernel_velocity_closed_form_and_state():
     assert fixed.initial_state(x).shape == (7, 3)
 
 
+def test_truncated_kernel_matches_dense():
+    torch.manual_seed(0)
+    c = torch.randn(200, 3, dtype=torch.float64)
+    sparse = KernelVelocity(c, sigma=0.3, dense_limit=0, truncate=4.0)
+    dense = KernelVelocity(c, sigma=0.3, truncate=None)
+    with torch.no_grad():
+        sparse.momenta.normal_()
+        dense.momenta.copy_(sparse.momenta)
+    y = sparse.initial_state(torch.randn(300, 3, dtype=torch.float64))
+    a, b = sparse(torch.tensor(0.0), y), dense(torch.tensor(0.0), y)
+    bound = float(torch.exp(torch.tensor(-8.0))) * float(dense.momenta.abs().sum())  # dropped terms
+    assert float((a - b).abs().max()) <= bound
+    g1 = torch.autograd.grad(a.sum(), sparse.momenta)[0]
+    g2 = torch.autograd.grad(b.sum(), dense.momenta)[0]
+    torch.testing.assert_close(g1, g2, atol=0.05 * float(g2.abs().max()), rtol=0)
+
+
 def test_kernel_velocity_gradcheck():
     c = torch.randn(4, 3, dtype=torch.float64)
     f = KernelVelocity(c, sigma=0.8, n_time_bins=1)

@@ -28,7 +28,7 @@ from geomot.ops.geometry import face_areas
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.structures import Mesh
 
-__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "fit", "make_field"]
+__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "fit", "make_field", "quick_fit"]
 
 log = logging.getLogger(__name__)
 
@@ -292,3 +292,24 @@ def _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metr
         mesh=mesh, trajectory=pts, times=traj.times, loss_history=torch.tensor(history, dtype=torch.float64),
         metrics=m, frame_self_intersections=frames, normalization=norm, field=fld, n_steps=k, wall_time=elapsed,
     )
+
+
+def quick_fit(
+    source: object, target: object, *, steps: int = 100, seed: int = 0, progress: bool = True
+) -> DeformResult:
+    """A fit of a few seconds on a small pair (the ``geomot demo`` sphere -> blob): :func:`fit` with a kernel field
+    on at most 300 control points, SW between varifolds with 100 projections of 2,000 samples, 8 Euler steps.
+
+    Args:
+        source: a single :class:`Mesh` or ``(verts, faces)``.
+        target: likewise.
+        steps: optimisation steps.
+        seed: seed of every random choice.
+        progress: tqdm progress bar.
+
+    Returns:
+        :class:`DeformResult` (with metrics).
+    """
+    return fit(source, target, loss="sw-varifold", field="kernel", steps=steps, n_time_steps=8,
+               field_options={"n_control": 300}, loss_options={"n_projections": 100, "n_samples": 2000},
+               seed=seed, progress=progress)
