@@ -71,9 +71,9 @@ def test_auto_backend_large_cpu_uses_tree_and_agrees() -> None:
 @pytest.mark.parametrize("backend", ["torch", "kdtree"])
 def test_gradients_flow_to_both_inputs(backend: str) -> None:
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 12, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(2, 15, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: knn_points(a, b, k=3, backend=backend).dists, (x, y))
+    x = torch.randn(2, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 8, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: knn_points(a, b, k=3, backend=backend).dists, (x, y), fast_mode=True)
     # closed form for k = 1: d/dx |x - y_nn|^2 = 2 (x - y_nn)
     x1 = x.detach().clone().requires_grad_(True)
     res = knn_points(x1, y.detach(), backend=backend, return_nn=True)
