@@ -4,7 +4,10 @@ Data terms (:data:`DEFORM_LOSSES`) compare the deformed mesh ``phi(S)`` with the
 
 - ``"sw-varifold"``: ``SW_2^2`` between the oriented varifolds ``sum_f a_f delta_{(c_f, lambda n_f)}`` in ``R^6``
   (Le et al., "Diffeomorphic Mesh Deformation via Efficient Optimal Transport for Cortical Surface
-  Reconstruction", ICLR 2024, Sec. 3) — :func:`geomot.sliced_wasserstein` with ``measure="varifold"``;
+  Reconstruction", ICLR 2024, Sec. 3) — :func:`geomot.sliced_wasserstein`. With ``atoms="faces"`` the atoms are
+  the faces with their areas as masses (``measure="varifold"``); with ``atoms="samples"`` (default) they are
+  ``n_samples`` area-uniform surface samples paired with their face normals, a Monte-Carlo discretisation of the
+  same varifold whose equal masses let the 1-D transport use plain sorting (several times faster);
 - ``"sw"``: ``SW_2^2`` between ``n_samples`` points sampled uniformly on each surface (``measure="samples"``);
 - ``"varifold"``: the squared kernel varifold distance (Charon & Trouvé 2013), :func:`geomot.losses.varifold_distance`;
 - ``"sinkhorn"``: the Sinkhorn divergence between sampled points (Feydy et al., AISTATS 2019);
