@@ -115,12 +115,12 @@ class DenseGeometry:
         m = row_mask[:, :, None] & col_mask[:, None, :]
         return float(self.cost.detach().masked_fill(~m, float("-inf")).amax())
 
-    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float) -> torch.Tensor:
-        """``(B, N)``: ``-eps logsumexp_j((g_j - C_ij) / eps + lb_j)``."""
+    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
+        """``(B, N)``: ``-eps logsumexp_j((g_j - C_ij) / eps + lb_j)`` (``hint`` is unused here)."""
         t = (g[:, None, :] - self.cost) / eps + lb[:, None, :]
         return -eps * _lse(t, 2)
 
-    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float) -> torch.Tensor:
+    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         """``(B, M)``: ``-eps logsumexp_i((f_i - C_ij) / eps + la_i)``."""
         t = (f[:, :, None] - self.cost) / eps + la[:, :, None]
         return -eps * _lse(t, 1)
@@ -192,21 +192,43 @@ class OnlineGeometry:
                 out = max(out, float(c.masked_fill(~m, float("-inf")).amax()))
         return out
 
-    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float) -> torch.Tensor:
-        parts = []
+    def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         h = g / eps + lb
-        for s in self._row_chunks():
-            c = self.cost_fn(self.x[:, s], self.y)
-            parts.append(_lse(h[:, None, :] - c / eps, 2))
-        return -eps * torch.cat(parts, 1)
+        parts = [self._softmin(self.x[:, s], self.y, h, eps, None if hint is None else hint[:, s])
+                 for s in self._row_chunks()]
+        return torch.cat(parts, 1)
 
-    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float) -> torch.Tensor:
-        parts = []
+    def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         h = f / eps + la
-        for s in self._col_chunks():
-            c = self.cost_fn(self.x, self.y[:, s])  # (B, N, m)
-            parts.append(_lse(h[:, :, None] - c / eps, 1))
-        return -eps * torch.cat(parts, 1)
+        parts = [self._softmin(self.y[:, s], self.x, h, eps, None if hint is None else hint[:, s])
+                 for s in self._col_chunks()]
+        return torch.cat(parts, 1)
+
+    def _softmin(self, xs: torch.Tensor, ys: torch.Tensor, h: torch.Tensor, eps: float, hint) -> torch.Tensor:
+        """``-eps log sum_j exp(h_j - c(xs_i, ys_j) / eps)`` for one chunk ``xs (B, n, D)``: ``(B, n)``.
+
+        Fast path (squared Euclidean cost, no autograd): one GEMM on augmented coordinates writes
+        ``t_ij = h_j - C_ij / eps + hint_i / eps`` (``hint`` ~ the previous potential, so that
+        ``sum_j exp(t_ij)`` is ~1 and needs no max pass), then one in-place exp and a sum; rows that
+        overflow or underflow are redone with the max-stabilised log-sum-exp.
+        """
+        generic = (self.cost_fn is not COSTS.get("sqeuclidean") or hint is None
+                   or (torch.is_grad_enabled() and (xs.requires_grad or ys.requires_grad or h.requires_grad)))
+        if generic:
+            return -eps * _lse(h[:, None, :] - self.cost_fn(xs, ys) / eps, 2)
+        hf = torch.where(torch.isfinite(h), h, -1e30)
+        ones_x = xs.new_ones(*xs.shape[:2], 1)
+        ones_y = ys.new_ones(*ys.shape[:2], 1)
+        xa = torch.cat([xs * (2.0 / eps), ((hint - (xs * xs).sum(-1)) / eps)[..., None], ones_x], -1)
+        ya = torch.cat([ys, ones_y, (hf - (ys * ys).sum(-1) / eps)[..., None]], -1)
+        t = torch.bmm(xa, ya.transpose(1, 2))
+        ssum = safe_exp(t, inplace=True).sum(2)
+        bad = ~torch.isfinite(ssum) | (ssum < 1e-20)
+        out = hint - eps * ssum.log()
+        if bool(bad.any()):
+            exact = -eps * _lse(h[:, None, :] - self.cost_fn(xs, ys) / eps, 2)
+            out = torch.where(bad, exact, out)
+        return out
 
     def _log_plan_rows(self, s: slice, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cost_fn(self.x[:, s], self.y)

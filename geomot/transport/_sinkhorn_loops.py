@@ -87,8 +87,8 @@ def log_loop(
             elif not final and it >= stage_iters:
                 break
             f = torch.where(row_mask, lx * f_hat, 0.0)
-            g = torch.where(col_mask, ly * geom.softmin_cols(f, la, e), 0.0)
-            f_hat = geom.softmin_rows(g, lb, e)
+            g = torch.where(col_mask, ly * geom.softmin_cols(f, la, e, hint=g), 0.0)
+            f_hat = geom.softmin_rows(g, lb, e, hint=f_hat)
             it += 1
             n_iters += 1
     return LoopState(f, g, n_iters, err)

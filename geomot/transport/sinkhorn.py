@@ -61,7 +61,8 @@ class SinkhornResult(NamedTuple):
             unbalanced), evaluated as the dual objective at ``(f, g)``; differentiable (see ``grad``).
         transport_cost: ``(B,)`` ``<P, C>``, what POT's ``sinkhorn2`` returns (with ``grad="envelope"`` its
             gradient treats ``P`` as fixed, as POT does).
-        f: ``(B, N)`` dual potential on the source (0 on padding).
+        f: ``(B, N)`` dual potential on the source (0 on padding); balanced potentials, defined up to
+            ``(f + c, g - c)``, are returned in the gauge ``<a, f> = <b, g>``.
         g: ``(B, M)`` dual potential on the target (0 on padding).
         n_iters: iterations run (all eps-scaling stages; Newton steps count one each).
         converged: ``(B,)`` bool, ``marginal_error <= tol``.
@@ -177,6 +178,11 @@ def _solve(
         )
     logger.debug("sinkhorn(%s): %d iterations, marginal error %.3g", method, st.n_iters, float(st.error.max()))
     f, g = (st.f, st.g) if grad == "unroll" else (st.f.detach(), st.g.detach())
+    if math.isinf(tau_x) and math.isinf(tau_y):
+        # balanced potentials are defined up to (f + c, g - c): fix the gauge <a, f> = <b, g>
+        c = 0.5 * ((a.detach() * f).sum(1) - (b.detach() * g).sum(1))
+        f = torch.where(row_mask, f - c[:, None], 0.0)
+        g = torch.where(col_mask, g + c[:, None], 0.0)
     tensors = [a, b, *((geom.x, geom.y) if geom.online else (geom.cost,))]
     track = grad != "none" and any(t.requires_grad for t in tensors)
     value, tcost = dual_value(geom, f, g, a, b, row_mask, col_mask, eps=eps, tau_x=tau_x, tau_y=tau_y,
@@ -200,7 +206,10 @@ def _initial_potentials(init, x, y, a, b, cost_name, row_mask, col_mask):
         with torch.no_grad():
             xd = None if x is None else x.detach()
             yd = None if y is None else y.detach()
-            return fn(xd, yd, a.detach(), b.detach(), cost=cost_name), None
+            out = fn(xd, yd, a.detach(), b.detach(), cost=cost_name)
+            if isinstance(out, tuple):
+                return out[0].masked_fill(~row_mask, 0.0), out[1].masked_fill(~col_mask, 0.0)
+            return out.masked_fill(~row_mask, 0.0), None
     if not isinstance(init, (tuple, list)) or len(init) != 2:
         raise ValidationError(f"init: expected a name ({', '.join(SINKHORN_INITS.names())}) or a pair (f, g) of "
                               f"potentials, got {describe(init)}")

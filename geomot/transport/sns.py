@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 
 import torch
 
@@ -39,37 +38,45 @@ def _lyapunov(geom, f, g, a, b, la, lb, eps, pair) -> tuple[torch.Tensor, torch.
     return (a * f).sum(1) + (b * g).sum(1) - eps * p.sum((1, 2)), p
 
 
-def _block_csr(vals: torch.Tensor, idx: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block-diagonal CSR matrices of the kept entries, ``(B N, B M)`` and its transpose ``(B M, B N)``."""
+def _sparse_ops(vals: torch.Tensor, idx: torch.Tensor, m: int):
+    """``v -> P_s v`` and ``u -> P_s^T u`` for the kept entries ``vals, idx (B, N, k)`` (gather / index_add;
+    cheaper than torch's CSR kernels at these sizes)."""
     bsz, n, k = vals.shape
-    cols = (idx + (torch.arange(bsz, device=idx.device) * m)[:, None, None]).reshape(-1)
-    crow = torch.arange(0, bsz * n * k + 1, k, device=idx.device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        p_s = torch.sparse_csr_tensor(crow, cols, vals.reshape(-1), size=(bsz * n, bsz * m))
-        p_t = p_s.to_sparse_coo().t().coalesce().to_sparse_csr()
-    return p_s, p_t
+    flat = (idx + (torch.arange(bsz, device=idx.device) * m)[:, None, None]).reshape(-1)
+
+    def rows(v: torch.Tensor) -> torch.Tensor:  # (B, M) -> (B, N)
+        return (vals * v.reshape(-1)[flat].view(bsz, n, k)).sum(2)
+
+    def cols(u: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, M)
+        out = u.new_zeros(bsz * m)
+        return out.index_add_(0, flat, (vals * u[:, :, None]).reshape(-1)).view(bsz, m)
+
+    return rows, cols
 
 
 def _cg(matvec, rhs, diag, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
-    """Batched Jacobi-preconditioned conjugate gradient for SPD systems; ``rhs``, ``diag``: ``(B, K)``."""
+    """Batched Jacobi-preconditioned conjugate gradient for SPD systems; ``rhs``, ``diag``: ``(B, K)``.
+    Items whose relative residual is below ``tol`` are frozen (no 0/0 once their residual vanishes)."""
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     z = r / diag
     p = z.clone()
     rz = (r * z).sum(1)
     stop = tol * rhs.norm(dim=1)
+    live = r.norm(dim=1) > stop
     it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+    while it < max_iter and bool(live.any()):
+        it += 1
         hp = matvec(p)
-        alpha = rz / (p * hp).sum(1).clamp_min(torch.finfo(rhs.dtype).tiny)
+        php = (p * hp).sum(1)
+        alpha = torch.where(live & (php > 0), rz / torch.where(php > 0, php, 1.0), 0.0)
         x = x + alpha[:, None] * p
         r = r - alpha[:, None] * hp
-        if bool((r.norm(dim=1) <= stop).all()):
-            break
+        live = live & (r.norm(dim=1) > stop) & (php > 0)
         z = r / diag
         rz_new = (r * z).sum(1)
-        p = z + (rz_new / rz.clamp_min(torch.finfo(rhs.dtype).tiny))[:, None] * p
+        beta = torch.where(live & (rz > 0), rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
+        p = z + beta[:, None] * p
         rz = rz_new
     return x, it
 
@@ -130,7 +137,8 @@ def sns_loop(
     while n_iters < max_iter and float(err.max()) > tol:
         obj, p = _lyapunov(geom, f, g, a, b, la, lb, eps, pair)
         r, c = p.sum(2), p.sum(1)
-        rhs = torch.cat([a - r, b - c], 1)
+        active = (err > tol)[:, None]  # converged items stay put
+        rhs = torch.cat([a - r, b - c], 1) * active
         if sparsity is None:
             k = int((p >= (drop / m_cols) * r[:, :, None]).sum(2).amax())
         else:
@@ -141,25 +149,27 @@ def sns_loop(
         n = f.shape[1]
         diag = torch.cat([torch.where(row_mask, r, 1.0), torch.where(col_mask, c, 1.0)], 1)
         diag = diag.clamp_min(torch.finfo(f.dtype).tiny)
-        p_s, p_t = _block_csr(vals, idx, m_cols)
+        rows, cols = _sparse_ops(vals, idx, m_cols)
 
-        def matvec(v, p_s=p_s, p_t=p_t, diag=diag, n=n):
-            bsz = v.shape[0]
-            top = (p_s @ v[:, n:].reshape(-1, 1)).view(bsz, -1)
-            bottom = (p_t @ v[:, :n].reshape(-1, 1)).view(bsz, -1)
-            return diag * v + torch.cat([top, bottom], 1)
+        def matvec(v, rows=rows, cols=cols, diag=diag, n=n):
+            return diag * v + torch.cat([rows(v[:, n:]), cols(v[:, :n])], 1)
 
         d, its = _cg(matvec, rhs, diag, cg_tol, cg_max_iter)
+        d = torch.where(torch.isfinite(d) & active, d, 0.0)
         cg_total += its
         df, dg = eps * d[:, :n], eps * d[:, n:]
         slope = (rhs * torch.cat([df, dg], 1)).sum(1)  # > 0: ascent direction
         step = torch.ones_like(obj)
         for _ in range(30):
             cand, _ = _lyapunov(geom, f + step[:, None] * df, g + step[:, None] * dg, a, b, la, lb, eps, pair)
-            ok = cand >= obj + armijo * step * slope
+            # near the optimum the predicted gain drops below the rounding of L: take the Newton step
+            tiny = slope <= 1e-13 * obj.abs().clamp_min(1.0)
+            ok = (cand >= obj + armijo * step * slope) | tiny
             if bool(ok.all()):
                 break
             step = torch.where(ok, step, step / 2)
+        else:
+            step = torch.where(ok, step, 0.0)  # no ascent found: the column update below still helps
         f = torch.where(row_mask, f + step[:, None] * df, 0.0)
         g = torch.where(col_mask, g + step[:, None] * dg, 0.0)
         # exact column update, then the row marginal error (the Sinkhorn criterion)

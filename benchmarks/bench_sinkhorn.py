@@ -1,0 +1,209 @@
+"""Sinkhorn: geomot vs POT and GeomLoss, in one process on the same inputs.
+
+Inputs: ``x`` uniform in ``[0, 1]^3``, ``y ~ N(0.5, 0.15^2 I_3)`` (``N = M``, uniform weights, seed 0), cost
+``||x - y||^2``, ``eps = 0.05^2`` in those units. Sections (``--only``):
+
+- ``values`` (float64, N = 500): ``transport_cost`` vs ``ot.sinkhorn2(method="sinkhorn_log")``.
+- ``speed`` (float32, N in ``--sizes``): time to marginal error 1e-5.
+    * geomot ``fast``: ``sinkhorn(x, y, eps=eps, tol=1e-5, init="gaussian", relaxation=1.7, eps_scaling=None)``;
+      geomot ``default``: ``sinkhorn(x, y, eps=eps, tol=1e-5)`` (eps-scaling 0.5, zero init).
+    * POT: ``ot.sinkhorn2(a, b, C, eps, method="sinkhorn_log", stopThr=1e-5)`` on numpy float32 (its own
+      criterion: L2 norm of the column-marginal violation, checked every 10 iterations; weaker than ours).
+    * GeomLoss: ``SamplesLoss("sinkhorn", p=2, blur=0.05 / sqrt(2), debias=False, backend="tensorized")`` (cost
+      ``|x-y|^2 / 2`` and eps ``blur^2``, i.e. half of our problem). GeomLoss has no stopping criterion: it runs
+      its eps-scaling schedule (default ``scaling=0.5``); we report the marginal error it reaches.
+    Every solver's potentials are re-evaluated in float64 by one function: ``err = |P 1 - a|_1 + |P^T 1 - b|_1``.
+- ``sns`` (float64, N = 2,000, eps = 0.05^2): iterations and time to marginal error 1e-9, plain Sinkhorn
+  (no eps-scaling, no relaxation) vs ``method="sns"``.
+- ``large``: Sinkhorn divergence at N = M = ``--n-large`` (float32, online backend, eps = ``--eps-large``,
+  Gaussian initialisation, at most ``--iters-large`` iterations per problem: each log-domain pass over the
+  2.5e9 pairs takes about a minute on 2 loaded cores); run in a subprocess to read its peak RSS.
+
+Usage: ``python benchmarks/bench_sinkhorn.py [--only speed] [--sizes 2000 4000] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import geomot
+
+logger = logging.getLogger("bench_sinkhorn")
+EPS = 0.05**2
+
+
+def inputs(n: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.15 + 0.5
+    return x.to(dtype), y.to(dtype)
+
+
+def marginal_error(x, y, f, g, eps) -> float:
+    """``|P 1 - a|_1 + |P^T 1 - b|_1`` in float64 for ``P = exp((f + g - C) / eps) / (N M)``."""
+    x, y, f, g = (torch.as_tensor(t).double().reshape(t.shape[0] if t.ndim else -1, *t.shape[1:])
+                  for t in (x, y, f, g))
+    f, g = f.reshape(-1), g.reshape(-1)
+    n, m = x.shape[0], y.shape[0]
+    rows = torch.zeros(n, dtype=torch.float64)
+    cols = torch.zeros(m, dtype=torch.float64)
+    for i in range(0, n, 1000):
+        c = torch.cdist(x[i:i + 1000], y) ** 2
+        p = torch.exp((f[i:i + 1000, None] + g[None] - c) / eps) / (n * m)
+        rows[i:i + 1000] = p.sum(1)
+        cols += p.sum(0)
+    return float((rows - 1 / n).abs().sum() + (cols - 1 / m).abs().sum())
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_values() -> dict:
+    import ot
+
+    x, y = inputs(500, torch.float64)
+    c = (torch.cdist(x, y) ** 2).numpy()
+    a = np.full(500, 1 / 500)
+    ref = float(ot.sinkhorn2(a, a, c, EPS, method="sinkhorn_log", stopThr=1e-13, numItermax=200000))
+    r = geomot.sinkhorn(x, y, eps=EPS, tol=1e-12, max_iter=100000)
+    rel = abs(float(r.transport_cost) / ref - 1)
+    print(f"values   float64 N=500: geomot {float(r.transport_cost):.12f}  POT {ref:.12f}  rel.diff {rel:.2e}")
+    return {"geomot": float(r.transport_cost), "pot": ref, "rel_diff": rel}
+
+
+def _fmt(name: str, v: dict) -> str:
+    its = f", {v['iters']} it" if "iters" in v else ""
+    return f"{name} {v['time']:.2f}s (err {v['err']:.1e}{its})"
+
+
+def bench_speed(sizes: list[int], pot_max_n: int) -> list[dict]:
+    import ot
+    from geomloss import SamplesLoss
+
+    rows = []
+    for n in sizes:
+        x, y = inputs(n, torch.float32)
+        rec: dict = {"n": n}
+        fast, t_fast = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=1e-5, init="gaussian",
+                                                              relaxation=1.7, eps_scaling=None, grad="none"))
+        rec["geomot_fast"] = {"time": t_fast, "iters": fast.n_iters,
+                              "err": marginal_error(x, y, fast.f, fast.g, EPS), "cost": float(fast.transport_cost)}
+        dflt, t_dflt = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=1e-5, grad="none"))
+        rec["geomot_default"] = {"time": t_dflt, "iters": dflt.n_iters,
+                                 "err": marginal_error(x, y, dflt.f, dflt.g, EPS), "cost": float(dflt.transport_cost)}
+        loss = SamplesLoss("sinkhorn", p=2, blur=0.05 / math.sqrt(2), debias=False, backend="tensorized",
+                           potentials=True)
+        (pf, pg), t_gl = timed(lambda x=x, y=y, loss=loss: loss(x, y))
+        rec["geomloss"] = {"time": t_gl, "err": marginal_error(x, y, 2 * pf, 2 * pg, EPS)}
+        if n <= pot_max_n:
+            xn, yn = x.numpy(), y.numpy()
+            a = np.full(n, 1 / n, dtype=np.float32)
+
+            def run_pot(xn=xn, yn=yn, a=a):
+                c = ot.dist(xn, yn)
+                return ot.sinkhorn(a, a, c, EPS, method="sinkhorn_log", stopThr=1e-5, numItermax=100000, log=True)
+
+            (_plan, log), t_pot = timed(run_pot)
+            f = EPS * (log["log_u"] - np.log(a))
+            g = EPS * (log["log_v"] - np.log(a))
+            rec["pot"] = {"time": t_pot, "iters": int(log.get("niter", -1)),
+                          "err": marginal_error(x, y, torch.as_tensor(f), torch.as_tensor(g), EPS)}
+        for k in ("geomloss", "pot"):
+            if k in rec:
+                rec[f"speedup_vs_{k}"] = rec[k]["time"] / t_fast
+        rows.append(rec)
+        print(f"speed    float32 N={n}: " + "  ".join(_fmt(k, v) for k, v in rec.items() if isinstance(v, dict)))
+        print("         speed-up of geomot fast: " + "  ".join(
+            f"vs {k[11:]} x{v:.1f}" for k, v in rec.items() if k.startswith("speedup")))
+    return rows
+
+
+def bench_sns(n: int) -> dict:
+    x, y = inputs(n, torch.float64)
+    plain, t_plain = timed(lambda: geomot.sinkhorn(x, y, eps=EPS, tol=1e-9, eps_scaling=None, max_iter=100000,
+                                                   grad="none"))
+    sns, t_sns = timed(lambda: geomot.sinkhorn(x, y, eps=EPS, tol=1e-9, eps_scaling=None, method="sns",
+                                               max_iter=1000, grad="none"))
+    rel = abs(float(sns.transport_cost) / float(plain.transport_cost) - 1)
+    print(f"sns      float64 N={n}: Sinkhorn {plain.n_iters} it {t_plain:.2f}s (err {float(plain.marginal_error):.1e})"
+          f"  SNS {sns.n_iters} it {t_sns:.2f}s (err {float(sns.marginal_error):.1e})"
+          f"  iteration ratio x{plain.n_iters / sns.n_iters:.1f}  time ratio x{t_plain / t_sns:.2f}"
+          f"  cost rel.diff {rel:.1e}")
+    return {"n": n, "sinkhorn_iters": plain.n_iters, "sinkhorn_time": t_plain, "sns_iters": sns.n_iters,
+            "sns_time": t_sns, "cost_rel_diff": rel}
+
+
+def bench_large(n: int, eps: float, max_iter: int) -> dict:
+    """S_eps = OT(x, y) - (OT(x, x) + OT(y, y)) / 2 on the online backend, each problem with ``max_iter``
+    log-domain iterations at most after the Gaussian initialisation (no eps-scaling)."""
+    x, y = inputs(n, torch.float32)
+    opts = dict(eps=eps, tol=1e-3, backend="online", grad="none", max_iter=max_iter, init="gaussian",
+                eps_scaling=None, warn=False)
+    t0 = time.perf_counter()
+    res = [geomot.sinkhorn(u, v, **opts) for u, v in ((x, y), (x, x), (y, y))]
+    t = time.perf_counter() - t0
+    div = float(res[0].value - 0.5 * (res[1].value + res[2].value))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    errs = [float(r.marginal_error) for r in res]
+    rec = {"n": n, "eps": eps, "divergence": div, "time": t, "peak_rss_gib": peak,
+           "iters": [r.n_iters for r in res], "marginal_errors": errs}
+    print(f"large    float32 N=M={n}: divergence {div:.6f} in {t:.1f}s ({rec['iters']} iterations, marginal "
+          f"errors {', '.join(f'{e:.1e}' for e in errs)}), peak RSS {peak:.2f} GiB")
+    return rec
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=["values", "speed", "sns", "large"], action="append")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000])
+    p.add_argument("--pot-max-n", type=int, default=4000, help="skip POT above this N (it is slow)")
+    p.add_argument("--n-sns", type=int, default=2000)
+    p.add_argument("--n-large", type=int, default=50000)
+    p.add_argument("--eps-large", type=float, default=0.1**2)
+    p.add_argument("--iters-large", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every library")
+    p.add_argument("--json", default=None, help="write the results here ('-' for stdout, last line)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    only = set(args.only or ["values", "speed", "sns", "large"])
+    out: dict = {"torch_threads": torch.get_num_threads()}
+    if "values" in only:
+        out["values"] = bench_values()
+    if "speed" in only:
+        out["speed"] = bench_speed(args.sizes, args.pot_max_n)
+    if "sns" in only:
+        out["sns"] = bench_sns(args.n_sns)
+    if "large" in only:
+        if only == {"large"}:
+            out = bench_large(args.n_large, args.eps_large, args.iters_large)
+        else:  # in a child process, so that its peak RSS is its own
+            cmd = [sys.executable, __file__, "--only", "large", "--n-large", str(args.n_large), "--eps-large",
+                   str(args.eps_large), "--iters-large", str(args.iters_large), "--json", "-"]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            print(res.stdout.strip().splitlines()[-2])
+            out["large"] = json.loads(res.stdout.strip().splitlines()[-1])
+    if args.json == "-":
+        print(json.dumps(out))
+    elif args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
