@@ -50,6 +50,8 @@ _LAZY: dict[str, str] = {
     "EnergyBasedSlicedWasserstein": "geomot.losses.sliced_variants",
     "wasserstein_1d": "geomot.transport.ot1d",
     # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
+    "sinkhorn_divergence": "geomot.losses",
+    "SinkhornDivergence": "geomot.losses",
     "varifold_distance": "geomot.losses.varifold",
     "VarifoldLoss": "geomot.losses.varifold",
     "chamfer_distance": "geomot.losses.chamfer",
@@ -60,6 +62,9 @@ _LAZY: dict[str, str] = {
     "normal_consistency_loss": "geomot.losses.regularizers",
     "MeshRegularizer": "geomot.losses.regularizers",
     # -- transport -----------------------------------------------------------------------------------------
+    "sinkhorn": "geomot.transport",
+    "sinkhorn_from_cost": "geomot.transport",
+    "SinkhornResult": "geomot.transport",
     # -- correspondence ------------------------------------------------------------------------------------
     "match": "geomot.correspondence",
     "MatchResult": "geomot.correspondence",

@@ -15,6 +15,7 @@ from geomot.losses.sliced_variants import (
     vmf_sliced_wasserstein,
 )
 # -- sinkhorn --------------------------------------------------------------------------------------------
+from geomot.losses.sinkhorn import SinkhornDivergence, sinkhorn_divergence
 # -- varifold / chamfer / regularisers -------------------------------------------------------------------
 from geomot.losses.chamfer import (
     ChamferLoss,
@@ -41,6 +42,7 @@ __all__: list[str] = [
     "MaxSlicedWasserstein", "SlicedWasserstein", "VmfSlicedWasserstein", "distributional_sliced_wasserstein",
     "energy_based_sliced_wasserstein", "max_sliced_wasserstein", "sliced_wasserstein", "vmf_sliced_wasserstein",
     # -- sinkhorn --
+    "SinkhornDivergence", "sinkhorn_divergence",
     # -- varifold / chamfer / regularisers --
     "ChamferLoss", "ChamferTerms", "HausdorffDistance", "LAPLACIAN_WEIGHTS", "MeshRegularizer", "NormalKernel",
     "VARIFOLD_KERNELS", "VarifoldLoss", "chamfer_distance", "chamfer_terms", "edge_length_loss",
