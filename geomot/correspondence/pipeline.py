@@ -122,7 +122,7 @@ def match(
     *,
     k: int = 100,
     k_init: int = 8,
-    k_select: int = 32,
+    k_select: int | None = None,
     n_candidates: int = 16,
     n_samples: int = 500,
     n_descriptors: int = 100,
@@ -142,7 +142,7 @@ def match(
         target: the same for the target.
         k: final number of eigenfunctions (ZoomOut's last size).
         k_init: size of the sign search (``2^(k_init - 1)`` patterns).
-        k_select: ZoomOut size at which candidates are compared.
+        k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
         n_candidates: number of sign patterns refined and compared.
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
@@ -158,6 +158,8 @@ def match(
         NumericalError: the eigensolver failed for every shift.
     """
     t0 = time.perf_counter()
+    if k_select is None:
+        k_select = min(32, k) if isinstance(k, int) else 32
     if refine not in _REFINERS:
         raise ValidationError(f"refine: expected one of {_REFINERS}, got {refine!r}")
     for name, value, lo in (("k", k, 2), ("k_init", k_init, 2), ("k_select", k_select, 2),

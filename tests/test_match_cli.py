@@ -1,0 +1,58 @@
+"""``geomot match``: output file format and direction, ground-truth error, screenshot, bad arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from geomot.cli import main
+from geomot.io.synthetic import bumpy_pair
+
+ARGS = ["--k", "30"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("match")
+    pair = bumpy_pair(300, seed=3)
+    src, tgt = d / "src.off", d / "tgt.off"
+    trimesh.Trimesh(pair.source.verts.numpy(), pair.source.faces.numpy(), process=False).export(src)
+    trimesh.Trimesh(pair.target.verts.numpy(), pair.target.faces.numpy(), process=False).export(tgt)
+    np.savetxt(d / "src.vts", pair.src_idx.numpy() + 1, fmt="%d")
+    np.savetxt(d / "tgt.vts", pair.tgt_idx.numpy() + 1, fmt="%d")
+    return d, pair
+
+
+def test_match_writes_one_target_index_per_source_vertex(files, capsys):
+    d, pair = files
+    out = d / "p2p.txt"
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(out), *ARGS,
+               "--gt-source", str(d / "src.vts"), "--gt-target", str(d / "tgt.vts")])
+    assert rc == 0
+    p2p = np.loadtxt(out, dtype=np.int64)
+    assert p2p.shape == (pair.source.verts.shape[0],)
+    assert p2p.min() >= 0 and p2p.max() < pair.target.verts.shape[0]
+    text = capsys.readouterr().out
+    assert "mean geodesic error" in text
+    err = float(text.split("mean geodesic error:")[1].split()[0])
+    assert err < 10.0  # with the ground truth read source -> target, so the direction is checked too
+
+
+def test_match_bad_arguments(files, capsys):
+    d, _ = files
+    rc = main(["match", str(d / "missing.off"), str(d / "tgt.off"), "--out", str(d / "x.txt")])
+    assert rc == 2 and "error" in capsys.readouterr().err
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(d / "x.txt"), *ARGS,
+               "--gt-source", str(d / "src.vts")])
+    assert rc == 2 and "give both ground-truth files" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_match_screenshot(files):
+    pytest.importorskip("pyvista")
+    d, _ = files
+    png = d / "shot.png"
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(d / "p.txt"), *ARGS,
+               "--screenshot", str(png)])
+    assert rc == 0 and png.stat().st_size > 1000
