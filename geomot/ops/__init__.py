@@ -1,5 +1,14 @@
 """L1: tensors in, tensors out. Never imports structures."""
 
+from geomot.ops.directions import (
+    DIRECTIONS,
+    orthogonal_directions,
+    qmc_directions,
+    random_directions,
+    sample_vmf,
+    sphere_directions,
+    vmf_mean_resultant_length,
+)
 from geomot.ops.geometry import (
     boundary_loops,
     center_and_scale,
@@ -16,9 +25,13 @@ from geomot.ops.geometry import (
 from geomot.ops.knn import KNNResult, knn_gather, knn_points
 from geomot.ops.laplacian import cotangent_laplacian, cotangent_weights, uniform_laplacian
 from geomot.ops.sampling import SurfaceSamples, farthest_point_sampling, sample_surface
+from geomot.ops.spectral import LAPLACIANS, SpectralBasis, laplacian_and_mass, non_manifold_edges, spectral_basis
 
 __all__ = [
+    "DIRECTIONS",
+    "LAPLACIANS",
     "KNNResult",
+    "SpectralBasis",
     "SurfaceSamples",
     "boundary_loops",
     "center_and_scale",
@@ -32,10 +45,19 @@ __all__ = [
     "farthest_point_sampling",
     "knn_gather",
     "knn_points",
+    "laplacian_and_mass",
+    "non_manifold_edges",
+    "orthogonal_directions",
+    "qmc_directions",
+    "random_directions",
     "remove_unreferenced_vertices",
     "sample_surface",
+    "sample_vmf",
+    "spectral_basis",
+    "sphere_directions",
     "total_area",
     "uniform_laplacian",
     "vertex_areas",
     "vertex_normals",
+    "vmf_mean_resultant_length",
 ]
