@@ -15,6 +15,15 @@ from geomot.structures import Measure, Mesh, PointCloud
 from tests.conftest import icosphere, shared_path
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _brute(x, y, squared=True, nx=None, ny=None, point_reduction="mean"):
     d = ((x[:, None] - y[None]) ** 2).sum(-1)
     dx, ix = d.min(1)

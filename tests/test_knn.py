@@ -12,6 +12,15 @@ from geomot.ops import knn_points
 from geomot.ops.knn import KNN_BACKENDS, knn_gather
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _brute(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     d = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
     v, i = torch.sort(d, dim=1)

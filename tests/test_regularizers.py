@@ -19,6 +19,15 @@ from geomot.structures import Mesh
 from tests.conftest import icosphere
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _grid(n: int, h: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat n x n grid in the plane z = 0, spacing h, two triangles per cell (same diagonal)."""
     ii, jj = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
