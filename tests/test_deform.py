@@ -146,7 +146,7 @@ def test_every_loss_and_field_runs(loss):
     v, f = icosphere(1)
     tgt = (_ellipsoid(v), f)
     opts = {"n_samples": 100 if loss == "sinkhorn" else 300} if loss != "varifold" else {}
-    for field in ("kernel", "mlp"):
+    for field in ("kernel", "mlp") if loss == "sw-varifold" else ("kernel",):
         res = geomot.deform.fit((v, f), tgt, loss=loss, field=field, steps=3, progress=False, metrics=False,
                                 loss_options=opts, regularizers={"edge": 0.1, "laplacian": 0.1, "normal": 0.01})
         assert torch.isfinite(res.loss_history).all() and res.mesh.verts.shape == v.shape

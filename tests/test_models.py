@@ -55,13 +55,15 @@ def test_kernel_velocity_closed_form_and_state():
     y = f.initial_state(x)
     assert y.shape == (13, 3) and torch.equal(f.points(y), x)
     v = f(torch.tensor(0.75), y)
-    ref = gaussian_kernel(y, c, 0.5) @ f.momenta[1]
+    gain = 1.0 / gaussian_kernel(c, c, 0.5).sum(1).mean()
+    torch.testing.assert_close(f.gain, gain)
+    ref = gain * gaussian_kernel(y, c, 0.5) @ f.momenta[1]
     torch.testing.assert_close(v, ref)
     # control points move with the flow: their velocity is the field at their position
-    torch.testing.assert_close(v[7:], gaussian_kernel(c, c, 0.5) @ f.momenta[1])
+    torch.testing.assert_close(v[7:], gain * gaussian_kernel(c, c, 0.5) @ f.momenta[1])
     kin = torch.stack([a.flatten() @ torch.kron(gaussian_kernel(c, c, 0.5), torch.eye(3, dtype=c.dtype))
                        @ a.flatten() for a in f.momenta]).mean()
-    torch.testing.assert_close(f.kinetic_energy(), kin)
+    torch.testing.assert_close(f.kinetic_energy(), gain**2 * kin)
     fixed = KernelVelocity(c, sigma=0.5, carry=False)
     assert fixed.initial_state(x).shape == (7, 3)
 
@@ -76,7 +78,7 @@ def test_truncated_kernel_matches_dense():
         dense.momenta.copy_(sparse.momenta)
     y = sparse.initial_state(torch.randn(300, 3, dtype=torch.float64))
     a, b = sparse(torch.tensor(0.0), y), dense(torch.tensor(0.0), y)
-    bound = float(torch.exp(torch.tensor(-8.0))) * float(dense.momenta.abs().sum())  # dropped terms
+    bound = float(torch.exp(torch.tensor(-8.0)) * dense.gain) * float(dense.momenta.abs().sum())  # dropped terms
     assert float((a - b).abs().max()) <= bound
     g1 = torch.autograd.grad(a.sum(), sparse.momenta)[0]
     g2 = torch.autograd.grad(b.sum(), dense.momenta)[0]

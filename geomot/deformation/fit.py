@@ -176,7 +176,9 @@ def fit(
         field: ``"kernel"`` (default: Gaussian RKHS field on control points, smooth by construction), ``"mlp"``
             or an ``nn.Module`` velocity field acting in the normalised frame.
         steps: optimisation steps (default :func:`auto_steps` of the source's vertex count).
-        lr: Adam learning rate (default 1e-2 for the kernel field's momenta, 1e-3 for networks).
+        lr: Adam learning rate (default: a quarter of the kernel width for kernel fields, whose momenta are
+            velocities, so that one step moves the surface by a fraction of the field's smoothing scale and
+            cannot fold it; 1e-3 for networks).
         method: ODE solver (:data:`~geomot.deformation.integrate.SOLVERS`); fixed-step ``"euler"`` by default.
         n_time_steps: steps of a fixed-step solver over ``[0, 1]``.
         adjoint: gradients by the adjoint method.
@@ -206,9 +208,6 @@ def fit(
         tgt = tgt.to(device=src.device, dtype=src.dtype)
     loss_fn = DEFORM_LOSSES.get(loss, arg="loss")
     SOLVERS.get(method, arg="method")
-    if lr is None:
-        lr = 1e-2 if field == "kernel" else 1e-3
-    lr = check_positive(lr, "lr")
     n_frames = int(check_positive(n_frames, "n_frames", at_least=2))
     steps = auto_steps(src.verts.shape[0]) if steps is None else int(check_positive(steps, "steps"))
     regs = dict(regularizers or {})
@@ -225,6 +224,9 @@ def fit(
     tgt_n = Mesh(norm.target.apply(tgt.verts.detach()), tgt.faces)
     loss_opts = {**default_loss_options(loss, int(f.shape[0])), **(loss_options or {})}
     fld = make_field(field, x0, f, seed=seed, **(field_options or {}))
+    if lr is None:  # kernel momenta are velocities: move at most a quarter of the kernel width per step
+        lr = 0.25 * fld.sigma if isinstance(fld, KernelVelocity) else 1e-3
+    lr = check_positive(lr, "lr")
     if "kinetic" in regs and not hasattr(fld, "kinetic_energy"):
         raise ValidationError("regularizers: 'kinetic' needs a kernel field (field='kernel')")
     params = [p for p in fld.parameters() if p.requires_grad]

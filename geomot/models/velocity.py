@@ -147,7 +147,9 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Ten
 class KernelVelocity(nn.Module):
     """RKHS velocity carried by control points (LDDMM-like).
 
-    ``v(x, t) = sum_k exp(-|x - c_k(t)|^2 / (2 sigma^2)) alpha_k(t)`` where the momenta ``alpha (n_bins, K, 3)``
+    ``v(x, t) = g sum_k exp(-|x - c_k(t)|^2 / (2 sigma^2)) alpha_k(t)`` where ``g = 1 / mean_k sum_l K(c_k, c_l)``
+    (fixed at construction) makes the momenta velocities whatever the control-point density (so one learning
+    rate fits every mesh), and the momenta ``alpha (n_bins, K, 3)``
     are piecewise constant in time (``n_bins`` equal intervals of ``[0, 1]``) and the control points follow the
     flow, ``dc_k/dt = v(c_k, t)`` (Durrleman et al., "Morphometry of anatomical shape complexes with dense
     deformations and sparse parameters", NeuroImage 2014). A Gaussian RKHS field is ``C^infinity``, so the flow
@@ -188,6 +190,11 @@ class KernelVelocity(nn.Module):
         self.carry = bool(carry)
         self.register_buffer("control_points", control_points.detach().clone())
         self.momenta = nn.Parameter(control_points.new_zeros(self.n_time_bins, control_points.shape[0], 3))
+        with torch.no_grad():  # 1 / mean_k sum_l K(c_k, c_l): momenta are in units of velocity
+            c = self.control_points
+            mass = torch.cat([gaussian_kernel(c[i : i + 1024], c, self.sigma).sum(1)
+                              for i in range(0, c.shape[0], 1024)])
+        self.register_buffer("gain", 1.0 / mass.mean())
 
     @property
     def n_control(self) -> int:
@@ -208,7 +215,7 @@ class KernelVelocity(nn.Module):
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = y[-self.n_control :] if self.carry else self.control_points.to(y.dtype)
-        alpha = self.momenta[self._bin(t)].to(y.dtype)
+        alpha = self.momenta[self._bin(t)].to(y.dtype) * self.gain.to(y.dtype)
         if self.truncate is None or y.shape[0] * c.shape[0] <= self.dense_limit:
             return gaussian_kernel(y, c, self.sigma) @ alpha
         return self._truncated(y, c, alpha)
@@ -226,9 +233,10 @@ class KernelVelocity(nn.Module):
         return y.new_zeros(y.shape).index_add(0, i, w[:, None] * alpha[j])
 
     def kinetic_energy(self) -> torch.Tensor:
-        """``mean_b sum_{k,l} K(c_k, c_l) alpha_{b,k} . alpha_{b,l}`` (RKHS norm at the initial control points)."""
+        """``mean_b g^2 sum_{k,l} K(c_k, c_l) alpha_{b,k} . alpha_{b,l}`` (RKHS norm at the initial control
+        points)."""
         k = gaussian_kernel(self.control_points, self.control_points, self.sigma)
-        return torch.einsum("kl,bkd,bld->b", k, self.momenta, self.momenta).mean()
+        return self.gain**2 * torch.einsum("kl,bkd,bld->b", k, self.momenta, self.momenta).mean()
 
 
 @VELOCITY_FIELDS.register("conditioned")
