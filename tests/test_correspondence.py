@@ -221,6 +221,8 @@ def test_zoomout_variants_recover_the_permutation(shape, permuted):
     samples = torch.arange(0, perm.shape[0], 3)
     zs = zoomout(C0, b.evecs, b2.evecs, k_final=30, step=4, samples2=samples)
     assert float((zs.p2p_21 == perm).double().mean()) > 0.95
+    coarse = zoomout(C0, b.evecs, b2.evecs, k_final=30, step=4, samples2=samples, samples1=samples)
+    assert float((coarse.p2p_21 == perm).double().mean()) > 0.9
     bz = bijective_zoomout(C0, C0.T, b.evecs, b2.evecs, k_final=30, step=4)
     assert float((bz.p2p_21 == perm).double().mean()) > 0.95
     inv = torch.empty_like(perm)

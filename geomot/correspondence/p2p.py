@@ -21,8 +21,8 @@ def knn_indices(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     ``argmin_j |x_i - y_j|^2 = argmin_j (|y_j|^2 - 2 <x_i, y_j>)``; ties go to the smallest index.
     """
-    check_float_tensor(x, "x", ndim=2)
-    check_float_tensor(y, "y", ndim=2, last_dim=x.shape[1])
+    check_float_tensor(x, "x", ndim=2, finite=False)
+    check_float_tensor(y, "y", ndim=2, last_dim=x.shape[1], finite=False)
     yy = (y * y).sum(1)
     rows = max(1, _CHUNK // max(1, y.shape[0]))
     out = [torch.argmin(yy[None, :] - 2 * x[s : s + rows] @ y.T, dim=1) for s in range(0, x.shape[0], rows)]
@@ -30,9 +30,10 @@ def knn_indices(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _check_fmap(fmap_12: torch.Tensor, evecs1: torch.Tensor, evecs2: torch.Tensor) -> None:
-    check_float_tensor(fmap_12, "fmap_12", ndim=2)
-    check_float_tensor(evecs1, "evecs1", ndim=2)
-    check_float_tensor(evecs2, "evecs2", ndim=2)
+    # shape / dtype checks only: these run inside ZoomOut's loop, a NaN scan of the bases each time would dominate
+    check_float_tensor(fmap_12, "fmap_12", ndim=2, finite=False)
+    check_float_tensor(evecs1, "evecs1", ndim=2, finite=False)
+    check_float_tensor(evecs2, "evecs2", ndim=2, finite=False)
     if fmap_12.shape != (evecs2.shape[1], evecs1.shape[1]):
         raise ShapeError(
             f"fmap_12: expected shape (k2, k1) = ({evecs2.shape[1]}, {evecs1.shape[1]}) from evecs2/evecs1, "
@@ -66,8 +67,8 @@ def fmap_from_p2p(
     ``evecs2`` holds all the vertices); otherwise a least-squares fit, which also works on a subset of the rows
     of ``evecs2`` (with ``p2p_21`` giving their matches).
     """
-    check_float_tensor(evecs1, "evecs1", ndim=2)
-    check_float_tensor(evecs2, "evecs2", ndim=2)
+    check_float_tensor(evecs1, "evecs1", ndim=2, finite=False)
+    check_float_tensor(evecs2, "evecs2", ndim=2, finite=False)
     check_index_tensor(p2p_21, "p2p_21", size=evecs1.shape[0])
     if p2p_21.shape != (evecs2.shape[0],):
         raise ShapeError(f"p2p_21: expected shape ({evecs2.shape[0]},) (rows of evecs2), got {tuple(p2p_21.shape)}")

@@ -14,7 +14,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import ShapeError, ValidationError
-from geomot.correspondence.p2p import fmap_from_p2p, p2p_from_fmap
+from geomot.correspondence.p2p import p2p_from_fmap
 
 __all__ = ["ZoomOutResult", "bijective_zoomout", "zoomout"]
 
@@ -64,6 +64,7 @@ def zoomout(
     k_final: int,
     step: int = 1,
     samples2: torch.Tensor | None = None,
+    samples1: torch.Tensor | None = None,
     adjoint: bool = False,
     final_map: bool = True,
 ) -> ZoomOutResult:
@@ -75,6 +76,8 @@ def zoomout(
         k_final: final basis size.
         step: increase of ``k`` per iteration.
         samples2: ``(S,)`` vertex indices of shape 2 used for the intermediate updates (all when None).
+        samples1: ``(S1,)`` vertex indices of shape 1 allowed as intermediate matches (all when None); a coarse
+            search for quick previews, the final map always searches every vertex.
         adjoint: use the adjoint nearest-neighbour rule (:func:`geomot.correspondence.p2p.p2p_from_fmap`).
         final_map: compute the final ``p2p_21`` on every vertex (otherwise it is the map of the samples only).
 
@@ -89,9 +92,18 @@ def zoomout(
         check_index_tensor(samples2, "samples2", size=evecs2.shape[0])
         e2 = evecs2[samples2.long()]
     C = fmap_12
+    # least squares on nested column sets: one QR of the largest basis, then triangular solves
+    Q, R = torch.linalg.qr(e2[:, :k_final]) if ks else (None, None)
+    s1 = None
+    if samples1 is not None:
+        s1 = check_index_tensor(samples1, "samples1", size=evecs1.shape[0]).long()
+    e1 = evecs1 if s1 is None else evecs1[s1]
     for k_new in ks:
-        p2p = p2p_from_fmap(C, evecs1[:, :k], e2[:, :k], adjoint=adjoint)
-        C = fmap_from_p2p(p2p, evecs1[:, :k_new], e2[:, :k_new])
+        p2p = p2p_from_fmap(C, e1[:, :k], e2[:, :k], adjoint=adjoint)
+        if s1 is not None:
+            p2p = s1[p2p]
+        rhs = Q[:, :k_new].T @ evecs1[p2p, :k_new]
+        C = torch.linalg.solve_triangular(R[:k_new, :k_new], rhs, upper=True)
         k = k_new
     full = evecs2 if final_map else e2
     return ZoomOutResult(C, p2p_from_fmap(C, evecs1[:, :k], full[:, :k], adjoint=adjoint))
