@@ -173,3 +173,15 @@ def test_bad_inputs():
         flipped_faces((v, f), (v, f[:10]))
     with pytest.raises(ShapeError, match="a single mesh"):
         assd(Mesh([v, v], [f, f]), (v, f))
+
+
+def test_grid_candidates_contain_every_overlapping_box_pair():
+    from geomot.metrics.intersections import _grid_pairs
+
+    rng = np.random.default_rng(0)
+    lo = rng.random((300, 3))
+    hi = lo + rng.random((300, 3)) * 0.1
+    hi[:3] += 2.0  # a few huge boxes take the direct path
+    cand = set(map(tuple, _grid_pairs(lo, hi).tolist()))
+    overlap = {(i, j) for i in range(300) for j in range(i + 1, 300) if (lo[i] <= hi[j]).all() and (lo[j] <= hi[i]).all()}
+    assert overlap <= cand

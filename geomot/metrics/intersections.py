@@ -8,7 +8,7 @@ triangle ``abc`` iff ``orient(a, b, c, p)`` and ``orient(a, b, c, q)`` do not sh
 triangle), with ``orient(a, b, c, d) = det[b - a, c - a, d - a]``. These are the orientation predicates of
 Devillers & Guigue, "Faster triangle-triangle intersection tests" (INRIA RR-4488, 2002). Coplanar pairs are
 tested in 2-D (edge crossings and vertex containment). Touching counts as intersecting. Everything is
-vectorised over candidate pairs, which a k-d tree on face centroids and an axis-aligned bounding-box test prune.
+vectorised over candidate pairs, which a uniform grid of axis-aligned bounding boxes prunes.
 Pairs of faces that share a vertex (hence also those sharing an edge) are adjacent, not intersecting.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from geomot._core.checks import describe
 from geomot._core.errors import ShapeError, ValidationError
@@ -133,11 +132,49 @@ def triangles_intersect(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
     return out
 
 
-def intersecting_face_pairs(mesh: object, *, chunk: int = 2_000_000) -> np.ndarray:
+def _grid_pairs(lo: np.ndarray, hi: np.ndarray, *, max_cells: int = 64) -> np.ndarray:
+    """Candidate pairs ``(K, 2)`` (``i < j``, unique) of boxes ``[lo, hi] (F, 3)`` sharing a cell of a uniform grid.
+
+    Cell size: twice the median box extent. A box is inserted in every cell it overlaps; boxes overlapping more
+    than ``max_cells`` cells (a few huge faces) are paired with every box by a direct overlap test instead.
+    """
+    n_faces = lo.shape[0]
+    ext = (hi - lo).max(1)
+    h = max(2.0 * float(np.median(ext)), 1e-12 * max(float(np.abs(hi).max()), 1.0), 1e-300)
+    c0 = np.floor(lo / h).astype(np.int64)
+    n = np.floor(hi / h).astype(np.int64) - c0 + 1
+    count = n.prod(1)
+    small = np.nonzero(count <= max_cells)[0]
+    reps = count[small]
+    face = np.repeat(small, reps)
+    k = np.arange(face.size) - np.repeat(np.cumsum(reps) - reps, reps)
+    nx, ny = n[face, 0], n[face, 1]
+    cx, cy, cz = c0[face, 0] + k % nx, c0[face, 1] + (k // nx) % ny, c0[face, 2] + k // (nx * ny)
+    order = np.lexsort((cz, cy, cx))
+    face, cx, cy, cz = face[order], cx[order], cy[order], cz[order]
+    new_cell = np.r_[True, (cx[1:] != cx[:-1]) | (cy[1:] != cy[:-1]) | (cz[1:] != cz[:-1])]
+    cell = np.cumsum(new_cell)
+    sizes = np.bincount(cell)
+    out = []
+    for d in range(1, int(sizes.max()) if sizes.size else 1):
+        same = cell[:-d] == cell[d:]
+        out.append(np.stack([face[:-d][same], face[d:][same]], 1))
+    for b in np.nonzero(count > max_cells)[0]:
+        hit = np.nonzero((lo <= hi[b]).all(1) & (lo[b] <= hi).all(1))[0]
+        out.append(np.stack([np.full(hit.size, b), hit], 1))
+    if not out:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.sort(np.concatenate(out), axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    key = np.unique(pairs[:, 0] * n_faces + pairs[:, 1])
+    return np.stack([key // n_faces, key % n_faces], 1)
+
+
+def intersecting_face_pairs(mesh: object, *, chunk: int = 1_000_000) -> np.ndarray:
     """Pairs of non-adjacent faces of one mesh that intersect.
 
-    Candidates: face pairs whose centroids are closer than twice the largest centroid-to-corner radius (k-d tree),
-    then overlapping axis-aligned bounding boxes, then no shared vertex; each candidate gets the exact test of
+    Candidates: faces whose axis-aligned bounding boxes share a cell of a uniform grid (:func:`_grid_pairs`),
+    then overlapping boxes, then no shared vertex; each candidate gets the exact test of
     :func:`triangles_intersect`.
 
     Args:
@@ -149,10 +186,8 @@ def intersecting_face_pairs(mesh: object, *, chunk: int = 2_000_000) -> np.ndarr
     """
     v, f = as_numpy_mesh(mesh, "mesh")
     tri = v[f]
-    cent = tri.mean(1)
-    rad = np.linalg.norm(tri - cent[:, None, :], axis=-1).max(1)
     lo, hi = tri.min(1), tri.max(1)
-    pairs = cKDTree(cent).query_pairs(2.0 * float(rad.max()), output_type="ndarray")
+    pairs = _grid_pairs(lo, hi)
     out = []
     for s in range(0, len(pairs), chunk):
         pr = pairs[s : s + chunk]
@@ -165,8 +200,7 @@ def intersecting_face_pairs(mesh: object, *, chunk: int = 2_000_000) -> np.ndarr
             out.append(pr[triangles_intersect(tri[pr[:, 0]], tri[pr[:, 1]])])
     if not out:
         return np.zeros((0, 2), dtype=np.int64)
-    res = np.concatenate(out).astype(np.int64)
-    return np.sort(res, axis=1)
+    return np.concatenate(out).astype(np.int64)
 
 
 def self_intersections(mesh: object) -> int:
