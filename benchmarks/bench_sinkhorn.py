@@ -181,7 +181,7 @@ def main() -> None:
     p.add_argument("--n-sns", type=int, default=2000)
     p.add_argument("--n-large", type=int, default=50000)
     p.add_argument("--eps-large", type=float, default=0.1**2)
-    p.add_argument("--iters-large", type=int, default=3)
+    p.add_argument("--iters-large", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every library")
     p.add_argument("--json", default=None, help="write the results here ('-' for stdout, last line)")
     args = p.parse_args()
