@@ -15,7 +15,8 @@ Pipeline:
    ``(descriptor residual) x (orientation ratio)``, where the orientation ratio
    ``sum_d ||C O^1_d - O^2_d C||^2 / sum_d ||C O^1_d + O^2_d C||^2`` (orientation operators of Ren et al. 2018)
    is below 1 for orientation-preserving maps and above 1 for the mirror images that descriptors cannot tell
-   apart; this is what keeps left and right apart on humans and animals, and it is invariant to rigid motions;
+   apart; this is what keeps left and right apart on humans and animals, and it is invariant to rigid motions.
+   The ``n_finalists`` best are refined further (to ``2 k_select``) and scored again, on cleaner maps;
 4. refinement to ``k`` eigenfunctions by ZoomOut (Melzi et al. 2019) or by ZoomOut with Sinkhorn filtering
    (Pai et al. 2021), ending in a hard map.
 """
@@ -124,6 +125,7 @@ def match(
     k_init: int = 8,
     k_select: int | None = None,
     n_candidates: int = 16,
+    n_finalists: int = 3,
     n_samples: int = 500,
     n_descriptors: int = 100,
     refine: str = "zoomout",
@@ -143,7 +145,8 @@ def match(
         k: final number of eigenfunctions (ZoomOut's last size).
         k_init: size of the sign search (``2^(k_init - 1)`` patterns).
         k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
-        n_candidates: number of sign patterns refined and compared.
+        n_candidates: number of sign patterns refined to ``k_select`` and compared.
+        n_finalists: number of best candidates refined further (to ``min(k, 2 k_select)``) and compared again.
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
@@ -163,7 +166,8 @@ def match(
     if refine not in _REFINERS:
         raise ValidationError(f"refine: expected one of {_REFINERS}, got {refine!r}")
     for name, value, lo in (("k", k, 2), ("k_init", k_init, 2), ("k_select", k_select, 2),
-                            ("n_candidates", n_candidates, 1), ("n_samples", n_samples, 10),
+                            ("n_candidates", n_candidates, 1), ("n_finalists", n_finalists, 1),
+                            ("n_samples", n_samples, 10),
                             ("n_descriptors", n_descriptors, 5), ("step", step, 1)):
         _check_int(value, name, lo)
     if not k_init <= k_select <= k:
@@ -178,7 +182,8 @@ def match(
     b1 = spectral_basis(vt, ft, k=k, cache_dir=cache_dir)
     t1 = time.perf_counter()
     C, ratio = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select, n_candidates=n_candidates,
-                            n_samples=n_samples, n_descriptors=n_descriptors, step=step)
+                            n_finalists=n_finalists, n_samples=n_samples, n_descriptors=n_descriptors, step=step,
+                            k_final=k)
     t2 = time.perf_counter()
     samples2 = farthest_point_sampling(vs, min(n_samples * 2, vs.shape[0]), start=0)
     if refine == "zoomout":
@@ -200,10 +205,11 @@ def match(
 
 def _initial_map(
     b1: SpectralBasis, b2: SpectralBasis, v1: torch.Tensor, f1: torch.Tensor | None, v2: torch.Tensor,
-    f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_samples: int, n_descriptors: int,
-    step: int,
+    f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
+    n_descriptors: int, step: int, k_final: int,
 ) -> tuple[torch.Tensor, float]:
-    """Sign search + short ZoomOut + orientation-aware selection; returns ``(fmap_12 (k_select, k_select), ratio)``."""
+    """Sign search + short ZoomOut + orientation-aware selection among refined finalists; returns
+    ``(fmap_12 (k', k'), ratio)`` with ``k' = min(k_final, 2 k_select)``."""
     m = k_init
     d1 = wks(b1.evals, b1.evecs, n_scales=n_descriptors)[:, ::5]
     d2 = wks(b2.evals, b2.evecs, n_scales=n_descriptors)[:, ::5]
@@ -223,20 +229,30 @@ def _initial_map(
     else:
         logger.warning("match: point clouds have no orientation term; mirror-symmetric shapes may come out flipped")
     samples2 = farthest_point_sampling(v2, min(n_samples, v2.shape[0]), start=0)
-    idx = order.tolist()
-    best: tuple[float, torch.Tensor, float] = (math.inf, torch.diag(signs[idx[0]]), math.nan)
-    for i in idx:
+    def score(C: torch.Tensor) -> tuple[float, float]:
+        Cs = C[:k_select, :k_select]
+        resid = float(((Cs @ Ak - Bk) ** 2).sum())
+        if not oriented:
+            return resid, math.nan
+        keep = float(((Cs[None] @ O1 - O2 @ Cs[None]) ** 2).sum())
+        flip = float(((Cs[None] @ O1 + O2 @ Cs[None]) ** 2).sum())
+        ratio = keep / max(flip, 1e-30)
+        return resid * ratio, ratio
+
+    scored = []
+    for i in order.tolist():
         C = zoomout(torch.diag(signs[i]), b1.evecs, b2.evecs, k_final=k_select, step=step, samples2=samples2,
                     final_map=False).fmap_12
-        resid = float(((C @ Ak - Bk) ** 2).sum())
-        ratio = math.nan
-        score = resid
-        if oriented:
-            keep = float(((C[None] @ O1 - O2 @ C[None]) ** 2).sum())
-            flip = float(((C[None] @ O1 + O2 @ C[None]) ** 2).sum())
-            ratio = keep / max(flip, 1e-30)
-            score = resid * ratio
-        logger.debug("candidate %s: residual %.4g, orientation ratio %.3g", signs[i].tolist(), resid, ratio)
-        if score < best[0] or best[1].shape[0] != C.shape[0]:
-            best = (score, C, ratio)
+        sc, ratio = score(C)
+        logger.debug("candidate %s: score %.4g, orientation ratio %.3g", signs[i].tolist(), sc, ratio)
+        scored.append((sc, len(scored), C))
+    scored.sort(key=lambda t: t[0])
+    # the finalists are refined further before the final comparison: cleaner maps, more reliable scores
+    k_more = min(k_final, 2 * k_select)
+    best: tuple[float, torch.Tensor, float] = (math.inf, scored[0][2], math.nan)
+    for _, _, C in scored[:n_finalists]:
+        C2 = zoomout(C, b1.evecs, b2.evecs, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12
+        sc, ratio = score(C2)
+        if sc < best[0]:
+            best = (sc, C2, ratio)
     return best[1], best[2]
