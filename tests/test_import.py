@@ -36,7 +36,7 @@ def test_unknown_attribute_raises():
     import geomot
 
     try:
-        geomot.not_a_name  # noqa: B018
+        geomot.not_a_name
     except AttributeError as e:
         assert "not_a_name" in str(e)
     else:  # pragma: no cover

@@ -1,22 +1,5 @@
 """L4: losses between shapes/measures: pure functions plus thin ``nn.Module`` shells."""
 
-# Each block below belongs to one module; add names only inside your module's block.
-# -- sliced ----------------------------------------------------------------------------------------------
-from geomot.losses.sliced import CONTROL_VARIATES, SlicedWasserstein, sliced_wasserstein
-from geomot.losses.sliced_variants import (
-    ENERGIES,
-    DistributionalSlicedWasserstein,
-    EnergyBasedSlicedWasserstein,
-    MaxSlicedWasserstein,
-    VmfSlicedWasserstein,
-    distributional_sliced_wasserstein,
-    energy_based_sliced_wasserstein,
-    max_sliced_wasserstein,
-    vmf_sliced_wasserstein,
-)
-# -- sinkhorn --------------------------------------------------------------------------------------------
-from geomot.losses.sinkhorn import SinkhornDivergence, sinkhorn_divergence
-# -- varifold / chamfer / regularisers -------------------------------------------------------------------
 from geomot.losses.chamfer import (
     ChamferLoss,
     ChamferTerms,
@@ -33,19 +16,51 @@ from geomot.losses.regularizers import (
     laplacian_smoothing_loss,
     normal_consistency_loss,
 )
+from geomot.losses.sinkhorn import SinkhornDivergence, sinkhorn_divergence
+from geomot.losses.sliced import CONTROL_VARIATES, SlicedWasserstein, sliced_wasserstein
+from geomot.losses.sliced_variants import (
+    ENERGIES,
+    DistributionalSlicedWasserstein,
+    EnergyBasedSlicedWasserstein,
+    MaxSlicedWasserstein,
+    VmfSlicedWasserstein,
+    distributional_sliced_wasserstein,
+    energy_based_sliced_wasserstein,
+    max_sliced_wasserstein,
+    vmf_sliced_wasserstein,
+)
 from geomot.losses.varifold import VARIFOLD_KERNELS, NormalKernel, VarifoldLoss, varifold_distance, varifold_inner
-# -- end -------------------------------------------------------------------------------------------------
 
 __all__: list[str] = [
-    # -- sliced --
-    "CONTROL_VARIATES", "ENERGIES", "DistributionalSlicedWasserstein", "EnergyBasedSlicedWasserstein",
-    "MaxSlicedWasserstein", "SlicedWasserstein", "VmfSlicedWasserstein", "distributional_sliced_wasserstein",
-    "energy_based_sliced_wasserstein", "max_sliced_wasserstein", "sliced_wasserstein", "vmf_sliced_wasserstein",
-    # -- sinkhorn --
-    "SinkhornDivergence", "sinkhorn_divergence",
-    # -- varifold / chamfer / regularisers --
-    "ChamferLoss", "ChamferTerms", "HausdorffDistance", "LAPLACIAN_WEIGHTS", "MeshRegularizer", "NormalKernel",
-    "VARIFOLD_KERNELS", "VarifoldLoss", "chamfer_distance", "chamfer_terms", "edge_length_loss",
-    "hausdorff_distance", "laplacian_residual", "laplacian_smoothing_loss", "normal_consistency_loss",
-    "varifold_distance", "varifold_inner",
+    "CONTROL_VARIATES",
+    "ENERGIES",
+    "LAPLACIAN_WEIGHTS",
+    "VARIFOLD_KERNELS",
+    "ChamferLoss",
+    "ChamferTerms",
+    "DistributionalSlicedWasserstein",
+    "EnergyBasedSlicedWasserstein",
+    "HausdorffDistance",
+    "MaxSlicedWasserstein",
+    "MeshRegularizer",
+    "NormalKernel",
+    "SinkhornDivergence",
+    "SlicedWasserstein",
+    "VarifoldLoss",
+    "VmfSlicedWasserstein",
+    "chamfer_distance",
+    "chamfer_terms",
+    "distributional_sliced_wasserstein",
+    "edge_length_loss",
+    "energy_based_sliced_wasserstein",
+    "hausdorff_distance",
+    "laplacian_residual",
+    "laplacian_smoothing_loss",
+    "max_sliced_wasserstein",
+    "normal_consistency_loss",
+    "sinkhorn_divergence",
+    "sliced_wasserstein",
+    "varifold_distance",
+    "varifold_inner",
+    "vmf_sliced_wasserstein",
 ]
