@@ -8,9 +8,10 @@ Part 1 (``--part cortex``), fsaverage5 left hemisphere (10,242 vertices, 20,480 
   seconds, ``fit(max_time=...)``); reported: ASSD, HD90 (mm), self-intersecting faces (max over the trajectory),
   flipped faces, steps done and time.
 
-Part 2 (``--part dataset``), ``deform_sph`` (64 deformed spheres, 1,922 vertices): one shape-conditioned flow
-  (PointNet code + conditioned MLP velocity) deforms a sphere into the 48 training shapes and is evaluated on the
-  16 it never saw, against fitting each unseen shape on its own.
+Part 2 (``--part dataset``), ``deform_sph`` (64 deformed spheres, 1,922 vertices; ``deform_sph_1``, a sphere,
+  projected onto its mean radius is the template): one shape-conditioned flow (PointNet code + conditioned MLP
+  velocity) deforms the template into 47 training shapes and is evaluated on the 16 it never saw, against fitting
+  unseen shapes one by one.
 
 Results go to ``docs/deformation_cortex.json`` and ``docs/deformation_cortex.png``. Data are read in place from
 ``../shared/data`` (fsaverage5 also ships inside nilearn); nothing is copied.
