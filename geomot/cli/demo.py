@@ -148,13 +148,13 @@ def step_deform(ctx: dict[str, Any]) -> dict[str, Any]:
     """Neural-ODE deformation of the sphere into the blob (SW on varifolds), with a GIF and an HTML viewer."""
     import numpy as np
 
-    from geomot.deformation import fit
+    from geomot.deformation import quick_fit
     from geomot.metrics import surface_metrics
     from geomot.viz import save_deformation_gif, save_deformation_html
 
     src, tgt = ctx["shapes"]["icosphere"], ctx["shapes"]["blob"]
     before = surface_metrics(src, tgt)
-    res = fit(src, tgt, loss="sw-varifold", steps=300, max_time=ctx["deform_seconds"], progress=False)
+    res = quick_fit(src, tgt, steps=ctx["deform_steps"], progress=False)
     traj = res.trajectory.detach().to(torch.float32).numpy()
     npz = ctx["out"] / "deform.npz"
     np.savez(npz, verts=traj, faces=src.faces.numpy().astype(np.int64), times=res.times.numpy())
@@ -182,11 +182,11 @@ def run_demo(
     *,
     data: str | Path | None = None,
     steps: list[str] | None = None,
-    deform_seconds: float = 60.0,
+    deform_steps: int = 100,
 ) -> dict:
     """Run the demo steps, print their tables and write ``summary.json`` under ``out``; return the summary.
 
-    ``deform_seconds`` caps the optimisation time of the deformation step (at most 300 steps either way).
+    ``deform_steps``: optimisation steps of the deformation (:func:`geomot.deformation.quick_fit`).
     """
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     out = Path(out)
@@ -196,7 +196,7 @@ def run_demo(
         if s not in STEPS:
             raise ValidationError(f"--steps: unknown step {s!r}; valid: {', '.join(STEPS)}")
     data_dir = Path(data) if data is not None else (_REPO_DATA if _REPO_DATA.exists() else None)
-    ctx: dict[str, Any] = {"out": out, "shapes": _shapes(data_dir), "deform_seconds": deform_seconds}
+    ctx: dict[str, Any] = {"out": out, "shapes": _shapes(data_dir), "deform_steps": deform_steps}
     print(f"geomot demo: shapes from {ctx['shapes']['source']}; outputs in {out}/")
     summary: dict[str, Any] = {"steps": {}}
     for s in chosen:
@@ -211,7 +211,7 @@ def run_demo(
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_demo(args.out, data=args.data, steps=args.steps, deform_seconds=args.deform_seconds)
+    run_demo(args.out, data=args.data, steps=args.steps, deform_steps=args.deform_steps)
     return 0
 
 
@@ -221,5 +221,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out/demo", help="output folder (created; default out/demo)")
     p.add_argument("--data", default=None, help="folder with the shipped shapes (default: the checkout's data/)")
     p.add_argument("--steps", nargs="+", default=None, help=f"subset of steps to run: {', '.join(STEPS)}")
-    p.add_argument("--deform-seconds", type=float, default=60.0, help="time cap of the deformation fit (default 60)")
+    p.add_argument("--deform-steps", type=int, default=100, help="optimisation steps of the deformation (default 100)")
     p.set_defaults(func=_run)
