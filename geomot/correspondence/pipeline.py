@@ -35,7 +35,7 @@ import torch
 from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.descriptors import wks
-from geomot.correspondence.fmaps import orientation_operators, project
+from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import zoomout
@@ -125,7 +125,7 @@ def match(
     k_init: int = 8,
     k_select: int | None = None,
     n_candidates: int = 16,
-    n_finalists: int = 3,
+    n_finalists: int = 16,
     n_samples: int = 500,
     n_descriptors: int = 100,
     refine: str = "zoomout",
@@ -221,38 +221,50 @@ def _initial_map(
     order = e_desc.argsort()[: min(n_candidates, signs.shape[0])]
     Ak, Bk = project(d1, b1.evecs[:, :k_select], b1.mass), project(d2, b2.evecs[:, :k_select], b2.mass)
     oriented = f1 is not None and f2 is not None
+    ops1: list[torch.Tensor] = []
+    ops2: list[torch.Tensor] = []
     if oriented:
         O1 = orientation_operators(v1, f1, b1.evecs[:, :k_select], d1)
         O2 = orientation_operators(v2, f2, b2.evecs[:, :k_select], d2)
         n1 = O1.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None]
-        O1, O2 = O1 / n1, O2 / n1
+        ops1, ops2 = [O1 / n1], [O2 / n1]
     else:
         logger.warning("match: point clouds have no orientation term; mirror-symmetric shapes may come out flipped")
+    # one quadratic problem per sign pattern, sharing its Hessian: descriptors + Laplacian commutativity +
+    # orientation commutativity + a pull of the low-frequency block towards diag(signs)
+    n_a = float((Ak * Ak).sum()) + 1e-30
+    mask = laplacian_mask(b1.evals[:k_select], b2.evals[:k_select])
+    w_orient = [n_a / ops1[0].shape[0]] if oriented else []
+    H, r, _ = _normal_equations(Ak, Bk, mask, ops1, ops2, w_orient, 1.0, 1e-2 * n_a)
+    prior_w = torch.zeros(k_select, k_select, dtype=H.dtype, device=H.device)
+    prior_w[:m, :m] = n_a
+    chol = torch.linalg.cholesky(H + torch.diag(prior_w.reshape(-1)))
     samples2 = farthest_point_sampling(v2, min(n_samples, v2.shape[0]), start=0)
-    def score(C: torch.Tensor) -> tuple[float, float]:
-        Cs = C[:k_select, :k_select]
-        resid = float(((Cs @ Ak - Bk) ** 2).sum())
-        if not oriented:
-            return resid, math.nan
-        keep = float(((Cs[None] @ O1 - O2 @ Cs[None]) ** 2).sum())
-        flip = float(((Cs[None] @ O1 + O2 @ Cs[None]) ** 2).sum())
-        ratio = keep / max(flip, 1e-30)
-        return resid * ratio, ratio
-
-    scored = []
-    for i in order.tolist():
-        C = zoomout(torch.diag(signs[i]), b1.evecs, b2.evecs, k_final=k_select, step=step, samples2=samples2,
-                    final_map=False).fmap_12
-        sc, ratio = score(C)
-        logger.debug("candidate %s: score %.4g, orientation ratio %.3g", signs[i].tolist(), sc, ratio)
-        scored.append((sc, len(scored), C))
-    scored.sort(key=lambda t: t[0])
-    # the finalists are refined further before the final comparison: cleaner maps, more reliable scores
     k_more = min(k_final, 2 * k_select)
-    best: tuple[float, torch.Tensor, float] = (math.inf, scored[0][2], math.nan)
-    for _, _, C in scored[:n_finalists]:
+    mask_more = laplacian_mask(b1.evals[:k_more], b2.evals[:k_more])
+
+    def ratio_of(C: torch.Tensor) -> float:
+        if not oriented:
+            return math.nan
+        Cs = C[None, :k_select, :k_select]
+        keep = float(((Cs @ ops1[0] - ops2[0] @ Cs) ** 2).sum())
+        flip = float(((Cs @ ops1[0] + ops2[0] @ Cs) ** 2).sum())
+        return keep / max(flip, 1e-30)
+
+    solved = []
+    for i in order.tolist():
+        prior = torch.zeros_like(prior_w)
+        prior[:m, :m] = torch.diag(signs[i])
+        C = torch.cholesky_solve((r + (prior_w * prior).reshape(-1))[:, None], chol).view(k_select, k_select)
+        solved.append((float(((C @ Ak - Bk) ** 2).sum()), len(solved), C))
+    solved.sort(key=lambda t: t[0])
+    # the finalists are upsampled by ZoomOut and compared by Laplacian commutativity (isometry) at k_more
+    best: tuple[float, torch.Tensor, float] = (math.inf, solved[0][2], math.nan)
+    for _, _, C in solved[:n_finalists]:
         C2 = zoomout(C, b1.evecs, b2.evecs, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12
-        sc, ratio = score(C2)
+        sc = float((mask_more * C2 * C2).sum() / (C2 * C2).sum().clamp_min(1e-30))
+        ratio = ratio_of(C2)
+        logger.debug("finalist: Laplacian commutativity %.4g, orientation ratio %.3g", sc, ratio)
         if sc < best[0]:
             best = (sc, C2, ratio)
     return best[1], best[2]
