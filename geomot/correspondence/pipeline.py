@@ -10,13 +10,16 @@ Pipeline:
    (:func:`geomot.ops.spectral.spectral_basis`, cached on disk when ``cache_dir`` is given);
 2. wave kernel signatures (Aubry et al. 2011);
 3. initialisation by a search over the signs of the first ``k_init`` eigenfunctions: for isometries the
-   functional map is close to ``diag(+-1)`` at low frequencies. The ``n_candidates`` sign patterns that best
-   preserve the descriptors are each refined by a short ZoomOut to ``k_select`` eigenfunctions and scored by
-   ``(descriptor residual) x (orientation ratio)``, where the orientation ratio
-   ``sum_d ||C O^1_d - O^2_d C||^2 / sum_d ||C O^1_d + O^2_d C||^2`` (orientation operators of Ren et al. 2018)
-   is below 1 for orientation-preserving maps and above 1 for the mirror images that descriptors cannot tell
-   apart; this is what keeps left and right apart on humans and animals, and it is invariant to rigid motions.
-   The ``n_finalists`` best are refined further (to ``2 k_select``) and scored again, on cleaner maps;
+   functional map is close to ``diag(+-1)`` at low frequencies. For each of the ``n_candidates`` sign patterns that
+   best preserve the descriptors, a ``k_select`` map is solved exactly (one shared Cholesky factor) from
+   ``||C A - B||^2 + w_lap ||C Lambda_1 - Lambda_2 C||^2 + w_orient sum_d ||C O^1_d - O^2_d C||^2
+   + w_prior ||C_[:k_init, :k_init] - diag(signs)||^2`` with the orientation operators of Ren et al. 2018 (the
+   orientation term keeps left and right apart: a reflection reverses the sign of the operators). The
+   ``n_finalists`` best by descriptor residual are upsampled by ZoomOut to ``min(k, 2 k_select)``, ranked by
+   Laplacian-commutativity energy ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2`` (small: isometric), and the
+   three best are compared again after ZoomOut to ``k``. Scoring ZoomOut maps of bare sign patterns by an
+   orientation ratio, as before, failed: ZoomOut from ``diag(signs)`` often turns the correct pattern into a partly
+   mirrored map. Invariant to rigid motions;
 4. refinement to ``k`` eigenfunctions by ZoomOut (Melzi et al. 2019) or by ZoomOut with Sinkhorn filtering
    (Pai et al. 2021), ending in a hard map.
 """
@@ -146,7 +149,8 @@ def match(
         k_init: size of the sign search (``2^(k_init - 1)`` patterns).
         k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
         n_candidates: number of sign patterns refined to ``k_select`` and compared.
-        n_finalists: number of best candidates refined further (to ``min(k, 2 k_select)``) and compared again.
+        n_finalists: number of candidates (best descriptor residual first) upsampled by ZoomOut to
+            ``min(k, 2 k_select)`` and compared by Laplacian commutativity.
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
@@ -208,7 +212,7 @@ def _initial_map(
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
     n_descriptors: int, step: int, k_final: int,
 ) -> tuple[torch.Tensor, float]:
-    """Sign search + short ZoomOut + orientation-aware selection among refined finalists; returns
+    """Sign search + orientation-regularised map per pattern + ZoomOut + selection by Laplacian commutativity; returns
     ``(fmap_12 (k', k'), ratio)`` with ``k' = min(k_final, 2 k_select)``."""
     m = k_init
     d1 = wks(b1.evals, b1.evecs, n_scales=n_descriptors)[:, ::5]
@@ -259,12 +263,20 @@ def _initial_map(
         solved.append((float(((C @ Ak - Bk) ** 2).sum()), len(solved), C))
     solved.sort(key=lambda t: t[0])
     # the finalists are upsampled by ZoomOut and compared by Laplacian commutativity (isometry) at k_more
-    best: tuple[float, torch.Tensor, float] = (math.inf, solved[0][2], math.nan)
+    scored: list[tuple[float, int, torch.Tensor, float]] = []
     for _, _, C in solved[:n_finalists]:
         C2 = zoomout(C, b1.evecs, b2.evecs, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12
         sc = float((mask_more * C2 * C2).sum() / (C2 * C2).sum().clamp_min(1e-30))
         ratio = ratio_of(C2)
         logger.debug("finalist: Laplacian commutativity %.4g, orientation ratio %.3g", sc, ratio)
+        scored.append((sc, len(scored), C2, ratio))
+    scored.sort(key=lambda t: t[0])
+    # the three most isometric are compared once more after ZoomOut to the final size, where they differ more
+    best: tuple[float, torch.Tensor, float] = (math.inf, scored[0][2], scored[0][3])
+    mask_final = laplacian_mask(b1.evals[:k_final], b2.evals[:k_final])
+    for _, _, C2, ratio in scored[:3]:
+        C3 = zoomout(C2, b1.evecs, b2.evecs, k_final=k_final, step=step, samples2=samples2, final_map=False).fmap_12
+        sc = float((mask_final * C3 * C3).sum() / (C3 * C3).sum().clamp_min(1e-30))
         if sc < best[0]:
             best = (sc, C2, ratio)
     return best[1], best[2]
