@@ -30,13 +30,13 @@ import torch
 from geomot._core.batch import list_to_padded, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor, check_positive, describe
 from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.reduction import check_reduction, reduce
 from geomot.ops.knn import knn_gather, knn_points
 from geomot.structures import Measure, Mesh, PointCloud
 
 __all__ = ["ChamferLoss", "ChamferTerms", "HausdorffDistance", "chamfer_distance", "chamfer_terms",
            "hausdorff_distance"]
 
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 class ChamferTerms(NamedTuple):
@@ -94,14 +94,6 @@ def _reduce_points(v: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
     return s / lengths.to(v.dtype) if how == "mean" else s
 
 
-def _reduce_batch(v: torch.Tensor, how: str, batched: bool) -> torch.Tensor:
-    if how == "mean":
-        return v.mean()
-    if how == "sum":
-        return v.sum()
-    return v if batched else v[0]
-
-
 def _pair(x: object, y: object, x_lengths, y_lengths, x_normals, y_normals):
     px, nx, lx, bx = _as_points(x, "x", x_normals, x_lengths)
     py, ny, ly, by = _as_points(y, "y", y_normals, y_lengths)
@@ -146,8 +138,7 @@ def chamfer_terms(
     """
     if point_reduction not in ("mean", "sum"):
         raise ValidationError(f"point_reduction: expected 'mean' or 'sum', got {point_reduction!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(reduction)
     px, nx, lx, py, ny, ly, batched = _pair(x, y, x_lengths, y_lengths, x_normals, y_normals)
     kx = knn_points(px, py, x_lengths=lx, y_lengths=ly, backend=backend)
     ky = knn_points(py, px, x_lengths=ly, y_lengths=lx, backend=backend)
@@ -161,10 +152,9 @@ def chamfer_terms(
         uy = torch.nn.functional.normalize(ny, dim=-1)
         cx = 1.0 - (ux * knn_gather(uy, kx.idx)[..., 0, :]).sum(-1).abs()
         cy = 1.0 - (uy * knn_gather(ux, ky.idx)[..., 0, :]).sum(-1).abs()
-        normal_term = _reduce_batch(
-            _reduce_points(cx, lx, point_reduction) + _reduce_points(cy, ly, point_reduction), reduction, batched
-        )
-    return ChamferTerms(_reduce_batch(dist, reduction, batched), normal_term)
+        per_item = _reduce_points(cx, lx, point_reduction) + _reduce_points(cy, ly, point_reduction)
+        normal_term = reduce(per_item, reduction, batched=batched)
+    return ChamferTerms(reduce(dist, reduction, batched=batched), normal_term)
 
 
 def chamfer_distance(
@@ -234,8 +224,7 @@ def hausdorff_distance(
     Returns:
         ``()``, or ``(B,)`` with ``reduction="none"``.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(reduction)
     px, _, lx, py, _, ly, batched = _pair(x, y, x_lengths, y_lengths, None, None)
 
     def directed_sq(a, la, b, lb):
@@ -245,7 +234,7 @@ def hausdorff_distance(
     h = directed_sq(px, lx, py, ly)
     if not directed:
         h = torch.maximum(h, directed_sq(py, ly, px, lx))
-    return _reduce_batch(_safe_sqrt(h), reduction, batched)
+    return reduce(_safe_sqrt(h), reduction, batched=batched)
 
 
 class ChamferLoss(torch.nn.Module):

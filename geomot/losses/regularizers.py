@@ -22,6 +22,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive, describe
 from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.reduction import check_reduction, reduce
 from geomot._core.registry import Registry
 from geomot.ops.geometry import boundary_loops, edges, face_normals
 from geomot.ops.laplacian import cotangent_weights
@@ -63,22 +64,6 @@ def _items(
     return [(vb, f) for vb in v.unbind(0)], True
 
 
-def _reduce(values: list[torch.Tensor], reduction: str, batched: bool) -> torch.Tensor:
-    v = torch.stack(values)
-    if reduction == "mean":
-        return v.mean()
-    if reduction == "sum":
-        return v.sum()
-    if reduction == "none":
-        return v if batched else v[0]
-    raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-
-
 def edge_length_loss(
     mesh_or_verts: object,
     faces: torch.Tensor | None = None,
@@ -98,7 +83,7 @@ def edge_length_loss(
         ``()``, or ``(B,)`` with ``reduction="none"`` (``()`` for ``(V, 3)`` verts).
     """
     target = check_positive(target_length, "target_length", strict=False)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     items, batched = _items(mesh_or_verts, faces)
     out = []
     for v, f in items:
@@ -108,7 +93,7 @@ def edge_length_loss(
             out.append((d * d).sum(-1).mean())
         else:
             out.append(((d * d).sum(-1).clamp_min(1e-30).sqrt() - target).square().mean())
-    return _reduce(out, reduction, batched)
+    return reduce(torch.stack(out), reduction, batched=batched)
 
 
 def _uniform_weights(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +151,7 @@ def laplacian_smoothing_loss(
         ``()``, or ``(B,)`` with ``reduction="none"`` (``()`` for ``(V, 3)`` verts).
     """
     LAPLACIAN_WEIGHTS.get(method, arg="method")
-    _check_reduction(reduction)
+    check_reduction(reduction)
     items, batched = _items(mesh_or_verts, faces)
     out = []
     for v, f in items:
@@ -177,7 +162,7 @@ def laplacian_smoothing_loss(
                 keep[loop.to(v.device)] = False
             r2 = r2[keep] if bool(keep.any()) else r2.new_zeros(1)
         out.append(r2.mean())
-    return _reduce(out, reduction, batched)
+    return reduce(torch.stack(out), reduction, batched=batched)
 
 
 def _adjacent_face_pairs(faces: torch.Tensor) -> torch.Tensor:
@@ -212,7 +197,7 @@ def normal_consistency_loss(
     Returns:
         ``()``, or ``(B,)`` with ``reduction="none"`` (``()`` for ``(V, 3)`` verts).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     items, batched = _items(mesh_or_verts, faces)
     out = []
     pairs_cache: dict[int, torch.Tensor] = {}
@@ -226,7 +211,7 @@ def normal_consistency_loss(
             out.append(v.new_zeros(()) + 0.0 * v.sum())
         else:
             out.append((1.0 - (n[p[:, 0]] * n[p[:, 1]]).sum(-1)).mean())
-    return _reduce(out, reduction, batched)
+    return reduce(torch.stack(out), reduction, batched=batched)
 
 
 class MeshRegularizer(torch.nn.Module):
@@ -262,7 +247,7 @@ class MeshRegularizer(torch.nn.Module):
             raise ValidationError("MeshRegularizer: edge, laplacian and normal are all 0; nothing to compute")
         check_positive(target_length, "target_length", strict=False)
         LAPLACIAN_WEIGHTS.get(method, arg="method")
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.target_length, self.method, self.reduction = target_length, method, reduction
 
     def forward(self, mesh_or_verts: object, faces: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,21 +18,11 @@ import torch
 from torch import nn
 
 from geomot._core.errors import ValidationError
+from geomot._core.reduction import check_reduction, reduce
 from geomot.structures.convert import as_measure
 from geomot.transport.sinkhorn import sinkhorn
 
 __all__ = ["SinkhornDivergence", "sinkhorn_divergence"]
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return v.mean()
-    if reduction == "sum":
-        return v.sum()
-    return v
-
 
 def sinkhorn_divergence(
     x: object,
@@ -69,8 +59,7 @@ def sinkhorn_divergence(
     Returns:
         the divergence, reduced as asked.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValidationError(f"reduction: expected one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    check_reduction(reduction)
     for k in ("x_weights", "y_weights", "x_lengths", "y_lengths"):
         if k in solver_options:
             raise ValidationError(f"{k}: pass it as a keyword of sinkhorn_divergence itself")
@@ -84,7 +73,7 @@ def sinkhorn_divergence(
     div = xy - 0.5 * (xx + yy)
     if not (bx or by):
         return div[0]
-    return _reduce(div, reduction)
+    return reduce(div, reduction)
 
 
 class SinkhornDivergence(nn.Module):
@@ -100,8 +89,7 @@ class SinkhornDivergence(nn.Module):
         **solver_options: Any,
     ) -> None:
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValidationError(f"reduction: expected one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+        check_reduction(reduction)
         self.eps, self.cost, self.tau, self.reduction = eps, cost, tau, reduction
         self.solver_options = dict(solver_options)
 

@@ -41,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from geomot._core.batch import list_to_padded, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor, check_positive, describe
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
+from geomot._core.reduction import check_reduction, reduce
 from geomot._core.registry import Registry
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud
@@ -268,16 +269,6 @@ def _prepare(
     return vx, vy, k_n, sigma, chunk_size
 
 
-def _reduce(values: torch.Tensor, reduction: str, batched: bool) -> torch.Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    if reduction == "none":
-        return values if batched else values[0]
-    raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-
-
 def varifold_inner(
     x: object,
     y: object,
@@ -368,8 +359,7 @@ def varifold_distance(
         x, y, kernel, sigma, sigma_normal, chunk_size,
         x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize,
     )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(reduction)
     fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0]))
     centre = vy[0].detach().mean(dim=(0, 1))
     px, py = vx[0] - centre, vy[0] - centre
@@ -377,7 +367,7 @@ def varifold_distance(
     xx = fn(px, vx[1], vx[2], px, vx[1], vx[2], *args, symmetric=True)
     yy = fn(py, vy[1], vy[2], py, vy[1], vy[2], *args, symmetric=True)
     xy = fn(px, vx[1], vx[2], py, vy[1], vy[2], *args)
-    return _reduce(xx + yy - 2.0 * xy, reduction, vx[3] or vy[3])
+    return reduce(xx + yy - 2.0 * xy, reduction, batched=vx[3] or vy[3])
 
 
 class VarifoldLoss(torch.nn.Module):

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from geomot._core.checks import check_positive
-from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
+from geomot._core.errors import ConvergenceWarning, ShapeError
+from geomot._core.reduction import check_reduction
 from geomot.structures import as_measure
 
 __all__ = ["emd"]
@@ -61,8 +62,7 @@ def emd(
     import ot
 
     p = check_positive(p, "p", at_least=1.0)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValidationError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(reduction)
     mx, bx = as_measure(
         x, weights=x_weights, lengths=x_lengths, measure=measure, default_mesh_measure="vertices", name="x"
     )

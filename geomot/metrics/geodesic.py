@@ -24,6 +24,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
+from geomot._core.reduction import reduce
 
 __all__ = [
     "PairEvaluation",
@@ -37,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _pp3d():
@@ -99,12 +99,6 @@ def geodesic_distances(
     return torch.from_numpy(out).to(verts.device)
 
 
-def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction not in _REDUCTIONS:
-        raise ValidationError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-    return x.mean() if reduction == "mean" else x.sum() if reduction == "sum" else x
-
-
 def geodesic_error(
     p2p: torch.Tensor,
     verts2: torch.Tensor,
@@ -142,7 +136,7 @@ def geodesic_error(
         tri = v[f]
         area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
         d = d / math.sqrt(area)
-    return _reduce(d.to(verts2.device), reduction)
+    return reduce(d.to(verts2.device), reduction)
 
 
 def pck_curve(
