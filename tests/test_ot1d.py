@@ -141,3 +141,25 @@ def test_bad_input():
         wasserstein_1d(torch.tensor([0.0, float("nan")]), torch.zeros(2))
     with pytest.raises(ShapeError, match="x: expected a non-empty tensor"):
         wasserstein_1d(torch.zeros(0), torch.zeros(2))
+
+
+@pytest.mark.parametrize("shape", [(3, 17), (700, 2048), (2, 300_000)])
+def test_packed_float32_sort_matches_numpy(shape, monkeypatch):
+    """The one-uint64-sort path (float32 with indices) returns numpy's sorted values and a valid permutation,
+    across signs, signed zeros, infinities, ties and several cache blocks / threads."""
+    from geomot.transport import ot1d
+
+    rng = np.random.default_rng(0)
+    arr = rng.standard_normal(shape).astype(np.float32) * 10
+    arr[:, ::7] = np.round(arr[:, ::7])  # ties
+    arr[:, 1] = -0.0
+    arr[:, 2] = 0.0
+    arr[0, 3] = np.inf
+    arr[-1, 4] = -np.inf
+    arr[:, 5] = np.finfo(np.float32).tiny * np.array(-1.0, dtype=np.float32)  # negative subnormal boundary
+    monkeypatch.setattr(ot1d, "_BLOCK_BYTES", 1 << 16)  # many blocks even for small arrays
+    srt, idx = ot1d._np_sort(arr, with_indices=True)
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(srt, np.sort(arr, axis=-1))
+    np.testing.assert_array_equal(np.take_along_axis(arr, idx, axis=-1), srt)
+    np.testing.assert_array_equal(np.sort(idx, axis=-1), np.broadcast_to(np.arange(shape[1]), shape))

