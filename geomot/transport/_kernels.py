@@ -96,17 +96,43 @@ def _lse(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DenseGeometry:
-    """A stored cost matrix ``C (B, N, M)``.
+    """A stored cost matrix ``C (B, N, M)``, or point sets whose squared Euclidean cost is formed on first use.
+
+    With ``points=(x, y)`` (squared Euclidean cost only) the scaling loop never needs ``C``: its kernels
+    ``exp((f_i + g_j - C_ij) / eps)`` come from one GEMM on augmented coordinates and ``<P, C>`` from the
+    expansion ``sum_i r_i |x_i|^2 + sum_j c_j |y_j|^2 - 2 <x, P y>`` (``r, c``: marginals of ``P``), which saves
+    building, storing and reading an ``N x M`` cost; other paths build ``C`` lazily (``cost`` attribute).
 
     Args:
-        cost: ``(B, N, M)`` cost; padding entries may hold anything finite.
+        cost: ``(B, N, M)`` cost; padding entries may hold anything finite. None with ``points``.
+        points: ``(x (B, N, D), y (B, M, D))`` for the squared Euclidean cost.
+        track: build the lazy cost with autograd enabled (gradients to the points).
     """
 
     online = False
 
-    def __init__(self, cost: torch.Tensor) -> None:
-        self.cost = cost
-        self.shape = tuple(cost.shape)
+    def __init__(self, cost: torch.Tensor | None = None, *, points: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 track: bool = False) -> None:
+        self._cost = cost
+        self._track = track
+        if cost is not None:
+            self.x = self.y = None
+            self.shape = tuple(cost.shape)
+        else:
+            self.x, self.y = points
+            self.shape = (self.x.shape[0], self.x.shape[1], self.y.shape[1])
+
+    @property
+    def cost(self) -> torch.Tensor:
+        """``(B, N, M)`` cost (built on first access for point sets)."""
+        if self._cost is None:
+            with torch.set_grad_enabled(self._track):
+                self._cost = _sqeuclidean(self.x, self.y)
+        return self._cost
+
+    def leaves(self) -> tuple[torch.Tensor, ...]:
+        """The tensors gradients of the value may reach through the cost."""
+        return (self.x, self.y) if self.x is not None else (self._cost,)
 
     def max_cost(self, row_mask: torch.Tensor, col_mask: torch.Tensor) -> float:
         """Largest cost over real (unpadded) pairs, for the eps-scaling start."""
@@ -129,10 +155,41 @@ class DenseGeometry:
         """``(B, N, M)`` log of the plan ``(f_i + g_j - C_ij) / eps + la_i + lb_j``."""
         return (f[:, :, None] + g[:, None, :] - self.cost) / eps + la[:, :, None] + lb[:, None, :]
 
+    def log_kernel_(self, f: torch.Tensor, g: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+        """In place into ``out (B, N, M)``: ``(f_i + g_j - C_ij) / eps`` (no autograd).
+
+        Point sets: one GEMM ``[2 x / eps, (f - |x|^2) / eps, 1] [y, 1, (g - |y|^2) / eps]^T`` (no ``C``)."""
+        if self._cost is None:
+            x, y = self.x.detach(), self.y.detach()
+            ones_x = x.new_ones(*x.shape[:2], 1)
+            ones_y = y.new_ones(*y.shape[:2], 1)
+            xa = torch.cat([x * (2.0 / eps), ((f - (x * x).sum(-1)) / eps)[..., None], ones_x], -1)
+            ya = torch.cat([y, ones_y, ((g - (y * y).sum(-1)) / eps)[..., None]], -1)
+            return torch.bmm(xa, ya.transpose(1, 2), out=out)
+        torch.add(f[:, :, None] / eps, self._cost.detach(), alpha=-1.0 / eps, out=out)
+        return out.add_(g[:, None, :] / eps)
+
     def kernel_(self, f: torch.Tensor, g: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
         """In place into ``out (B, N, M)``: ``exp((f_i + g_j - C_ij) / eps)`` (no autograd)."""
-        torch.add(f[:, :, None] / eps, self.cost, alpha=-1.0 / eps, out=out)
-        return safe_exp(out.add_(g[:, None, :] / eps), inplace=True)
+        return safe_exp(self.log_kernel_(f, g, eps, out), inplace=True)
+
+    def kernel_sums(self, kernel: torch.Tensor, au: torch.Tensor, bv: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_ij P_ij, sum_ij P_ij C_ij)`` for ``P = diag(au) E diag(bv)``, ``E = kernel`` (``(B,)`` each).
+
+        A stored cost is multiplied into the kernel buffer (overwritten); point sets use the expansion of
+        ``C_ij = |x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` and leave the kernel intact."""
+        if self._cost is None:
+            x, y = self.x.detach(), self.y.detach()
+            r = torch.bmm(kernel, torch.cat([bv[..., None] * y, bv[..., None]], -1))  # (B, N, D + 1)
+            rows = au * r[..., -1]
+            cols = bv * torch.bmm(au[:, None, :], kernel).squeeze(1)
+            pc = ((rows * (x * x).sum(-1)).sum(1) + (cols * (y * y).sum(-1)).sum(1)
+                  - 2.0 * (au[..., None] * x * r[..., :-1]).sum((1, 2)))
+            return rows.sum(1), pc
+        mass = torch.bmm(au[:, None, :], torch.bmm(kernel, bv[..., None])).view(-1)
+        ec = kernel.mul_(self._cost.detach())
+        return mass, torch.bmm(torch.bmm(au[:, None, :], ec), bv[..., None]).view(-1)
 
     def plan_matmul(self, f, g, la, lb, eps: float, v: torch.Tensor) -> torch.Tensor:
         """``P V`` for ``v (B, M, K)`` -> ``(B, N, K)``."""

@@ -12,7 +12,7 @@ for unbalanced optimal transport problems", Prop. 2, with ``lambda = tau / (tau 
 
 ``scaling`` runs the same updates in the scaling domain on a stored kernel ``E = exp((f0 + g0 - C) / eps)``
 (two matrix-vector products per iteration instead of two log-sum-exp passes, ~10x cheaper on CPU), absorbing
-the scalings into ``(f0, g0)`` whenever they leave ``[e^-15, e^15]`` ("stabilised" Sinkhorn, Schmitzer 2019,
+the scalings into ``(f0, g0)`` whenever ``u_i v_j`` leaves ``[e^-40, e^40]`` ("stabilised" Sinkhorn, Schmitzer 2019,
 "Stabilized sparse scaling algorithms for entropy regularized transport problems", Alg. 2).
 
 The stopping criterion of both loops is the L1 marginal error after a column update (columns are then exact)
@@ -27,9 +27,13 @@ from typing import NamedTuple
 
 import torch
 
+from geomot.transport._kernels import safe_exp
+
 __all__ = ["LoopState", "log_loop", "scaling_loop", "symmetric_loop"]
 
-_ABSORB = 15.0  # nats: absorb the scalings into the potentials beyond e^(+-15)
+_ABSORB = 20.0  # nats: absorb the scalings into the potentials when u_i v_j leaves e^(+-2 * 20); float32
+# kernels keep entries down to e^-87, so pairs that matter (P_ij > 1e-10 a_i b_j) stay representable
+_ABSORB_ONE = 50.0  # nats: ... or when one scaling leaves e^(+-50)
 
 
 class LoopState(NamedTuple):
@@ -172,15 +176,16 @@ def scaling_loop(
     col_mask: torch.Tensor,
     relax: float | str = 1.0,
 ) -> LoopState:
-    """Stabilised scaling-domain loop on a dense geometry (no autograd; one ``(B, N, M)`` kernel buffer)."""
+    """Stabilised scaling-domain loop on a dense geometry (no autograd; one ``(B, N, M)`` kernel buffer).
+
+    Without ``g`` the first kernel is normalised per column (``g0_j = -eps max_i (f_i - C_ij) / eps``), so that
+    the first column update is the exact soft c-transform of ``f`` without a log-domain pass. One host sync per
+    iteration reads the range of the scalings and the error together.
+    """
     with torch.no_grad():
-        f = f.detach().clone()
-        if g is None and not bool((f != 0).any()):
-            g = torch.zeros_like(b)  # zero start: the first kernel is exp(-C / eps_0), safe when eps_0 ~ max C
-        elif g is None:
-            g = _lam(tau_y, schedule[0]) * geom.softmin_cols(f, la, schedule[0])
-        g = torch.where(col_mask, g.detach(), 0.0)
-        f = torch.where(row_mask, f, 0.0)
+        f = torch.where(row_mask, f.detach(), 0.0)
+        normalize = g is None
+        g = torch.zeros_like(b) if g is None else torch.where(col_mask, g.detach(), 0.0)
         kernel = torch.empty(geom.shape, dtype=f.dtype, device=f.device)
         n_iters = 0
         err = a.new_full((a.shape[0],), float("inf"))
@@ -190,14 +195,16 @@ def scaling_loop(
             budget = max_iter - n_iters if final else stage_iters
             omega = (1.0 if relax == "auto" else relax) if final else 1.0
             history: list[float] = []
-            st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega)
+            st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega, normalize)
+            normalize = False
             it = 0
             while it < budget:
                 u_prev, v_prev = st.u, st.v
                 st.step()
                 it += 1
                 n_iters += 1
-                if not st.finite():
+                stats = st.stats(final)
+                if not stats[0]:
                     # a row or column of the kernel underflowed: fall back to exact log-domain updates
                     st.u, st.v = u_prev, v_prev
                     f, g = st.absorb()
@@ -206,16 +213,16 @@ def scaling_loop(
                     st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega)
                     continue
                 if final:
-                    err = st.error()
-                    if float(err.max()) < tol:
+                    err = st.err
+                    if stats[2] < tol:
                         break
-                    history.append(float(err.max()))
+                    history.append(stats[2])
                     if relax == "auto" and len(history) == _PROBE:
                         omega = st.relax = _auto_omega(history)
                     elif relax == "auto" and omega != 1.0 and len(history) > _PROBE + _PATIENCE:
                         if min(history[-_PATIENCE:]) >= min(history[:-_PATIENCE]):
                             omega = st.relax = 1.0  # no progress while over-relaxed: plain Sinkhorn
-                if st.needs_absorb():
+                if stats[1]:
                     f, g = st.absorb()
                     st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega)
             f, g = st.absorb()
@@ -229,14 +236,25 @@ class _Scaling:
 
     ``relax = omega`` over-relaxes the updates, ``log u <- (1 - omega) log u + omega log u_hat`` (Thibault et al.
     2021, "Overrelaxed Sinkhorn-Knopp algorithm for regularized optimal transport"); ``omega = 1`` is Sinkhorn.
+    ``normalize`` shifts ``g0`` so that every column of ``E`` has maximum 1 (a safe start from ``f`` alone).
     """
 
     def __init__(self, geom, kernel, a, b, f0, g0, eps, lx, ly, tau_x, row_mask, col_mask, tau_y=math.inf,
-                 relax=1.0):
-        self.kernel = geom.kernel_(f0, g0, eps, out=kernel)
-        if not (bool(row_mask.all()) and bool(col_mask.all())):
+                 relax=1.0, normalize=False):
+        padded = not (bool(row_mask.all()) and bool(col_mask.all()))
+        pair = row_mask[:, :, None] & col_mask[:, None, :] if padded else None
+        t = geom.log_kernel_(f0, g0, eps, out=kernel)
+        if normalize:
+            if padded:
+                t.masked_fill_(~pair, float("-inf"))
+            m = t.amax(1)
+            m = torch.where(torch.isfinite(m) & col_mask, m, 0.0)
+            t.sub_(m[:, None, :])
+            g0 = g0 - eps * m
+        self.kernel = safe_exp(t, inplace=True)
+        if padded:
             # padded rows/columns may hold overflowing entries; they are never read with a non-zero weight
-            self.kernel.masked_fill_(~(row_mask[:, :, None] & col_mask[:, None, :]), 0.0)
+            self.kernel.masked_fill_(~pair, 0.0)
         self.a, self.b, self.f0, self.g0, self.eps = a, b, f0, g0, eps
         self.lx, self.ly, self.tau_x, self.tau_y, self.relax = lx, ly, tau_x, tau_y, relax
         self.row_mask, self.col_mask = row_mask, col_mask
@@ -247,6 +265,7 @@ class _Scaling:
         self.v = torch.ones_like(g0)
         self.w = self._rows(self.v)
         self.z = None
+        self.err = None
 
     def _rows(self, v: torch.Tensor) -> torch.Tensor:
         return torch.bmm(self.kernel, (self.b * v).unsqueeze(2)).squeeze(2)
@@ -266,9 +285,27 @@ class _Scaling:
         self.v = self._update(self.v, self.z, self.ly, self.cfac, self.col_mask)
         self.w = self._rows(self.v)
 
-    def finite(self) -> bool:
-        return bool(torch.isfinite(self.u).all() & torch.isfinite(self.v).all() & torch.isfinite(self.w).all()
-                    & (self.u > 0).all() & (self.v > 0).all())
+    def stats(self, with_error: bool) -> tuple[bool, bool, float]:
+        """``(finite, needs_absorb, max error)`` from one host sync: the scalings must be finite and positive
+        (else a kernel row or column underflowed), and are absorbed into the potentials beyond ``e^(+-15)``;
+        the error (``self.err``, ``(B,)``) is computed only when asked (else ``inf``)."""
+        parts = [self.u.amin(), self.u.amax(), self.v.amin(), self.v.amax(), self.w.amax()]
+        if with_error:
+            self.err = self.error()
+            parts.append(self.err.amax())
+        vals = torch.stack(parts).tolist()
+        umin, umax, vmin, vmax, wmax = vals[:5]
+        # NaN fails every comparison below
+        finite = 0.0 < umin and umax < math.inf and 0.0 < vmin and vmax < math.inf and wmax < math.inf
+        if not finite:
+            return False, False, math.inf
+        # what matters is the range of u_i v_j (a gauge shift u c, v / c leaves P unchanged): absorb when it
+        # leaves [e^-2A, e^2A], or when a scaling alone nears the float range
+        lu = (math.log(umin), math.log(umax))
+        lv = (math.log(vmin), math.log(vmax))
+        absorb = (lu[1] + lv[1] > 2 * _ABSORB or lu[0] + lv[0] < -2 * _ABSORB
+                  or max(-lu[0], lu[1], -lv[0], lv[1]) > _ABSORB_ONE)
+        return finite, absorb, (vals[5] if with_error else math.inf)
 
     def error(self) -> torch.Tensor:
         """``sum_i a_i |u_i (E b v)_i - exp(-f_i / tau_x)|`` (the row marginal is ``P 1 = a u (E b v)``), plus the
@@ -285,15 +322,8 @@ class _Scaling:
         return (w * (s * prod - torch.exp(-pot / tau)).abs()).sum(1)
 
     def sums(self, geom) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sum P, sum P C)`` of the current plan ``P = (a u) E (b v)``; overwrites the kernel buffer."""
-        au, bv = (self.a * self.u).unsqueeze(1), (self.b * self.v).unsqueeze(2)
-        mass = torch.bmm(au, self._rows(self.v).unsqueeze(2)).view(-1)
-        ec = self.kernel.mul_(geom.cost)
-        return mass, torch.bmm(torch.bmm(au, ec), bv).view(-1)
-
-    def needs_absorb(self) -> bool:
-        lo, hi = math.exp(-_ABSORB), math.exp(_ABSORB)
-        return bool((self.u.amax() > hi) | (self.u.amin() < lo) | (self.v.amax() > hi) | (self.v.amin() < lo))
+        """``(sum P, sum P C)`` of the current plan ``P = (a u) E (b v)`` (may overwrite the kernel buffer)."""
+        return geom.kernel_sums(self.kernel, self.a * self.u, self.b * self.v)
 
     def absorb(self) -> tuple[torch.Tensor, torch.Tensor]:
         f = torch.where(self.row_mask, self.f0 + self.eps * torch.log(self.u), 0.0)

@@ -188,7 +188,7 @@ def _solve(
         c = 0.5 * ((a.detach() * f).sum(1) - (b.detach() * g).sum(1))
         f = torch.where(row_mask, f - c[:, None], 0.0)
         g = torch.where(col_mask, g + c[:, None], 0.0)
-    tensors = [a, b, *((geom.x, geom.y) if geom.online else (geom.cost,))]
+    tensors = [a, b, *((geom.x, geom.y) if geom.online else geom.leaves())]
     track = grad != "none" and any(t.requires_grad for t in tensors)
     value, tcost = dual_value(geom, f, g, a, b, row_mask, col_mask, eps=eps, tau_x=tau_x, tau_y=tau_y,
                               track=track, unrolled=grad == "unroll", sums=st.sums)
@@ -337,8 +337,11 @@ def sinkhorn(
         backend = "dense" if 2 * batch * n * m * xs.element_size() <= DENSE_BYTES else "online"
     if backend == "dense":
         track = grad != "none" and torch.is_grad_enabled()
-        with torch.set_grad_enabled(track):
-            geom = DenseGeometry(COSTS.get(cost)(xs, ys))
+        if cost == "sqeuclidean":  # the cost is formed only if a path needs it (not the scaling loop)
+            geom = DenseGeometry(points=(xs, ys), track=track)
+        else:
+            with torch.set_grad_enabled(track):
+                geom = DenseGeometry(COSTS.get(cost)(xs, ys))
     else:
         geom = OnlineGeometry(xs, ys, cost, chunk_bytes=chunk_bytes)
     return _solve(geom, a, b, mx.mask, my.mask, x=xs, y=ys, cost_name=cost, eps=eps, tau=tau, tol=tol,
