@@ -185,3 +185,25 @@ def test_grid_candidates_contain_every_overlapping_box_pair():
     cand = set(map(tuple, _grid_pairs(lo, hi).tolist()))
     overlap = {(i, j) for i in range(300) for j in range(i + 1, 300) if (lo[i] <= hi[j]).all() and (lo[j] <= hi[i]).all()}
     assert overlap <= cand
+
+
+def test_point_to_surface_stays_exact_and_small_with_one_huge_face():
+    """A vertex thrown far away stretches a few faces: they are tested against every point instead of inflating the
+    pruning radius of all faces (which used to re-search every point against every face)."""
+    from geomot.metrics.surface import point_to_surface, point_triangle_distance
+
+    rng = np.random.default_rng(0)
+    n = 30
+    u, w = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    verts = np.stack([u.ravel(), w.ravel(), np.zeros(n * n)], 1)
+    faces = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a = i * n + j
+            faces += [[a, a + 1, a + n], [a + 1, a + n + 1, a + n]]
+    faces = np.array(faces)
+    verts[n * n // 2 + n // 2] = [0.5, 0.5, 50.0]
+    pts = rng.uniform(-0.2, 1.2, (400, 3))
+    res = point_to_surface(pts, (verts, faces))
+    brute = np.stack([point_triangle_distance(pts, np.broadcast_to(verts[f], (len(pts), 3, 3)))[0] for f in faces])
+    np.testing.assert_allclose(res.distance, brute.min(0), atol=1e-12)

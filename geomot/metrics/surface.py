@@ -147,27 +147,41 @@ def point_to_surface(points: object, surface: object, *, k: int = 8) -> PointSur
         raise ValidationError(f"points: contain {int((~np.isfinite(p)).sum())} NaN/Inf value(s)")
     tri = v[f]
     cent = tri.mean(1)
-    radius = float(np.linalg.norm(tri - cent[:, None, :], axis=-1).max())
-    tree = cKDTree(cent)
-    k = int(min(max(k, 1), f.shape[0]))
+    rad = np.linalg.norm(tri - cent[:, None, :], axis=-1).max(1)
+    # faces much larger than the typical one (e.g. stretched by a bad deformation) are tested against every point,
+    # so that they do not inflate the pruning bound of all the others
+    big = rad > 4.0 * float(np.median(rad)) + 1e-300
+    if big.sum() > max(64, f.shape[0] // 100):
+        big[:] = False
+    small = np.nonzero(~big)[0]
+    radius = float(rad[small].max()) if small.size else 0.0
+    tree = cKDTree(cent[small])
+    k = int(min(max(k, 1), small.size))
     dc, idx = tree.query(p, k=k)
-    dc, idx = dc.reshape(len(p), k), idx.reshape(len(p), k)
+    dc, idx = dc.reshape(len(p), k), small[idx.reshape(len(p), k)]
     d, cp = point_triangle_distance(np.repeat(p[:, None, :], k, 1), tri[idx])
     j = np.argmin(d, axis=1)
     rows = np.arange(len(p))
     best_d, best_f, best_c = d[rows, j], idx[rows, j], cp[rows, j]
-    redo = np.nonzero((best_d > dc[:, -1] - radius) & (k < f.shape[0]))[0]
-    if redo.size:
-        balls = tree.query_ball_point(p[redo], best_d[redo] + radius + 1e-12)
-        counts = np.array([len(b) for b in balls])
-        owner = np.repeat(np.arange(redo.size), counts)
-        cand = np.concatenate([np.asarray(b, dtype=np.int64) for b in balls])
-        dd, cc = point_triangle_distance(p[redo][owner], tri[cand])
-        order = np.lexsort((dd, owner))
-        first = order[np.r_[0, np.cumsum(counts)[:-1]]]
-        better = dd[first] < best_d[redo]
-        sel = redo[better]
-        best_d[sel], best_f[sel], best_c[sel] = dd[first][better], cand[first][better], cc[first][better]
+    for g in np.nonzero(big)[0]:
+        dg, cg = point_triangle_distance(p, np.broadcast_to(tri[g], (len(p), 3, 3)))
+        sel = dg < best_d
+        best_d[sel], best_f[sel], best_c[sel] = dg[sel], g, cg[sel]
+    redo = np.nonzero((best_d > dc[:, -1] - radius) & (k < small.size))[0]
+    if redo.size:  # exact re-search, in chunks of at most ~1M (point, face) candidates
+        lengths = tree.query_ball_point(p[redo], best_d[redo] + radius + 1e-12, return_length=True)
+        cuts = np.searchsorted(np.cumsum(lengths), np.arange(1, 1 + int(lengths.sum()) // 1_000_000) * 1_000_000)
+        for chunk in np.split(redo, np.unique(cuts[(cuts > 0) & (cuts < redo.size)])):
+            balls = tree.query_ball_point(p[chunk], best_d[chunk] + radius + 1e-12)
+            counts = np.array([len(b) for b in balls])
+            owner = np.repeat(np.arange(chunk.size), counts)
+            cand = small[np.concatenate([np.asarray(b, dtype=np.int64) for b in balls])]
+            dd, cc = point_triangle_distance(p[chunk][owner], tri[cand])
+            order = np.lexsort((dd, owner))
+            first = order[np.r_[0, np.cumsum(counts)[:-1]]]
+            better = dd[first] < best_d[chunk]
+            sel = chunk[better]
+            best_d[sel], best_f[sel], best_c[sel] = dd[first][better], cand[first][better], cc[first][better]
     return PointSurfaceDistance(best_d, best_c, best_f.astype(np.int64))
 
 
