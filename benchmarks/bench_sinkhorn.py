@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -89,32 +90,57 @@ def _fmt(name: str, v: dict) -> str:
     return f"{name} {v['time']:.2f}s (err {v['err']:.1e}{its})"
 
 
-def bench_speed(sizes: list[int], pot_max_n: int) -> list[dict]:
+def _geomloss(x, y, extra: int):
+    """GeomLoss tensorized potentials (ours = 2 x theirs), its own eps-scaling schedule (``scaling=0.5``, from the
+    diameter down to ``blur = 0.05 / sqrt(2)``) followed by ``extra`` more iterations at the final blur: GeomLoss
+    has no stopping rule, so running it longer means extending its own schedule (``epsilon_schedule``)."""
+    from geomloss import SamplesLoss
+    from geomloss._legacy import sinkhorn_divergence as sd
+
+    orig = sd.epsilon_schedule
+    if extra:
+        sd.epsilon_schedule = lambda p, d, blur, s: orig(p, d, blur, s) + [blur**p] * extra
+    try:
+        loss = SamplesLoss("sinkhorn", p=2, blur=0.05 / math.sqrt(2), debias=False, backend="tensorized",
+                           potentials=True)
+        (pf, pg), t = timed(lambda: loss(x, y))
+        n_its = len(sd.epsilon_schedule(2, math.sqrt(3), 0.05 / math.sqrt(2), 0.5))
+    finally:
+        sd.epsilon_schedule = orig
+    return 2 * pf, 2 * pg, t, n_its
+
+
+def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_extra_max_n: int) -> list[dict]:
     import ot
     from geomloss import SamplesLoss
 
     rows = []
     # warm-up of every library (lazy imports, first-call kernel selection) on a small problem, not timed
     xw, yw = inputs(200, torch.float32)
-    geomot.sinkhorn(xw, yw, eps=EPS, tol=1e-5, init="gaussian", relaxation=1.7, eps_scaling=None, grad="none")
-    geomot.sinkhorn(xw, yw, eps=EPS, tol=1e-5, grad="none")
+    geomot.sinkhorn(xw, yw, eps=EPS, tol=tol, init="gaussian", relaxation=1.7, eps_scaling=None, grad="none")
+    geomot.sinkhorn(xw, yw, eps=EPS, tol=tol, grad="none")
     SamplesLoss("sinkhorn", p=2, blur=0.05, debias=False, backend="tensorized", potentials=True)(xw, yw)
     ot.sinkhorn(np.full(200, 1 / 200, dtype=np.float32), np.full(200, 1 / 200, dtype=np.float32),
                 ot.dist(xw.numpy(), yw.numpy()), EPS, method="sinkhorn_log", numItermax=10)
     for n in sizes:
         x, y = inputs(n, torch.float32)
-        rec: dict = {"n": n}
-        fast, t_fast = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=1e-5, init="gaussian",
+        rec: dict = {"n": n, "load_before": os.getloadavg()[0]}
+        fast, t_fast = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=tol, init="gaussian",
                                                               relaxation=1.7, eps_scaling=None, grad="none"))
         rec["geomot_fast"] = {"time": t_fast, "iters": fast.n_iters,
-                              "err": marginal_error(x, y, fast.f, fast.g, EPS), "cost": float(fast.transport_cost)}
-        dflt, t_dflt = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=1e-5, grad="none"))
+                              "err": marginal_error(x, y, fast.f, fast.g, EPS), "cost": float(fast.transport_cost),
+                              "value": float(fast.value)}
+        dflt, t_dflt = timed(lambda x=x, y=y: geomot.sinkhorn(x, y, eps=EPS, tol=tol, grad="none"))
         rec["geomot_default"] = {"time": t_dflt, "iters": dflt.n_iters,
-                                 "err": marginal_error(x, y, dflt.f, dflt.g, EPS), "cost": float(dflt.transport_cost)}
-        loss = SamplesLoss("sinkhorn", p=2, blur=0.05 / math.sqrt(2), debias=False, backend="tensorized",
-                           potentials=True)
-        (pf, pg), t_gl = timed(lambda x=x, y=y, loss=loss: loss(x, y))
-        rec["geomloss"] = {"time": t_gl, "err": marginal_error(x, y, 2 * pf, 2 * pg, EPS)}
+                                 "err": marginal_error(x, y, dflt.f, dflt.g, EPS), "cost": float(dflt.transport_cost),
+                                 "value": float(dflt.value)}
+        for key, extra in (("geomloss", 0), ("geomloss_extended", gl_extra)):
+            if key == "geomloss_extended" and (not gl_extra or n > gl_extra_max_n):
+                continue
+            pf, pg, t_gl, n_its = _geomloss(x, y, extra)
+            # its dual value <a, f> + <b, g> (on our scale) vs ours, and the error of its potentials
+            rec[key] = {"time": t_gl, "iters": n_its, "err": marginal_error(x, y, pf, pg, EPS),
+                        "value": float(pf.double().mean() + pg.double().mean())}
         if n <= pot_max_n:
             xn, yn = x.numpy(), y.numpy()
             a = np.full(n, 1 / n, dtype=np.float32)
@@ -128,13 +154,15 @@ def bench_speed(sizes: list[int], pot_max_n: int) -> list[dict]:
             g = EPS * (log["log_v"] - np.log(a))
             rec["pot"] = {"time": t_pot, "iters": int(log.get("niter", -1)),
                           "err": marginal_error(x, y, torch.as_tensor(f), torch.as_tensor(g), EPS)}
-        for k in ("geomloss", "pot"):
+        for k in ("geomloss", "geomloss_extended", "pot"):
             if k in rec:
                 rec[f"speedup_vs_{k}"] = rec[k]["time"] / t_fast
+        rec["load_after"] = os.getloadavg()[0]
         rows.append(rec)
-        print(f"speed    float32 N={n}: " + "  ".join(_fmt(k, v) for k, v in rec.items() if isinstance(v, dict)))
+        print(f"speed    float32 N={n} (load {rec['load_before']:.1f} -> {rec['load_after']:.1f}): "
+              + "  ".join(_fmt(k, v) for k, v in rec.items() if isinstance(v, dict)), flush=True)
         print("         speed-up of geomot fast: " + "  ".join(
-            f"vs {k[11:]} x{v:.1f}" for k, v in rec.items() if k.startswith("speedup")))
+            f"vs {k[11:]} x{v:.1f}" for k, v in rec.items() if k.startswith("speedup")), flush=True)
     return rows
 
 
@@ -153,21 +181,29 @@ def bench_sns(n: int) -> dict:
             "sns_time": t_sns, "cost_rel_diff": rel}
 
 
-def bench_large(n: int, eps: float, max_iter: int) -> dict:
-    """S_eps = OT(x, y) - (OT(x, x) + OT(y, y)) / 2 on the online backend (self terms with
-    ``method="symmetric"``), each problem with ``max_iter`` log-domain iterations at most after the Gaussian
-    initialisation (no eps-scaling)."""
+def bench_large(n: int, eps: float, tol: float, relaxation: float) -> dict:
+    """S_eps = OT(x, y) - (OT(x, x) + OT(y, y)) / 2 on the online backend (float32, Gaussian initialisation, no
+    eps-scaling), each problem run to marginal error ``tol``: OT(x, y) by the fused one-pass alternating
+    iterations over-relaxed by ``relaxation``, the self terms by ``method="symmetric"``. Peak RSS of the process
+    (``ru_maxrss``) covers inputs, solver and everything else."""
     x, y = inputs(n, torch.float32)
-    opts = dict(eps=eps, tol=1e-3, backend="online", grad="none", max_iter=max_iter, init="gaussian",
-                eps_scaling=None, warn=False)
+    opts = dict(eps=eps, tol=tol, backend="online", grad="none", max_iter=500, init="gaussian", eps_scaling=None)
     t0 = time.perf_counter()
-    res = [geomot.sinkhorn(x, y, **opts)] + [geomot.sinkhorn(u, u, method="symmetric", **opts) for u in (x, y)]
+    res, times = [], []
+    for u, v, extra in ((x, y, {"relaxation": relaxation}), (x, x, {"method": "symmetric"}),
+                        (y, y, {"method": "symmetric"})):
+        t1 = time.perf_counter()
+        res.append(geomot.sinkhorn(u, v, **opts, **extra))
+        times.append(time.perf_counter() - t1)
+        print(f"  term {len(res)}: {times[-1]:.1f}s, {res[-1].n_iters} iterations, marginal error "
+              f"{float(res[-1].marginal_error):.1e}, value {float(res[-1].value):.6f}", flush=True)
     t = time.perf_counter() - t0
     div = float(res[0].value - 0.5 * (res[1].value + res[2].value))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     errs = [float(r.marginal_error) for r in res]
-    rec = {"n": n, "eps": eps, "divergence": div, "time": t, "peak_rss_gib": peak,
-           "iters": [r.n_iters for r in res], "marginal_errors": errs}
+    rec = {"n": n, "eps": eps, "tol": tol, "relaxation": relaxation, "divergence": div, "time": t,
+           "term_times": times, "peak_rss_gib": peak, "iters": [r.n_iters for r in res], "marginal_errors": errs,
+           "converged": [bool(r.converged) for r in res], "load_avg": os.getloadavg()}
     print(f"large    float32 N=M={n}: divergence {div:.6f} in {t:.1f}s ({rec['iters']} iterations, marginal "
           f"errors {', '.join(f'{e:.1e}' for e in errs)}), peak RSS {peak:.2f} GiB")
     return rec
@@ -178,10 +214,16 @@ def main() -> None:
     p.add_argument("--only", choices=["values", "speed", "sns", "large"], action="append")
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000])
     p.add_argument("--pot-max-n", type=int, default=4000, help="skip POT above this N (it is slow)")
+    p.add_argument("--tol", type=float, default=5e-6,
+                   help="geomot's stopping threshold (float32 kernel) so that the float64 re-check is <= 1e-5")
+    p.add_argument("--geomloss-extra", type=int, default=0,
+                   help="also run GeomLoss with this many extra iterations at the final blur")
+    p.add_argument("--geomloss-extra-max-n", type=int, default=2000)
     p.add_argument("--n-sns", type=int, default=2000)
     p.add_argument("--n-large", type=int, default=50000)
     p.add_argument("--eps-large", type=float, default=0.1**2)
-    p.add_argument("--iters-large", type=int, default=1)
+    p.add_argument("--tol-large", type=float, default=1e-4)
+    p.add_argument("--relax-large", type=float, default=1.5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every library")
     p.add_argument("--json", default=None, help="write the results here ('-' for stdout, last line)")
     args = p.parse_args()
@@ -192,15 +234,17 @@ def main() -> None:
     if "values" in only:
         out["values"] = bench_values()
     if "speed" in only:
-        out["speed"] = bench_speed(args.sizes, args.pot_max_n)
+        out["speed"] = bench_speed(args.sizes, args.pot_max_n, args.tol, args.geomloss_extra,
+                                   args.geomloss_extra_max_n)
     if "sns" in only:
         out["sns"] = bench_sns(args.n_sns)
     if "large" in only:
         if only == {"large"}:
-            out = bench_large(args.n_large, args.eps_large, args.iters_large)
+            out = bench_large(args.n_large, args.eps_large, args.tol_large, args.relax_large)
         else:  # in a child process, so that its peak RSS is its own
             cmd = [sys.executable, __file__, "--only", "large", "--n-large", str(args.n_large), "--eps-large",
-                   str(args.eps_large), "--iters-large", str(args.iters_large), "--json", "-"]
+                   str(args.eps_large), "--tol-large", str(args.tol_large), "--relax-large", str(args.relax_large),
+                   "--json", "-"]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)

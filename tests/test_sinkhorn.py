@@ -130,6 +130,44 @@ def test_online_backend_matches_dense_values_and_gradients():
         np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("kw", [dict(relaxation=1.5), dict(tau=0.5, relaxation=1.3), dict(tau=(None, 0.4)),
+                                dict(eps_scaling=0.5, init="zero")])
+def test_online_one_pass_iterations_match_dense(kw):
+    # the online loop runs one fused kernel pass per iteration (rows exact, columns from the updated rows)
+    x, y, a, b = _problem(n=60, m=45, d=3)
+    rd = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.02, tol=1e-11, max_iter=20000, backend="dense", **kw)
+    ro = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.02, tol=1e-11, max_iter=20000, backend="online",
+                  chunk_bytes=8000, **kw)
+    assert bool(ro.converged) and float(ro.marginal_error) <= 1e-11
+    assert float(ro.value) == pytest.approx(float(rd.value), rel=1e-9)
+    assert float(ro.transport_cost) == pytest.approx(float(rd.transport_cost), rel=1e-8)
+    np.testing.assert_allclose(ro.f.numpy(), rd.f.numpy(), atol=1e-7)
+    np.testing.assert_allclose(ro.plan.row_marginal().numpy(), a.numpy() if "tau" not in kw else
+                               rd.plan.row_marginal().numpy(), atol=1e-9)
+
+
+def test_online_recovers_from_overflowing_start():
+    # a start far from the solution over/underflows whole rows and columns of exp((f + g - C) / eps): those are
+    # redone with the exact log-sum-exp
+    x, y, a, b = _problem(n=30, m=20, d=2)
+    y = y + 3.0
+    bad = (torch.full_like(a, 40.0), torch.full_like(b, -40.0))
+    ref = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.01, tol=1e-10, max_iter=20000, backend="dense")
+    r = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.01, tol=1e-10, max_iter=20000, backend="online", init=bad,
+                 eps_scaling=None)
+    assert bool(r.converged)
+    assert float(r.value) == pytest.approx(float(ref.value), rel=1e-9)
+
+
+def test_dense_points_path_never_builds_the_cost():
+    # squared Euclidean point sets: kernels from one GEMM, <P, C> from the expansion of |x - y|^2
+    x, y, a, b = _problem(n=70, m=50, d=3)
+    r = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.01, tol=1e-12, max_iter=20000, grad="none")
+    p = r.plan.dense()
+    c = pairwise_cost(x[None], y[None])[0]
+    assert float(r.transport_cost) == pytest.approx(float((p * c).sum()), rel=1e-10)
+
+
 def test_cost_matrix_entry_point_matches_points():
     x, y, a, b = _problem()
     r1 = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.05, tol=1e-11)
@@ -320,6 +358,8 @@ def test_bad_inputs():
         sinkhorn(x, y, eps=0.1, method="scaling", grad="unroll")
     with pytest.raises(ValidationError, match="relaxation: expected"):
         sinkhorn(x, y, eps=0.1, relaxation=2.5)
+    with pytest.raises(ValidationError, match="relaxation: only used"):
+        sinkhorn(x, y, eps=0.1, relaxation=1.5, method="log", backend="dense")
     with pytest.raises(ValidationError, match="eps_scaling: expected a ratio"):
         sinkhorn(x, y, eps=0.1, eps_scaling=1.5)
     with pytest.raises(ValidationError, match="backend: expected one of"):

@@ -95,6 +95,11 @@ def _lse(t: torch.Tensor, dim: int) -> torch.Tensor:
     return s.log() + m.squeeze(dim)
 
 
+def _gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``mat (B, N, M) @ v (B, M) -> (B, N)`` (batched matrix-vector product)."""
+    return torch.bmm(mat, v.unsqueeze(2)).squeeze(2)
+
+
 class DenseGeometry:
     """A stored cost matrix ``C (B, N, M)``, or point sets whose squared Euclidean cost is formed on first use.
 
@@ -181,11 +186,11 @@ class DenseGeometry:
         ``C_ij = |x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` and leave the kernel intact."""
         if self._cost is None:
             x, y = self.x.detach(), self.y.detach()
-            r = torch.bmm(kernel, torch.cat([bv[..., None] * y, bv[..., None]], -1))  # (B, N, D + 1)
-            rows = au * r[..., -1]
-            cols = bv * torch.bmm(au[:, None, :], kernel).squeeze(1)
-            pc = ((rows * (x * x).sum(-1)).sum(1) + (cols * (y * y).sum(-1)).sum(1)
-                  - 2.0 * (au[..., None] * x * r[..., :-1]).sum((1, 2)))
+            rows = au * _gemv(kernel, bv)
+            cols = bv * _gemv(kernel.transpose(1, 2), au)
+            # <x, P y> = sum_d <au x_d, E (bv y_d)>: D matrix-vector products (thin GEMMs are far slower on CPU)
+            cross = sum((au * x[..., d] * _gemv(kernel, bv * y[..., d])).sum(1) for d in range(x.shape[-1]))
+            pc = (rows * (x * x).sum(-1)).sum(1) + (cols * (y * y).sum(-1)).sum(1) - 2.0 * cross
             return rows.sum(1), pc
         mass = torch.bmm(au[:, None, :], torch.bmm(kernel, bv[..., None])).view(-1)
         ec = kernel.mul_(self._cost.detach())
@@ -225,6 +230,9 @@ class OnlineGeometry:
         self.cost_fn = COSTS.get(cost, arg="cost")
         self.shape = (x.shape[0], x.shape[1], y.shape[1])
         self.chunk_bytes = int(chunk_bytes)
+        self._ya_cache = None
+        self._eps = 1.0
+        self._buf: torch.Tensor | None = None
 
     def _step(self, other: int) -> int:
         per_row = self.shape[0] * other * self.x.element_size() * 3  # cost + a temporary or two
@@ -287,6 +295,134 @@ class OnlineGeometry:
             out = torch.where(bad, exact, out)
         return out
 
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`sweep` and the GEMM form of :meth:`plan_sums` apply (squared Euclidean cost)."""
+        return self.cost_fn is COSTS.get("sqeuclidean")
+
+    def _exp_block(self, s: slice, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``exp(rows_i + cols_j + 2 <x_i, y_j> / eps)`` for row chunk ``s`` (one GEMM on augmented coordinates
+        and one in-place exp); ``rows``/``cols`` hold ``(f - |x|^2) / eps``, ``(g - |y|^2) / eps`` (``-1e30`` on
+        padding: the clamped exp gives ~1e-37 there, always multiplied by a zero weight)."""
+        xs = self.x[:, s]
+        xa = torch.cat([xs * (2.0 / self._eps), rows[:, s, None], xs.new_ones(*xs.shape[:2], 1)], -1)
+        shape = (xs.shape[0], xs.shape[1], self.shape[2])
+        size = shape[0] * shape[1] * shape[2]
+        if self._buf is None or self._buf.numel() < size or self._buf.dtype != xs.dtype:
+            # one reused block buffer: a fresh large tensor per chunk costs its page faults every time
+            self._buf = xs.new_empty(shape[0] * self._step(self.shape[2]) * shape[2])
+        out = self._buf[:size].view(shape)
+        return safe_exp(torch.bmm(xa, self._ya(cols).transpose(1, 2), out=out), inplace=True)
+
+    def _ya(self, cols: torch.Tensor) -> torch.Tensor:
+        if self._ya_cache is None or self._ya_cache[0] is not cols:
+            y = self.y
+            self._ya_cache = (cols, torch.cat([y, y.new_ones(*y.shape[:2], 1), cols[..., None]], -1))
+        return self._ya_cache[1]
+
+    def sweep(self, f, g, a, b, eps: float, *, omega: float, lx: float, ly: float, row_target, col_target,
+              row_mask, col_mask, need_col_error: bool):
+        """One alternating Sinkhorn iteration ``f <- (1 - w) f + w lx softmin_rows(g)``, then
+        ``g <- (1 - w) g + w ly softmin_cols(f)``, with a single exp pass over the kernel (no autograd).
+
+        Row chunk by chunk: ``E_ij = exp((f_i + g_j - C_ij) / eps)`` (current potentials as the shift, so that
+        ``sum_j b_j E_ij ~ 1`` near convergence), ``s = E b`` gives the row update of the chunk exactly
+        (``softmin_rows(g)_i = f_i - eps log s_i``), and ``E^T (a * exp((f'_i - f_i) / eps))`` accumulates the column
+        sums of the *updated* rows, from which the column update follows after the last chunk. Rows or columns
+        whose sums over- or underflow are redone with the exact log-sum-exp.
+
+        Returns ``(f', g', err)`` with ``err (B,)`` the marginal error of the input ``(f, g)``: row violation
+        ``sum_i a_i |s_i - row_target_i|`` (plus the column one when ``need_col_error``; ``inf`` if unknown).
+        """
+        self._eps = eps
+        big = -1e30
+        x2, y2 = (self.x * self.x).sum(-1), (self.y * self.y).sum(-1)
+        rows0 = torch.where(row_mask, (f - x2) / eps, big)
+        cols0 = torch.where(col_mask, (g - y2) / eps, big)
+        f_new = torch.empty_like(f)
+        col_acc = torch.zeros_like(g)
+        col_old = torch.zeros_like(g) if need_col_error else None
+        err = torch.zeros_like(a[:, 0])
+        tiny = 1e-20
+        for s in self._row_chunks():
+            e = self._exp_block(s, rows0, cols0)
+            rs = _gemv(e, b)  # (B, n): sum_j b_j E_ij
+            ok = torch.isfinite(rs) & (rs > tiny) | ~row_mask[:, s]
+            fs = f[:, s]
+            if bool(ok.all()):
+                f_hat = fs - eps * rs.log()
+                err = err + (a[:, s] * (rs - row_target[:, s] if torch.is_tensor(row_target) else rs - row_target)
+                             .abs()).sum(1)
+                fn = torch.where(row_mask[:, s], (1.0 - omega) * fs + omega * lx * f_hat, 0.0)
+                factor = torch.exp((fn - fs) / eps)
+                et = e.transpose(1, 2)
+                if need_col_error:
+                    col_old += _gemv(et, a[:, s])
+                col_acc += _gemv(et, a[:, s] * factor)
+            else:  # exact log-sum-exp rows, then the column sums from a re-shifted block
+                err = err + math.inf
+                lb = torch.where(col_mask, torch.log(b), -math.inf)
+                f_hat = self._softmin(self.x[:, s], self.y, g / eps + lb, eps, None)
+                fn = torch.where(row_mask[:, s], (1.0 - omega) * fs + omega * lx * f_hat, 0.0)
+                rows1 = rows0.clone()
+                rows1[:, s] = torch.where(row_mask[:, s], (fn - x2[:, s]) / eps, big)
+                e = self._exp_block(s, rows1, cols0)
+                col_acc += _gemv(e.transpose(1, 2), a[:, s])
+                if need_col_error:
+                    col_old += math.inf
+            f_new[:, s] = fn
+        okc = torch.isfinite(col_acc) & (col_acc > tiny) | ~col_mask
+        if bool(okc.all()):
+            g_hat = g - eps * col_acc.log()
+        else:
+            la = torch.where(row_mask, torch.log(a), -math.inf)
+            g_hat = self.softmin_cols(f_new, la, eps)
+        g_new = torch.where(col_mask, (1.0 - omega) * g + omega * ly * g_hat, 0.0)
+        if need_col_error:
+            tgt = col_target if torch.is_tensor(col_target) else torch.full_like(b, col_target)
+            err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
+        return f_new, g_new, err
+
+    def col_hint(self, f: torch.Tensor, la: torch.Tensor, eps: float, rows: int = 2048) -> torch.Tensor:
+        """Cheap estimate ``(B, M)`` of ``softmin_cols(f)`` from an evenly strided subsample of at most ``rows``
+        source points (re-weighted): a shift that keeps the exact pass's sums in the float range."""
+        n = self.shape[1]
+        idx = torch.arange(0, n, max(1, n // rows), device=f.device)
+        la_s = la[:, idx]
+        la_s = la_s - torch.logsumexp(la_s, 1, keepdim=True)
+        la_s = torch.where(torch.isfinite(la_s), la_s, -math.inf)
+        h = f[:, idx] / eps + la_s
+        out = torch.cat([-eps * _lse(h[:, None, :] - self.cost_fn(self.y[:, s], self.x[:, idx]) / eps, 2)
+                         for s in self._col_chunks_for(idx.numel())], 1)
+        return torch.where(torch.isfinite(out), out, 0.0)
+
+    def _col_chunks_for(self, other: int):
+        m, step = self.shape[2], self._step(other)
+        for j in range(0, m, step):
+            yield slice(j, min(j + step, m))
+
+    def fused_sums(self, f, g, a, b, eps: float, row_mask, col_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_ij P_ij, sum_ij P_ij C_ij)`` in one pass (no autograd), ``C`` expanded as in
+        :class:`DenseGeometry`: ``sum_i r_i |x_i|^2 + sum_j c_j |y_j|^2 - 2 <x, P y>``."""
+        self._eps = eps
+        x2, y2 = (self.x * self.x).sum(-1), (self.y * self.y).sum(-1)
+        rows0 = torch.where(row_mask, (f - x2) / eps, -1e30)
+        cols0 = torch.where(col_mask, (g - y2) / eps, -1e30)
+        by = [b * self.y[..., d] for d in range(self.y.shape[-1])]
+        mass = torch.zeros_like(a[:, 0])
+        pc = torch.zeros_like(a[:, 0])
+        cols = torch.zeros_like(g)
+        for s in self._row_chunks():
+            e = self._exp_block(s, rows0, cols0)
+            ra = a[:, s] * _gemv(e, b)
+            mass += ra.sum(1)
+            pc += (ra * x2[:, s]).sum(1)
+            for d, v in enumerate(by):
+                pc -= 2.0 * (a[:, s] * self.x[:, s, d] * _gemv(e, v)).sum(1)
+            cols += _gemv(e.transpose(1, 2), a[:, s])
+        pc += (b * cols * y2).sum(1)
+        return mass, pc
+
     def _log_plan_rows(self, s: slice, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cost_fn(self.x[:, s], self.y)
         lp = (f[:, s, None] + g[:, None, :] - c) / eps + la[:, s, None] + lb[:, None, :]
@@ -305,6 +441,9 @@ class OnlineGeometry:
         return out
 
     def plan_sums(self, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fused and not (torch.is_grad_enabled() and any(t.requires_grad for t in (f, g, self.x, self.y))):
+            mass, pc = self.fused_sums(f, g, la.exp(), lb.exp(), eps, torch.isfinite(la), torch.isfinite(lb))
+            return pc, mass
         pc = f.new_zeros(self.shape[0])
         mass = f.new_zeros(self.shape[0])
         for s in self._row_chunks():

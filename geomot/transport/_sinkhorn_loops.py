@@ -45,6 +45,7 @@ class LoopState(NamedTuple):
 
 
 _PROBE = 20  # relax="auto": plain iterations before the over-relaxation factor is chosen
+_PROBE_FUSED = 8  # the same on the online backend, where each iteration is a full kernel pass
 _PATIENCE = 25  # relax="auto": iterations without a new best error before falling back to omega = 1
 
 
@@ -85,8 +86,17 @@ def log_loop(
     tau_y: float,
     row_mask: torch.Tensor,
     col_mask: torch.Tensor,
+    relax: float | str = 1.0,
 ) -> LoopState:
-    """Log-domain alternating updates (autograd-friendly: no in-place ops on tracked tensors)."""
+    """Log-domain alternating updates (autograd-friendly: no in-place ops on tracked tensors).
+
+    Without autograd on the online backend with the squared Euclidean cost, each iteration is one fused pass
+    (:meth:`OnlineGeometry.sweep`) and ``relax`` over-relaxes the final stage as in :func:`scaling_loop`;
+    otherwise ``relax`` must be 1 or ``"auto"`` (plain iterations)."""
+    if geom.online and geom.fused and not torch.is_grad_enabled():
+        return _fused_loop(geom, a, b, la, lb, f, g, schedule=schedule, stage_iters=stage_iters, tol=tol,
+                           max_iter=max_iter, tau_x=tau_x, tau_y=tau_y, row_mask=row_mask, col_mask=col_mask,
+                           relax=relax)
     n_iters = 0
     err = a.new_full((a.shape[0],), float("inf"))
     if g is None:
@@ -108,6 +118,48 @@ def log_loop(
             f = torch.where(row_mask, lx * f_hat, 0.0)
             g = torch.where(col_mask, ly * geom.softmin_cols(f, la, e, hint=g), 0.0)
             f_hat = geom.softmin_rows(g, lb, e, hint=f_hat)
+            it += 1
+            n_iters += 1
+    return LoopState(f, g, n_iters, err)
+
+
+def _fused_loop(geom, a, b, la, lb, f, g, *, schedule, stage_iters, tol, max_iter, tau_x, tau_y, row_mask,
+                col_mask, relax) -> LoopState:
+    """Alternating (optionally over-relaxed) Sinkhorn on the online backend, one kernel pass per iteration.
+
+    Each sweep returns the marginal error of the potentials it started from (rows; plus columns when
+    over-relaxed), so the loop stops on the state it measured and discards the update of that last sweep.
+    """
+    n_iters = 0
+    err = a.new_full((a.shape[0],), float("inf"))
+    f = torch.where(row_mask, f, 0.0)
+    if g is None:
+        # exact c-transform of f in one pass, shifted by its estimate from a row subsample (avoids a max pass)
+        e0 = schedule[0]
+        g = torch.where(col_mask, _lam(tau_y, e0) * geom.softmin_cols(f, la, e0, hint=geom.col_hint(f, la, e0)), 0.0)
+    for k, e in enumerate(schedule):
+        final = k == len(schedule) - 1
+        lx, ly = _lam(tau_x, e), _lam(tau_y, e)
+        omega = (1.0 if relax == "auto" else float(relax)) if final else 1.0
+        history: list[float] = []
+        it = 0
+        while final or it < stage_iters:
+            f_new, g_new, sweep_err = geom.sweep(
+                f, g, a, b, e, omega=omega, lx=lx, ly=ly, row_target=_target(f, tau_x),
+                col_target=_target(g, tau_y), row_mask=row_mask, col_mask=col_mask,
+                need_col_error=final and omega != 1.0)
+            if final:
+                err = sweep_err
+                cur = float(err.max())
+                if cur < tol or n_iters >= max_iter:
+                    break
+                history.append(cur)
+                if relax == "auto" and len(history) == _PROBE_FUSED:
+                    omega = _auto_omega(history)
+                elif relax == "auto" and omega != 1.0 and len(history) > _PROBE_FUSED + _PATIENCE:
+                    if min(history[-_PATIENCE:]) >= min(history[:-_PATIENCE]):
+                        omega = 1.0
+            f, g = f_new, g_new
             it += 1
             n_iters += 1
     return LoopState(f, g, n_iters, err)

@@ -155,10 +155,12 @@ def _solve(
     loop = SINKHORN_METHODS.get(method, arg="method")
     kwargs = dict(schedule=schedule, stage_iters=eps_scaling_iters, tol=tol, max_iter=max_iter, tau_x=tau_x,
                   tau_y=tau_y, row_mask=row_mask, col_mask=col_mask)
-    if method == "scaling":
+    fused = method == "log" and geom.online and geom.fused and grad != "unroll"
+    if method == "scaling" or fused:
         kwargs["relax"] = relaxation
     elif relaxation not in (1.0, "auto"):
-        raise ValidationError(f"relaxation: only used by method='scaling', got {relaxation!r} with {method!r}")
+        raise ValidationError(f"relaxation: only used by method='scaling' and by method='log' on the online backend "
+                              f"with the squared Euclidean cost, got {relaxation!r} with {method!r}")
     if method == "sns":
         kwargs.update(sns_options or {})
     elif sns_options:
