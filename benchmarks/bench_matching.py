@@ -6,8 +6,8 @@ the sorted list of unordered pairs (the sample depends only on the seed and N).
 
 Timed calls, both from the files, operators included:
 
-* geomot: ``geomot.correspondence.match(source, target)`` (defaults: unit area, 100 eigenfunctions, WKS,
-  orientation-aware sign search, ZoomOut);
+* geomot: ``geomot.correspondence.match(source, target)`` (defaults: unit area, 140 eigenfunctions, WKS,
+  orientation-aware sign search, candidates ranked by orientation and map smoothness, ZoomOut);
 * peer (pyFM 1.3, ``pip install pyfmaps``; the settings of its README): ``TriMesh(path, area_normalize=True)``,
   ``FunctionalMapping(target, source)``, ``preprocess(n_descr=100, descr_type="WKS", subsample_step=5)``,
   ``fit(K=(35, 35), w_descr=1, w_lap=1e-2, w_dcomm=1e-1, w_orient=0)``, ``zoomout_refine(nit=15, step=5)``,
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import statistics
 import sys
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peer", action="store_true", help="skip pyFM")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_matching.json"))
+    ap.add_argument("--data", default=str(DATA), help="folder holding the datasets (default: ../shared/data)")
+    ap.add_argument("--peer-pairs", type=int, default=None,
+                    help="run the peer on the first N pairs of each sample only (default: all)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -98,39 +102,50 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.warning("pyFM is not installed (pip install pyfmaps); running geomot only")
             peer = False
-    results: dict = {"pairs": {}, "summary": {}, "peer": "pyFM" if peer else None}
+    results: dict = {"pairs": {}, "summary": {}, "peer": "pyFM" if peer else None,
+                     "command": " ".join(["benchmarks/bench_matching.py", *(sys.argv[1:] if argv is None else argv)]),
+                     "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in args.datasets.split(","):
-        root = DATA / name
+        root = Path(args.data) / name
         if not root.is_dir():
             log.warning("skipping %s: %s not found (see ../shared/data/README.md)", name, root)
             continue
         ds = ShapeDataset(root)
         rows = []
-        for a, b in _pairs(ds, name, args.pairs, args.seed):
+        for i_pair, (a, b) in enumerate(_pairs(ds, name, args.pairs, args.seed)):
             src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
             gs, gt = ds.ground_truth(a, b)
             t0 = time.perf_counter()
             res = match(src, tgt)
             t_geo = time.perf_counter() - t0
             e_geo = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
-            row = {"source": a, "target": b, "geomot": e_geo, "geomot_s": t_geo}
-            if peer:
+            row = {"source": a, "target": b, "geomot": e_geo, "geomot_s": t_geo,
+                   "geomot_stages_s": {key: round(val, 3) for key, val in res.timings.items()},
+                   "orientation_ratio": res.orientation_ratio, "load_avg_1min": os.getloadavg()[0]}
+            run_peer = peer and (args.peer_pairs is None or i_pair < args.peer_pairs)
+            if run_peer:
                 t0 = time.perf_counter()
                 p2p = _pyfm_match(ds.path(a), ds.path(b))
                 row["pyfm_s"] = time.perf_counter() - t0
                 row["pyfm"] = 100 * float(geodesic_error(p2p, tgt.verts, tgt.faces, gs, gt))
             rows.append(row)
             log.info("%s %s -> %s: geomot %.2f (%.1f s)%s", name, a, b, e_geo, t_geo,
-                     f", pyFM {row['pyfm']:.2f} ({row['pyfm_s']:.1f} s)" if peer else "")
+                     f", pyFM {row['pyfm']:.2f} ({row['pyfm_s']:.1f} s)" if run_peer else "")
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             results["pairs"][name] = rows
             Path(args.json).write_text(json.dumps(results, indent=1))
         summ = {"geomot": _summary([r["geomot"] for r in rows], [r["geomot_s"] for r in rows])}
-        if peer:
-            summ["pyfm"] = _summary([r["pyfm"] for r in rows], [r["pyfm_s"] for r in rows])
-            summ["time_ratio_pyfm_over_geomot"] = summ["pyfm"]["seconds_per_pair"] / summ["geomot"]["seconds_per_pair"]
+        peer_rows = [r for r in rows if "pyfm" in r]
+        if peer_rows:
+            summ["pyfm"] = _summary([r["pyfm"] for r in peer_rows], [r["pyfm_s"] for r in peer_rows])
+            summ["geomot_on_peer_pairs"] = _summary([r["geomot"] for r in peer_rows],
+                                                    [r["geomot_s"] for r in peer_rows])
+            summ["time_ratio_pyfm_over_geomot"] = (summ["pyfm"]["seconds_per_pair"]
+                                                   / summ["geomot_on_peer_pairs"]["seconds_per_pair"])
         results["summary"][name] = summ
         Path(args.json).write_text(json.dumps(results, indent=1))
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"{'dataset':10s} {'method':8s} {'pairs':>5s} {'mean':>7s} {'median':>7s} {'>10':>6s} {'s/pair':>7s}")
     for name, summ in results["summary"].items():
         for method in ("geomot", "pyfm"):

@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--gt-source", default=None, help="ground-truth .vts of the source (1-based)")
     p.add_argument("--gt-target", default=None, help="ground-truth .vts of the target (1-based)")
     p.add_argument("--screenshot", default=None, help="save a colour-transfer picture (PNG)")
-    p.add_argument("--k", type=int, default=100, help="final number of eigenfunctions (default: 100)")
+    p.add_argument("--k", type=int, default=140, help="final number of eigenfunctions (default: 140)")
     p.add_argument("--refine", default="zoomout", choices=["zoomout", "sinkhorn", "none"],
                    help="refinement (default: zoomout)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")

@@ -42,7 +42,9 @@ from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orien
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import zoomout
-from geomot.ops.geometry import total_area
+from geomot.ops.geometry import total_area, vertex_normals
+from geomot.ops.laplacian import cotangent_laplacian
+from geomot.ops.orientation import map_orientation_score
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
 from geomot.structures import Mesh, PointCloud
@@ -124,7 +126,7 @@ def match(
     source: Any,
     target: Any,
     *,
-    k: int = 100,
+    k: int = 140,
     k_init: int = 8,
     k_select: int | None = None,
     n_candidates: int = 16,
@@ -185,14 +187,14 @@ def match(
     b2 = spectral_basis(vs, fs, k=k, cache_dir=cache_dir)
     b1 = spectral_basis(vt, ft, k=k, cache_dir=cache_dir)
     t1 = time.perf_counter()
-    C, ratio = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select, n_candidates=n_candidates,
-                            n_finalists=n_finalists, n_samples=n_samples, n_descriptors=n_descriptors, step=step,
-                            k_final=k)
-    t2 = time.perf_counter()
     samples2 = farthest_point_sampling(vs, min(n_samples * 2, vs.shape[0]), start=0)
+    C, ratio, C_final = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
+                                     n_candidates=n_candidates, n_finalists=n_finalists, n_samples=n_samples,
+                                     n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2)
+    t2 = time.perf_counter()
     if refine == "zoomout":
-        res = zoomout(C, b1.evecs, b2.evecs, k_final=k, step=step, samples2=samples2)
-        fmap, p2p = res.fmap_12, res.p2p_21
+        # the selection already ran this ZoomOut (same schedule and samples): only the dense map is left
+        fmap, p2p = C_final, p2p_from_fmap(C_final, b1.evecs[:, :k], b2.evecs[:, :k])
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
         res = sinkhorn_zoomout(C, b1.evecs, b2.evecs, b1.mass, b2.mass, k_final=k, step=step, samples1=samples1,
@@ -210,8 +212,8 @@ def match(
 def _initial_map(
     b1: SpectralBasis, b2: SpectralBasis, v1: torch.Tensor, f1: torch.Tensor | None, v2: torch.Tensor,
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
-    n_descriptors: int, step: int, k_final: int,
-) -> tuple[torch.Tensor, float]:
+    n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 2,
+) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Sign search + orientation-regularised map per pattern + ZoomOut + selection by Laplacian commutativity; returns
     ``(fmap_12 (k', k'), ratio)`` with ``k' = min(k_final, 2 k_select)``."""
     m = k_init
@@ -245,7 +247,6 @@ def _initial_map(
     chol = torch.linalg.cholesky(H + torch.diag(prior_w.reshape(-1)))
     samples2 = farthest_point_sampling(v2, min(n_samples, v2.shape[0]), start=0)
     k_more = min(k_final, 2 * k_select)
-    mask_more = laplacian_mask(b1.evals[:k_more], b2.evals[:k_more])
 
     def ratio_of(C: torch.Tensor) -> float:
         if not oriented:
@@ -262,21 +263,62 @@ def _initial_map(
         C = torch.cholesky_solve((r + (prior_w * prior).reshape(-1))[:, None], chol).view(k_select, k_select)
         solved.append((float(((C @ Ak - Bk) ** 2).sum()), len(solved), C))
     solved.sort(key=lambda t: t[0])
-    # the finalists are upsampled by ZoomOut and compared by Laplacian commutativity (isometry) at k_more
-    scored: list[tuple[float, int, torch.Tensor, float]] = []
+    # the finalists are upsampled by ZoomOut and compared on their point maps: orientation kept (a mirror map has
+    # the same isometry energies as the true one) and smoothness (Dirichlet energy of the map, large where a map
+    # tears, e.g. a swapped or twisted limb); without faces, by Laplacian commutativity
+    select = _MapSelector(v1, f1, v2, f2) if oriented else None
+
+    def lap_energy(C: torch.Tensor, kk: int) -> float:
+        mask_k = laplacian_mask(b1.evals[:kk], b2.evals[:kk])
+        return float((mask_k * C * C).sum() / (C * C).sum().clamp_min(1e-30))
+
+    def score(C: torch.Tensor, kk: int) -> tuple[float, ...]:
+        if select is None:
+            return (lap_energy(C, kk),)
+        # float32 nearest neighbours: a ranking only needs the map approximately
+        return select(p2p_from_fmap(C.float(), e1[:, :kk], e2[:, :kk]))
+
+    # candidate ZoomOuts in float32 (nearest neighbours and small least squares; twice as fast as float64)
+    e1, e2 = b1.evecs.float(), b2.evecs.float()
+    upsampled: list[tuple[float, int, torch.Tensor]] = []
     for _, _, C in solved[:n_finalists]:
-        C2 = zoomout(C, b1.evecs, b2.evecs, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12
-        sc = float((mask_more * C2 * C2).sum() / (C2 * C2).sum().clamp_min(1e-30))
-        ratio = ratio_of(C2)
-        logger.debug("finalist: Laplacian commutativity %.4g, orientation ratio %.3g", sc, ratio)
-        scored.append((sc, len(scored), C2, ratio))
+        C2 = zoomout(C.float(), e1, e2, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12.double()
+        upsampled.append((lap_energy(C2, k_more), len(upsampled), C2))
+    # the most isometric by Laplacian commutativity (cheap) are scored on their point maps
+    upsampled.sort(key=lambda t: t[0])
+    scored: list[tuple[tuple[float, ...], int, torch.Tensor, float]] = []
+    for _, _, C2 in upsampled[:n_scored]:
+        sc = score(C2, k_more)
+        logger.debug("finalist: score %s", sc)
+        scored.append((sc, len(scored), C2, ratio_of(C2)))
     scored.sort(key=lambda t: t[0])
-    # the three most isometric are compared once more after ZoomOut to the final size, where they differ more
-    best: tuple[float, torch.Tensor, float] = (math.inf, scored[0][2], scored[0][3])
-    mask_final = laplacian_mask(b1.evals[:k_final], b2.evals[:k_final])
-    for _, _, C2, ratio in scored[:3]:
-        C3 = zoomout(C2, b1.evecs, b2.evecs, k_final=k_final, step=step, samples2=samples2, final_map=False).fmap_12
-        sc = float((mask_final * C3 * C3).sum() / (C3 * C3).sum().clamp_min(1e-30))
-        if sc < best[0]:
-            best = (sc, C2, ratio)
-    return best[1], best[2]
+    # the best are compared once more after ZoomOut to the final size, where they differ more
+    best: tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor] | None = None
+    for _, _, C2, ratio in scored[:n_final]:
+        C3 = zoomout(C2.float(), e1, e2, k_final=k_final, step=step, samples2=samples_final,
+                     final_map=False).fmap_12.double()
+        sc = score(C3, k_final)
+        if best is None or sc < best[0]:
+            best = (sc, C2, ratio, C3)
+    if best is None:  # n_final >= 1 and scored is never empty; kept for type checkers
+        raise ValidationError("match: no candidate map")
+    return best[1], best[2], best[3]
+
+
+class _MapSelector:
+    """Ranks vertex maps ``p2p_21`` between two meshes: first whether they keep orientation on the balance
+    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``), then by the Dirichlet energy of the map,
+    ``E(T) = tr(X_1[T]^T L_2 X_1[T])`` (the cotangent Laplacian ``L_2`` of the source applied to the target
+    coordinates pulled back by ``T``, both at unit area; ``2`` for an isometry, larger where the map stretches or
+    tears). Both are invariant to rigid motions of either shape."""
+
+    def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor) -> None:
+        self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
+        self.n1 = vertex_normals(v1, f1)
+        self.L2 = cotangent_laplacian(v2, f2)
+
+    def __call__(self, p2p_21: torch.Tensor) -> tuple[float, float]:
+        orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
+        y = self.v1[p2p_21]
+        energy = float((y * torch.sparse.mm(self.L2, y)).sum())
+        return (0.0 if orient > 0 else 1.0, energy)
