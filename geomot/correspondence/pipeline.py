@@ -44,7 +44,7 @@ from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import zoomout
 from geomot.ops.geometry import total_area, vertex_normals
 from geomot.ops.laplacian import cotangent_laplacian
-from geomot.ops.orientation import map_orientation_score
+from geomot.ops.orientation import consistently_oriented, map_orientation_score, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
 from geomot.structures import Mesh, PointCloud
@@ -108,6 +108,14 @@ def _unit_area(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
     if not area > 0:
         raise ValidationError("faces: the mesh has zero total area (all faces are degenerate)")
     return v / math.sqrt(area)
+
+
+def _outward(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor | None:
+    """Faces wound so that the signed volume is positive (normals outwards); unchanged when it already is, when
+    the volume is zero or when the winding is inconsistent."""
+    if f is None or not consistently_oriented(f) or signed_volume(v, f) >= 0:
+        return f
+    return f[:, [0, 2, 1]]
 
 
 def _sign_patterns(m: int, dtype: torch.dtype) -> torch.Tensor:
@@ -184,6 +192,8 @@ def match(
     if k >= n_min:
         raise ValidationError(f"k: expected fewer eigenfunctions than vertices ({n_min}), got {k}")
     vs, vt = _unit_area(vs, fs), _unit_area(vt, ft)
+    # orientation terms compare face windings: wind both meshes with their normals outwards (positive volume)
+    fs, ft = _outward(vs, fs), _outward(vt, ft)
     b2 = spectral_basis(vs, fs, k=k, cache_dir=cache_dir)
     b1 = spectral_basis(vt, ft, k=k, cache_dir=cache_dir)
     t1 = time.perf_counter()
@@ -316,9 +326,16 @@ class _MapSelector:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
         self.n1 = vertex_normals(v1, f1)
         self.L2 = cotangent_laplacian(v2, f2)
+        self.use_orientation = consistently_oriented(f1) and consistently_oriented(f2)
+        if not self.use_orientation:
+            logger.warning("match: a mesh has inconsistently wound faces; candidate maps are ranked by smoothness "
+                           "only, so mirror-symmetric shapes may come out flipped")
 
     def __call__(self, p2p_21: torch.Tensor) -> tuple[float, float]:
-        orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
+        reversed_ = 0.0
+        if self.use_orientation:
+            orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
+            reversed_ = 0.0 if orient > 0 else 1.0
         y = self.v1[p2p_21]
         energy = float((y * torch.sparse.mm(self.L2, y)).sum())
-        return (0.0 if orient > 0 else 1.0, energy)
+        return (reversed_, energy)
