@@ -15,13 +15,20 @@ Pipeline:
    ``||C A - B||^2 + w_lap ||C Lambda_1 - Lambda_2 C||^2 + w_orient sum_d ||C O^1_d - O^2_d C||^2
    + w_prior ||C_[:k_init, :k_init] - diag(signs)||^2`` with the orientation operators of Ren et al. 2018 (the
    orientation term keeps left and right apart: a reflection reverses the sign of the operators). The
-   ``n_finalists`` best by descriptor residual are upsampled by ZoomOut to ``min(k, 2 k_select)``, ranked by
-   Laplacian-commutativity energy ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2`` (small: isometric), and the
-   three best are compared again after ZoomOut to ``k``. Scoring ZoomOut maps of bare sign patterns by an
-   orientation ratio, as before, failed: ZoomOut from ``diag(signs)`` often turns the correct pattern into a partly
-   mirrored map. Invariant to rigid motions;
-4. refinement to ``k`` eigenfunctions by ZoomOut (Melzi et al. 2019) or by ZoomOut with Sinkhorn filtering
-   (Pai et al. 2021), ending in a hard map.
+   ``n_finalists`` best by descriptor residual are upsampled by ZoomOut to ``min(k, 2 k_select)`` (float32) and
+   the six most isometric by Laplacian commutativity ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2`` are
+   ranked on their point maps ``T``: first whether ``T`` keeps orientation on the balance
+   (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``, the area-weighted sign of
+   ``((T(j) - T(i)) x (T(k) - T(i))) . n_T`` over the source triangles: a mirror map scores near ``-1``), then by
+   the Dirichlet energy of the map ``tr(X_1[T]^T L_2 X_1[T])`` (target coordinates pulled back to the source; 2 at
+   unit area for an isometry, larger where the map tears, e.g. at a swapped or twisted limb: Laplacian
+   commutativity misses these partial flips, which the orientation-regularised solve tends to produce instead
+   of plain mirror maps). The two best are compared again, by the same key, after ZoomOut to ``k``. Both meshes
+   are first wound outwards (positive signed volume); with inconsistently wound faces the orientation key is
+   dropped, for point clouds the Laplacian-commutativity energy ranks the candidates. Invariant to rigid motions
+   (not to mirror images: the mirror image of a shape is matched orientation-preservingly, i.e. flipped);
+4. refinement to ``k`` (140 by default) eigenfunctions by ZoomOut (Melzi et al. 2019; the ZoomOut of the chosen
+   candidate from step 3 is reused) or by ZoomOut with Sinkhorn filtering (Pai et al. 2021), ending in a hard map.
 """
 
 from __future__ import annotations
@@ -160,7 +167,7 @@ def match(
         k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
         n_candidates: number of sign patterns refined to ``k_select`` and compared.
         n_finalists: number of candidates (best descriptor residual first) upsampled by ZoomOut to
-            ``min(k, 2 k_select)`` and compared by Laplacian commutativity.
+            ``min(k, 2 k_select)``; the six most isometric are ranked by orientation and map smoothness.
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
@@ -224,8 +231,10 @@ def _initial_map(
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
     n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 2,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Sign search + orientation-regularised map per pattern + ZoomOut + selection by Laplacian commutativity; returns
-    ``(fmap_12 (k', k'), ratio)`` with ``k' = min(k_final, 2 k_select)``."""
+    """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, map smoothness).
+
+    Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
+    chosen candidate, its orientation ratio and its ZoomOut to ``k_final`` on ``samples_final``."""
     m = k_init
     d1 = wks(b1.evals, b1.evecs, n_scales=n_descriptors)[:, ::5]
     d2 = wks(b2.evals, b2.evecs, n_scales=n_descriptors)[:, ::5]
