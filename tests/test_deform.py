@@ -3,6 +3,7 @@ blow-up), dataset learning (unseen targets, checkpoint / resume), trajectories a
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -141,15 +142,87 @@ def test_fit_is_deterministic_for_a_seed():
     assert not torch.equal(a.trajectory, c.trajectory)
 
 
-@pytest.mark.parametrize("loss", ["sw-varifold", "sw", "varifold", "sinkhorn", "chamfer"])
+@pytest.mark.parametrize("loss", ["sw-varifold", "sw", "varifold", "sinkhorn", "chamfer", "surface"])
 def test_every_loss_and_field_runs(loss):
     v, f = icosphere(1)
     tgt = (_ellipsoid(v), f)
-    opts = {"n_samples": 100 if loss == "sinkhorn" else 300} if loss != "varifold" else {}
+    opts = {"n_samples": 100 if loss == "sinkhorn" else 300} if loss not in ("varifold", "surface") else {}
     for field in ("kernel", "mlp") if loss == "sw-varifold" else ("kernel",):
         res = geomot.deform.fit((v, f), tgt, loss=loss, field=field, steps=3, progress=False, metrics=False,
                                 loss_options=opts, regularizers={"edge": 0.1, "laplacian": 0.1, "normal": 0.01})
         assert torch.isfinite(res.loss_history).all() and res.mesh.verts.shape == v.shape
+
+
+def test_surface_loss_is_the_area_weighted_squared_point_to_surface_distance():
+    from geomot.deformation.losses import DEFORM_LOSSES
+    from geomot.metrics.surface import point_to_surface
+    from geomot.ops.geometry import vertex_areas
+
+    v, f = icosphere(2)
+    w, g = icosphere(1)
+    tgt = Mesh(_ellipsoid(w), g)
+    x = (v * 1.1).requires_grad_()
+    loss = DEFORM_LOSSES.get("surface")(x, f, tgt)
+    d_st = torch.from_numpy(point_to_surface(x.detach(), tgt).distance) ** 2
+    d_ts = torch.from_numpy(point_to_surface(tgt.verts, (x.detach(), f)).distance) ** 2
+    a, b = vertex_areas(x.detach(), f), vertex_areas(tgt.verts, g)
+    ref = 0.5 * ((a * d_st).sum() / a.sum() + (b * d_ts).sum() / b.sum())
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-6, atol=1e-9)
+    (grad,) = torch.autograd.grad(loss, x)
+    closest = torch.from_numpy(point_to_surface(x.detach(), tgt).closest)
+    # the source-to-target half pulls every vertex straight towards its closest target point
+    cos = torch.nn.functional.cosine_similarity(grad, x.detach() - closest, dim=1)
+    assert float(cos.median()) > 0.9
+
+
+def test_loss_combinations_weights_and_annealing():
+    from geomot.deformation.losses import COMBINATION_WEIGHTS, make_loss, parse_loss
+
+    assert parse_loss("chamfer") == {"chamfer": 1.0}
+    assert parse_loss("sw-varifold+surface") == {"sw-varifold": COMBINATION_WEIGHTS["sw-varifold"], "surface": 1.0}
+    assert parse_loss({"sw": 2.0, "surface": 0.5}) == {"sw": 2.0, "surface": 0.5}
+    with pytest.raises(ValidationError, match="unknown deformation loss 'nope'"):
+        parse_loss("surface+nope")
+    with pytest.raises(ValidationError, match="repeated"):
+        parse_loss("surface+surface")
+    with pytest.raises(ValidationError, match="a combination takes"):
+        make_loss("sw+surface", 80, {"n_samples": 10})
+    v, f = icosphere(1)
+    tgt = Mesh(_ellipsoid(v), f)
+    both = make_loss("sw+surface", int(f.shape[0]), {"sw": {"n_samples": 200}})
+    local = make_loss("surface", int(f.shape[0]))
+    gen = torch.Generator().manual_seed(0)
+    # the sliced term's weight decays as 1 - progress: at the end of the run only the local term is left
+    torch.testing.assert_close(both(v, f, tgt, generator=gen, progress=1.0), local(v, f, tgt))
+    assert float(both(v, f, tgt, generator=gen, progress=0.0)) > float(local(v, f, tgt))
+    single = make_loss("sw", int(f.shape[0]), {"n_samples": 200})  # alone, a sliced term is not annealed
+    assert float(single(v, f, tgt, generator=gen, progress=1.0)) > 0
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from geomot.deformation.fit import FINAL_LR, lr_factor
+
+    steps = 200
+    f = [lr_factor(k, steps) for k in range(steps)]
+    assert f[0] == pytest.approx(1 / 10) and f[9] == pytest.approx(1.0, abs=0.01)  # 5 % warm-up = 10 steps
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))
+    assert f[-1] == pytest.approx(FINAL_LR, abs=1e-3)
+    assert lr_factor(3, 10**6, elapsed=50.0, max_time=100.0) == pytest.approx(
+        FINAL_LR + (1 - FINAL_LR) * 0.5, rel=1e-6)  # a run cut by time follows its time
+
+
+def test_cached_regularizers_match_the_losses_module():
+    from geomot.deformation.losses import DEFORM_REGULARIZERS
+    from geomot.losses.regularizers import edge_length_loss, laplacian_residual
+    from geomot.ops.geometry import edges
+
+    v0, f = icosphere(2)
+    v = v0 + 0.05 * torch.randn(v0.shape, generator=torch.Generator().manual_seed(0), dtype=v0.dtype)
+    lap = DEFORM_REGULARIZERS.get("laplacian")(v, f, v0)
+    torch.testing.assert_close(lap, (laplacian_residual(v, f) - laplacian_residual(v0, f)).pow(2).sum(-1).mean())
+    e = edges(f)
+    length = float((v0[e[:, 0]] - v0[e[:, 1]]).norm(dim=-1).mean())
+    torch.testing.assert_close(DEFORM_REGULARIZERS.get("edge")(v, f, v0), edge_length_loss(v, f, target_length=length))
 
 
 def test_fit_aligns_a_target_in_another_unit_or_far_away(caplog):

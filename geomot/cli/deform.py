@@ -8,9 +8,9 @@ import argparse
 import logging
 
 from geomot._core.errors import ValidationError
-from geomot.deformation.fit import fit
+from geomot.deformation.fit import DEFAULT_LOSS, DEFAULT_REGULARIZERS, fit
 from geomot.deformation.integrate import SOLVERS
-from geomot.deformation.losses import DEFORM_LOSSES, DEFORM_REGULARIZERS
+from geomot.deformation.losses import DEFORM_LOSSES, DEFORM_REGULARIZERS, parse_loss
 from geomot.deformation.normalize import NORMALIZATIONS
 from geomot.deformation.trajectory import save_trajectory
 from geomot.io.files import load
@@ -21,8 +21,13 @@ __all__ = ["add_parser"]
 log = logging.getLogger(__name__)
 
 
-def _weights(text: str | None) -> dict[str, float]:
-    """``"edge=0.1,laplacian=1"`` -> ``{"edge": 0.1, "laplacian": 1.0}``."""
+def _weights(text: str | None) -> dict[str, float] | None:
+    """``"edge=0.1,laplacian=1"`` -> ``{"edge": 0.1, "laplacian": 1.0}``; None -> None (the defaults of
+    :func:`geomot.deform.fit`); ``"none"`` -> ``{}``."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return {}
     out: dict[str, float] = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -38,6 +43,7 @@ def _weights(text: str | None) -> dict[str, float]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    parse_loss(args.loss)
     source = load(args.source, kind="mesh")
     target = load(args.target, kind="mesh")
     res = fit(
@@ -75,7 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("source", help="source mesh (any format geomot.load reads: OFF, OBJ, PLY, STL, GIFTI...)")
     p.add_argument("target", help="target mesh")
     p.add_argument("--out", required=True, help="output .npz trajectory")
-    p.add_argument("--loss", default="sw-varifold", choices=sorted(DEFORM_LOSSES.names()), help="data term")
+    p.add_argument("--loss", default=DEFAULT_LOSS,
+                   help=f"data term: one of {', '.join(sorted(DEFORM_LOSSES.names()))} or a combination a+b "
+                        f"(default {DEFAULT_LOSS}: the SW-varifold weight decays over the run, see docs)")
     p.add_argument("--field", default="kernel", choices=[n for n in VELOCITY_FIELDS.names() if n != "conditioned"],
                    help="velocity field")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: from the vertex count)")
@@ -85,7 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--frames", type=int, default=11, help="frames written to the trajectory")
     p.add_argument("--regularize", default=None,
                    help=f"weighted regularisers NAME=W,... ({', '.join(sorted(DEFORM_REGULARIZERS.names()))}, "
-                        "kinetic)")
+                        f"kinetic); 'none' for none (default: {DEFAULT_REGULARIZERS})")
     p.add_argument("--normalize", default="auto", choices=sorted(NORMALIZATIONS.names()),
                    help="frame policy (auto: align a target in another unit or far away, and say so)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")

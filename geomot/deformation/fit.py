@@ -20,7 +20,7 @@ from torch import nn
 from geomot._core.checks import check_positive, describe
 from geomot._core.errors import NumericalError, ShapeError, ValidationError
 from geomot.deformation.integrate import SOLVERS, integrate
-from geomot.deformation.losses import DEFORM_LOSSES, DEFORM_REGULARIZERS, default_loss_options
+from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
 from geomot.deformation.normalize import Normalization, choose_frames
 from geomot.metrics.surface import SurfaceMetrics, surface_metrics
 from geomot.models.velocity import VELOCITY_FIELDS, KernelVelocity, MLPVelocity
@@ -28,7 +28,8 @@ from geomot.ops.geometry import face_areas
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.structures import Mesh
 
-__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "fit", "make_field", "quick_fit"]
+__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "fit", "lr_factor", "make_field", "quick_fit",
+           "run_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,37 @@ def as_single_mesh(x: object, name: str) -> Mesh:
 
 
 def auto_steps(n_verts: int) -> int:
-    """Default number of optimisation steps: ``clip(100 log2(V / 50), 200, 500)`` — finer meshes resolve finer
-    detail and need more steps, while the cost of a step grows with ``V`` (642 vertices: 368; 10,242: 500)."""
-    return int(min(max(100 * math.log2(max(n_verts, 2) / 50), 200), 500))
+    """Default number of optimisation steps: ``clip(40 log2(V / 50), 100, 300)`` — finer meshes resolve finer
+    detail and need more steps, while the cost of a step grows with ``V`` (642 vertices: 147; 10,242: 300)."""
+    return int(min(max(round(40 * math.log2(max(n_verts, 2) / 50)), 100), 300))
+
+
+#: Default data term of :func:`fit`: see :func:`fit` and ``docs/deformation.md`` for why.
+DEFAULT_LOSS = "sw-varifold+surface"
+#: Default regularisers of :func:`fit` (``regularizers=None``): the squared uniform Laplacian of the displacement,
+#: weight 1 — a squared length like the data terms, so the weight is unit-free.
+DEFAULT_REGULARIZERS: dict[str, float] = {"laplacian": 1.0}
+
+#: Fraction of the run over which the learning rate warms up linearly, and the final fraction of it after the cosine.
+WARMUP, FINAL_LR = 0.05, 0.05
+
+
+def run_progress(step: int, steps: int, elapsed: float = 0.0, max_time: float | None = None) -> float:
+    """Progress of a run in ``[0, 1]``: ``max(step / steps, elapsed / max_time)``, so that a run cut by
+    ``max_time`` still goes through its whole schedule."""
+    progress = step / max(steps, 1)
+    if max_time is not None:
+        progress = max(progress, elapsed / max_time)
+    return min(progress, 1.0)
+
+
+def lr_factor(step: int, steps: int, elapsed: float = 0.0, max_time: float | None = None) -> float:
+    """Learning-rate multiplier at optimisation ``step``: a linear warm-up over the first ``WARMUP`` of the run
+    (Adam's first updates have the size of the learning rate for every parameter whatever its gradient, so a cold
+    start moves the whole surface at once), then a cosine decay to ``FINAL_LR`` (progress: :func:`run_progress`)."""
+    progress = run_progress(step, steps, elapsed, max_time)
+    warm = min(1.0, max((step + 1) / max(WARMUP * steps, 1.0), progress / WARMUP))
+    return warm * (FINAL_LR + (1.0 - FINAL_LR) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def make_field(
@@ -102,9 +131,11 @@ def make_field(
     """A velocity field for the vertices ``x0 (V, 3)`` (faces ``(F, 3)``) in the normalised frame.
 
     An ``nn.Module`` is used as is; a name of :data:`geomot.models.VELOCITY_FIELDS` is built with ``options``.
-    Kernel fields get ``n_control`` control points (default ``min(V, 2000)``) by farthest-point sampling of
-    ``x0`` and, unless given, a kernel width equal to the control spacing ``sigma = sqrt(area / n_control)``, so
-    that the Gaussians overlap without gaps whatever the mesh.
+    Kernel fields get ``n_control`` control points (default: every vertex; fewer are chosen by farthest-point
+    sampling of ``x0``) read from the moving state, and, unless given, a kernel width equal to the control spacing
+    ``sigma = sqrt(area / n_control)``, so that the Gaussians overlap without gaps whatever the mesh. Every vertex
+    costs no more per field evaluation than a subset: the number of (vertex, control) pairs within the kernel's
+    support depends on ``sigma`` / spacing only, and it lets the field resolve what the mesh resolves.
     """
     if isinstance(field, nn.Module):
         return field
@@ -114,10 +145,17 @@ def make_field(
         torch.manual_seed(seed)
         if cls is KernelVelocity:
             opts = dict(options)
-            k = int(min(int(opts.pop("n_control", 2000)), x0.shape[0]))
-            idx = farthest_point_sampling(x0.detach().cpu(), k, start=0).to(x0.device)
+            n_control = opts.pop("n_control", None)
+            k = x0.shape[0] if n_control is None else int(min(int(check_positive(n_control, "n_control")),
+                                                               x0.shape[0]))
+            if k == x0.shape[0]:
+                idx = torch.arange(k, device=x0.device)
+            else:
+                idx = farthest_point_sampling(x0.detach().cpu(), k, start=0).to(x0.device)
             if opts.get("sigma") is None:
                 opts["sigma"] = float((face_areas(x0.detach(), faces).sum() / k).sqrt())
+            if opts.get("carry", True):
+                opts["control_index"] = idx
             return KernelVelocity(x0.detach()[idx], **opts)
         if cls is MLPVelocity:
             opts = {"hidden": 128, "layers": 3, "fourier_features": 64, "fourier_scale": 2.0, **options}
@@ -125,10 +163,10 @@ def make_field(
         return cls(generator=g, **options).to(device=x0.device, dtype=x0.dtype)
 
 
-def _objective(field, x0, f, tgt, loss_fn, loss_opts, regs, gen, solver):
+def _objective(field, x0, f, tgt, loss_fn, regs, gen, solver, progress):
     traj = integrate(field, x0, times=2, **solver)
     x = traj.points[-1]
-    total = loss_fn(x, f, tgt, generator=gen, **loss_opts)
+    total = loss_fn(x, f, tgt, generator=gen, progress=progress)
     for name, w in regs.items():
         if name == "kinetic":
             total = total + w * field.kinetic_energy()
@@ -141,7 +179,7 @@ def fit(
     source: object,
     target: object,
     *,
-    loss: str = "sw-varifold",
+    loss: str | dict[str, float] = DEFAULT_LOSS,
     field: str | nn.Module = "kernel",
     steps: int | None = None,
     lr: float | None = None,
@@ -165,14 +203,24 @@ def fit(
     radius, used for both so that their relative position is kept; a target in another unit or far away is aligned
     and the decision logged and recorded in ``result.normalization``. Each step integrates the source vertices
     ``x_0 (V, 3)`` to ``x_1 = phi_theta(x_0)``, evaluates ``L(x_1, T) + sum_r w_r R_r(x_1)`` and takes an Adam step
-    (learning rate ``lr`` decayed by a cosine to ``lr / 20``). Deterministic for a given ``seed`` on a given
-    machine (field initialisation, projections and samples come from generators seeded with it).
+    (learning rate ``lr``: linear warm-up over the first 5 % of the run, then a cosine decay to ``lr / 20``,
+    :func:`lr_factor`). Deterministic for a given ``seed`` on a given machine (field initialisation, projections
+    and samples come from generators seeded with it).
+
+    Default objective (``DEFAULT_LOSS``, ``DEFAULT_REGULARIZERS``): ``6 (1 - p) SW_2^2(varifolds) + surface +
+    |L(x - x_0)|^2``. The sliced-Wasserstein term between the varifolds (Le et al., ICLR 2024) is global: it
+    matches mass and orientation, so it brings far-apart shapes into correspondence, but it is a Monte-Carlo
+    estimate whose noise sets an accuracy floor; its weight decays with the run's progress ``p``
+    (:data:`~geomot.deformation.losses.ANNEALED`) while the exact, noise-free local term ``"surface"`` (squared
+    point-to-surface distances both ways) sets the final accuracy, and the Laplacian of the displacement keeps
+    the nearest-point pull from bunching vertices where an offset surface folds (deep sulci).
 
     Args:
         source: a single :class:`Mesh` or ``(verts (V, 3), faces (F, 3))``.
         target: a single :class:`Mesh` or ``(verts, faces)`` (any connectivity).
         loss: a data term of :data:`~geomot.deformation.losses.DEFORM_LOSSES` (``"sw-varifold"``, ``"sw"``,
-            ``"varifold"``, ``"sinkhorn"``, ``"chamfer"``).
+            ``"varifold"``, ``"sinkhorn"``, ``"chamfer"``, ``"surface"``), a combination ``"a+b"`` or a
+            ``{name: weight}`` mapping (:func:`~geomot.deformation.losses.make_loss`).
         field: ``"kernel"`` (default: Gaussian RKHS field on control points, smooth by construction), ``"mlp"``
             or an ``nn.Module`` velocity field acting in the normalised frame.
         steps: optimisation steps (default :func:`auto_steps` of the source's vertex count).
@@ -183,9 +231,11 @@ def fit(
         n_time_steps: steps of a fixed-step solver over ``[0, 1]``.
         adjoint: gradients by the adjoint method.
         n_frames: frames of the returned trajectory (``>= 2``).
-        loss_options: options of the data term (defaults: :func:`default_loss_options`).
+        loss_options: options of the data term (defaults: :func:`default_loss_options`); for a combination,
+            ``{term: {option: value}}``.
         field_options: options of a named field (see :func:`make_field`).
-        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"normal"`` (and ``"kinetic"`` for kernel fields).
+        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"normal"`` (and ``"kinetic"`` for kernel fields);
+            None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
         normalize: ``"auto"``, ``"joint"``, ``"separate"`` or ``"none"``.
         seed: seed of every random choice.
         max_time: stop after this many seconds of optimisation (for equal-time comparisons).
@@ -206,11 +256,11 @@ def fit(
     tgt = as_single_mesh(target, "target")
     if tgt.dtype != src.dtype or tgt.device != src.device:
         tgt = tgt.to(device=src.device, dtype=src.dtype)
-    loss_fn = DEFORM_LOSSES.get(loss, arg="loss")
+    loss_fn = make_loss(loss, int(src.faces.shape[0]), loss_options)
     SOLVERS.get(method, arg="method")
     n_frames = int(check_positive(n_frames, "n_frames", at_least=2))
     steps = auto_steps(src.verts.shape[0]) if steps is None else int(check_positive(steps, "steps"))
-    regs = dict(regularizers or {})
+    regs = dict(DEFAULT_REGULARIZERS if regularizers is None else regularizers)
     for name, w in regs.items():
         check_positive(w, f"regularizers[{name!r}]", strict=False)
         if name != "kinetic":
@@ -222,7 +272,6 @@ def fit(
     x0 = norm.source.apply(src.verts.detach())
     f = src.faces
     tgt_n = Mesh(norm.target.apply(tgt.verts.detach()), tgt.faces)
-    loss_opts = {**default_loss_options(loss, int(f.shape[0])), **(loss_options or {})}
     fld = make_field(field, x0, f, seed=seed, **(field_options or {}))
     if lr is None:  # kernel momenta are velocities: move at most a quarter of the kernel width per step
         lr = 0.25 * fld.sigma if isinstance(fld, KernelVelocity) else 1e-3
@@ -233,7 +282,6 @@ def fit(
     if not params:
         raise ValidationError("field: has no trainable parameter")
     opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 20)
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     solver = {"method": method, "n_steps": n_time_steps, "adjoint": adjoint}
 
@@ -246,8 +294,11 @@ def fit(
     bar = tqdm(range(steps), desc=f"deform ({loss})", disable=not progress, leave=False)
     k = 0
     for k in bar:
+        now = time.perf_counter() - t_start
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(k, steps, now, max_time)
         try:
-            total = _objective(fld, x0, f, tgt_n, loss_fn, loss_opts, regs, gen, solver)
+            total = _objective(fld, x0, f, tgt_n, loss_fn, regs, gen, solver, run_progress(k, steps, now, max_time))
         except NumericalError as e:
             fld.load_state_dict(good)
             err = NumericalError(f"fit: the flow blew up at optimisation step {k}: {e}")
@@ -263,7 +314,6 @@ def fit(
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        sched.step()
         history.append(float(total.detach()))
         if progress and k % 10 == 0:
             bar.set_postfix(loss=f"{history[-1]:.3e}")
@@ -314,4 +364,4 @@ def quick_fit(
     """
     return fit(source, target, loss="sw-varifold", field="kernel", steps=steps, n_time_steps=8,
                field_options={"n_control": 300}, loss_options={"n_projections": 100, "n_samples": 2000},
-               seed=seed, progress=progress)
+               regularizers={}, seed=seed, progress=progress)

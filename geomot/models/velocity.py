@@ -275,7 +275,7 @@ class KernelVelocity(nn.Module):
     closer than ``R`` — exact, since the kernel vanishes beyond ``R`` — with a hand-written backward. The pairs are
     found by k-d trees within ``R + margin`` and reused while no point has moved more than ``margin / 2`` since
     (one list per evaluation time, so successive optimisation steps, whose trajectories differ little, share
-    them); ``margin = sigma / 4``.
+    them); ``margin = sigma / 2``. ``n_searches`` counts the neighbour searches done.
 
     :meth:`kinetic_energy` gives ``int_0^1 |v_t|_V^2 dt = mean_bins g^2 alpha^T K(c, c) alpha`` at the initial
     control points, the usual LDDMM regulariser.
@@ -328,6 +328,7 @@ class KernelVelocity(nn.Module):
         self.register_buffer("control_index", control_index)
         self.momenta = nn.Parameter(control_points.new_zeros(self.n_time_bins, control_points.shape[0], 3))
         self._pairs: dict[float, tuple[torch.Tensor, _Pairs]] = {}
+        self.n_searches = 0
         with torch.no_grad():  # 1 / mean_k sum_l K(c_k, c_l): momenta are in units of velocity
             c = self.control_points
             mass = self._sum(c, c, c.new_ones(c.shape[0], 1), key=-1.0)
@@ -379,7 +380,7 @@ class KernelVelocity(nn.Module):
     def _neighbours(self, y: torch.Tensor, c: torch.Tensor, key: float | None) -> _Pairs:
         """Pairs closer than ``R``: a cached list built within ``R + margin`` when no point moved more than
         ``margin / 2`` since it was built, else a new one."""
-        margin = 0.25 * self.sigma
+        margin = 0.5 * self.sigma
         state = torch.cat([y.detach(), c.detach()], 0)
         hit = self._pairs.get(key) if key is not None else None
         if hit is not None and hit[0].shape == state.shape and hit[0].dtype == state.dtype \
@@ -387,6 +388,7 @@ class KernelVelocity(nn.Module):
             if float((hit[0] - state).pow(2).sum(-1).amax()) <= (margin / 2) ** 2:
                 return hit[1]
         pairs = _find_pairs(y, c, self.support + margin)  # type: ignore[operator]
+        self.n_searches += 1
         if key is not None:
             if len(self._pairs) >= 64:
                 self._pairs.clear()
