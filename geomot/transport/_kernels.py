@@ -233,6 +233,7 @@ class OnlineGeometry:
         self._ya_cache = None
         self._eps = 1.0
         self._buf: torch.Tensor | None = None
+        self._soft_cache = None
 
     def _step(self, other: int) -> int:
         per_row = self.shape[0] * other * self.x.element_size() * 3  # cost + a temporary or two
@@ -281,12 +282,15 @@ class OnlineGeometry:
                    or (torch.is_grad_enabled() and (xs.requires_grad or ys.requires_grad or h.requires_grad)))
         if generic:
             return -eps * _lse(h[:, None, :] - self.cost_fn(xs, ys) / eps, 2)
-        hf = torch.where(torch.isfinite(h), h, -1e30)
+        key = (h, ys, eps)
+        if self._soft_cache is None or any(u is not v for u, v in zip(self._soft_cache[0], key)):
+            hf = torch.where(torch.isfinite(h), h, -1e30)
+            ones_y = ys.new_ones(*ys.shape[:2], 1)
+            self._soft_cache = (key, torch.cat([ys, ones_y, (hf - (ys * ys).sum(-1) / eps)[..., None]], -1))
+        ya = self._soft_cache[1]
         ones_x = xs.new_ones(*xs.shape[:2], 1)
-        ones_y = ys.new_ones(*ys.shape[:2], 1)
         xa = torch.cat([xs * (2.0 / eps), ((hint - (xs * xs).sum(-1)) / eps)[..., None], ones_x], -1)
-        ya = torch.cat([ys, ones_y, (hf - (ys * ys).sum(-1) / eps)[..., None]], -1)
-        t = torch.bmm(xa, ya.transpose(1, 2))
+        t = torch.bmm(xa, ya.transpose(1, 2), out=self._block(xs.shape[0], xs.shape[1], ys.shape[1], xs))
         ssum = safe_exp(t, inplace=True).sum(2)
         bad = ~torch.isfinite(ssum) | (ssum < 1e-20)
         out = hint - eps * ssum.log()
@@ -306,13 +310,17 @@ class OnlineGeometry:
         padding: the clamped exp gives ~1e-37 there, always multiplied by a zero weight)."""
         xs = self.x[:, s]
         xa = torch.cat([xs * (2.0 / self._eps), rows[:, s, None], xs.new_ones(*xs.shape[:2], 1)], -1)
-        shape = (xs.shape[0], xs.shape[1], self.shape[2])
-        size = shape[0] * shape[1] * shape[2]
-        if self._buf is None or self._buf.numel() < size or self._buf.dtype != xs.dtype:
-            # one reused block buffer: a fresh large tensor per chunk costs its page faults every time
-            self._buf = xs.new_empty(shape[0] * self._step(self.shape[2]) * shape[2])
-        out = self._buf[:size].view(shape)
+        out = self._block(xs.shape[0], xs.shape[1], self.shape[2], xs)
         return safe_exp(torch.bmm(xa, self._ya(cols).transpose(1, 2), out=out), inplace=True)
+
+    def _block(self, b: int, n: int, m: int, like: torch.Tensor) -> torch.Tensor:
+        """A ``(b, n, m)`` view of one reused buffer (a fresh large tensor per chunk costs its page faults every
+        time); the buffer only grows."""
+        size = b * n * m
+        buf = self._buf
+        if buf is None or buf.numel() < size or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buf = like.new_empty(size)
+        return buf[:size].view(b, n, m)
 
     def _ya(self, cols: torch.Tensor) -> torch.Tensor:
         if self._ya_cache is None or self._ya_cache[0] is not cols:
