@@ -32,7 +32,7 @@ from geomot._core.checks import check_float_tensor, check_lengths, check_positiv
 from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.structures.convert import as_measure
-from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry, flush_denormal
+from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry, flush_denormal, one_thread
 from geomot.transport._sinkhorn_loops import log_loop, scaling_loop, symmetric_loop
 from geomot.transport._sinkhorn_value import SinkhornPlan, dual_value
 from geomot.transport.sinkhorn_init import SINKHORN_INITS
@@ -210,7 +210,7 @@ def _solve(
 def _initial_potentials(init, x, y, a, b, cost_name, row_mask, col_mask):
     if isinstance(init, str):
         fn = SINKHORN_INITS.get(init, arg="init")
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():  # O(N D^2) work: threads only add hand-off latency
             xd = None if x is None else x.detach()
             yd = None if y is None else y.detach()
             out = fn(xd, yd, a.detach(), b.detach(), cost=cost_name)
@@ -292,15 +292,18 @@ def sinkhorn(
         init: a name of ``SINKHORN_INITS`` (``"zero"``, ``"gaussian"``, ``"sort1d"``), a warm start ``(f, g)``,
             or ``"auto"``: ``"gaussian"`` for the squared Euclidean cost, ``"zero"`` otherwise.
         method: ``"auto"`` or a name of ``SINKHORN_METHODS``.
-        relaxation: over-relaxation ``omega`` in ``[1, 2)`` of the ``"scaling"`` iterations at the final eps
-            (``log u <- (1 - omega) log u + omega log u_hat``; Thibault et al. 2021), or ``"auto"``: 12 plain
-            iterations measure the linear rate ``q``, then ``omega = min(1.8, 2 / (1 + sqrt(1 - q)))``. It cuts
-            the iteration count several-fold at small eps; the marginal error then counts both marginals.
+        relaxation: over-relaxation ``omega`` in ``[1, 2)`` of the iterations at the final eps of the
+            ``"scaling"`` loop and of the online one-pass loop (``method="log"``, squared Euclidean cost, no
+            unrolling): ``log u <- (1 - omega) log u + omega log u_hat`` (Thibault et al. 2021); or ``"auto"``:
+            20 (online: 8) plain iterations measure the linear rate ``q``, then
+            ``omega = min(1.8, 2 / (1 + sqrt(1 - q)))``. It cuts the iteration count several-fold at small eps;
+            the marginal error then counts both marginals.
         grad: ``"envelope"`` (default: ``value`` differentiated at fixed optimal potentials, Danskin's theorem;
             exact at convergence, O(1) memory in the iterations), ``"unroll"`` (autograd through every log-domain
             iteration) or ``"none"``.
-        backend: ``"dense"`` (store ``C``), ``"online"`` (recompute cost chunks of ``chunk_bytes``; memory
-            ``O((N + M) D)``) or ``"auto"`` (dense below ~1 GiB of cost and kernel).
+        backend: ``"dense"`` (one ``N x M`` kernel buffer; the squared Euclidean cost itself is formed only when
+            a path needs it), ``"online"`` (recompute kernel blocks of ``chunk_bytes``, one pass per iteration;
+            memory ``O((N + M) D + chunk)``) or ``"auto"`` (dense below ~1 GiB of cost and kernel).
         chunk_bytes: block size of the online backend.
         measure: how Mesh inputs become measures (see :func:`geomot.mesh_to_measure`).
         sns_options: keyword options of :func:`geomot.transport.sns.sns_loop` for ``method="sns"``.

@@ -16,7 +16,6 @@ reported marginal error is measured as in Sinkhorn (columns exact, L1 error of t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 
@@ -24,7 +23,7 @@ import torch
 
 from geomot._core.checks import check_positive
 from geomot._core.errors import ValidationError
-from geomot.transport._kernels import safe_exp
+from geomot.transport._kernels import one_thread, safe_exp
 from geomot.transport._sinkhorn_loops import LoopState, scaling_loop
 
 __all__ = ["sns_loop"]
@@ -53,20 +52,6 @@ def _sparse_ops(vals: torch.Tensor, idx: torch.Tensor, m: int):
         return out.index_add_(0, flat, (vals * u[:, :, None]).reshape(-1)).view(bsz, m)
 
     return rows, cols
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run the conjugate gradient on one intra-op thread: its gather/scatter products on ``N k`` entries are too
-    small to amortise a thread-pool hand-off per op (several-fold slower with 2+ threads on a loaded CPU)."""
-    before = torch.get_num_threads()
-    if before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if before > 1:
-            torch.set_num_threads(before)
 
 
 def _cg(matvec, rhs, diag, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
@@ -169,7 +154,7 @@ def sns_loop(
         def matvec(v, rows=rows, cols=cols, diag=diag, n=n):
             return diag * v + torch.cat([rows(v[:, n:]), cols(v[:, :n])], 1)
 
-        with _one_thread():
+        with one_thread():  # gather/scatter products on N k entries: too small for a thread hand-off per op
             d, its = _cg(matvec, rhs, diag, cg_tol, cg_max_iter)
         d = torch.where(torch.isfinite(d) & active, d, 0.0)
         cg_total += its
