@@ -159,9 +159,10 @@ def test_online_recovers_from_overflowing_start():
     assert float(r.value) == pytest.approx(float(ref.value), rel=1e-9)
 
 
-def test_dense_points_path_never_builds_the_cost():
+@pytest.mark.parametrize("d", [3, 8])
+def test_dense_points_path_never_builds_the_cost(d):
     # squared Euclidean point sets: kernels from one GEMM, <P, C> from the expansion of |x - y|^2
-    x, y, a, b = _problem(n=70, m=50, d=3)
+    x, y, a, b = _problem(n=70, m=50, d=d)
     r = sinkhorn(x, y, x_weights=a, y_weights=b, eps=0.01, tol=1e-12, max_iter=20000, grad="none")
     p = r.plan.dense()
     c = pairwise_cost(x[None], y[None])[0]

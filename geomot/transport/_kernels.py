@@ -206,8 +206,12 @@ class DenseGeometry:
             x, y = self.x.detach(), self.y.detach()
             rows = au * _gemv(kernel, bv)
             cols = bv * _gemv(kernel.transpose(1, 2), au)
-            # <x, P y> = sum_d <au x_d, E (bv y_d)>: D matrix-vector products (thin GEMMs are far slower on CPU)
-            cross = sum((au * x[..., d] * _gemv(kernel, bv * y[..., d])).sum(1) for d in range(x.shape[-1]))
+            # <x, P y> = sum_d <au x_d, E (bv y_d)>: D matrix-vector products for small D (GEMMs with 2-4 columns
+            # are far slower than GEMVs on CPU), one GEMM beyond
+            if x.shape[-1] <= 4:
+                cross = sum((au * x[..., d] * _gemv(kernel, bv * y[..., d])).sum(1) for d in range(x.shape[-1]))
+            else:
+                cross = (au[..., None] * x * torch.bmm(kernel, bv[..., None] * y)).sum((1, 2))
             pc = (rows * (x * x).sum(-1)).sum(1) + (cols * (y * y).sum(-1)).sum(1) - 2.0 * cross
             return rows.sum(1), pc
         mass = torch.bmm(au[:, None, :], torch.bmm(kernel, bv[..., None])).view(-1)
