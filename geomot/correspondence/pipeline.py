@@ -50,7 +50,6 @@ from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import zoomout
 from geomot.ops.geometry import total_area, vertex_normals
-from geomot.ops.laplacian import cotangent_laplacian
 from geomot.ops.orientation import consistently_oriented, map_orientation_score, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
@@ -324,27 +323,58 @@ def _initial_map(
     return best[1], best[2], best[3]
 
 
+def _edge_graph(v: torch.Tensor, f: torch.Tensor) -> Any:
+    """Symmetric sparse ``(V, V)`` scipy matrix of mesh edge lengths."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values.unique(dim=0)
+    w = (v[e[:, 0]] - v[e[:, 1]]).norm(dim=1).clamp_min(1e-12).numpy()
+    i, j = e[:, 0].numpy(), e[:, 1].numpy()
+    n = v.shape[0]
+    return sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n))
+
+
+def _graph_distances(graph: Any, idx: torch.Tensor) -> torch.Tensor:
+    """``(m, m)`` shortest-path distances between the vertices ``idx`` along the mesh edges (inf across components)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    ii = idx.numpy()
+    return torch.from_numpy(dijkstra(graph, directed=False, indices=ii)[:, ii])
+
+
 class _MapSelector:
     """Ranks vertex maps ``p2p_21`` between two meshes: first whether they keep orientation on the balance
-    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``), then by the Dirichlet energy of the map,
-    ``E(T) = tr(X_1[T]^T L_2 X_1[T])`` (the cotangent Laplacian ``L_2`` of the source applied to the target
-    coordinates pulled back by ``T``, both at unit area; ``2`` for an isometry, larger where the map stretches or
-    tears). Both are invariant to rigid motions of either shape."""
+    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``), then by their metric distortion on ``m``
+    farthest-point samples ``s_a`` of the source,
 
-    def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor) -> None:
+    ``dist(T) = sum_ab |d_1(T(s_a), T(s_b)) - d_2(s_a, s_b)| / sum_ab d_2(s_a, s_b)``,
+
+    with ``d`` shortest paths along the mesh edges (both shapes at unit area; 0 for an isometry). A mirror map is
+    as isometric as the true one (hence the orientation key first); a partly flipped or twisted map (a limb sent to
+    its symmetric twin, the rest not) stretches the distances between the limb and the rest. Intrinsic, so
+    invariant to rigid motions and to the pose."""
+
+    def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor, m: int = 64) -> None:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
         self.n1 = vertex_normals(v1, f1)
-        self.L2 = cotangent_laplacian(v2, f2)
+        self.g1 = _edge_graph(v1, f1)
+        self.samples = farthest_point_sampling(v2, min(m, v2.shape[0]), start=0).long()
+        d2 = _graph_distances(_edge_graph(v2, f2), self.samples)
+        finite = torch.isfinite(d2)
+        self.cap = float(d2[finite].max()) if bool(finite.any()) else 1.0
+        self.d2 = torch.where(finite, d2, torch.full_like(d2, self.cap))
         self.use_orientation = consistently_oriented(f1) and consistently_oriented(f2)
         if not self.use_orientation:
-            logger.warning("match: a mesh has inconsistently wound faces; candidate maps are ranked by smoothness "
-                           "only, so mirror-symmetric shapes may come out flipped")
+            logger.warning("match: a mesh has inconsistently wound faces; candidate maps are ranked by metric "
+                           "distortion only, so mirror-symmetric shapes may come out flipped")
 
     def __call__(self, p2p_21: torch.Tensor) -> tuple[float, float]:
         reversed_ = 0.0
         if self.use_orientation:
             orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
             reversed_ = 0.0 if orient > 0 else 1.0
-        y = self.v1[p2p_21]
-        energy = float((y * torch.sparse.mm(self.L2, y)).sum())
-        return (reversed_, energy)
+        d1 = _graph_distances(self.g1, p2p_21[self.samples])
+        d1 = torch.where(torch.isfinite(d1), d1, torch.full_like(d1, self.cap))
+        distortion = float((d1 - self.d2).abs().sum() / self.d2.sum().clamp_min(1e-30))
+        return (reversed_, distortion)
