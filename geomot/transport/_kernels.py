@@ -23,7 +23,7 @@ import torch
 
 from geomot._core.registry import Registry
 
-__all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "flush_denormal", "one_thread", "pairwise_cost"]
+__all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "flush_denormal", "one_thread", "pairwise_cost", "threads"]
 
 
 @contextlib.contextmanager
@@ -40,6 +40,19 @@ def flush_denormal():
     finally:
         if changed:
             torch.set_flush_denormal(False)
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run a block with ``n`` intra-op threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
 
 @contextlib.contextmanager
 def one_thread():
