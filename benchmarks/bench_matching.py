@@ -62,8 +62,9 @@ def _pyfm_match(path_src: Path, path_tgt: Path):
     fm = FunctionalMapping(m_tgt, m_src)
     fm.preprocess(n_descr=100, descr_type="WKS", subsample_step=5, verbose=False)
     fm.fit(K=(35, 35), w_descr=1e0, w_lap=1e-2, w_dcomm=1e-1, w_orient=0, verbose=False)
-    fm.zoomout_refine(nit=15, step=5, verbose=False)
-    return torch.as_tensor(fm.get_p2p(n_jobs=1), dtype=torch.long)
+    # pyFM 1.3 returns the refined map instead of storing it: pass it on, or get_p2p uses the 35 x 35 fit
+    fmap_zo = fm.zoomout_refine(nit=15, step=5, verbose=False)
+    return torch.as_tensor(fm.get_p2p(FM=fmap_zo, n_jobs=1), dtype=torch.long)
 
 
 def _summary(errs: list[float], secs: list[float]) -> dict:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=20, help="pairs per dataset (default: 20)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-peer", action="store_true", help="skip pyFM")
+    ap.add_argument("--peer-only", action="store_true", help="run pyFM only (e.g. to add the peer to a finished run)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_matching.json"))
     ap.add_argument("--data", default=str(DATA), help="folder holding the datasets (default: ../shared/data)")
@@ -115,29 +117,35 @@ def main(argv: list[str] | None = None) -> int:
         for i_pair, (a, b) in enumerate(_pairs(ds, name, args.pairs, args.seed)):
             src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
             gs, gt = ds.ground_truth(a, b)
-            t0 = time.perf_counter()
-            res = match(src, tgt)
-            t_geo = time.perf_counter() - t0
-            e_geo = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
-            row = {"source": a, "target": b, "geomot": e_geo, "geomot_s": t_geo,
-                   "geomot_stages_s": {key: round(val, 3) for key, val in res.timings.items()},
-                   "orientation_ratio": res.orientation_ratio, "load_avg_1min": os.getloadavg()[0]}
             run_peer = peer and i_pair % max(1, args.peer_every) == 0
+            if args.peer_only and not run_peer:
+                continue
+            row = {"source": a, "target": b, "load_avg_1min": os.getloadavg()[0]}
+            if not args.peer_only:
+                t0 = time.perf_counter()
+                res = match(src, tgt)
+                row["geomot_s"] = time.perf_counter() - t0
+                row["geomot"] = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
+                row["geomot_stages_s"] = {key: round(val, 3) for key, val in res.timings.items()}
+                row["orientation_ratio"] = res.orientation_ratio
             if run_peer:
                 t0 = time.perf_counter()
                 p2p = _pyfm_match(ds.path(a), ds.path(b))
                 row["pyfm_s"] = time.perf_counter() - t0
                 row["pyfm"] = 100 * float(geodesic_error(p2p, tgt.verts, tgt.faces, gs, gt))
             rows.append(row)
-            log.info("%s %s -> %s: geomot %.2f (%.1f s)%s", name, a, b, e_geo, t_geo,
-                     f", pyFM {row['pyfm']:.2f} ({row['pyfm_s']:.1f} s)" if run_peer else "")
+            log.info("%s %s -> %s:%s%s", name, a, b,
+                     f" geomot {row['geomot']:.2f} ({row['geomot_s']:.1f} s)" if "geomot" in row else "",
+                     f" pyFM {row['pyfm']:.2f} ({row['pyfm_s']:.1f} s)" if run_peer else "")
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             results["pairs"][name] = rows
             Path(args.json).write_text(json.dumps(results, indent=1))
-        summ = {"geomot": _summary([r["geomot"] for r in rows], [r["geomot_s"] for r in rows])}
+        geo_rows = [r for r in rows if "geomot" in r]
+        summ = {"geomot": _summary([r["geomot"] for r in geo_rows], [r["geomot_s"] for r in geo_rows])}
         peer_rows = [r for r in rows if "pyfm" in r]
         if peer_rows:
             summ["pyfm"] = _summary([r["pyfm"] for r in peer_rows], [r["pyfm_s"] for r in peer_rows])
+        if peer_rows and geo_rows:
             summ["geomot_on_peer_pairs"] = _summary([r["geomot"] for r in peer_rows],
                                                     [r["geomot_s"] for r in peer_rows])
             summ["time_ratio_pyfm_over_geomot"] = (summ["pyfm"]["seconds_per_pair"]
