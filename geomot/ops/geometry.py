@@ -144,7 +144,10 @@ def edges(faces: torch.Tensor) -> torch.Tensor:
     """Unique undirected edges ``(E, 2)`` (sorted pairs, int64) of a triangle list ``(F, 3)``."""
     e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
     e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+    # one int64 key per edge: a 1-D unique is ~20x cheaper than unique(dim=0) on rows
+    n = int(e.max()) + 1 if e.numel() else 1
+    key = torch.unique(e[:, 0] * n + e[:, 1])
+    return torch.stack([torch.div(key, n, rounding_mode="floor"), key % n], 1)
 
 
 def boundary_loops(faces: torch.Tensor) -> list[torch.Tensor]:
