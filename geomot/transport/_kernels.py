@@ -177,13 +177,44 @@ class DenseGeometry:
         m = row_mask[:, :, None] & col_mask[:, None, :]
         return float(self.cost.detach().masked_fill(~m, float("-inf")).amax())
 
+    def _tracked(self, v: torch.Tensor) -> bool:
+        """Whether autograd must see the softmin (unrolled gradients): then no buffer is reused in place."""
+        return torch.is_grad_enabled() and (v.requires_grad or self._track
+                                            or (self._cost is not None and self._cost.requires_grad))
+
+    def _exponents(self, v: torch.Tensor, lv: torch.Tensor, eps: float, *, rows: bool) -> torch.Tensor:
+        """``(v_j - C_ij) / eps + lv_j`` into a reused buffer, ``(B, N, M)`` for ``rows`` (``j`` over ``y``), else
+        ``(B, M, N)`` for point sets (one GEMM on augmented coordinates, reduced along the contiguous axis) or the
+        ``(B, N, M)`` buffer with ``i`` and ``j`` exchanged for a stored cost. One pass instead of three."""
+        if self._cost is None:
+            p, q = (self.x, self.y) if rows else (self.y, self.x)
+            p, q = p.detach(), q.detach()
+            pa = torch.cat([p * (2.0 / eps), (-(p * p).sum(-1) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
+            qa = torch.cat([q, q.new_ones(*q.shape[:2], 1), ((v - (q * q).sum(-1)) / eps + lv)[..., None]], -1)
+            shape = (p.shape[0], p.shape[1], q.shape[1])
+            buf = self._buffer(shape, p)
+            return torch.bmm(pa, qa.transpose(1, 2), out=buf)
+        buf = self._buffer(self.shape, self._cost)
+        shift = (v / eps + lv)[:, None, :] if rows else (v / eps + lv)[:, :, None]
+        return torch.add(shift, self._cost.detach(), alpha=-1.0 / eps, out=buf)
+
+    def _buffer(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.numel() < math.prod(shape) or buf.dtype != like.dtype:
+            buf = self._buf = torch.empty(math.prod(shape), dtype=like.dtype, device=like.device)
+        return buf[: math.prod(shape)].view(shape)
+
     def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         """``(B, N)``: ``-eps logsumexp_j((g_j - C_ij) / eps + lb_j)`` (``hint`` is unused here)."""
+        if not self._tracked(g):
+            return -eps * _lse(self._exponents(g, lb, eps, rows=True), 2)
         t = (g[:, None, :] - self.cost) / eps + lb[:, None, :]
         return -eps * _lse(t, 2)
 
     def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         """``(B, M)``: ``-eps logsumexp_i((f_i - C_ij) / eps + la_i)``."""
+        if not self._tracked(f):
+            return -eps * _lse(self._exponents(f, la, eps, rows=False), 2 if self._cost is None else 1)
         t = (f[:, :, None] - self.cost) / eps + la[:, :, None]
         return -eps * _lse(t, 1)
 
