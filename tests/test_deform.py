@@ -250,6 +250,42 @@ def test_fit_stops_on_a_blow_up_with_the_last_good_state():
     assert torch.isfinite(last.trajectory).all() and float(field.w.abs().max()) <= 2.5e-3
 
 
+class _ThreadSpy(nn.Module):
+    """A constant-velocity field that records ``torch.get_num_threads()`` at every evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        self.seen: list[int] = []
+
+    def forward(self, t, x):
+        self.seen.append(torch.get_num_threads())
+        return self.w.expand_as(x)
+
+
+def test_fit_runs_on_the_requested_threads_and_restores_them():
+    v, f = icosphere(1)
+    tgt = (_ellipsoid(v), f)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spy = _ThreadSpy()
+        geomot.deform.fit((v, f), tgt, field=spy, loss="surface", steps=2, progress=False, metrics=False)
+        assert set(spy.seen) == {1} and torch.get_num_threads() == 2  # default: one thread, then restored
+        spy = _ThreadSpy()
+        geomot.deform.fit((v, f), tgt, field=spy, loss="surface", steps=2, progress=False, metrics=False,
+                          threads=None)
+        assert set(spy.seen) == {2}
+        blow = _BlowUp(limit=2.5e-3)
+        with pytest.raises(NumericalError):
+            geomot.deform.fit((v, f), tgt, field=blow, steps=10, lr=1e-3, progress=False, metrics=False)
+        assert torch.get_num_threads() == 2  # restored on error too
+        with pytest.raises(ValidationError, match="threads"):
+            geomot.deform.fit((v, f), tgt, steps=1, progress=False, threads=0)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_fit_bad_inputs():
     v, f = icosphere(1)
     bad = v.clone()

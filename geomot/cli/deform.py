@@ -44,16 +44,13 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 def _run(args: argparse.Namespace) -> int:
     parse_loss(args.loss)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(int(args.threads))
     source = load(args.source, kind="mesh")
     target = load(args.target, kind="mesh")
     res = fit(
         source, target, loss=args.loss, field=args.field, steps=args.steps, lr=args.lr, method=args.method,
         n_time_steps=args.time_steps, n_frames=args.frames, regularizers=_weights(args.regularize),
         normalize=args.normalize, seed=args.seed, max_time=args.max_time, progress=not args.quiet,
+        threads=args.threads or None,
     )
     path = save_trajectory(args.out, res.trajectory, res.mesh.faces, res.times, loss_history=res.loss_history)
     m = res.metrics
@@ -102,9 +99,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="frame policy (auto: align a target in another unit or far away, and say so)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--max-time", type=float, default=None, help="stop optimising after this many seconds")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's; on a machine whose cores are busy with other "
-                        "jobs, 1 can be several times faster than 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads of the fit (default 1: on a machine whose cores are busy with "
+                        "other jobs, 2 threads were 5x slower than 1; 0 = torch's current setting)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
     return p

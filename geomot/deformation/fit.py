@@ -195,6 +195,7 @@ def fit(
     max_time: float | None = None,
     metrics: bool = True,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> DeformResult:
     """Deform ``source`` onto ``target`` with a neural-ODE flow trained on an OT loss.
 
@@ -241,6 +242,11 @@ def fit(
         max_time: stop after this many seconds of optimisation (for equal-time comparisons).
         metrics: compute :func:`geomot.metrics.surface_metrics` and per-frame self-intersections.
         progress: show a tqdm progress bar.
+        threads: torch intra-op threads during the run (``torch.set_num_threads``, process-wide; the previous
+            setting is restored on return or error); ``None`` keeps the current setting. Default 1: the steps
+            are chains of small sparse and per-point operations, where a second OpenMP thread gains little on an
+            idle machine and, on a machine whose cores are busy, costs 10x or more as the threads wait on each
+            other (measured in ``docs/deformation.md``).
 
     Returns:
         :class:`DeformResult`.
@@ -267,6 +273,8 @@ def fit(
             DEFORM_REGULARIZERS.get(name, arg="regularizers")
     if max_time is not None:
         check_positive(max_time, "max_time")
+    if threads is not None:
+        threads = int(check_positive(threads, "threads"))
 
     norm = choose_frames(src.verts.detach(), src.faces, tgt.verts.detach(), tgt.faces, normalize)
     x0 = norm.source.apply(src.verts.detach())
@@ -288,44 +296,50 @@ def fit(
     def result(history: list[float], k: int, elapsed: float) -> DeformResult:
         return _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metrics)
 
-    history: list[float] = []
-    good = copy.deepcopy(fld.state_dict())
-    t_start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"deform ({loss})", disable=not progress, leave=False)
-    k = 0
-    for k in bar:
-        now = time.perf_counter() - t_start
-        for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(k, steps, now, max_time)
-        try:
-            total = _objective(fld, x0, f, tgt_n, loss_fn, regs, gen, solver, run_progress(k, steps, now, max_time))
-        except NumericalError as e:
-            fld.load_state_dict(good)
-            err = NumericalError(f"fit: the flow blew up at optimisation step {k}: {e}")
-            err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
-            raise err from None
-        if not bool(torch.isfinite(total)):
-            fld.load_state_dict(good)
-            err = NumericalError(f"fit: the objective is NaN/Inf at optimisation step {k}; the field was reset "
-                                 "to the last finite state (in err.last_good); lower lr")
-            err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
-            raise err
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        history: list[float] = []
         good = copy.deepcopy(fld.state_dict())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        history.append(float(total.detach()))
-        if progress and k % 10 == 0:
-            bar.set_postfix(loss=f"{history[-1]:.3e}")
-        if max_time is not None and time.perf_counter() - t_start > max_time:
-            k += 1
-            break
-    else:
-        k = steps
-    bar.close()
-    elapsed = time.perf_counter() - t_start
-    log.info("deform: %d steps of %s in %.1f s, final objective %.4g", k, loss, elapsed, history[-1])
-    return result(history, k, elapsed)
+        t_start = time.perf_counter()
+        bar = tqdm(range(steps), desc=f"deform ({loss})", disable=not progress, leave=False)
+        k = 0
+        for k in bar:
+            now = time.perf_counter() - t_start
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(k, steps, now, max_time)
+            try:
+                total = _objective(fld, x0, f, tgt_n, loss_fn, regs, gen, solver, run_progress(k, steps, now, max_time))
+            except NumericalError as e:
+                fld.load_state_dict(good)
+                err = NumericalError(f"fit: the flow blew up at optimisation step {k}: {e}")
+                err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
+                raise err from None
+            if not bool(torch.isfinite(total)):
+                fld.load_state_dict(good)
+                err = NumericalError(f"fit: the objective is NaN/Inf at optimisation step {k}; the field was reset "
+                                     "to the last finite state (in err.last_good); lower lr")
+                err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
+                raise err
+            good = copy.deepcopy(fld.state_dict())
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            history.append(float(total.detach()))
+            if progress and k % 10 == 0:
+                bar.set_postfix(loss=f"{history[-1]:.3e}")
+            if max_time is not None and time.perf_counter() - t_start > max_time:
+                k += 1
+                break
+        else:
+            k = steps
+        bar.close()
+        elapsed = time.perf_counter() - t_start
+        log.info("deform: %d steps of %s in %.1f s, final objective %.4g", k, loss, elapsed, history[-1])
+        return result(history, k, elapsed)
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metrics) -> DeformResult:
