@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from geomot._core.checks import check_positive
-from geomot._core.errors import FileFormatError, ValidationError
+from geomot._core.errors import FileFormatError, NumericalError, ValidationError
 from geomot.deformation.fit import DEFAULT_REGULARIZERS, as_single_mesh, lr_factor
 from geomot.deformation.integrate import SOLVERS, integrate
 from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
@@ -216,8 +216,6 @@ def train_conditioned(
             terms.append(term)
         total = torch.stack(terms).mean()
         if not bool(torch.isfinite(total)):
-            from geomot._core.errors import NumericalError
-
             raise NumericalError(f"train_conditioned: the loss is NaN/Inf at step {k}; lower lr")
         opt.zero_grad(set_to_none=True)
         total.backward()
