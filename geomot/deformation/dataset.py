@@ -25,7 +25,7 @@ from torch import nn
 
 from geomot._core.checks import check_positive
 from geomot._core.errors import FileFormatError, NumericalError, ValidationError
-from geomot.deformation.fit import DEFAULT_REGULARIZERS, as_single_mesh, lr_factor
+from geomot.deformation.fit import DEFAULT_REGULARIZERS, as_single_mesh, lr_factor, optimizer_step
 from geomot.deformation.integrate import SOLVERS, integrate
 from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
 from geomot.deformation.normalize import Frame, surface_frame
@@ -217,12 +217,7 @@ def train_conditioned(
         total = torch.stack(terms).mean()
         if not bool(torch.isfinite(total)):
             raise NumericalError(f"train_conditioned: the loss is NaN/Inf at step {k}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        history.append(float(total.detach()))
-        if progress and k % 10 == 0:
-            bar.set_postfix(loss=f"{history[-1]:.3e}")
+        optimizer_step(opt, total, history, bar if progress else None, k)
         if checkpoint is not None and ((k + 1) % every == 0 or k + 1 == steps):
             _save_checkpoint(checkpoint, model, opt, gen, k + 1, history)
     bar.close()

@@ -125,6 +125,16 @@ def lr_factor(step: int, steps: int, elapsed: float = 0.0, max_time: float | Non
     return warm * (FINAL_LR + (1.0 - FINAL_LR) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, total: torch.Tensor, history: list[float], bar, k: int) -> None:
+    """One optimiser step on ``total``; its value is appended to ``history`` and shown on ``bar`` every 10 steps."""
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    history.append(float(total.detach()))
+    if bar is not None and k % 10 == 0:
+        bar.set_postfix(loss=f"{history[-1]:.3e}")
+
+
 def make_field(
     field: str | nn.Module, x0: torch.Tensor, faces: torch.Tensor, *, seed: int, **options: object
 ) -> nn.Module:
@@ -323,12 +333,7 @@ def fit(
                 err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
                 raise err
             good = copy.deepcopy(fld.state_dict())
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            history.append(float(total.detach()))
-            if progress and k % 10 == 0:
-                bar.set_postfix(loss=f"{history[-1]:.3e}")
+            optimizer_step(opt, total, history, bar if progress else None, k)
             if max_time is not None and time.perf_counter() - t_start > max_time:
                 k += 1
                 break
