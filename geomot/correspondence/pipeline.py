@@ -20,13 +20,14 @@ Pipeline:
    ranked on their point maps ``T``: first whether ``T`` keeps orientation on the balance
    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``, the area-weighted sign of
    ``((T(j) - T(i)) x (T(k) - T(i))) . n_T`` over the source triangles: a mirror map scores near ``-1``), then by
-   the Dirichlet energy of the map ``tr(X_1[T]^T L_2 X_1[T])`` (target coordinates pulled back to the source; 2 at
-   unit area for an isometry, larger where the map tears, e.g. at a swapped or twisted limb: Laplacian
-   commutativity misses these partial flips, which the orientation-regularised solve tends to produce instead
-   of plain mirror maps). The two best are compared again, by the same key, after ZoomOut to ``k``. Both meshes
-   are first wound outwards (positive signed volume); with inconsistently wound faces the orientation key is
-   dropped, for point clouds the Laplacian-commutativity energy ranks the candidates. Invariant to rigid motions
-   (not to mirror images: the mirror image of a shape is matched orientation-preservingly, i.e. flipped);
+   the metric distortion of the map on 64 farthest-point samples of the source, ``sum_ab |d_1(T(s_a), T(s_b)) -
+   d_2(s_a, s_b)| / sum_ab d_2(s_a, s_b)`` with edge-graph shortest-path distances (large where a map swaps or
+   twists a limb: Laplacian commutativity misses these partial flips, which the orientation-regularised solve
+   tends to produce instead of plain mirror maps). The two best are compared again, by the same key, after
+   ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
+   faces the orientation key is dropped, for point clouds the Laplacian-commutativity energy ranks the candidates.
+   Invariant to rigid motions (not to mirror images: the mirror image of a shape is matched
+   orientation-preservingly, i.e. flipped);
 4. refinement to ``k`` (140 by default) eigenfunctions by ZoomOut (Melzi et al. 2019; the ZoomOut of the chosen
    candidate from step 3 is reused) or by ZoomOut with Sinkhorn filtering (Pai et al. 2021), ending in a hard map.
 """
@@ -166,7 +167,7 @@ def match(
         k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
         n_candidates: number of sign patterns refined to ``k_select`` and compared.
         n_finalists: number of candidates (best descriptor residual first) upsampled by ZoomOut to
-            ``min(k, 2 k_select)``; the six most isometric are ranked by orientation and map smoothness.
+            ``min(k, 2 k_select)``; the six most isometric are ranked by orientation, then metric distortion.
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
@@ -230,7 +231,7 @@ def _initial_map(
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
     n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 2,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, map smoothness).
+    """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, metric distortion).
 
     Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
     chosen candidate, its orientation ratio and its ZoomOut to ``k_final`` on ``samples_final``."""
@@ -282,8 +283,8 @@ def _initial_map(
         solved.append((float(((C @ Ak - Bk) ** 2).sum()), len(solved), C))
     solved.sort(key=lambda t: t[0])
     # the finalists are upsampled by ZoomOut and compared on their point maps: orientation kept (a mirror map has
-    # the same isometry energies as the true one) and smoothness (Dirichlet energy of the map, large where a map
-    # tears, e.g. a swapped or twisted limb); without faces, by Laplacian commutativity
+    # the same isometry energies as the true one) and metric distortion on farthest-point samples (large where a
+    # map swaps or twists a limb); without faces, by Laplacian commutativity
     select = _MapSelector(v1, f1, v2, f2) if oriented else None
 
     def lap_energy(C: torch.Tensor, kk: int) -> float:
