@@ -81,6 +81,18 @@ class _FourierFeatures(nn.Module):
         return torch.cat([x, proj.sin(), proj.cos()], -1)
 
 
+def _feature_mlp(
+    n_extra: int, *, hidden: int, layers: int, fourier_features: int, fourier_scale: float, spectral_norm: bool,
+    activation: str, generator: torch.Generator | None,
+) -> tuple[_FourierFeatures, nn.Sequential]:
+    """Validated ``(gamma, MLP)`` pair of the MLP fields: the MLP reads ``[gamma(x), t, extra (n_extra)]``."""
+    hidden, layers = int(check_positive(hidden, "hidden")), int(check_positive(layers, "layers"))
+    check_positive(fourier_scale, "fourier_scale")
+    features = _FourierFeatures(int(check_positive(fourier_features, "fourier_features", strict=False)),
+                                fourier_scale, generator)
+    return features, _mlp(features.out_dim + 1 + n_extra, hidden, layers, 3, activation, spectral_norm)
+
+
 class _PointState(nn.Module):
     """Fields whose state is the moving points themselves."""
 
@@ -126,11 +138,9 @@ class MLPVelocity(_PointState):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        hidden, layers = int(check_positive(hidden, "hidden")), int(check_positive(layers, "layers"))
-        check_positive(fourier_scale, "fourier_scale")
-        self.features = _FourierFeatures(int(check_positive(fourier_features, "fourier_features", strict=False)),
-                                         fourier_scale, generator)
-        self.net = _mlp(self.features.out_dim + 1, hidden, layers, 3, activation, spectral_norm)
+        self.features, self.net = _feature_mlp(
+            0, hidden=hidden, layers=layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
+            spectral_norm=spectral_norm, activation=activation, generator=generator)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x)
@@ -434,10 +444,9 @@ class ConditionedVelocity(_PointState):
     ) -> None:
         super().__init__()
         self.code_dim = int(check_positive(code_dim, "code_dim"))
-        self.features = _FourierFeatures(int(check_positive(fourier_features, "fourier_features", strict=False)),
-                                         check_positive(fourier_scale, "fourier_scale"), generator)
-        self.net = _mlp(self.features.out_dim + 1 + self.code_dim, int(hidden), int(layers), 3, activation,
-                        spectral_norm)
+        self.features, self.net = _feature_mlp(
+            self.code_dim, hidden=hidden, layers=layers, fourier_features=fourier_features,
+            fourier_scale=fourier_scale, spectral_norm=spectral_norm, activation=activation, generator=generator)
         self._code: torch.Tensor | None = None
 
     def set_code(self, z: torch.Tensor) -> None:
