@@ -20,6 +20,16 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one intra-op thread (small tensors: more threads only add contention on a shared machine);
+    modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def icosphere(subdiv: int = 2, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit icosphere (verts (V,3), faces (F,3)) built in code, outward-oriented."""
     t = (1.0 + math.sqrt(5.0)) / 2.0

@@ -14,14 +14,7 @@ from geomot.losses.chamfer import ChamferLoss, HausdorffDistance, chamfer_distan
 from geomot.structures import Measure, Mesh, PointCloud
 from tests.conftest import icosphere, shared_path
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brute(x, y, squared=True, nx=None, ny=None, point_reduction="mean"):

@@ -11,14 +11,7 @@ from geomot._core.errors import GeomotError, ShapeError, ValidationError
 from geomot.ops import knn_points
 from geomot.ops.knn import KNN_BACKENDS, knn_gather
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brute(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,13 +14,7 @@ from geomot.transport.ot1d import safe_root, sort_last, sort_values, wasserstein
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention (badly so on a shared CI machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def t(v):

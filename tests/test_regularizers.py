@@ -18,14 +18,7 @@ from geomot.losses.regularizers import (
 from geomot.structures import Mesh
 from tests.conftest import icosphere
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _grid(n: int, h: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

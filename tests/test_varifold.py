@@ -15,14 +15,7 @@ from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud, mesh_to_measure
 from tests.conftest import icosphere, shared_path
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KERNELS = ["linear", "binet", "gaussian_oriented"]
 
