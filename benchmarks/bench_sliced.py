@@ -47,6 +47,18 @@ def best_of(fn, repeats: int) -> float:
     return best
 
 
+def compare(runs: dict, peer: str, repeats: int) -> tuple[dict[str, float], float]:
+    """Gradient agreement of geomot with ``peer``, then the best time of every run over ``repeats`` interleaved
+    rounds (contenders alternate so that load changes hit them alike)."""
+    ga, gb = runs["geomot"](), runs[peer]()
+    rel_grad = float((ga - gb).norm() / gb.norm())
+    times = {k: float("inf") for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            times[k] = min(times[k], best_of(fn, 1))
+    return times, rel_grad
+
+
 def fwd_bwd(loss_fn, x: torch.Tensor):
     def run():
         xx = x.detach().clone().requires_grad_(True)
@@ -76,12 +88,7 @@ def case_single(n: int, n_proj: int, repeats: int, seed: int) -> dict:
     projected = (proj.T @ x.T).numpy()
     runs["numpy.sort floor"] = lambda: np.sort(projected, axis=-1)
     # check the contenders agree (value and gradient) before timing
-    ga, gb = runs["geomot"](), runs["POT"]()
-    rel_grad = float((ga - gb).norm() / gb.norm())
-    times = {k: float("inf") for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            times[k] = min(times[k], best_of(fn, 1))
+    times, rel_grad = compare(runs, "POT", repeats)
     return {"n": n, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
 
 
@@ -98,12 +105,7 @@ def case_weighted(n: int, m: int, n_proj: int, repeats: int, seed: int) -> dict:
         "geomot": fwd_bwd(lambda t: geomot.sliced_wasserstein(t, y, x_weights=a, y_weights=b, projections=proj), x),
         "POT": fwd_bwd(lambda t: ot.sliced_wasserstein_distance(t, y, a, b, projections=proj), x),
     }
-    ga, gb = runs["geomot"](), runs["POT"]()
-    rel_grad = float((ga - gb).norm() / gb.norm())
-    times = {k: float("inf") for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            times[k] = min(times[k], best_of(fn, 1))
+    times, rel_grad = compare(runs, "POT", repeats)
     return {"n": n, "m": m, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
 
 
@@ -120,12 +122,7 @@ def case_batched(bsz: int, n: int, n_proj: int, repeats: int, seed: int) -> dict
         "geomot": fwd_bwd(lambda a: geomot.sliced_wasserstein(a, y, projections=proj, reduction="none"), x),
         "POT loop": fwd_bwd(pot_loop, x),
     }
-    ga, gb = runs["geomot"](), runs["POT loop"]()
-    rel_grad = float((ga - gb).norm() / gb.norm())
-    times = {k: float("inf") for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            times[k] = min(times[k], best_of(fn, 1))
+    times, rel_grad = compare(runs, "POT loop", repeats)
     return {"batch": bsz, "n": n, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
 
 
