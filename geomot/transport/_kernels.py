@@ -131,6 +131,16 @@ def _gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.bmm(mat, v.unsqueeze(2)).squeeze(2)
 
 
+def _points_log_kernel(p: torch.Tensor, q: torch.Tensor, fp: torch.Tensor, gq: torch.Tensor, eps: float,
+                       out: torch.Tensor) -> torch.Tensor:
+    """In place into ``out (B, N, M)``: ``(fp_i + gq_j - |p_i - q_j|^2) / eps`` for ``p (B, N, D)``, ``q (B, M, D)``,
+    as one GEMM ``[2 p / eps, (fp - |p|^2) / eps, 1] [q, 1, (gq - |q|^2) / eps]^T`` (no cost matrix; no autograd)."""
+    p, q = p.detach(), q.detach()
+    pa = torch.cat([p * (2.0 / eps), ((fp - (p * p).sum(-1)) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
+    qa = torch.cat([q, q.new_ones(*q.shape[:2], 1), ((gq - (q * q).sum(-1)) / eps)[..., None]], -1)
+    return torch.bmm(pa, qa.transpose(1, 2), out=out)
+
+
 class DenseGeometry:
     """A stored cost matrix ``C (B, N, M)``, or point sets whose squared Euclidean cost is formed on first use.
 
@@ -151,6 +161,7 @@ class DenseGeometry:
                  track: bool = False) -> None:
         self._cost = cost
         self._track = track
+        self._buf: torch.Tensor | None = None  # reused by the no-autograd softmin passes
         if cost is not None:
             self.x = self.y = None
             self.shape = tuple(cost.shape)
@@ -188,18 +199,14 @@ class DenseGeometry:
         ``(B, N, M)`` buffer with ``i`` and ``j`` exchanged for a stored cost. One pass instead of three."""
         if self._cost is None:
             p, q = (self.x, self.y) if rows else (self.y, self.x)
-            p, q = p.detach(), q.detach()
-            pa = torch.cat([p * (2.0 / eps), (-(p * p).sum(-1) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
-            qa = torch.cat([q, q.new_ones(*q.shape[:2], 1), ((v - (q * q).sum(-1)) / eps + lv)[..., None]], -1)
-            shape = (p.shape[0], p.shape[1], q.shape[1])
-            buf = self._buffer(shape, p)
-            return torch.bmm(pa, qa.transpose(1, 2), out=buf)
+            buf = self._buffer((p.shape[0], p.shape[1], q.shape[1]), p)
+            return _points_log_kernel(p, q, p.new_zeros(p.shape[:2]), v + eps * lv, eps, buf)
         buf = self._buffer(self.shape, self._cost)
         shift = (v / eps + lv)[:, None, :] if rows else (v / eps + lv)[:, :, None]
         return torch.add(shift, self._cost.detach(), alpha=-1.0 / eps, out=buf)
 
     def _buffer(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        buf = getattr(self, "_buf", None)
+        buf = self._buf
         if buf is None or buf.numel() < math.prod(shape) or buf.dtype != like.dtype:
             buf = self._buf = torch.empty(math.prod(shape), dtype=like.dtype, device=like.device)
         return buf[: math.prod(shape)].view(shape)
@@ -227,12 +234,7 @@ class DenseGeometry:
 
         Point sets: one GEMM ``[2 x / eps, (f - |x|^2) / eps, 1] [y, 1, (g - |y|^2) / eps]^T`` (no ``C``)."""
         if self._cost is None:
-            x, y = self.x.detach(), self.y.detach()
-            ones_x = x.new_ones(*x.shape[:2], 1)
-            ones_y = y.new_ones(*y.shape[:2], 1)
-            xa = torch.cat([x * (2.0 / eps), ((f - (x * x).sum(-1)) / eps)[..., None], ones_x], -1)
-            ya = torch.cat([y, ones_y, ((g - (y * y).sum(-1)) / eps)[..., None]], -1)
-            return torch.bmm(xa, ya.transpose(1, 2), out=out)
+            return _points_log_kernel(self.x, self.y, f, g, eps, out)
         torch.add(f[:, :, None] / eps, self._cost.detach(), alpha=-1.0 / eps, out=out)
         return out.add_(g[:, None, :] / eps)
 
