@@ -48,8 +48,8 @@ def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> No
     Each value is mapped to an unsigned 32-bit key with the same order (IEEE trick: flip every bit of a negative
     number, only the sign bit of a non-negative one), shifted into the high half of a uint64 whose low half holds
     the column index. numpy's SIMD sort of these words orders by value, breaks ties by index (a stable order), and
-    the sorted values and the permutation are both read back from the result; this is ~1.5-3x cheaper than
-    ``argsort`` + ``take_along_axis``.
+    the sorted values and the permutation are both read back from the result; measured ~30% cheaper than
+    ``argsort`` + ``take_along_axis`` on 100 x 100,000 and 6,400 x 2,048 float32 rows.
     """
     n = arr.shape[-1]
     bits = arr.view(_U32)
