@@ -34,6 +34,8 @@ from scipy.spatial import cKDTree
 from geomot._core.checks import check_positive
 from geomot._core.errors import MissingDependencyError, ValidationError
 from geomot._core.registry import Registry
+from geomot.ops.geometry import edges, vertex_areas
+from geomot.ops.sampling import sample_surface
 from geomot.structures import Mesh
 
 __all__ = ["ANNEALED", "COMBINATION_WEIGHTS", "DEFORM_LOSSES", "DEFORM_REGULARIZERS", "default_loss_options",
@@ -155,8 +157,6 @@ def _sw_varifold(v, f, target: Mesh, *, generator=None, n_projections=200, norma
                   n_projections=n_projections, generator=generator, root=False)
     if atoms != "samples":
         raise ValidationError(f"loss_options['atoms']: expected 'faces' or 'samples', got {atoms!r}")
-    from geomot.ops.sampling import sample_surface
-
     sx = sample_surface(v, f, n_samples, generator=generator)
     sy = sample_surface(target.verts, target.faces, n_samples, generator=generator)
     x = torch.cat([sx.points, normal_weight * sx.normals], -1)
@@ -178,8 +178,6 @@ def _varifold(v, f, target: Mesh, *, sigma=0.05, kernel="binet", **_):
 
 
 def _samples(v, f, target: Mesh, n_samples: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    from geomot.ops.sampling import sample_surface
-
     x = sample_surface(v, f, n_samples, generator=generator).points
     y = sample_surface(target.verts, target.faces, n_samples, generator=generator).points
     return x, y
@@ -199,28 +197,10 @@ def _chamfer(v, f, target: Mesh, *, generator=None, n_samples=5000, **_):
     return ch(x, y)
 
 
-_EDGE_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def _edges(f: torch.Tensor) -> torch.Tensor:
-    """Unique undirected edges ``(E, 2)`` of ``f``, cached per faces tensor (a fit calls this at every step)."""
-    key = (f.data_ptr(), tuple(f.shape), f.device, f._version)
-    hit = _EDGE_CACHE.get(key)
-    if hit is None:
-        e = torch.sort(torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0), dim=1).values
-        n = int(f.max()) + 1 if f.numel() else 1
-        code = torch.unique(e[:, 0] * n + e[:, 1])  # one int64 key per edge: much faster than unique(dim=0)
-        hit = torch.stack([code // n, code % n], 1)
-        if len(_EDGE_CACHE) > 16:
-            _EDGE_CACHE.clear()
-        _EDGE_CACHE[key] = hit
-    return hit
-
-
 @DEFORM_REGULARIZERS.register("edge")
 def _edge(v, f, v0, **_):
     """``mean_e (|e| - mean source edge length)^2``."""
-    e = _edges(f)
+    e = edges(f)
     length = (v0[e[:, 0]] - v0[e[:, 1]]).norm(dim=-1).mean().detach()
     return ((v[e[:, 0]] - v[e[:, 1]]).norm(dim=-1) - length).pow(2).mean()
 
@@ -229,7 +209,7 @@ def _edge(v, f, v0, **_):
 def _laplacian(v, f, v0, **_):
     """``mean_i |L(x - x_0)_i|^2`` with the uniform Laplacian ``L(u)_i = u_i - mean_{j ~ i} u_j``: smooth
     displacements, any target curvature."""
-    e = _edges(f)
+    e = edges(f)
     u = v - v0
     i, j = e[:, 0], e[:, 1]
     deg = v.new_zeros(v.shape[0]).index_add_(0, i, v.new_ones(i.shape[0])).index_add_(0, j, v.new_ones(i.shape[0]))
@@ -325,8 +305,6 @@ def _target_index(target: Mesh) -> _TargetIndex:
 
 def _vertex_weights(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """One third of the area of the faces around each vertex, normalised to sum 1 (``(V,)``, not differentiated)."""
-    from geomot.ops.geometry import vertex_areas
-
     a = vertex_areas(v.detach(), f)
     return a / a.sum().clamp_min(torch.finfo(a.dtype).tiny)
 
