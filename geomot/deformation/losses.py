@@ -23,7 +23,6 @@ optional module fails with a message naming the term rather than at ``import geo
 
 from __future__ import annotations
 
-import importlib
 import weakref
 from collections.abc import Callable, Mapping
 
@@ -32,8 +31,13 @@ import torch
 from scipy.spatial import cKDTree
 
 from geomot._core.checks import check_positive
-from geomot._core.errors import MissingDependencyError, ValidationError
+from geomot._core.errors import ValidationError
 from geomot._core.registry import Registry
+from geomot.losses.chamfer import chamfer_distance
+from geomot.losses.regularizers import normal_consistency_loss
+from geomot.losses.sinkhorn import sinkhorn_divergence
+from geomot.losses.sliced import sliced_wasserstein
+from geomot.losses.varifold import varifold_distance
 from geomot.ops.geometry import edges, vertex_areas
 from geomot.ops.sampling import sample_surface
 from geomot.structures import Mesh
@@ -117,18 +121,6 @@ def make_loss(loss: str | Mapping[str, float], n_faces: int, loss_options: Mappi
     return data_term
 
 
-def _attr(module: str, *names: str) -> Callable[..., torch.Tensor]:
-    """First existing attribute among ``names`` of ``module`` (lazy import), with a clear error otherwise."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise MissingDependencyError(f"{module} is not available ({e}); choose another loss") from e
-    for n in names:
-        if hasattr(mod, n):
-            return getattr(mod, n)
-    raise MissingDependencyError(f"{module} has none of {names}; choose another loss")
-
-
 def default_loss_options(name: str, n_faces: int) -> dict:
     """Defaults of each data term for shapes normalised to unit RMS radius (see :func:`geomot.deform.fit`).
 
@@ -151,30 +143,28 @@ def default_loss_options(name: str, n_faces: int) -> dict:
 @DEFORM_LOSSES.register("sw-varifold")
 def _sw_varifold(v, f, target: Mesh, *, generator=None, n_projections=200, normal_weight=0.1, atoms="samples",
                  n_samples=5000, **_):
-    sw = _attr("geomot.losses.sliced", "sliced_wasserstein")
     if atoms == "faces":
-        return sw(Mesh(v, f), target, measure="varifold", measure_options={"normal_weight": normal_weight},
-                  n_projections=n_projections, generator=generator, root=False)
+        return sliced_wasserstein(Mesh(v, f), target, measure="varifold",
+                                  measure_options={"normal_weight": normal_weight},
+                                  n_projections=n_projections, generator=generator, root=False)
     if atoms != "samples":
         raise ValidationError(f"loss_options['atoms']: expected 'faces' or 'samples', got {atoms!r}")
     sx = sample_surface(v, f, n_samples, generator=generator)
     sy = sample_surface(target.verts, target.faces, n_samples, generator=generator)
     x = torch.cat([sx.points, normal_weight * sx.normals], -1)
     y = torch.cat([sy.points, normal_weight * sy.normals], -1)
-    return sw(x, y, n_projections=n_projections, generator=generator, root=False)
+    return sliced_wasserstein(x, y, n_projections=n_projections, generator=generator, root=False)
 
 
 @DEFORM_LOSSES.register("sw")
 def _sw_samples(v, f, target: Mesh, *, generator=None, n_projections=200, n_samples=5000, **_):
-    sw = _attr("geomot.losses.sliced", "sliced_wasserstein")
-    return sw(Mesh(v, f), target, measure="samples", measure_options={"n_samples": n_samples},
-              n_projections=n_projections, generator=generator, root=False)
+    return sliced_wasserstein(Mesh(v, f), target, measure="samples", measure_options={"n_samples": n_samples},
+                              n_projections=n_projections, generator=generator, root=False)
 
 
 @DEFORM_LOSSES.register("varifold")
 def _varifold(v, f, target: Mesh, *, sigma=0.05, kernel="binet", **_):
-    vd = _attr("geomot.losses.varifold", "varifold_distance")
-    return vd(Mesh(v, f), target, sigma=sigma, kernel=kernel, normalize=True)
+    return varifold_distance(Mesh(v, f), target, sigma=sigma, kernel=kernel, normalize=True)
 
 
 def _samples(v, f, target: Mesh, n_samples: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,16 +175,14 @@ def _samples(v, f, target: Mesh, n_samples: int, generator) -> tuple[torch.Tenso
 
 @DEFORM_LOSSES.register("sinkhorn")
 def _sinkhorn(v, f, target: Mesh, *, generator=None, n_samples=2000, blur=0.05, **_):
-    sd = _attr("geomot.losses.sinkhorn", "sinkhorn_divergence")
     x, y = _samples(v, f, target, n_samples, generator)
-    return sd(x, y, eps=blur**2)
+    return sinkhorn_divergence(x, y, eps=blur**2)
 
 
 @DEFORM_LOSSES.register("chamfer")
 def _chamfer(v, f, target: Mesh, *, generator=None, n_samples=5000, **_):
-    ch = _attr("geomot.losses.chamfer", "chamfer_distance")
     x, y = _samples(v, f, target, n_samples, generator)
-    return ch(x, y)
+    return chamfer_distance(x, y)
 
 
 @DEFORM_REGULARIZERS.register("edge")
@@ -221,8 +209,7 @@ def _laplacian(v, f, v0, **_):
 @DEFORM_REGULARIZERS.register("normal")
 def _normal(v, f, v0, **_):
     """``mean_{f ~ g} 1 - <n_f, n_g>`` over faces sharing an edge."""
-    fn = _attr("geomot.losses.regularizers", "normal_consistency_loss")
-    return fn(v, f)
+    return normal_consistency_loss(v, f)
 
 
 # -- local term: squared point-to-surface distance, both ways ----------------------------------------------------
