@@ -137,13 +137,20 @@ def test_bad_input():
         wasserstein_1d(torch.zeros(0), torch.zeros(2))
 
 
-@pytest.mark.parametrize("shape", [(3, 17), (700, 2048), (2, 300_000)])
-def test_packed_float32_sort_matches_numpy(shape, monkeypatch):
-    """The one-uint64-sort path (float32 with indices) returns numpy's sorted values and a valid permutation,
-    across signs, signed zeros, infinities, ties and several cache blocks / threads."""
-    from geomot.transport import ot1d
+SORT_BACKENDS = ["radix", "numpy"]
 
-    rng = np.random.default_rng(0)
+
+def _set_backend(monkeypatch, backend):
+    """Select the CPU sort backend of ot1d: numba's radix kernels or numpy (what runs without numba)."""
+    from geomot.transport import _radix
+
+    if backend == "radix" and not _radix.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_radix, "AVAILABLE", backend == "radix")
+
+
+def _awkward_rows(shape, seed=0):
+    rng = np.random.default_rng(seed)
     arr = rng.standard_normal(shape).astype(np.float32) * 10
     arr[:, ::7] = np.round(arr[:, ::7])  # ties
     arr[:, 1] = -0.0
@@ -151,9 +158,114 @@ def test_packed_float32_sort_matches_numpy(shape, monkeypatch):
     arr[0, 3] = np.inf
     arr[-1, 4] = -np.inf
     arr[:, 5] = np.finfo(np.float32).tiny * np.array(-1.0, dtype=np.float32)  # negative subnormal boundary
-    monkeypatch.setattr(ot1d, "_BLOCK_BYTES", 1 << 16)  # many blocks even for small arrays
+    return arr
+
+
+@pytest.mark.parametrize("backend", SORT_BACKENDS)
+@pytest.mark.parametrize("shape", [(3, 17), (3, 300), (700, 2048), (2, 300_000)])
+def test_float32_sort_matches_numpy(shape, backend, monkeypatch):
+    """Both float32 sorts with indices (radix; one packed uint64 numpy sort) return numpy's sorted values and a
+    stable permutation, across signs, signed zeros, infinities, ties and several cache blocks / threads."""
+    from geomot._core import parallel
+    from geomot.transport import ot1d
+
+    _set_backend(monkeypatch, backend)
+    arr = _awkward_rows(shape)
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 1 << 16)  # many blocks even for small arrays
+    monkeypatch.setattr(parallel, "SERIAL_BYTES", 0)
     srt, idx = ot1d._np_sort(arr, with_indices=True)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(srt, np.sort(arr, axis=-1))
     np.testing.assert_array_equal(np.take_along_axis(arr, idx, axis=-1), srt)
     np.testing.assert_array_equal(np.sort(idx, axis=-1), np.broadcast_to(np.arange(shape[1]), shape))
+    # stable: equal values keep their column order (+0.0 and -0.0 may be ordered by sign)
+    same = (srt[:, 1:] == srt[:, :-1]) & (np.signbit(srt[:, 1:]) == np.signbit(srt[:, :-1]))
+    assert (idx[:, 1:][same] > idx[:, :-1][same]).all()
+    srt2, none = ot1d._np_sort(arr, with_indices=False)
+    assert none is None
+    np.testing.assert_array_equal(srt2, srt)
+
+
+def test_radix_sort_constant_and_sorted_rows():
+    """Rows whose keys share bytes skip radix passes; the permutation must still be right (identity here)."""
+    from geomot.transport import _radix
+
+    if not _radix.AVAILABLE:
+        pytest.skip("numba is not installed")
+    arr = np.stack([np.full(500, 3.5), np.arange(500.0), -np.arange(500.0), np.full(500, -0.0)]).astype(np.float32)
+    srt, idx = _radix.sort_rows(arr, with_indices=True)
+    np.testing.assert_array_equal(srt, np.sort(arr, axis=-1))
+    np.testing.assert_array_equal(idx[0], np.arange(500))
+    np.testing.assert_array_equal(idx[1], np.arange(500))
+    np.testing.assert_array_equal(idx[2], np.arange(500)[::-1])
+    np.testing.assert_array_equal(idx[3], np.arange(500))
+    with pytest.raises(TypeError, match="float32"):
+        _radix.sort_rows(arr.astype(np.float64), with_indices=False)
+
+
+@pytest.mark.parametrize("backend", SORT_BACKENDS)
+@pytest.mark.parametrize("p", [1.0, 1.5, 2.0])
+@pytest.mark.parametrize("grads", [(True, True), (True, False), (False, True)])
+def test_sorted_power_float32_matches_float64_reference(backend, p, grads, monkeypatch):
+    """The CPU float32 sort path (fused radix kernel or numpy sorts + scatter) gives the value and both gradients
+    of ``mean |sort(x) - sort(y)|^p`` computed in float64 with torch.sort, batched over leading dimensions."""
+    from geomot.transport.ot1d import sorted_power
+
+    _set_backend(monkeypatch, backend)
+    g = torch.Generator().manual_seed(3)
+    x64 = torch.randn(2, 3, 400, generator=g, dtype=D64)
+    y64 = torch.randn(2, 3, 400, generator=g, dtype=D64) * 2 + 0.5
+    x64[..., :50] = x64[..., 50:100]  # ties
+    x64, y64 = x64.float().double(), y64.float().double()  # float32-representable
+    x = x64.float().requires_grad_(grads[0])
+    y = y64.float().requires_grad_(grads[1])
+    x64.requires_grad_(grads[0])
+    y64.requires_grad_(grads[1])
+    w = torch.rand(2, 3, generator=g, dtype=D64)
+    val = sorted_power(x, y, p)
+    # stable sorts: at ties the (sub)gradient depends on the order, and both CPU paths sort stably
+    ref = ((torch.sort(x64, dim=-1, stable=True)[0] - torch.sort(y64, dim=-1, stable=True)[0]).abs().pow(p)).mean(-1)
+    assert val.shape == (2, 3) and val.dtype == torch.float32
+    torch.testing.assert_close(val.double(), ref, rtol=1e-6, atol=1e-7)
+    inputs = [t_ for t_, need in ((x, grads[0]), (y, grads[1])) if need]
+    refs = [t_ for t_, need in ((x64, grads[0]), (y64, grads[1])) if need]
+    got = torch.autograd.grad((val.double() * w).sum(), inputs)
+    want = torch.autograd.grad((ref * w).sum(), refs)
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("batched_theta", [False, True])
+def test_projected_sorted_power_fused_matches_reference(batched_theta, monkeypatch):
+    """The fused CPU kernel (projections computed inside, float32) against matmul + torch.sort in float64: value
+    and the gradients in x, y and the directions (as max-SW and the distributional variants need)."""
+    from geomot.transport import _radix
+    from geomot.transport.ot1d import projected_sorted_power
+
+    if not _radix.AVAILABLE:
+        pytest.skip("numba is not installed")
+    g = torch.Generator().manual_seed(11)
+    x64 = torch.randn(3, 257, 3, generator=g, dtype=D64).float().double()
+    y64 = (torch.randn(3, 257, 3, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
+    shape = (3, 5, 3) if batched_theta else (5, 3)
+    t64 = torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=D64), dim=-1).float().double()
+    w = torch.rand(3, 5, generator=g, dtype=D64)
+    for p in (1.5, 2.0):
+        args32 = [a.float().requires_grad_(True) for a in (x64, y64, t64)]
+        args64 = [a.clone().requires_grad_(True) for a in (x64, y64, t64)]
+        val = projected_sorted_power(*args32, p)
+        assert val.shape == (3, 5) and val.dtype == torch.float32
+        xp, yp = (torch.matmul(args64[2], a.transpose(-1, -2)) for a in args64[:2])
+        ref = (torch.sort(xp, dim=-1)[0] - torch.sort(yp, dim=-1)[0]).abs().pow(p).mean(-1)
+        torch.testing.assert_close(val.double(), ref, rtol=1e-5, atol=1e-6)
+        got = torch.autograd.grad((val.double() * w).sum(), args32)
+        want = torch.autograd.grad((ref * w).sum(), args64)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.dtype == torch.float32
+            torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-6)
+    # the same call without numba takes matmul + sorted_power and agrees
+    x32, y32, t32 = (a.float() for a in (x64, y64, t64))
+    fused = projected_sorted_power(x32, y32, t32, 2.0)
+    monkeypatch.setattr(_radix, "AVAILABLE", False)
+    torch.testing.assert_close(projected_sorted_power(x32, y32, t32, 2.0), fused, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.ops.directions import DIRECTIONS
 from geomot.structures.convert import as_measure
-from geomot.transport.ot1d import quantile_power, safe_root, sort_last, sort_values, sorted_power
+from geomot.transport.ot1d import projected_sorted_power, quantile_power, safe_root, sort_last, sort_values
 
 __all__ = [
     "CONTROL_VARIATES",
@@ -31,6 +31,7 @@ __all__ = [
     "finish",
     "make_directions",
     "prepare_pair",
+    "project",
     "projected_costs",
     "sliced_wasserstein",
 ]
@@ -188,9 +189,12 @@ def _side_sorted(proj, weights, lengths, uniform, full):
     return srt, torch.cumsum(w, dim=-1)
 
 
-def projected_costs(
-    pair: SlicedPair, theta: torch.Tensor, p: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def project(pair: SlicedPair, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected supports ``(x_proj (B, L, N), y_proj (B, L, M))`` on ``theta`` ``(L, D)`` or ``(B, L, D)``."""
+    return torch.matmul(theta, pair.x.transpose(-1, -2)), torch.matmul(theta, pair.y.transpose(-1, -2))
+
+
+def projected_costs(pair: SlicedPair, theta: torch.Tensor, p: float) -> torch.Tensor:
     """Exact 1-D costs along each direction.
 
     Args:
@@ -199,19 +203,19 @@ def projected_costs(
         p: order.
 
     Returns:
-        ``(costs (B, L), x_proj (B, L, N), y_proj (B, L, M))`` with ``costs[b, l] = W_p^p(theta_l#mu_b,
-        theta_l#nu_b)``; differentiable in the supports, the weights and ``theta``.
+        ``(B, L)`` costs ``W_p^p(theta_l#mu_b, theta_l#nu_b)``; differentiable in the supports, the weights and
+        ``theta``. Equal sizes with uniform weights take the sort path
+        (:func:`geomot.transport.ot1d.projected_sorted_power`), the rest the quantile path.
     """
-    xp = torch.matmul(theta, pair.x.transpose(-1, -2))
-    yp = torch.matmul(theta, pair.y.transpose(-1, -2))
     if pair.sort_path:
-        return sorted_power(xp, yp, p), xp, yp
+        return projected_sorted_power(pair.x, pair.y, theta, p)
+    xp, yp = project(pair, theta)
     xs, xc = _side_sorted(xp, pair.x_weights, pair.x_lengths, pair.x_uniform, pair.x_full)
     ys, yc = _side_sorted(yp, pair.y_weights, pair.y_lengths, pair.y_uniform, pair.y_full)
     bsz, n_dir = xs.shape[0], xs.shape[1]
     x_last = None if pair.x_full else (pair.x_lengths - 1)[:, None].expand(bsz, n_dir)
     y_last = None if pair.y_full else (pair.y_lengths - 1)[:, None].expand(bsz, n_dir)
-    return quantile_power(xs, xc, ys, yc, p, x_last=x_last, y_last=y_last), xp, yp
+    return quantile_power(xs, xc, ys, yc, p, x_last=x_last, y_last=y_last)
 
 
 def finish(power: torch.Tensor, *, p: float, root: bool, reduction: str, batched: bool) -> torch.Tensor:
@@ -345,11 +349,11 @@ def sliced_wasserstein(
         projections, n_projections, pair.x.shape[-1], batch=pair.x.shape[0], generator=generator,
         dtype=pair.x.dtype, device=pair.x.device,
     )
-    costs, xp, yp = projected_costs(pair, theta, p)
+    costs = projected_costs(pair, theta, p)
     if cv is None:
         power = costs.mean(-1)
     else:
-        g, g_mean = cv(pair, xp, yp)
+        g, g_mean = cv(pair, *project(pair, theta))
         power = control_variate_estimate(costs, g, g_mean)
     return finish(power, p=p, root=root, reduction=reduction, batched=pair.batched)
 

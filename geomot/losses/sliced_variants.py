@@ -101,7 +101,7 @@ def max_sliced_wasserstein(
         measure=measure, measure_options=measure_options, generator=generator,
     )
     theta = _ascend_max(pair, p, n_iters=n_iters, step=step, tol=tol, generator=generator)
-    costs, _, _ = projected_costs(pair, theta, p)
+    costs = projected_costs(pair, theta, p)
     return finish(costs[:, 0], p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
@@ -113,7 +113,7 @@ def _ascend_max(pair: SlicedPair, p: float, *, n_iters: int, step: float, tol: f
     with torch.enable_grad():
         for _ in range(n_iters):
             theta = theta.detach().requires_grad_(True)
-            costs, _, _ = projected_costs(fixed, theta, p)
+            costs = projected_costs(fixed, theta, p)
             (grad,) = torch.autograd.grad(safe_root(costs, p).sum(), theta)
             new = _normalize(theta.detach() + step * grad)
             moved = float((new - theta.detach()).norm(dim=-1).max())
@@ -206,7 +206,7 @@ def distributional_sliced_wasserstein(
         with torch.enable_grad():
             for _ in range(n_iters):
                 theta = directions()
-                costs, _, _ = projected_costs(fixed, theta, p)
+                costs = projected_costs(fixed, theta, p)
                 spread = (theta @ theta.T).abs().mean()
                 loss = regularization * spread - safe_root(costs.mean(-1), p).sum()
                 opt.zero_grad()
@@ -214,7 +214,7 @@ def distributional_sliced_wasserstein(
                 opt.step()
     with torch.no_grad():
         theta = directions()
-    costs, _, _ = projected_costs(pair, theta, p)
+    costs = projected_costs(pair, theta, p)
     return finish(costs.mean(-1), p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
@@ -272,11 +272,11 @@ def vmf_sliced_wasserstein(
         for _ in range(n_iters):
             loc = loc.detach().requires_grad_(True)
             theta = sample_vmf(loc, kappa, n_projections, generator=generator)  # (B, L, D)
-            costs, _, _ = projected_costs(fixed, theta, p)
+            costs = projected_costs(fixed, theta, p)
             (grad,) = torch.autograd.grad(safe_root(costs.mean(-1), p).sum(), loc)
             loc = _normalize(loc.detach() + step * grad)
     theta = sample_vmf(loc.detach(), kappa, n_projections, generator=generator)
-    costs, _, _ = projected_costs(pair, theta, p)
+    costs = projected_costs(pair, theta, p)
     return finish(costs.mean(-1), p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
@@ -333,7 +333,7 @@ def energy_based_sliced_wasserstein(
         projections, n_projections, pair.x.shape[-1], batch=pair.x.shape[0], generator=generator,
         dtype=pair.x.dtype, device=pair.x.device,
     )
-    costs, _, _ = projected_costs(pair, theta, p)
+    costs = projected_costs(pair, theta, p)
     w = weigh(costs.detach() if detach_weights else costs)
     return finish((w * costs).sum(-1), p=p, root=root, reduction=reduction, batched=pair.batched)
 

@@ -19,27 +19,28 @@ Memory is ``O(N + M)`` per row; no ``N x M`` array is formed. On CPU the sorts c
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
 from geomot._core.checks import check_float_tensor, check_positive, check_weights
 from geomot._core.errors import ShapeError
+from geomot._core.parallel import run_row_blocks
+from geomot.transport import _radix
 
-__all__ = ["quantile_power", "safe_root", "sort_last", "sort_values", "sorted_power", "wasserstein_1d"]
+__all__ = [
+    "projected_sorted_power",
+    "quantile_power",
+    "safe_root",
+    "sort_last",
+    "sort_values",
+    "sorted_power",
+    "wasserstein_1d",
+]
 
 _NUMPY_SORT_DTYPES = (torch.float32, torch.float64)
 
 
-_BLOCK_BYTES = 1 << 21  # rows are sorted in blocks of about this size, so that a block stays in the L2 cache
 _U32, _U64 = np.uint32, np.uint64
-
-
-def _row_blocks(rows: int, row_bytes: int) -> list[slice]:
-    """Split ``rows`` into cache-sized blocks (at least one row each)."""
-    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
-    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
 def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> None:
@@ -68,9 +69,15 @@ def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> No
     out[...] = key.view(np.float32)
 
 
+def _use_radix(arr: np.ndarray) -> bool:
+    return _radix.AVAILABLE and arr.dtype == np.float32 and _radix.MIN_LENGTH <= arr.shape[-1] < (1 << 31)
+
+
 def _np_sort(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Row-wise sort of a 2-D array (and permutation), in cache-sized row blocks spread over the torch intra-op
-    threads (numpy releases the GIL while it sorts)."""
+    """Row-wise sort of a 2-D array (and permutation): numba's radix kernels for float32 rows when installed,
+    otherwise numpy, in cache-sized row blocks spread over the torch intra-op threads (both release the GIL)."""
+    if _use_radix(arr):
+        return _radix.sort_rows(np.ascontiguousarray(arr), with_indices=with_indices)
     out = np.empty_like(arr)
     idx = np.empty(arr.shape, dtype=np.int64) if with_indices else None
     packed = with_indices and arr.dtype == np.float32 and arr.shape[-1] < (1 << 32)
@@ -84,15 +91,7 @@ def _np_sort(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.nda
             idx[sl] = np.argsort(arr[sl], axis=-1)
             out[sl] = np.take_along_axis(arr[sl], idx[sl], axis=-1)
 
-    row_bytes = arr.shape[-1] * (8 if with_indices else arr.itemsize)
-    blocks = _row_blocks(arr.shape[0], row_bytes)
-    workers = min(torch.get_num_threads(), len(blocks))
-    if workers <= 1 or arr.size < (1 << 18):
-        for sl in blocks:
-            job(sl)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(job, blocks))
+    run_row_blocks(arr.shape[0], arr.shape[-1] * (8 if with_indices else arr.itemsize), job)
     return out, idx
 
 
@@ -124,12 +123,25 @@ class _NumpySort(torch.autograd.Function):
 class _SortedPower(torch.autograd.Function):
     """Fused CPU sort path: ``(1/n) sum_i |x_(i) - y_(i)|^p`` per row, gradient built from the permutations.
 
-    ``d/dx_k = (p/n) |x_k - y_(r(k))|^{p-1} sign(.)`` where ``r(k)`` is the rank of ``x_k``: the sorted
-    differences are kept and scattered back once, with no intermediate autograd graph.
+    ``d/dx_k = (p/n) |x_k - y_(r(k))|^{p-1} sign(.)`` where ``r(k)`` is the rank of ``x_k``. float32 rows with
+    numba installed: one compiled kernel sorts both rows and writes these derivatives at the original positions
+    (:func:`geomot.transport._radix.sorted_power_rows`), the backward pass only scales them. Otherwise numpy sorts,
+    the sorted differences are kept and scattered back once; no intermediate autograd graph either way.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.fused = False
+        xa = x.detach().contiguous().numpy()
+        if _use_radix(xa):
+            ya = y.detach().contiguous().numpy()
+            cost, gx, gy = _radix.sorted_power_rows(
+                xa.reshape(-1, xa.shape[-1]), ya.reshape(-1, ya.shape[-1]), p,
+                need_gx=ctx.needs_input_grad[0], need_gy=ctx.needs_input_grad[1],
+            )
+            ctx.fused = True
+            ctx.save_for_backward(*(None if g is None else torch.from_numpy(g).view(x.shape) for g in (gx, gy)))
+            return torch.from_numpy(cost).to(x.dtype).view(x.shape[:-1])
         xs, ix = _np_sort_tensor(x, with_indices=ctx.needs_input_grad[0])
         ys, iy = _np_sort_tensor(y, with_indices=ctx.needs_input_grad[1])
         diff = xs.sub_(ys)
@@ -141,6 +153,10 @@ class _SortedPower(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        if ctx.fused:
+            scale = grad_out.unsqueeze(-1)
+            gx, gy = (None if g is None else g * scale for g in ctx.saved_tensors)
+            return gx, gy, None
         diff, ix, iy = ctx.saved_tensors
         p, n = ctx.p, diff.shape[-1]
         scale = (grad_out * (p / n)).unsqueeze(-1)
@@ -154,6 +170,75 @@ class _SortedPower(torch.autograd.Function):
         gx = None if ix is None else torch.empty_like(g).scatter_(-1, ix, g)
         gy = None if iy is None else torch.empty_like(g).scatter_(-1, iy, g.neg_())
         return gx, gy, None
+
+
+class _ProjectedPower(torch.autograd.Function):
+    """CPU float32 + numba: ``W_p^p`` between the projections of ``x`` and ``y`` on every direction, the projected
+    values computed inside the kernel (never stored). The kernel returns ``G[b, l, j] = d cost[b, l] / d
+    <theta_l, x_j>`` at the original positions; with ``s = grad_out``:
+    ``d/dx_j = sum_l s[b, l] G[b, l, j] theta_l``, ``d/dtheta_l = s[b, l] sum_j (G^x[b, l, j] x_j + G^y[b, l, j] y_j)``,
+    two batched GEMMs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
+        need_x, need_y, need_t = ctx.needs_input_grad[:3]
+        cost, gx, gy = _radix.projected_power(
+            x.detach().contiguous().numpy(), y.detach().contiguous().numpy(), theta.detach().contiguous().numpy(),
+            p, need_gx=need_x or need_t, need_gy=need_y or need_t,
+        )
+        gx_t = None if gx is None else torch.from_numpy(gx)
+        gy_t = None if gy is None else torch.from_numpy(gy)
+        ctx.save_for_backward(gx_t, gy_t, x if need_t else None, y if need_t else None, theta)
+        return torch.from_numpy(cost).to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        gx, gy, x, y, theta = ctx.saved_tensors
+        need_x, need_y, need_t = ctx.needs_input_grad[:3]
+        s = grad_out.to(theta.dtype).unsqueeze(-1)  # (B, L, 1)
+        scaled_t = (s * theta).transpose(1, 2)  # (B, D, L)
+        # products laid out with n as the long output dimension: several times faster than (B, n, L) @ (B, L, D)
+        dx = torch.bmm(scaled_t, gx).transpose(1, 2) if need_x else None
+        dy = torch.bmm(scaled_t, gy).transpose(1, 2) if need_y else None
+        dt = None
+        if need_t:
+            xt, yt = x.transpose(1, 2), y.transpose(1, 2)
+            dt = s * (torch.bmm(xt, gx.transpose(1, 2)) + torch.bmm(yt, gy.transpose(1, 2))).transpose(1, 2)
+            if theta.shape[0] == 1:
+                dt = dt.sum(0, keepdim=True)
+        return dx, dy, dt, None
+
+
+def projected_sorted_power(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, p: float) -> torch.Tensor:
+    """Sort path of the sliced losses: ``W_p^p`` between the projections of two equal-size uniform point sets.
+
+    ``cost[b, l] = (1/n) sum_i |<theta_l, x_b>_(i) - <theta_l, y_b>_(i)|^p`` (sorted projected values).
+
+    Args:
+        x, y: ``(B, n, D)`` points.
+        theta: ``(L, D)`` or ``(B, L, D)`` directions.
+        p: order.
+
+    Returns:
+        ``(B, L)`` costs, differentiable in ``x``, ``y`` and ``theta``. On CPU with float32 and numba installed one
+        compiled kernel projects, sorts and differentiates (no ``(B, L, n)`` projected tensor is stored, only the
+        derivatives needed by autograd); otherwise ``theta @ x^T`` then :func:`sorted_power`.
+    """
+    t3 = theta if theta.dim() == 3 else theta.unsqueeze(0)
+    if (
+        x.device.type == "cpu"
+        and x.dtype == y.dtype == t3.dtype == torch.float32
+        and x.shape == y.shape
+        and t3.shape[0] in (1, x.shape[0])
+        and _radix.AVAILABLE
+        and _radix.MIN_LENGTH <= x.shape[1] < (1 << 31)
+    ):
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or t3.requires_grad):
+            return _ProjectedPower.apply(x, y, t3, float(p))
+        with torch.no_grad():
+            return _ProjectedPower.apply(x, y, t3, float(p))
+    return sorted_power(torch.matmul(theta, x.transpose(-1, -2)), torch.matmul(theta, y.transpose(-1, -2)), p)
 
 
 def sort_values(values: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,301 @@
+"""Row-wise LSD radix sort of float32 values (and their permutation), compiled with numba when it is installed.
+
+The CPU sort path of the sliced losses spends most of its time sorting ``L x N`` projected values. A least-
+significant-digit radix sort does it in ``O(N)`` per row: each float32 is mapped to an unsigned 32-bit key with the
+same order (flip every bit of a negative number, only the sign bit of a non-negative one, so that ``-inf < ... <
+-0.0 < +0.0 < ... < +inf``), then 4 stable counting passes of 8 bits each move the keys (and the column indices)
+between two buffers; a pass whose digit is the same for the whole row is skipped. Measured on the 2-core
+development machine (one thread): 10 x 100,000 rows with indices in 0.075 s against 0.39 s for numpy's SIMD sort of
+packed uint64 words and 0.23 s for ``numpy.sort`` of the values alone.
+
+:func:`sorted_power_rows` fuses the sort path of ``W_p^p`` on the line: both rows are sorted, the cost
+``(1/n) sum_i |x_(i) - y_(i)|^p`` is summed in float64, and the derivatives ``d/dx_k`` are written straight back to
+the original positions through the permutation (no sorted copy and no scatter pass in torch).
+
+The kernels release the GIL and run over blocks of rows on ``torch.get_num_threads()`` threads.
+Without numba (or with ``GEOMOT_NUMBA=0`` in the environment) :data:`AVAILABLE` is False and callers use numpy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from geomot._core.parallel import run_row_blocks
+
+__all__ = ["AVAILABLE", "MIN_LENGTH", "projected_power", "sort_rows", "sorted_power_rows"]
+
+MIN_LENGTH = 128  # shorter rows are left to numpy (the 4 x 256 histogram work dominates there)
+
+try:  # pragma: no cover - exercised through AVAILABLE
+    if os.environ.get("GEOMOT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
+        raise ImportError("disabled by GEOMOT_NUMBA")
+    import numba
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
+
+AVAILABLE = numba is not None
+
+if AVAILABLE:
+    _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+    _U32 = np.uint32
+    _SIGN = np.uint32(0x80000000)
+    _BYTE = np.uint32(0xFF)
+
+    @_jit
+    def _keys_and_histograms(bits, keys, hist):  # pragma: no cover - compiled
+        """Order-preserving uint32 keys of one row of float32 bit patterns, and the 4 byte histograms."""
+        hist[:] = 0
+        for j in range(bits.shape[0]):
+            b = bits[j]
+            mask = _U32(_U32(_U32(0) - (b >> _U32(31))) | _SIGN)
+            k = _U32(b ^ mask)
+            keys[j] = k
+            hist[0, k & _BYTE] += 1
+            hist[1, (k >> _U32(8)) & _BYTE] += 1
+            hist[2, (k >> _U32(16)) & _BYTE] += 1
+            hist[3, k >> _U32(24)] += 1
+
+    @_jit
+    def _radix_row(keys, idx, kbuf, ibuf, hist, with_idx):  # pragma: no cover - compiled
+        """Sort ``keys`` (histograms already in ``hist``), carrying the column index when ``with_idx``.
+
+        Returns the buffers that hold the result: ``(keys, idx)`` or ``(kbuf, ibuf)``.
+        """
+        n = keys.shape[0]
+        src_k, src_i, dst_k, dst_i = keys, idx, kbuf, ibuf
+        first = True
+        for d in range(4):
+            shift = _U32(8 * d)
+            digit0 = (src_k[0] >> shift) & _BYTE if n > 0 else _U32(0)
+            if hist[d, digit0] == n:  # one bucket holds the whole row: the pass would not move anything
+                continue
+            total = 0
+            for b in range(256):
+                c = hist[d, b]
+                hist[d, b] = total
+                total += c
+            for j in range(n):
+                k = src_k[j]
+                b = (k >> shift) & _BYTE
+                pos = hist[d, b]
+                hist[d, b] = pos + 1
+                dst_k[pos] = k
+                if with_idx:
+                    dst_i[pos] = j if first else src_i[j]
+            first = False
+            src_k, src_i, dst_k, dst_i = dst_k, dst_i, src_k, src_i
+        if first and with_idx:  # no pass ran: all keys share every byte (a constant row)
+            for j in range(n):
+                src_i[j] = j
+        return src_k, src_i
+
+    @_jit
+    def _to_float_bits(k):  # pragma: no cover - compiled
+        """Inverse of the key map (as a uint32 bit pattern)."""
+        mask = _U32(_U32(_U32(0) - ((k >> _U32(31)) ^ _U32(1))) | _SIGN)
+        return _U32(k ^ mask)
+
+    @_jit
+    def _sort_block(bits, out_bits, out_idx, with_idx):  # pragma: no cover - compiled
+        rows, n = bits.shape
+        keys = np.empty(n, np.uint32)
+        kbuf = np.empty(n, np.uint32)
+        idx = np.empty(n, np.int32)
+        ibuf = np.empty(n, np.int32)
+        hist = np.empty((4, 256), np.int64)
+        for r in range(rows):
+            _keys_and_histograms(bits[r], keys, hist)
+            sk, si = _radix_row(keys, idx, kbuf, ibuf, hist, with_idx)
+            for j in range(n):
+                out_bits[r, j] = _to_float_bits(sk[j])
+            if with_idx:
+                for j in range(n):
+                    out_idx[r, j] = si[j]
+
+    @_jit
+    def _power_workspace(n):  # pragma: no cover - compiled
+        u, i, f = np.uint32, np.int32, np.float32
+        return (
+            np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # x: keys, key buffer, index, buffer
+            np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # y: the same
+            np.empty((4, 256), np.int64), np.empty(n, f), np.empty(n, f),  # histograms, sorted x, sorted y
+        )
+
+    @_jit
+    def _power_row(xbits, ybits, p, ws, gx, gy, r, need_gx, need_gy):  # pragma: no cover - compiled
+        """Cost of one pair of rows (float32 bit patterns); derivatives written to row ``r`` of gx / gy."""
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hist, xs, ys = ws
+        n = xbits.shape[0]
+        _keys_and_histograms(xbits, kx, hist)
+        sx, px = _radix_row(kx, ix, kxb, ixb, hist, need_gx)
+        _keys_and_histograms(ybits, ky, hist)
+        sy, py = _radix_row(ky, iy, kyb, iyb, hist, need_gy)
+        xs_bits = xs.view(np.uint32)
+        ys_bits = ys.view(np.uint32)
+        for j in range(n):
+            xs_bits[j] = _to_float_bits(sx[j])
+            ys_bits[j] = _to_float_bits(sy[j])
+        scale = p / n
+        acc = 0.0
+        for j in range(n):
+            d = np.float64(xs[j]) - np.float64(ys[j])
+            a = abs(d)
+            if p == 2.0:
+                acc += d * d
+                g = scale * d
+            elif p == 1.0:
+                acc += a
+                g = scale * (1.0 if d > 0 else (-1.0 if d < 0 else 0.0))
+            else:
+                acc += a**p
+                g = scale * a ** (p - 1.0) * (1.0 if d > 0 else (-1.0 if d < 0 else 0.0))
+            if need_gx:
+                gx[r, px[j]] = g
+            if need_gy:
+                gy[r, py[j]] = -g
+        return acc / n
+
+    @_jit
+    def _sorted_power_block(xbits, ybits, p, cost, gx, gy, need_gx, need_gy):  # pragma: no cover - compiled
+        ws = _power_workspace(xbits.shape[1])
+        for r in range(xbits.shape[0]):
+            cost[r] = _power_row(xbits[r], ybits[r], p, ws, gx, gy, r, need_gx, need_gy)
+
+    @_jit
+    def _projected_power_block(x, y, theta, r0, r1, p, cost, gx, gy, need_gx, need_gy):  # pragma: no cover
+        """Rows ``r0 <= r < r1`` of the flattened ``(B, L)`` grid: row ``r = b L + l`` projects ``x[b]`` and
+        ``y[b]`` on ``theta[b or 0, l]`` (float32 dot products) and then runs :func:`_power_row`."""
+        n, dim = x.shape[1], x.shape[2]
+        n_dir = theta.shape[1]
+        ws = _power_workspace(n)
+        xbits = np.empty(n, np.uint32)  # the sort reads these C-contiguous bit patterns
+        ybits = np.empty(n, np.uint32)
+        xp = xbits.view(np.float32)
+        yp = ybits.view(np.float32)
+        for r in range(r0, r1):
+            b, l = r // n_dir, r % n_dir
+            t = theta[b if theta.shape[0] > 1 else 0, l]
+            xb, yb = x[b], y[b]
+            if dim == 3:  # unrolled: the common case, ~3x faster than the generic loop
+                t0, t1, t2 = t[0], t[1], t[2]
+                for j in range(n):
+                    xp[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
+                    yp[j] = t0 * yb[j, 0] + t1 * yb[j, 1] + t2 * yb[j, 2]
+            else:
+                for j in range(n):
+                    vx = np.float32(0.0)
+                    vy = np.float32(0.0)
+                    for d in range(dim):
+                        vx += t[d] * xb[j, d]
+                        vy += t[d] * yb[j, d]
+                    xp[j] = vx
+                    yp[j] = vy
+            cost[r] = _power_row(xbits, ybits, p, ws, gx, gy, r, need_gx, need_gy)
+
+
+def _check_rows(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
+            raise TypeError(f"radix kernels take C-contiguous 2-D float32 arrays, got {a.dtype} {a.shape}")
+        if a.shape[-1] >= (1 << 31):
+            raise ValueError(f"rows of {a.shape[-1]} values are too long for 32-bit indices")
+
+
+def sort_rows(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sort each row of ``arr`` ``(R, N)`` float32 (stable; ``-0.0`` before ``+0.0``; NaNs are not expected).
+
+    Returns:
+        ``(sorted (R, N) float32, permutation (R, N) int64 or None)`` with ``sorted = take_along_axis(arr, perm)``.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("numba is not installed: the radix kernels are unavailable")
+    _check_rows(arr)
+    out = np.empty_like(arr)
+    idx = np.empty(arr.shape, dtype=np.int64) if with_indices else np.empty((0, 0), dtype=np.int64)
+    bits, out_bits = arr.view(np.uint32), out.view(np.uint32)
+
+    def job(sl: slice) -> None:
+        _sort_block(bits[sl], out_bits[sl], idx[sl] if with_indices else idx, with_indices)
+
+    if arr.size:
+        run_row_blocks(arr.shape[0], arr.shape[1] * 4, job, first_alone=not _sort_block.signatures)
+    return out, (idx if with_indices else None)
+
+
+def sorted_power_rows(
+    x: np.ndarray, y: np.ndarray, p: float, *, need_gx: bool, need_gy: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``W_p^p`` between the empirical measures of the rows of ``x`` and ``y`` ``(R, n)`` float32 (uniform weights),
+    and its derivatives.
+
+    ``cost_r = (1/n) sum_i |x_r(i) - y_r(i)|^p`` (sorted values), summed in float64; ``gx[r, k] = d cost_r / d
+    x[r, k] = (p/n) |x_k - y_(rank(k))|^(p-1) sign(x_k - y_(rank(k)))`` and ``gy`` its negative at the matched
+    positions (the derivative through the sort is the derivative at the sorted order, as in ``torch.sort``).
+
+    Returns:
+        ``(cost (R,) float64, gx (R, n) float32 or None, gy (R, n) float32 or None)``.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("numba is not installed: the radix kernels are unavailable")
+    _check_rows(x, y)
+    if x.shape != y.shape:
+        raise ValueError(f"rows must match, got {x.shape} and {y.shape}")
+    rows = x.shape[0]
+    cost = np.empty(rows, dtype=np.float64)
+    gx = np.empty_like(x) if need_gx else np.empty((0, 0), np.float32)
+    gy = np.empty_like(y) if need_gy else np.empty((0, 0), np.float32)
+    xb, yb = x.view(np.uint32), y.view(np.uint32)
+
+    def job(sl: slice) -> None:
+        _sorted_power_block(
+            xb[sl], yb[sl], float(p), cost[sl], gx[sl] if need_gx else gx, gy[sl] if need_gy else gy,
+            need_gx, need_gy,
+        )
+
+    if x.size:
+        run_row_blocks(rows, x.shape[1] * 8, job, first_alone=not _sorted_power_block.signatures)
+    return cost, (gx if need_gx else None), (gy if need_gy else None)
+
+
+def projected_power(
+    x: np.ndarray, y: np.ndarray, theta: np.ndarray, p: float, *, need_gx: bool, need_gy: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`sorted_power_rows` of the projections ``x[b] @ theta[b, l]`` and ``y[b] @ theta[b, l]``, computed on
+    the fly (the ``(B, L, n)`` projected values are never stored).
+
+    Args:
+        x, y: ``(B, n, D)`` float32, C-contiguous.
+        theta: ``(B, L, D)`` or ``(1, L, D)`` float32 directions.
+
+    Returns:
+        ``(cost (B, L) float64, gx (B, L, n) or None, gy (B, L, n) or None)``: the derivatives with respect to the
+        projected values, at the original positions of the points.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("numba is not installed: the radix kernels are unavailable")
+    for a in (x, y, theta):
+        if a.dtype != np.float32 or a.ndim != 3 or not a.flags.c_contiguous:
+            raise TypeError(f"projected_power takes C-contiguous 3-D float32 arrays, got {a.dtype} {a.shape}")
+    bsz, n, dim = x.shape
+    if y.shape != x.shape or theta.shape[-1] != dim or theta.shape[0] not in (1, bsz):
+        raise ValueError(f"shapes do not match: x {x.shape}, y {y.shape}, theta {theta.shape}")
+    if n >= (1 << 31):
+        raise ValueError(f"rows of {n} values are too long for 32-bit indices")
+    rows = bsz * theta.shape[1]
+    cost = np.empty(rows, dtype=np.float64)
+    gx = np.empty((rows, n), np.float32) if need_gx else np.empty((0, 0), np.float32)
+    gy = np.empty((rows, n), np.float32) if need_gy else np.empty((0, 0), np.float32)
+
+    def job(sl: slice) -> None:
+        _projected_power_block(x, y, theta, sl.start, sl.stop, float(p), cost, gx, gy, need_gx, need_gy)
+
+    if rows and n:
+        run_row_blocks(rows, n * 8, job, first_alone=not _projected_power_block.signatures)
+    shape = (bsz, theta.shape[1])
+    return (
+        cost.reshape(shape),
+        gx.reshape(*shape, n) if need_gx else None,
+        gy.reshape(*shape, n) if need_gy else None,
+    )
