@@ -162,7 +162,7 @@ def _awkward_rows(shape, seed=0):
 
 
 @pytest.mark.parametrize("backend", SORT_BACKENDS)
-@pytest.mark.parametrize("shape", [(3, 17), (3, 300), (700, 2048), (2, 300_000)])
+@pytest.mark.parametrize("shape", [(3, 17), (3, 600), (700, 2048), (2, 300_000)])
 def test_float32_sort_matches_numpy(shape, backend, monkeypatch):
     """Both float32 sorts with indices (radix; one packed uint64 numpy sort) return numpy's sorted values and a
     stable permutation, across signs, signed zeros, infinities, ties and several cache blocks / threads."""
@@ -213,8 +213,8 @@ def test_sorted_power_float32_matches_float64_reference(backend, p, grads, monke
 
     _set_backend(monkeypatch, backend)
     g = torch.Generator().manual_seed(3)
-    x64 = torch.randn(2, 3, 400, generator=g, dtype=D64)
-    y64 = torch.randn(2, 3, 400, generator=g, dtype=D64) * 2 + 0.5
+    x64 = torch.randn(2, 3, 600, generator=g, dtype=D64)
+    y64 = torch.randn(2, 3, 600, generator=g, dtype=D64) * 2 + 0.5
     x64[..., :50] = x64[..., 50:100]  # ties
     x64, y64 = x64.float().double(), y64.float().double()  # float32-representable
     x = x64.float().requires_grad_(grads[0])
@@ -222,7 +222,14 @@ def test_sorted_power_float32_matches_float64_reference(backend, p, grads, monke
     x64.requires_grad_(grads[0])
     y64.requires_grad_(grads[1])
     w = torch.rand(2, 3, generator=g, dtype=D64)
+    from geomot.transport import _radix
+
+    calls = []
+    if backend == "radix":
+        kernel = _radix.sorted_power_rows
+        monkeypatch.setattr(_radix, "sorted_power_rows", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     val = sorted_power(x, y, p)
+    assert len(calls) == (backend == "radix")
     # stable sorts: at ties the (sub)gradient depends on the order, and both CPU paths sort stably
     ref = ((torch.sort(x64, dim=-1, stable=True)[0] - torch.sort(y64, dim=-1, stable=True)[0]).abs().pow(p)).mean(-1)
     assert val.shape == (2, 3) and val.dtype == torch.float32
@@ -246,8 +253,8 @@ def test_projected_sorted_power_fused_matches_reference(batched_theta, monkeypat
     if not _radix.AVAILABLE:
         pytest.skip("numba is not installed")
     g = torch.Generator().manual_seed(11)
-    x64 = torch.randn(3, 257, 3, generator=g, dtype=D64).float().double()
-    y64 = (torch.randn(3, 257, 3, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
+    x64 = torch.randn(3, 600, 3, generator=g, dtype=D64).float().double()
+    y64 = (torch.randn(3, 600, 3, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
     shape = (3, 5, 3) if batched_theta else (5, 3)
     t64 = torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=D64), dim=-1).float().double()
     w = torch.rand(3, 5, generator=g, dtype=D64)
@@ -256,6 +263,7 @@ def test_projected_sorted_power_fused_matches_reference(batched_theta, monkeypat
         args64 = [a.clone().requires_grad_(True) for a in (x64, y64, t64)]
         val = projected_sorted_power(*args32, p)
         assert val.shape == (3, 5) and val.dtype == torch.float32
+        assert "ProjectedPower" in type(val.grad_fn).__name__  # the fused kernel ran
         xp, yp = (torch.matmul(args64[2], a.transpose(-1, -2)) for a in args64[:2])
         ref = (torch.sort(xp, dim=-1)[0] - torch.sort(yp, dim=-1)[0]).abs().pow(p).mean(-1)
         torch.testing.assert_close(val.double(), ref, rtol=1e-5, atol=1e-6)

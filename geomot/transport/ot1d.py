@@ -69,14 +69,15 @@ def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> No
     out[...] = key.view(np.float32)
 
 
-def _use_radix(arr: np.ndarray) -> bool:
-    return _radix.AVAILABLE and arr.dtype == np.float32 and _radix.MIN_LENGTH <= arr.shape[-1] < (1 << 31)
+def _use_radix(arr: np.ndarray, with_indices: bool) -> bool:
+    shortest = _radix.MIN_LENGTH if with_indices else _radix.MIN_LENGTH_VALUES
+    return _radix.AVAILABLE and arr.dtype == np.float32 and shortest <= arr.shape[-1] < (1 << 31)
 
 
 def _np_sort(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Row-wise sort of a 2-D array (and permutation): numba's radix kernels for float32 rows when installed,
     otherwise numpy, in cache-sized row blocks spread over the torch intra-op threads (both release the GIL)."""
-    if _use_radix(arr):
+    if _use_radix(arr, with_indices):
         return _radix.sort_rows(np.ascontiguousarray(arr), with_indices=with_indices)
     out = np.empty_like(arr)
     idx = np.empty(arr.shape, dtype=np.int64) if with_indices else None
@@ -133,7 +134,7 @@ class _SortedPower(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
         ctx.fused = False
         xa = x.detach().contiguous().numpy()
-        if _use_radix(xa):
+        if _use_radix(xa, True):
             ya = y.detach().contiguous().numpy()
             cost, gx, gy = _radix.sorted_power_rows(
                 xa.reshape(-1, xa.shape[-1]), ya.reshape(-1, ya.shape[-1]), p,
