@@ -10,11 +10,15 @@ Cases (CPU, float32, d = 3, L = 100 directions):
    - geomot: ``geomot.sliced_wasserstein(x, y, projections=P)`` then ``.backward()``;
    - POT: ``ot.sliced_wasserstein_distance(x, y, projections=P)`` (torch backend) then ``.backward()``;
    - torch: projections, ``torch.sort``, mean of squared differences, root, ``.backward()``;
-   - floor: ``numpy.sort`` of the (L, N) projected values of x, once (no gradient, no y).
+   - floor: ``numpy.sort`` of the (L, N) projected values of x, once (no gradient, no y). With numba installed
+     geomot sorts with its own radix kernels (x with its permutation, and y), which beat this floor.
 2. a batch of B = 64 pairs of N = 2,048 points, forward + backward: one geomot call on ``(B, N, 3)`` against a
    Python loop of POT calls.
 3. unequal sizes (N = 20,000, M = 25,000) with random weights (the quantile path), forward + backward, against
    POT with the same weights.
+
+On a machine with a CUDA device the single and batched cases are repeated on the GPU (geomot against POT's torch
+backend on the same device, both synchronised before the clock stops).
 
 Run: ``python benchmarks/bench_sliced.py`` (``--quick`` for smaller sizes). Writes
 ``benchmarks/results/bench_sliced.json``.
@@ -34,6 +38,7 @@ import torch
 
 import geomot
 from geomot.ops.directions import random_directions
+from geomot.transport import _radix
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,6 +68,8 @@ def fwd_bwd(loss_fn, x: torch.Tensor):
     def run():
         xx = x.detach().clone().requires_grad_(True)
         loss_fn(xx).sum().backward()
+        if xx.is_cuda:
+            torch.cuda.synchronize()
         return xx.grad
 
     return run
@@ -75,18 +82,20 @@ def torch_sw(x: torch.Tensor, y: torch.Tensor, proj: torch.Tensor) -> torch.Tens
     return (xs - ys).square().mean().sqrt()
 
 
-def case_single(n: int, n_proj: int, repeats: int, seed: int) -> dict:
+def case_single(n: int, n_proj: int, repeats: int, seed: int, device: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g)
     y = torch.randn(n, 3, generator=g) * 0.7 + 0.5
     proj = random_directions(n_proj, 3, generator=g).T.contiguous()  # (D, L)
+    x, y, proj = x.to(device), y.to(device), proj.to(device)
     runs = {
         "geomot": fwd_bwd(lambda a: geomot.sliced_wasserstein(a, y, projections=proj), x),
         "POT": fwd_bwd(lambda a: ot.sliced_wasserstein_distance(a, y, projections=proj), x),
         "torch": fwd_bwd(lambda a: torch_sw(a, y, proj), x),
     }
-    projected = (proj.T @ x.T).numpy()
-    runs["numpy.sort floor"] = lambda: np.sort(projected, axis=-1)
+    if device == "cpu":
+        projected = (proj.T @ x.T).numpy()
+        runs["numpy.sort floor"] = lambda: np.sort(projected, axis=-1)
     # check the contenders agree (value and gradient) before timing
     times, rel_grad = compare(runs, "POT", repeats)
     return {"n": n, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
@@ -109,11 +118,12 @@ def case_weighted(n: int, m: int, n_proj: int, repeats: int, seed: int) -> dict:
     return {"n": n, "m": m, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
 
 
-def case_batched(bsz: int, n: int, n_proj: int, repeats: int, seed: int) -> dict:
+def case_batched(bsz: int, n: int, n_proj: int, repeats: int, seed: int, device: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(bsz, n, 3, generator=g)
     y = torch.randn(bsz, n, 3, generator=g) * 0.7 + 0.5
     proj = random_directions(n_proj, 3, generator=g).T.contiguous()
+    x, y, proj = x.to(device), y.to(device), proj.to(device)
 
     def pot_loop(a):
         return torch.stack([ot.sliced_wasserstein_distance(a[b], y[b], projections=proj) for b in range(bsz)])
@@ -151,7 +161,8 @@ def main() -> None:
         "POT loop / geomot (batched, fwd+bwd)": (">=", 20.0),
     }
     print(f"CPU float32, d=3, L=100; torch {torch.__version__}, numpy {np.__version__}, POT {ot.__version__}, "
-          f"{torch.get_num_threads()} torch threads")
+          f"{torch.get_num_threads()} torch threads; geomot CPU sorts: "
+          f"{'numba radix' if _radix.AVAILABLE else 'numpy (numba not installed)'}")
     print(f"\nsingle pair N=M={n:,} (best of {args.repeats}):")
     for k, v in t1.items():
         print(f"  {k:<22s} {v:8.3f} s")
@@ -168,12 +179,32 @@ def main() -> None:
         print(f"| {k} | {v:.1f}x | {'' if tgt is None else f'{tgt[0]} {tgt[1]:g}x'}{ok} |")
     print(f"\ngradient relative difference vs POT: single {single['grad_rel_diff_vs_POT']:.1e}, "
           f"batched {batched['grad_rel_diff_vs_POT']:.1e}, weighted {weighted['grad_rel_diff_vs_POT']:.1e}")
+    cuda = None
+    if torch.cuda.is_available():  # the same code on the GPU, against POT's torch backend on the GPU
+        cuda = {
+            "device": torch.cuda.get_device_name(),
+            "single": case_single(n, 100, args.repeats, args.seed, device="cuda"),
+            "batched": case_batched(bsz, 2048, 100, args.repeats, args.seed, device="cuda"),
+        }
+        c1, c2 = cuda["single"]["times_s"], cuda["batched"]["times_s"]
+        cuda["ratios"] = {"POT / geomot (single)": c1["POT"] / c1["geomot"],
+                          "torch.sort version / geomot (single)": c1["torch"] / c1["geomot"],
+                          "POT loop / geomot (batched)": c2["POT loop"] / c2["geomot"]}
+        print(f"\nCUDA ({cuda['device']}), fwd+bwd, best of {args.repeats}:")
+        print(f"  single N={n:,}: geomot {c1['geomot'] * 1e3:.2f} ms, POT {c1['POT'] * 1e3:.2f} ms, "
+              f"torch {c1['torch'] * 1e3:.2f} ms")
+        print(f"  batch {bsz} x 2,048: geomot {c2['geomot'] * 1e3:.2f} ms, POT loop {c2['POT loop'] * 1e3:.2f} ms")
+        for k, v in cuda["ratios"].items():
+            print(f"  {k}: {v:.1f}x")
+    else:
+        print("\nno CUDA device: GPU figures not measured")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch_threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "POT": ot.__version__},
-        "single": single, "batched": batched, "weighted": weighted, "ratios": ratios,
+        "sort_backend": "numba radix" if _radix.AVAILABLE else "numpy",
+        "single": single, "batched": batched, "weighted": weighted, "ratios": ratios, "cuda": cuda,
     }
     (RESULTS / "bench_sliced.json").write_text(json.dumps(out, indent=1))
 

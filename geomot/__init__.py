@@ -74,6 +74,8 @@ _LAZY: dict[str, str] = {
     "spectral_basis": "geomot.ops.spectral",
     # -- deformation ---------------------------------------------------------------------------------------
     "deform": "geomot.deformation",  # the package itself: geomot.deform.fit(...) (handled in __getattr__)
+    # -- validation ----------------------------------------------------------------------------------------
+    "data_checks": "geomot._core.checks",
     # -- end -----------------------------------------------------------------------------------------------
 }
 

@@ -101,3 +101,37 @@ def test_registry_lists_valid_names():
         reg.get("c")
     with pytest.raises(ValidationError, match="already registered"):
         reg.add("a", 3)
+
+
+def test_data_checks_switch_off_value_checks_only_in_the_block():
+    """``data_checks(False)`` skips the value checks (the ones that read back from a CUDA device), keeps the shape
+    checks, restores the previous state on exit (also after an error) and is per thread."""
+    import threading
+
+    import geomot
+    from geomot._core.checks import check_finite, check_weights, data_checks, data_checks_enabled
+
+    bad = torch.tensor([0.0, float("nan")])
+    with pytest.raises(ValidationError, match="NaN/Inf"):
+        check_finite(bad, "x")
+    with data_checks(False):
+        assert not data_checks_enabled()
+        check_finite(bad, "x")
+        w = check_weights(torch.tensor([[1.0, 3.0]]), "w", shape=(1, 2))
+        torch.testing.assert_close(w, torch.tensor([[0.25, 0.75]]))  # still normalised
+        with pytest.raises(ShapeError):
+            check_weights(torch.ones(3), "w", shape=(1, 2))  # shapes are still checked
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(data_checks_enabled()))
+        worker.start()
+        worker.join()
+        assert seen == [True]  # other threads keep their checks
+    assert data_checks_enabled()
+    with pytest.raises(RuntimeError), data_checks(False):
+        raise RuntimeError("boom")
+    assert data_checks_enabled()
+    x = torch.randn(50, 3)
+    with pytest.raises(ValidationError, match="NaN/Inf"):
+        geomot.sliced_wasserstein(torch.full((50, 3), float("nan")), x)
+    with geomot.data_checks(False):  # not detected: the value is undefined, but nothing raises
+        assert geomot.sliced_wasserstein(torch.full((50, 3), float("nan")), x).shape == ()

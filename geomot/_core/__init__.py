@@ -19,6 +19,8 @@ from geomot._core.checks import (
     check_positive,
     check_same_device,
     check_weights,
+    data_checks,
+    data_checks_enabled,
 )
 from geomot._core.errors import (
     ConvergenceWarning,
@@ -47,6 +49,8 @@ __all__ = [
     "check_positive",
     "check_same_device",
     "check_weights",
+    "data_checks",
+    "data_checks_enabled",
     "list_to_padded",
     "mask_from_lengths",
     "packed_to_padded",

@@ -1,10 +1,18 @@
 """Input validation. Each check raises a :mod:`geomot._core.errors` class whose message names the argument,
-what was expected and what was received. Checks never assert and never cast silently."""
+what was expected and what was received. Checks never assert and never cast silently.
+
+Checks of shapes, dtypes and devices cost nothing. Checks of the *values* (NaN/Inf, negative or zero weights,
+lengths and indices out of range) read a reduction back to the host, i.e. they synchronise with a CUDA device.
+:func:`data_checks` switches those off for a block of code, e.g. an inner training loop on the GPU whose inputs are
+known to be valid; everything else is still checked.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -18,8 +26,36 @@ __all__ = [
     "check_positive",
     "check_same_device",
     "check_weights",
+    "data_checks",
+    "data_checks_enabled",
     "describe",
 ]
+
+_STATE = threading.local()
+
+
+def data_checks_enabled() -> bool:
+    """Whether the value checks (which synchronise with a CUDA device) run in this thread (default: True)."""
+    return getattr(_STATE, "enabled", True)
+
+
+@contextlib.contextmanager
+def data_checks(enabled: bool) -> Iterator[None]:
+    """Turn the value checks on or off in this thread inside a ``with`` block.
+
+    With ``enabled=False`` NaN/Inf inputs, negative weights, zero total masses and out-of-range lengths or indices
+    are no longer detected (results are then undefined), and the losses run without host synchronisation on CUDA.
+
+    Example:
+        >>> with geomot.data_checks(False):
+        ...     loss = geomot.sliced_wasserstein(x, y)  # no device-to-host copy on CUDA
+    """
+    previous = data_checks_enabled()
+    _STATE.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _STATE.enabled = previous
 
 
 def describe(x: object) -> str:
@@ -72,7 +108,7 @@ def check_float_tensor(
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     """Raise :class:`ValidationError` if ``x`` holds NaN or Inf (one reduction; no host sync on success is
     impossible, so this is used at the public edge only)."""
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if x.numel() and data_checks_enabled() and not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValidationError(f"{name}: contains {n_bad} NaN/Inf value(s) (shape {tuple(x.shape)})")
     return x
@@ -86,7 +122,7 @@ def check_index_tensor(x: object, name: str, *, size: int | None = None, ncols: 
         raise ShapeError(f"{name}: expected an integer tensor, got dtype {x.dtype}")
     if ncols is not None and (x.dim() < 1 or x.shape[-1] != ncols):
         raise ShapeError(f"{name}: expected last dimension {ncols}, got shape {tuple(x.shape)}")
-    if x.numel() and size is not None:
+    if x.numel() and size is not None and data_checks_enabled():
         lo, hi = int(x.min()), int(x.max())
         if lo < 0:
             raise ValidationError(f"{name}: negative index {lo} (indices must lie in [0, {size}))")
@@ -103,7 +139,7 @@ def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, devic
         raise ShapeError(f"{name}: expected an integer tensor of shape ({batch},), got {describe(lengths)}")
     if lengths.device != device:
         raise ShapeError(f"{name}: expected device {device}, got {lengths.device}")
-    if lengths.numel():
+    if lengths.numel() and data_checks_enabled():
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > max_len:
             raise ValidationError(f"{name}: values must lie in [1, {max_len}], got min {lo} and max {hi}")
@@ -158,9 +194,11 @@ def check_weights(
         raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
     if mask is not None:
         w = w.masked_fill(~mask, 0.0)
+    total = w.sum(-1, keepdim=True)
+    if not data_checks_enabled():
+        return w / total if normalize else w
     if w.numel() and bool((w < 0).any()):
         raise ValidationError(f"{name}: weights must be non-negative, got min {float(w.min()):.3g}")
-    total = w.sum(-1, keepdim=True)
     if bool((total <= 0).any()):
         raise ValidationError(f"{name}: every item needs a positive total mass, got a sum of 0")
     if normalize:
