@@ -128,24 +128,37 @@ if AVAILABLE:
             np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # x: keys, key buffer, index, buffer
             np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # y: the same
             np.empty((3, 2048), np.int32), np.empty((3, 2048), np.int32),  # digit histograms of x and y
-            np.empty(2, u),  # one sorted x and y value at a time, as bits (read back as float32)
+            np.empty(n, u), np.empty(n, u),  # sorted x and y values (float32 bit patterns)
         )
 
     @_jit
     def _power_row(p, ws, gx, gy, r, need_gx, need_gy):  # pragma: no cover - compiled
         """Cost of one pair of rows whose keys and histograms are in ``ws``; derivatives written to row ``r`` of
         gx / gy."""
-        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, pair = ws
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits = ws
         n = kx.shape[0]
         sx, px = _radix_row(kx, ix, kxb, ixb, hx, need_gx)
         sy, py = _radix_row(ky, iy, kyb, iyb, hy, need_gy)
-        vals = pair.view(np.float32)
+        for j in range(n):
+            xs_bits[j] = _to_float_bits(sx[j])
+            ys_bits[j] = _to_float_bits(sy[j])
+        xs, ys = xs_bits.view(np.float32), ys_bits.view(np.float32)
         scale = p / n
         acc = 0.0
+        # one loop per exponent (and per gradient need) so that the common cases carry no branch inside
+        if p == 2.0 and need_gx and not need_gy:
+            for j in range(n):
+                d = np.float64(xs[j]) - np.float64(ys[j])
+                acc += d * d
+                gx[r, px[j]] = scale * d
+            return acc / n
+        if p == 2.0 and not (need_gx or need_gy):
+            for j in range(n):
+                d = np.float64(xs[j]) - np.float64(ys[j])
+                acc += d * d
+            return acc / n
         for j in range(n):
-            pair[0] = _to_float_bits(sx[j])
-            pair[1] = _to_float_bits(sy[j])
-            d = np.float64(vals[0]) - np.float64(vals[1])
+            d = np.float64(xs[j]) - np.float64(ys[j])
             a = abs(d)
             if p == 2.0:
                 acc += d * d
