@@ -75,6 +75,19 @@ def fwd_bwd(loss_fn, x: torch.Tensor):
     return run
 
 
+def without_numba(fn):
+    """``fn`` run with geomot's numba kernels switched off (the numpy sort path)."""
+
+    def run():
+        _radix.AVAILABLE = False
+        try:
+            return fn()
+        finally:
+            _radix.AVAILABLE = True
+
+    return run
+
+
 def torch_sw(x: torch.Tensor, y: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     """Plain torch reference: sort both projected clouds along the points."""
     xs = torch.sort(proj.T @ x.T, dim=-1).values
@@ -96,6 +109,8 @@ def case_single(n: int, n_proj: int, repeats: int, seed: int, device: str = "cpu
     if device == "cpu":
         projected = (proj.T @ x.T).numpy()
         runs["numpy.sort floor"] = lambda: np.sort(projected, axis=-1)
+        if _radix.AVAILABLE:  # what runs without numba
+            runs["geomot, numpy sorts"] = without_numba(runs["geomot"])
     # check the contenders agree (value and gradient) before timing
     times, rel_grad = compare(runs, "POT", repeats)
     return {"n": n, "n_projections": n_proj, "times_s": times, "grad_rel_diff_vs_POT": rel_grad}
@@ -152,6 +167,8 @@ def main() -> None:
         "POT / geomot (single, fwd+bwd)": t1["POT"] / t1["geomot"],
         "torch.sort version / geomot (single)": t1["torch"] / t1["geomot"],
         "geomot / numpy.sort floor (single)": t1["geomot"] / t1["numpy.sort floor"],
+        **({"geomot numpy sorts / geomot radix (single)": t1["geomot, numpy sorts"] / t1["geomot"]}
+           if "geomot, numpy sorts" in t1 else {}),
         "POT loop / geomot (batched, fwd+bwd)": t2["POT loop"] / t2["geomot"],
         "POT / geomot (unequal sizes + weights, fwd+bwd)": t3["POT"] / t3["geomot"],
     }
