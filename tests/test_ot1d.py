@@ -243,8 +243,8 @@ def test_sorted_power_float32_matches_float64_reference(backend, p, grads, monke
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("batched_theta", [False, True])
-def test_projected_sorted_power_fused_matches_reference(batched_theta, monkeypatch):
+@pytest.mark.parametrize(("batched_theta", "dim"), [(False, 3), (True, 3), (False, 6), (True, 2)])
+def test_projected_sorted_power_fused_matches_reference(batched_theta, dim, monkeypatch):
     """The fused CPU kernel (projections computed inside, float32) against matmul + torch.sort in float64: value
     and the gradients in x, y and the directions (as max-SW and the distributional variants need)."""
     from geomot.transport import _radix
@@ -253,9 +253,9 @@ def test_projected_sorted_power_fused_matches_reference(batched_theta, monkeypat
     if not _radix.AVAILABLE:
         pytest.skip("numba is not installed")
     g = torch.Generator().manual_seed(11)
-    x64 = torch.randn(3, 600, 3, generator=g, dtype=D64).float().double()
-    y64 = (torch.randn(3, 600, 3, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
-    shape = (3, 5, 3) if batched_theta else (5, 3)
+    x64 = torch.randn(3, 600, dim, generator=g, dtype=D64).float().double()
+    y64 = (torch.randn(3, 600, dim, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
+    shape = (3, 5, dim) if batched_theta else (5, dim)
     t64 = torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=D64), dim=-1).float().double()
     w = torch.rand(3, 5, generator=g, dtype=D64)
     for p in (1.5, 2.0):
