@@ -12,9 +12,11 @@ Two paths compute it:
   ``W_p^p = sum_k (q_k - q_{k-1}) |x_{i(q_k)} - y_{j(q_k)}|^p`` with ``i(t) = min{i : F_i >= t}``; the merge is
   one argsort of the ``N + M`` levels, the indices are running counts (no binary search).
 
-Memory is ``O(N + M)`` per row; no ``N x M`` array is formed. On CPU the sorts call numpy's SIMD sort through
-:func:`sort_last` (differentiable, the gradient is scattered back through the permutation); on other devices
-``torch.sort`` runs and nothing synchronises with the host.
+Memory is ``O(N + M)`` per row; no ``N x M`` array is formed. On CPU the sorts run outside torch through
+:func:`sort_last` (differentiable, the gradient is scattered back through the permutation): numba radix kernels
+(:mod:`geomot.transport._radix`) for float32 rows when numba is installed, numpy's SIMD sort otherwise; the sort
+path of the sliced losses is one fused kernel (:func:`projected_sorted_power`). On other devices ``torch.sort``
+runs and nothing synchronises with the host.
 """
 
 from __future__ import annotations
