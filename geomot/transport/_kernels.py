@@ -426,10 +426,11 @@ class OnlineGeometry:
             ok = torch.isfinite(rs) & (rs > tiny) | ~row_mask[:, s]
             fs = f[:, s]
             if bool(ok.all()):
-                f_hat = fs - eps * rs.log()
                 err = err + (a[:, s] * (rs - row_target[:, s] if torch.is_tensor(row_target) else rs - row_target)
                              .abs()).sum(1)
-                fn = torch.where(row_mask[:, s], (1.0 - omega) * fs + omega * lx * f_hat, 0.0)
+                # f + w (lx f_hat - f) with f_hat = f - eps log s, as an increment: the potentials (~|x|^2) are
+                # far larger than eps, and (1 - w) f + w f_hat would round both terms at that scale
+                fn = torch.where(row_mask[:, s], fs + omega * ((lx - 1.0) * fs - lx * eps * rs.log()), 0.0)
                 factor = torch.exp((fn - fs) / eps)
                 et = e.transpose(1, 2)
                 if need_col_error:
@@ -449,11 +450,11 @@ class OnlineGeometry:
             f_new[:, s] = fn
         okc = torch.isfinite(col_acc) & (col_acc > tiny) | ~col_mask
         if bool(okc.all()):
-            g_hat = g - eps * col_acc.log()
+            step = (ly - 1.0) * g - ly * eps * col_acc.log()
         else:
             la = torch.where(row_mask, torch.log(a), -math.inf)
-            g_hat = self.softmin_cols(f_new, la, eps)
-        g_new = torch.where(col_mask, (1.0 - omega) * g + omega * ly * g_hat, 0.0)
+            step = ly * self.softmin_cols(f_new, la, eps) - g
+        g_new = torch.where(col_mask, g + omega * step, 0.0)
         if need_col_error:
             tgt = col_target if torch.is_tensor(col_target) else torch.full_like(b, col_target)
             err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
