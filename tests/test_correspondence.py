@@ -10,6 +10,7 @@ from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence import (
     bijective_zoomout,
     descriptor_operators,
+    fixed_size_iterations,
     fmap_energy,
     fmap_from_descriptors,
     fmap_from_p2p,
@@ -232,6 +233,25 @@ def test_zoomout_variants_recover_the_permutation(shape, permuted):
         zoomout(C0, b.evecs, b2.evecs, k_final=100)
     with pytest.raises(ValidationError, match="step"):
         zoomout(C0, b.evecs, b2.evecs, k_final=20, step=0)
+
+
+def test_fixed_size_iterations_refit_a_noisy_map(shape, permuted):
+    _, _, b = shape
+    _, _, b2, perm = permuted
+    C = _true_fmap(b, b2, perm, 30)
+    noisy = C + torch.randn(C.shape, generator=torch.Generator().manual_seed(1), dtype=C.dtype) / 30**0.5
+    e1, e2 = b.evecs[:, :30], b2.evecs[:, :30]
+    acc0 = float((p2p_from_fmap(noisy, e1, e2) == perm).double().mean())
+    r0 = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=0)
+    assert torch.equal(r0.p2p_21, p2p_from_fmap(noisy, e1, e2)) and torch.equal(r0.fmap_12, noisy)
+    r = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=3)
+    acc = float((r.p2p_21 == perm).double().mean())
+    assert acc0 < 0.5 and acc > 0.95
+    assert r.fmap_12.shape == (30, 30) and torch.allclose(r.fmap_12, C, atol=1e-6)
+    with pytest.raises(ValidationError, match="n_iter"):
+        fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=-1)
+    with pytest.raises(ShapeError, match="mass2"):
+        fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass[:5])
 
 
 def test_sinkhorn_zoomout_recovers_the_permutation(shape, permuted):

@@ -20,7 +20,7 @@ from geomot.correspondence.fmaps import (
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap, soft_fmap
 from geomot.correspondence.pipeline import MatchResult, match
 from geomot.correspondence.refine import SinkhornZoomOutResult, sinkhorn_zoomout
-from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, zoomout
+from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, fixed_size_iterations, zoomout
 
 __all__ = [
     "AxiomaticFmap",
@@ -30,6 +30,7 @@ __all__ = [
     "bijective_zoomout",
     "descriptor_operators",
     "descriptor_scales",
+    "fixed_size_iterations",
     "fmap_energy",
     "fmap_from_descriptors",
     "fmap_from_p2p",

@@ -49,7 +49,7 @@ from geomot.correspondence.descriptors import wks
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
-from geomot.correspondence.zoomout import zoomout
+from geomot.correspondence.zoomout import fixed_size_iterations, zoomout
 from geomot.ops.geometry import total_area, vertex_normals
 from geomot.ops.orientation import consistently_oriented, map_orientation_score, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
@@ -150,6 +150,8 @@ def match(
     n_descriptors: int = 100,
     refine: str = "zoomout",
     step: int = 4,
+    final_iterations: int = 2,
+    n_final: int = 3,
     cache_dir: str | os.PathLike | None = None,
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
@@ -172,6 +174,9 @@ def match(
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
         step: increase of the basis size per refinement iteration.
+        final_iterations: ZoomOut iterations at size ``k`` on every vertex after the sampled ZoomOut
+            (:func:`geomot.correspondence.zoomout.fixed_size_iterations`; ``refine="zoomout"`` only).
+        n_final: number of ranked candidates upsampled to ``k`` and compared again there.
         cache_dir: opt-in folder for cached eigenbases.
 
     Returns:
@@ -188,7 +193,8 @@ def match(
         raise ValidationError(f"refine: expected one of {_REFINERS}, got {refine!r}")
     for name, value, lo in (("k", k, 2), ("k_init", k_init, 2), ("k_select", k_select, 2),
                             ("n_candidates", n_candidates, 1), ("n_finalists", n_finalists, 1),
-                            ("n_samples", n_samples, 10),
+                            ("n_samples", n_samples, 10), ("final_iterations", final_iterations, 0),
+                            ("n_final", n_final, 1),
                             ("n_descriptors", n_descriptors, 5), ("step", step, 1)):
         _check_int(value, name, lo)
     if not k_init <= k_select <= k:
@@ -207,11 +213,15 @@ def match(
     samples2 = farthest_point_sampling(vs, min(n_samples * 2, vs.shape[0]), start=0)
     C, ratio, C_final = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
                                      n_candidates=n_candidates, n_finalists=n_finalists, n_samples=n_samples,
-                                     n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2)
+                                     n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
+                                     n_final=n_final)
     t2 = time.perf_counter()
     if refine == "zoomout":
-        # the selection already ran this ZoomOut (same schedule and samples): only the dense map is left
-        fmap, p2p = C_final, p2p_from_fmap(C_final, b1.evecs[:, :k], b2.evecs[:, :k])
+        # the selection already ran this ZoomOut on samples (same schedule): refit on every vertex at size k
+        # (float32 nearest neighbours: twice as fast, the same maps up to ties)
+        res_f = fixed_size_iterations(C_final.float(), b1.evecs[:, :k].float(), b2.evecs[:, :k].float(),
+                                      b2.mass.float(), n_iter=final_iterations)
+        fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
         res = sinkhorn_zoomout(C, b1.evecs, b2.evecs, b1.mass, b2.mass, k_final=k, step=step, samples1=samples1,
@@ -229,7 +239,7 @@ def match(
 def _initial_map(
     b1: SpectralBasis, b2: SpectralBasis, v1: torch.Tensor, f1: torch.Tensor | None, v2: torch.Tensor,
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
-    n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 2,
+    n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 3,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, metric distortion).
 
