@@ -100,10 +100,12 @@ def _fmt(name: str, v: dict) -> str:
     return f"{name} {v['time']:.2f}s (err {v['err']:.1e}{its})"
 
 
-def _geomloss(x, y, extra: int, repeat: int = 1):
-    """GeomLoss tensorized potentials (ours = 2 x theirs), its own eps-scaling schedule (``scaling=0.5``, from the
+def _geomloss(x, y, extra: int, repeat: int = 1, scaling: float = 0.5):
+    """GeomLoss tensorized potentials (ours = 2 x theirs), its own eps-scaling schedule (``scaling``, from the
     diameter down to ``blur = 0.05 / sqrt(2)``) followed by ``extra`` more iterations at the final blur: GeomLoss
-    has no stopping rule, so running it longer means extending its own schedule (``epsilon_schedule``)."""
+    has no stopping rule, so running it longer means annealing more slowly or extending its own schedule
+    (``epsilon_schedule``). Returns ``(f, g, seconds, schedule length)``; each schedule entry is one symmetric
+    update (two softmin passes), plus GeomLoss's initial and final passes."""
     from geomloss import SamplesLoss
     from geomloss._legacy import sinkhorn_divergence as sd
 
@@ -118,15 +120,83 @@ def _geomloss(x, y, extra: int, repeat: int = 1):
     sd.epsilon_schedule = schedule
     try:
         loss = SamplesLoss("sinkhorn", p=2, blur=0.05 / math.sqrt(2), debias=False, backend="tensorized",
-                           potentials=True)
+                           potentials=True, scaling=scaling)
         (pf, pg), t = timed(lambda: loss(x, y), repeat)
     finally:
         sd.epsilon_schedule = orig
     return 2 * pf, 2 * pg, t, used[-1]
 
 
+GL_SCALINGS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.995)
+GL_EXTRAS = (100, 200, 400, 800, 1600, 3200)
+
+
+def geomloss_sweep(x, y, tol: float, budget: float, repeat: int) -> dict:
+    """GeomLoss towards marginal error ``tol`` (float64 re-check of its potentials), within ``budget`` seconds.
+
+    First its annealing ratio ``scaling`` over :data:`GL_SCALINGS` (slower annealing = more, better-placed
+    updates); then, from the scaling that reached the lowest error, ``extra`` iterations at the final blur over
+    :data:`GL_EXTRAS` (along this family error falls and time grows monotonically). A run starts only if its
+    predicted time (seconds per update of the last run of its kind; updates at the final blur cost ~4x annealed
+    ones, whose kernels underflow less) fits in what is left of the budget; runs shorter than 3 s are timed
+    best of ``repeat``. The sweep stops at the first run with error <= ``tol`` (every run before it was cheaper
+    and missed). Returns the runs and a summary: ``reached`` and ``best`` = the fastest run with error <=
+    ``tol``, else the run with the lowest error (then ``best.time`` bounds GeomLoss's time to ``tol`` from
+    below along the extended family: more extra iterations take longer).
+    """
+    runs: list[dict] = []
+    t_start = time.perf_counter()
+    rate: dict[bool, float] = {}  # seconds per update, annealed (False) / with extra iterations (True)
+
+    def attempt(scaling: float, extra: int) -> dict | None:
+        n_upd = len(_gl_schedule(x, y, scaling)) + extra
+        per = rate.get(extra > 0, 4 * rate[False] if extra > 0 and False in rate else None)
+        left = budget - (time.perf_counter() - t_start)
+        if per is not None and per * n_upd > left:
+            return None
+        pf, pg, t, n_upd = _geomloss(x, y, extra, 1, scaling)
+        if t < 3.0 and repeat > 1:
+            pf, pg, t2, _ = _geomloss(x, y, extra, repeat - 1, scaling)
+            t = min(t, t2)
+        rate[extra > 0] = t / n_upd
+        run = {"scaling": scaling, "extra": extra, "updates": n_upd, "time": t,
+               "err": marginal_error(x, y, pf, pg, EPS), "value": float(pf.double().mean() + pg.double().mean())}
+        runs.append(run)
+        print(f"         geomloss scaling={scaling:g} extra={extra}: {n_upd} updates, {t:.2f}s, err {run['err']:.2e}",
+              flush=True)
+        return run
+
+    reached = False
+    for s in GL_SCALINGS:
+        r = attempt(s, 0)
+        if r is None:
+            break
+        if r["err"] <= tol:
+            reached = True
+            break
+    if not reached and runs:
+        base = min(runs, key=lambda r: r["err"])["scaling"]
+        for k in GL_EXTRAS:
+            r = attempt(base, k)
+            if r is None or r["err"] <= tol:
+                break
+    ok = [r for r in runs if r["err"] <= tol]
+    best = min(ok, key=lambda r: r["time"]) if ok else min(runs, key=lambda r: r["err"])
+    return {"tol": tol, "budget_s": budget, "spent_s": time.perf_counter() - t_start, "reached": bool(ok),
+            "best": best, "runs": runs}
+
+
+def _gl_schedule(x, y, scaling: float) -> list[float]:
+    """GeomLoss's own eps schedule for these inputs (as ``scaling_parameters`` builds it)."""
+    from geomloss._legacy.kernel_samples import max_diameter
+    from geomloss._legacy.sinkhorn_divergence import epsilon_schedule
+
+    diameter = max_diameter(x.view(-1, x.shape[-1]), y.view(-1, y.shape[-1]))
+    return epsilon_schedule(2, diameter, 0.05 / math.sqrt(2), scaling)
+
+
 def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_extra_max_n: int,
-                repeat: int = 3) -> list[dict]:
+                repeat: int = 3, gl_budget: float = 150.0) -> list[dict]:
     import ot
     from geomloss import SamplesLoss
 
@@ -157,6 +227,23 @@ def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_
             # its dual value <a, f> + <b, g> (on our scale) vs ours, and the error of its potentials
             rec[key] = {"time": t_gl, "iters": n_its, "err": marginal_error(x, y, pf, pg, EPS),
                         "value": float(pf.double().mean() + pg.double().mean())}
+        if gl_budget > 0:
+            rec["geomloss_sweep"] = sweep = geomloss_sweep(x, y, tol, gl_budget, repeat)
+            best = sweep["best"]
+            # equal accuracy: GeomLoss's fastest setting with error <= tol; if none got there within the budget,
+            # its lowest-error run, whose time is a lower bound on its time to tol (so the ratio is one too)
+            key = "speedup_equal_accuracy" if sweep["reached"] else "speedup_equal_accuracy_lower_bound"
+            rec["geomloss_equal_accuracy"] = {
+                "reached": sweep["reached"], "time": best["time"], "err": best["err"], "scaling": best["scaling"],
+                "extra": best["extra"], "updates": best["updates"], key: best["time"] / t_fast,
+                key.replace("speedup", "speedup_default"): best["time"] / t_dflt}
+            if not sweep["reached"]:
+                # matched accuracy: geomot (defaults) stopped at the error GeomLoss did reach
+                tol_m = max(best["err"], tol)
+                m, t_m = timed(lambda x=x, y=y, t=tol_m: geomot.sinkhorn(x, y, eps=EPS, tol=t, grad="none"), repeat)
+                rec["geomloss_equal_accuracy"]["matched"] = {
+                    "geomot_tol": tol_m, "geomot_time": t_m, "geomot_iters": m.n_iters,
+                    "geomot_err": marginal_error(x, y, m.f, m.g, EPS), "speedup": best["time"] / t_m}
         if n <= pot_max_n:
             xn, yn = x.numpy(), y.numpy()
             a = np.full(n, 1 / n, dtype=np.float32)
@@ -173,12 +260,32 @@ def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_
         for k in ("geomloss", "geomloss_extended", "pot"):
             if k in rec:
                 rec[f"speedup_vs_{k}"] = rec[k]["time"] / t_fast
+                rec[f"speedup_default_vs_{k}"] = rec[k]["time"] / t_dflt
         rec["load_after"] = os.getloadavg()[0]
         rows.append(rec)
         print(f"speed    float32 N={n} (load {rec['load_before']:.1f} -> {rec['load_after']:.1f}): "
-              + "  ".join(_fmt(k, v) for k, v in rec.items() if isinstance(v, dict)), flush=True)
-        print("         speed-up of geomot fast: " + "  ".join(
-            f"vs {k[11:]} x{v:.1f}" for k, v in rec.items() if k.startswith("speedup")), flush=True)
+              + "  ".join(_fmt(k, rec[k]) for k in ("geomot_fast", "geomot_default", "geomloss", "geomloss_extended",
+                                                     "pot") if k in rec), flush=True)
+        print("         speed-up of geomot fast (default): " + "  ".join(
+            f"vs {k[11:]} x{v:.1f} (x{rec['speedup_default_vs_' + k[11:]]:.1f})" for k, v in rec.items()
+            if k.startswith("speedup_vs")) + "   [GeomLoss default run and POT: NOT equal accuracy, see errors]",
+              flush=True)
+        if "geomloss_equal_accuracy" in rec:
+            ea = rec["geomloss_equal_accuracy"]
+            setting = f"scaling={ea['scaling']:g} + {ea['extra']} extra it ({ea['updates']} updates)"
+            if ea["reached"]:
+                print(f"         EQUAL ACCURACY (err <= {tol:g}): GeomLoss fastest setting {setting}: "
+                      f"{ea['time']:.2f}s, err {ea['err']:.1e} -> geomot fast x{ea['speedup_equal_accuracy']:.1f}, "
+                      f"default x{ea['speedup_default_equal_accuracy']:.1f}", flush=True)
+            else:
+                mt = ea["matched"]
+                print(f"         EQUAL ACCURACY (err <= {tol:g}): no GeomLoss setting got there within "
+                      f"{gl_budget:g}s; lowest error {ea['err']:.1e} ({setting}) in {ea['time']:.2f}s -> ratio >= "
+                      f"x{ea['speedup_equal_accuracy_lower_bound']:.1f} (geomot fast), "
+                      f">= x{ea['speedup_default_equal_accuracy_lower_bound']:.1f} (default)", flush=True)
+                print(f"         MATCHED ACCURACY: geomot default stopped at tol {mt['geomot_tol']:.1e}: "
+                      f"{mt['geomot_time']:.3f}s, {mt['geomot_iters']} it, err {mt['geomot_err']:.1e} -> "
+                      f"x{mt['speedup']:.1f}", flush=True)
     return rows
 
 
@@ -240,6 +347,9 @@ def main() -> None:
     p.add_argument("--geomloss-extra", type=int, default=0,
                    help="also run GeomLoss with this many extra iterations at the final blur")
     p.add_argument("--geomloss-extra-max-n", type=int, default=2000)
+    p.add_argument("--geomloss-budget", type=float, default=150.0,
+                   help="seconds per size for the equal-accuracy GeomLoss sweep (scaling, then extra iterations); "
+                        "0 skips it")
     p.add_argument("--repeat", type=int, default=3,
                    help="best of this many runs for geomot and GeomLoss's default run (POT and extended: 1)")
     p.add_argument("--n-sns", type=int, default=2000)
@@ -258,7 +368,7 @@ def main() -> None:
         out["values"] = bench_values()
     if "speed" in only:
         out["speed"] = bench_speed(args.sizes, args.pot_max_n, args.tol, args.geomloss_extra,
-                                   args.geomloss_extra_max_n, args.repeat)
+                                   args.geomloss_extra_max_n, args.repeat, args.geomloss_budget)
     if "sns" in only:
         out["sns"] = bench_sns(args.n_sns)
     if "large" in only:
