@@ -70,18 +70,20 @@ class _AutoRelax:
        decrease monotonically at a rate ``lam > w - 1`` (a real root), ``q = (lam + w - 1)^2 / (lam w^2)`` and
        ``w`` rises to ``w*(q)`` when that is larger. ``w`` never decreases this way: above ``w*`` the error
        oscillates, the windows are not monotone or faster than ``w - 1``, and they are skipped.
-    3. Safeguard: no new best error for ``patience`` iterations at ``w > 1`` (counted from the largest error
-       since ``w`` changed, as the switch may start with a transient rise; stagnation at the float precision
-       floor, an oscillation too slow to be useful, no convergence), or an error ``blowup`` times both the
-       lowest seen and the first at this ``w`` (nonlinear divergence far from the solution), halves ``w - 1``
-       and stops the adaptation; after ``backoffs`` halvings, plain Sinkhorn (which converges globally) for
-       good. A non-finite error goes back to plain iterations at once.
+    3. Safeguard: the best error at ``w > 1`` not halved (``progress``) within ``patience`` iterations (counted
+       from the largest error since ``w`` changed, as a switch may start with a transient rise; this catches
+       the creeping near the float precision floor, which relaxation raises and which a slowing decrease makes
+       look like ``q -> 1``, an oscillation too slow to be useful, no convergence), or an error ``blowup``
+       times both the lowest seen and the first at this ``w`` (nonlinear divergence far from the solution),
+       halves ``w - 1`` and stops the adaptation; after ``backoffs`` halvings, plain Sinkhorn (which converges
+       globally) for good. A non-finite error goes back to plain iterations at once.
     """
 
     window = 5  # error ratios per rate estimate
     settle = 1  # iterations after a change of w before its rate is measured
     boost = 4.0  # the first estimate's 1 - q is divided by this
-    patience = 40  # iterations without a new best error before backing off
+    patience = 40  # back off when the best error has not fallen by ``progress`` within this many iterations
+    progress = 0.5
     backoffs = 2  # halvings of w - 1 before plain iterations for good
     blowup = 100.0  # back off at once when the error exceeds this multiple of the lowest one
 
@@ -94,15 +96,14 @@ class _AutoRelax:
         self.errors: list[float] = []
         self.start = 0  # index in errors of the first error measured at the current omega
         self.peak = 0.0  # largest error at the current w
-        self.best = math.inf  # best error at the current w since that peak
-        self.since_best = 0
+        self.bests: list[float] = []  # running best error at the current w since that peak
         self.lowest = math.inf  # best error at any w
         self.first = math.inf  # first error at the current w
 
     def _set(self, omega: float) -> float:
         self.omega = omega
         self.start = len(self.errors)
-        self.peak, self.best, self.since_best = 0.0, math.inf, 0
+        self.peak, self.bests = 0.0, []
         return omega
 
     def __call__(self, err: float) -> float:
@@ -114,16 +115,14 @@ class _AutoRelax:
             self.frozen = True
             return self._set(1.0)
         if err > self.peak:  # a transient after a change of w may first raise the error: count from its peak
-            self.peak, self.best, self.since_best = err, err, 0
-        elif err < self.best:
-            self.best, self.since_best = err, 0
-        else:
-            self.since_best += 1
+            self.peak, self.bests = err, []
+        self.bests.append(min(err, self.bests[-1]) if self.bests else err)
         if len(self.errors) == self.start + 1:
             self.first = err  # the first error at this w (may jump: it now counts the column marginal too)
         self.lowest = min(self.lowest, err)
         blowup = err > self.blowup * max(self.lowest, self.first)  # far from the solution relaxing may diverge
-        if self.omega != 1.0 and (self.since_best >= self.patience or blowup):
+        stalled = len(self.bests) > self.patience and self.bests[-1] > self.progress * self.bests[-1 - self.patience]
+        if self.omega != 1.0 and (stalled or blowup):
             # no progress over-relaxed: halve omega - 1, eventually plain Sinkhorn for good
             self.frozen = True
             self.n_backoff += 1

@@ -295,9 +295,10 @@ def sinkhorn(
         relaxation: over-relaxation ``omega`` in ``[1, 2)`` of the iterations at the final eps of the
             ``"scaling"`` loop and of the online one-pass loop (``method="log"``, squared Euclidean cost, no
             unrolling): ``log u <- (1 - omega) log u + omega log u_hat`` (Thibault et al. 2021); or ``"auto"``:
-            20 (online: 8) plain iterations measure the linear rate ``q``, then
-            ``omega = min(1.8, 2 / (1 + sqrt(1 - q)))``. It cuts the iteration count several-fold at small eps;
-            the marginal error then counts both marginals.
+            8 plain iterations, then ``omega`` rises towards ``2 / (1 + sqrt(1 - q))`` (capped at 1.9) as the
+            plain rate ``q`` is re-estimated from the relaxed iterations (adaptive SOR, Hageman & Young 1981),
+            backing off to plain iterations if the error stalls or blows up (see ``docs/sinkhorn.md``). It cuts
+            the iteration count several-fold at small eps; the marginal error then counts both marginals.
         grad: ``"envelope"`` (default: ``value`` differentiated at fixed optimal potentials, Danskin's theorem;
             exact at convergence, O(1) memory in the iterations), ``"unroll"`` (autograd through every log-domain
             iteration) or ``"none"``.
