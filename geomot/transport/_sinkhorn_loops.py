@@ -70,10 +70,11 @@ class _AutoRelax:
        decrease monotonically at a rate ``lam > w - 1`` (a real root), ``q = (lam + w - 1)^2 / (lam w^2)`` and
        ``w`` rises to ``w*(q)`` when that is larger. ``w`` never decreases this way: above ``w*`` the error
        oscillates, the windows are not monotone or faster than ``w - 1``, and they are skipped.
-    3. Safeguard: the best error at ``w > 1`` not halved (``progress``) within ``patience`` iterations (counted
-       from the largest error since ``w`` changed, as a switch may start with a transient rise; this catches
-       the creeping near the float precision floor, which relaxation raises and which a slowing decrease makes
-       look like ``q -> 1``, an oscillation too slow to be useful, no convergence), or an error ``blowup``
+    3. Safeguard: no new best error at ``w > 1`` within ``patience`` iterations (counted from the largest error
+       since ``w`` changed, as a switch may start with a transient rise; an oscillation too slow to be useful,
+       no convergence) or, for errors below ``2^10`` units of the float precision (1.2e-4 in float32), the best
+       error not halved (``progress``) within ``patience`` iterations (the creep near the precision floor,
+       which relaxation raises and which a slowing decrease makes look like ``q -> 1``), or an error ``blowup``
        times both the lowest seen and the first at this ``w`` (nonlinear divergence far from the solution),
        halves ``w - 1`` and stops the adaptation; after ``backoffs`` halvings, plain Sinkhorn (which converges
        globally) for good. A non-finite error goes back to plain iterations at once.
@@ -87,8 +88,9 @@ class _AutoRelax:
     backoffs = 2  # halvings of w - 1 before plain iterations for good
     blowup = 100.0  # back off at once when the error exceeds this multiple of the lowest one
 
-    def __init__(self, probe: int):
+    def __init__(self, probe: int, unit: float = 2.0**-52):
         self.probe = probe
+        self.floor = 2.0**10 * unit  # errors below this are near the precision floor (float32: 1.2e-4)
         self.omega = 1.0
         self.q = 0.0
         self.frozen = False  # after a back-off omega only decreases
@@ -121,7 +123,10 @@ class _AutoRelax:
             self.first = err  # the first error at this w (may jump: it now counts the column marginal too)
         self.lowest = min(self.lowest, err)
         blowup = err > self.blowup * max(self.lowest, self.first)  # far from the solution relaxing may diverge
-        stalled = len(self.bests) > self.patience and self.bests[-1] > self.progress * self.bests[-1 - self.patience]
+        # near the float floor a creeping decrease is noise (relaxation raises the floor): ask for real progress;
+        # above it a slow (sublinear) decrease is genuine and relaxed iterations still help, so any will do
+        need = self.progress if err < self.floor else 1.0
+        stalled = len(self.bests) > self.patience and self.bests[-1] >= need * self.bests[-1 - self.patience]
         if self.omega != 1.0 and (stalled or blowup):
             # no progress over-relaxed: halve omega - 1, eventually plain Sinkhorn for good
             self.frozen = True
@@ -234,7 +239,7 @@ def _fused_loop(geom, a, b, la, lb, f, g, *, schedule, stage_iters, tol, max_ite
         final = k == len(schedule) - 1
         lx, ly = _lam(tau_x, e), _lam(tau_y, e)
         omega = (1.0 if relax == "auto" else float(relax)) if final else 1.0
-        auto = _AutoRelax(_PROBE) if final and relax == "auto" else None
+        auto = _AutoRelax(_PROBE, torch.finfo(f.dtype).eps) if final and relax == "auto" else None
         it = 0
         while final or it < stage_iters:
             f_new, g_new, sweep_err = geom.sweep(
@@ -339,7 +344,7 @@ def scaling_loop(
             lx, ly = _lam(tau_x, e), _lam(tau_y, e)
             budget = max_iter - n_iters if final else stage_iters
             omega = (1.0 if relax == "auto" else relax) if final else 1.0
-            auto = _AutoRelax(_PROBE) if final and relax == "auto" else None
+            auto = _AutoRelax(_PROBE, torch.finfo(f.dtype).eps) if final and relax == "auto" else None
             st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega, normalize, nt)
             normalize = False
             it = 0
