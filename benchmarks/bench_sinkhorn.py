@@ -270,6 +270,11 @@ def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_
                 rec[f"speedup_vs_{k}"] = rec[k]["time"] / t_fast
                 rec[f"speedup_default_vs_{k}"] = rec[k]["time"] / t_dflt
         rec["load_after"] = os.getloadavg()[0]
+        rec["ratios"] = ("speedup_vs_* / speedup_default_vs_*: peer time over geomot's (fast recipe / defaults) at "
+                         "each solver's own stopping point, NOT equal accuracy (see each 'err'); equal accuracy: "
+                         "geomloss_equal_accuracy.speedup_equal_accuracy (GeomLoss reached tol) or "
+                         ".speedup_equal_accuracy_lower_bound (it did not: lowest-error run), and .matched.speedup "
+                         "(geomot stopped at the error GeomLoss reached)")
         rows.append(rec)
         print(f"speed    float32 N={n} (load {rec['load_before']:.1f} -> {rec['load_after']:.1f}): "
               + "  ".join(_fmt(k, rec[k]) for k in ("geomot_fast", "geomot_default", "geomloss", "geomloss_extended",
