@@ -84,7 +84,7 @@ class _AutoRelax:
     settle = 1  # iterations after a change of w before its rate is measured
     boost = 4.0  # the first estimate's 1 - q is divided by this
     patience = 40  # back off when the best error has not fallen by ``progress`` within this many iterations
-    progress = 0.5
+    progress = 0.5  # ... near the precision floor; above it any new best counts
     backoffs = 2  # halvings of w - 1 before plain iterations for good
     blowup = 100.0  # back off at once when the error exceeds this multiple of the lowest one
 
@@ -135,8 +135,8 @@ class _AutoRelax:
         if self.frozen:
             return self.omega
         n = len(self.errors) - self.start  # errors measured at the current omega
-        first = max(0, self.probe - self.window - 1) if self.omega == 1.0 else self.settle
-        if n < first + self.window + 1:
+        skip = max(0, self.probe - self.window - 1) if self.omega == 1.0 else self.settle
+        if n < skip + self.window + 1:
             return self.omega
         win = self.errors[-1 - self.window:]
         if not all(0.0 < e1 < e0 for e0, e1 in itertools.pairwise(win)):
