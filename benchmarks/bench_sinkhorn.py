@@ -20,7 +20,7 @@ Inputs: ``x`` uniform in ``[0, 1]^3``, ``y ~ N(0.5, 0.15^2 I_3)`` (``N = M``, un
       ``scaling`` in (0.5, 0.9, 0.99), then extra iterations at the final blur (200, 400, ... ) after the
       scaling with the lowest error, until a run reaches marginal error ``--tol`` or the budget is spent. The
       equal-accuracy ratio is GeomLoss's fastest run with error <= tol over geomot's time; if no run got there,
-      its lowest-error run's time gives a lower bound on the ratio (``speedup_equal_accuracy_lower_bound``),
+      its (fastest near-)lowest-error run gives a lower bound on the ratio (``speedup_equal_accuracy_lower_bound``),
       and ``matched`` times geomot stopped at the error GeomLoss did reach. (Trials at N = 1,000: 0.99 + 200
       extra reached 5.6e-4 in the time 0.5 + 300 reached 4.2e-3 and 0.9 + 300 1.4e-3; 0.995 alone 8.6e-3.)
     Every solver's potentials are re-evaluated in float64 by one function: ``err = |P 1 - a|_1 + |P^T 1 - b|_1``
@@ -149,8 +149,9 @@ def geomloss_sweep(x, y, tol: float, budget: float, repeat: int) -> dict:
     ones, whose kernels underflow less) fits in what is left of the budget; runs shorter than 3 s are timed
     best of ``repeat``. The sweep stops at the first run with error <= ``tol`` (every run before it was cheaper
     and missed). Returns the runs and a summary: ``reached`` and ``best`` = the fastest run with error <=
-    ``tol``, else the run with the lowest error (then ``best.time`` bounds GeomLoss's time to ``tol`` from
-    below along the extended family: more extra iterations take longer).
+    ``tol``, else the fastest run within 10% of the lowest error (then ``best.time`` bounds GeomLoss's time to
+    ``tol`` from below along the extended family: more extra iterations take longer). The extension also stops
+    when doubling the extra iterations lowers the error by less than 20% (GeomLoss's float32 floor).
     """
     runs: list[dict] = []
     t_start = time.perf_counter()
@@ -184,12 +185,18 @@ def geomloss_sweep(x, y, tol: float, budget: float, repeat: int) -> dict:
             break
     if not reached and runs:
         base = min(runs, key=lambda r: r["err"])["scaling"]
+        prev = math.inf
         for k in GL_EXTRAS:
             r = attempt(base, k)
-            if r is None or r["err"] <= tol:
-                break
+            if r is None or r["err"] <= tol or r["err"] > 0.8 * prev:
+                break  # reached, out of budget, or on its precision floor (float32: ~2.8e-5 at N = 2,000)
+            prev = r["err"]
     ok = [r for r in runs if r["err"] <= tol]
-    best = min(ok, key=lambda r: r["time"]) if ok else min(runs, key=lambda r: r["err"])
+    if ok:
+        best = min(ok, key=lambda r: r["time"])
+    else:  # the fastest run within 10% of the lowest error (a plateau: later runs only cost more)
+        low = min(r["err"] for r in runs)
+        best = min((r for r in runs if r["err"] <= 1.1 * low), key=lambda r: r["time"])
     return {"tol": tol, "budget_s": budget, "spent_s": time.perf_counter() - t_start, "reached": bool(ok),
             "best": best, "runs": runs}
 
@@ -239,7 +246,7 @@ def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_
             rec["geomloss_sweep"] = sweep = geomloss_sweep(x, y, tol, gl_budget, repeat)
             best = sweep["best"]
             # equal accuracy: GeomLoss's fastest setting with error <= tol; if none got there within the budget,
-            # its lowest-error run, whose time is a lower bound on its time to tol (so the ratio is one too)
+            # its fastest run near its lowest error, whose time bounds its time to tol from below (the ratio too)
             key = "speedup_equal_accuracy" if sweep["reached"] else "speedup_equal_accuracy_lower_bound"
             rec["geomloss_equal_accuracy"] = {
                 "reached": sweep["reached"], "time": best["time"], "err": best["err"], "scaling": best["scaling"],
@@ -273,8 +280,8 @@ def bench_speed(sizes: list[int], pot_max_n: int, tol: float, gl_extra: int, gl_
         rec["ratios"] = ("speedup_vs_* / speedup_default_vs_*: peer time over geomot's (fast recipe / defaults) at "
                          "each solver's own stopping point, NOT equal accuracy (see each 'err'); equal accuracy: "
                          "geomloss_equal_accuracy.speedup_equal_accuracy (GeomLoss reached tol) or "
-                         ".speedup_equal_accuracy_lower_bound (it did not: lowest-error run), and .matched.speedup "
-                         "(geomot stopped at the error GeomLoss reached)")
+                         ".speedup_equal_accuracy_lower_bound (it did not: fastest run near its lowest error), "
+                         "and .matched.speedup (geomot stopped at the error GeomLoss reached)")
         rows.append(rec)
         print(f"speed    float32 N={n} (load {rec['load_before']:.1f} -> {rec['load_after']:.1f}): "
               + "  ".join(_fmt(k, rec[k]) for k in ("geomot_fast", "geomot_default", "geomloss", "geomloss_extended",
