@@ -23,13 +23,15 @@ Pipeline:
    the metric distortion of the map on 64 farthest-point samples of the source, ``sum_ab |d_1(T(s_a), T(s_b)) -
    d_2(s_a, s_b)| / sum_ab d_2(s_a, s_b)`` with edge-graph shortest-path distances (large where a map swaps or
    twists a limb: Laplacian commutativity misses these partial flips, which the orientation-regularised solve
-   tends to produce instead of plain mirror maps). The two best are compared again, by the same key, after
-   ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
+   tends to produce instead of plain mirror maps). The ``n_final`` (3) best are compared again, by the same key,
+   after ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
    faces the orientation key is dropped, for point clouds the Laplacian-commutativity energy ranks the candidates.
    Invariant to rigid motions (not to mirror images: the mirror image of a shape is matched
    orientation-preservingly, i.e. flipped);
 4. refinement to ``k`` (140 by default) eigenfunctions by ZoomOut (Melzi et al. 2019; the ZoomOut of the chosen
-   candidate from step 3 is reused) or by ZoomOut with Sinkhorn filtering (Pai et al. 2021), ending in a hard map.
+   candidate from step 3, run on samples, is reused and refitted ``final_iterations`` times at size ``k`` on every
+   vertex, :func:`geomot.correspondence.zoomout.fixed_size_iterations`) or by ZoomOut with Sinkhorn filtering
+   (Pai et al. 2021), ending in a hard map.
 """
 
 from __future__ import annotations
