@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.checks import check_index_tensor
+from geomot._core.errors import ShapeError
 from geomot.ops.geometry import vertex_normals
 
 __all__ = ["consistently_oriented", "map_orientation_score", "mapped_signed_areas", "signed_volume"]
@@ -36,8 +37,7 @@ def _check_mesh(verts: torch.Tensor, faces: torch.Tensor, name: str) -> None:
         raise ShapeError(f"{name} verts: expected a (V, 3) tensor, got shape {tuple(getattr(verts, 'shape', ()))}")
     if not isinstance(faces, torch.Tensor) or faces.dim() != 2 or faces.shape[-1] != 3:
         raise ShapeError(f"{name} faces: expected a (F, 3) tensor, got shape {tuple(getattr(faces, 'shape', ()))}")
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[0]):
-        raise ValidationError(f"{name} faces: indices must lie in [0, {verts.shape[0]})")
+    check_index_tensor(faces, f"{name} faces", size=verts.shape[0])
 
 
 def mapped_signed_areas(
@@ -64,9 +64,7 @@ def mapped_signed_areas(
     _check_mesh(verts_tgt, faces_tgt, "target")
     if not isinstance(p2p, torch.Tensor) or p2p.shape != (verts_src.shape[0],):
         raise ShapeError(f"p2p: expected shape ({verts_src.shape[0]},), got {tuple(getattr(p2p, 'shape', ()))}")
-    p2p = p2p.long()
-    if p2p.numel() and (int(p2p.min()) < 0 or int(p2p.max()) >= verts_tgt.shape[0]):
-        raise ValidationError(f"p2p: indices must lie in [0, {verts_tgt.shape[0]})")
+    p2p = check_index_tensor(p2p, "p2p", size=verts_tgt.shape[0]).long()
     if normals_tgt is None:
         normals_tgt = vertex_normals(verts_tgt, faces_tgt)
     idx = p2p[faces_src.long()]  # (F, 3) target vertices

@@ -71,9 +71,14 @@ def _packed_argsort_f32(arr: np.ndarray, out: np.ndarray, idx: np.ndarray) -> No
     out[...] = key.view(np.float32)
 
 
-def _use_radix(arr: np.ndarray, with_indices: bool) -> bool:
+def _radix_length(n: int, with_indices: bool) -> bool:
+    """Whether float32 rows of ``n`` values go to the radix kernels (numba installed, long enough, 32-bit index)."""
     shortest = _radix.MIN_LENGTH if with_indices else _radix.MIN_LENGTH_VALUES
-    return _radix.AVAILABLE and arr.dtype == np.float32 and shortest <= arr.shape[-1] < (1 << 31)
+    return _radix.AVAILABLE and shortest <= n < (1 << 31)
+
+
+def _use_radix(arr: np.ndarray, with_indices: bool) -> bool:
+    return arr.dtype == np.float32 and _radix_length(arr.shape[-1], with_indices)
 
 
 def _np_sort(arr: np.ndarray, *, with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -234,8 +239,7 @@ def projected_sorted_power(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor
         and x.dtype == y.dtype == t3.dtype == torch.float32
         and x.shape == y.shape
         and t3.shape[0] in (1, x.shape[0])
-        and _radix.AVAILABLE
-        and _radix.MIN_LENGTH <= x.shape[1] < (1 << 31)
+        and _radix_length(x.shape[1], True)
     ):
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or t3.requires_grad):
             return _ProjectedPower.apply(x, y, t3, float(p))
