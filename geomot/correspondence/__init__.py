@@ -5,6 +5,7 @@ Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions 
 ``p2p_21`` gives for each vertex of shape 2 its match on shape 1.
 """
 
+from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
 from geomot.correspondence.descriptors import descriptor_scales, hks, wks
 from geomot.correspondence.fmaps import (
     AxiomaticFmap,
@@ -23,10 +24,12 @@ from geomot.correspondence.refine import SinkhornZoomOutResult, sinkhorn_zoomout
 from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, fixed_size_iterations, zoomout
 
 __all__ = [
+    "AnchorRefineResult",
     "AxiomaticFmap",
     "MatchResult",
     "SinkhornZoomOutResult",
     "ZoomOutResult",
+    "anchor_refine",
     "bijective_zoomout",
     "descriptor_operators",
     "descriptor_scales",

@@ -29,9 +29,12 @@ Pipeline:
    Invariant to rigid motions (not to mirror images: the mirror image of a shape is matched
    orientation-preservingly, i.e. flipped);
 4. refinement to ``k`` (140 by default) eigenfunctions by ZoomOut (Melzi et al. 2019; the ZoomOut of the chosen
-   candidate from step 3, run on samples, is reused and refitted ``final_iterations`` times at size ``k`` on every
-   vertex, :func:`geomot.correspondence.zoomout.fixed_size_iterations`) or by ZoomOut with Sinkhorn filtering
-   (Pai et al. 2021), ending in a hard map.
+   candidate from step 3, run on samples, is reused), then ``anchor_iterations`` steps of geodesic-anchor
+   refinement (:func:`geomot.correspondence.anchor_refine`: nearest neighbours in the spectral embedding joined
+   with Gaussians of the geodesic distances to 128 anchors and to their images, which sends back regions that
+   ZoomOut left on their symmetric twin, e.g. swapped feet), then ``final_iterations`` ZoomOut refits at size
+   ``k`` on every vertex (:func:`geomot.correspondence.zoomout.fixed_size_iterations`); or ZoomOut with Sinkhorn
+   filtering (Pai et al. 2021), ending in a hard map.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ import torch
 
 from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence.anchors import anchor_refine
 from geomot.correspondence.descriptors import wks
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import fixed_size_iterations, zoomout
 from geomot.ops.geometry import total_area, vertex_normals
+from geomot.ops.graph import edge_graph, graph_distances
 from geomot.ops.orientation import consistently_oriented, map_orientation_score, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
@@ -152,8 +157,9 @@ def match(
     n_descriptors: int = 100,
     refine: str = "zoomout",
     step: int = 4,
-    final_iterations: int = 2,
+    final_iterations: int = 1,
     n_final: int = 3,
+    anchor_iterations: int = 2,
     cache_dir: str | os.PathLike | None = None,
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
@@ -178,6 +184,8 @@ def match(
         step: increase of the basis size per refinement iteration.
         final_iterations: ZoomOut iterations at size ``k`` on every vertex after the sampled ZoomOut
             (:func:`geomot.correspondence.zoomout.fixed_size_iterations`; ``refine="zoomout"`` only).
+        anchor_iterations: geodesic-anchor refinement steps before those iterations
+            (:func:`geomot.correspondence.anchor_refine`; ``refine="zoomout"`` only; 0 to skip).
         n_final: number of ranked candidates upsampled to ``k`` and compared again there.
         cache_dir: opt-in folder for cached eigenbases.
 
@@ -196,7 +204,7 @@ def match(
     for name, value, lo in (("k", k, 2), ("k_init", k_init, 2), ("k_select", k_select, 2),
                             ("n_candidates", n_candidates, 1), ("n_finalists", n_finalists, 1),
                             ("n_samples", n_samples, 10), ("final_iterations", final_iterations, 0),
-                            ("n_final", n_final, 1),
+                            ("n_final", n_final, 1), ("anchor_iterations", anchor_iterations, 0),
                             ("n_descriptors", n_descriptors, 5), ("step", step, 1)):
         _check_int(value, name, lo)
     if not k_init <= k_select <= k:
@@ -221,8 +229,12 @@ def match(
     if refine == "zoomout":
         # the selection already ran this ZoomOut on samples (same schedule): refit on every vertex at size k
         # (float32 nearest neighbours: twice as fast, the same maps up to ties)
-        res_f = fixed_size_iterations(C_final.float(), b1.evecs[:, :k].float(), b2.evecs[:, :k].float(),
-                                      b2.mass.float(), n_iter=final_iterations)
+        e1, e2, m2 = b1.evecs[:, :k].float(), b2.evecs[:, :k].float(), b2.mass.float()
+        C_final = C_final.float()
+        if anchor_iterations:
+            C_final = anchor_refine(C_final, e1, e2, b1.mass.float(), m2, vt, ft, vs, fs,
+                                    n_anchors=min(128, vs.shape[0]), n_iter=anchor_iterations).fmap_12
+        res_f = fixed_size_iterations(C_final, e1, e2, m2, n_iter=final_iterations)
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
@@ -336,26 +348,6 @@ def _initial_map(
     return best[1], best[2], best[3]
 
 
-def _edge_graph(v: torch.Tensor, f: torch.Tensor) -> Any:
-    """Symmetric sparse ``(V, V)`` scipy matrix of mesh edge lengths."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values.unique(dim=0)
-    w = (v[e[:, 0]] - v[e[:, 1]]).norm(dim=1).clamp_min(1e-12).numpy()
-    i, j = e[:, 0].numpy(), e[:, 1].numpy()
-    n = v.shape[0]
-    return sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n))
-
-
-def _graph_distances(graph: Any, idx: torch.Tensor) -> torch.Tensor:
-    """``(m, m)`` shortest-path distances between the vertices ``idx`` along the mesh edges (inf across components)."""
-    from scipy.sparse.csgraph import dijkstra
-
-    ii = idx.numpy()
-    return torch.from_numpy(dijkstra(graph, directed=False, indices=ii)[:, ii])
-
-
 class _MapSelector:
     """Ranks vertex maps ``p2p_21`` between two meshes: first whether they keep orientation on the balance
     (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``), then by their metric distortion on ``m``
@@ -371,9 +363,9 @@ class _MapSelector:
     def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor, m: int = 64) -> None:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
         self.n1 = vertex_normals(v1, f1)
-        self.g1 = _edge_graph(v1, f1)
+        self.g1, self.g2 = edge_graph(v1, f1), edge_graph(v2, f2)
         self.samples = farthest_point_sampling(v2, min(m, v2.shape[0]), start=0).long()
-        d2 = _graph_distances(_edge_graph(v2, f2), self.samples)
+        d2 = graph_distances(self.g2, self.samples)[:, self.samples]
         finite = torch.isfinite(d2)
         self.cap = float(d2[finite].max()) if bool(finite.any()) else 1.0
         self.d2 = torch.where(finite, d2, torch.full_like(d2, self.cap))
@@ -387,7 +379,8 @@ class _MapSelector:
         if self.use_orientation:
             orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
             reversed_ = 0.0 if orient > 0 else 1.0
-        d1 = _graph_distances(self.g1, p2p_21[self.samples])
+        t = p2p_21[self.samples]
+        d1 = graph_distances(self.g1, t)[:, t]
         d1 = torch.where(torch.isfinite(d1), d1, torch.full_like(d1, self.cap))
         distortion = float((d1 - self.d2).abs().sum() / self.d2.sum().clamp_min(1e-30))
         return (reversed_, distortion)

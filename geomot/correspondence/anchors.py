@@ -1,0 +1,143 @@
+"""Refinement of a point map by geodesic anchors: undoes local symmetric swaps that ZoomOut keeps.
+
+ZoomOut's nearest neighbours in the spectral embedding only see a map locally; once a region is sent to its
+symmetric twin (a left foot to the right foot, say, with the rest of the body right), every ZoomOut step keeps it
+there. Distances to the rest of the body tell the two apart: the left foot is close to the left knee and far
+from the right one. This refinement adds such distances to the embedding.
+
+With anchors ``s_a`` (farthest-point samples of shape 2) and the current map ``T = p2p_21``, the features
+
+``g_a(x) = exp(-d_2(x, s_a)^2 / (2 sigma^2))`` on shape 2 and ``h_a(y) = exp(-d_1(y, T(s_a))^2 / (2 sigma^2))``
+on shape 1
+
+agree, ``g_a = h_a o T``, when ``T`` is an isometry. The new map is the nearest neighbour in the joint embedding
+
+``T'(x) = argmin_y |Phi_2(x) - Phi_1(y) C^T|^2 + w^2 |g(x) - h(y)|^2``,
+
+then ``C <- Phi_2^T M_2 Phi_1[T']``, repeated ``n_iter`` times. Anchors that the current map sends to the wrong
+side are a minority; the Gaussian keeps each one's influence local (a wrong anchor perturbs the features within a
+few ``sigma`` of itself). The features are heat-kernel-like functions of geodesic distance (Ovsjanikov et al.
+2010, "One point isometric matching with the heat kernel"), here from many anchors given by the map itself.
+Distances are shortest paths along mesh edges (:func:`geomot.ops.graph.edge_graph`) or in a k-nearest-neighbour
+graph for point clouds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap
+from geomot.ops.graph import edge_graph, graph_distances, knn_graph
+from geomot.ops.sampling import farthest_point_sampling
+
+__all__ = ["AnchorRefineResult", "anchor_refine", "shape_graph"]
+
+
+class AnchorRefineResult(NamedTuple):
+    """Result of :func:`anchor_refine`.
+
+    Attributes:
+        fmap_12: ``(k2, k1)`` functional map of the refined point map, ``Phi_2^T M_2 Phi_1[p2p_21]``.
+        p2p_21: ``(V2,)`` refined map, for each vertex of shape 2 its match on shape 1.
+    """
+
+    fmap_12: torch.Tensor
+    p2p_21: torch.Tensor
+
+
+def shape_graph(verts: torch.Tensor, faces: torch.Tensor | None, *, k: int = 8) -> Any:
+    """Edge graph of a mesh, or the ``k``-nearest-neighbour graph of a point cloud (``faces=None``)."""
+    return knn_graph(verts, k) if faces is None else edge_graph(verts, faces)
+
+
+def anchor_refine(
+    fmap_12: torch.Tensor,
+    evecs1: torch.Tensor,
+    evecs2: torch.Tensor,
+    mass1: torch.Tensor,
+    mass2: torch.Tensor,
+    verts1: torch.Tensor,
+    faces1: torch.Tensor | None,
+    verts2: torch.Tensor,
+    faces2: torch.Tensor | None,
+    *,
+    p2p_21: torch.Tensor | None = None,
+    n_anchors: int = 128,
+    sigma: float = 0.3,
+    weight: float = 10.0,
+    n_iter: int = 2,
+    graph1: Any = None,
+    graph2: Any = None,
+) -> AnchorRefineResult:
+    """Refine a map with geodesic-distance features of anchors placed by the map itself (see the module doc).
+
+    Scale-free: ``sigma`` is in units of ``sqrt(area)`` of each shape (``area = mass.sum()``), and the spectral
+    part of the embedding is multiplied by ``sqrt(area_2)``, so results do not change when the shapes are scaled.
+    Invariant to rigid motions (intrinsic distances only; the anchors are farthest-point samples, which depend on
+    Euclidean distances only).
+
+    Args:
+        fmap_12: ``(k2, k1)`` current functional map.
+        evecs1: ``(V1, K1)``, ``K1 >= k1``; evecs2: ``(V2, K2)``, ``K2 >= k2`` (every vertex).
+        mass1: ``(V1,)``; mass2: ``(V2,)`` lumped masses (``evecs2`` ``M_2``-orthonormal).
+        verts1, faces1, verts2, faces2: the shapes (``faces=None`` for point clouds).
+        p2p_21: current point map (default: nearest neighbours of ``fmap_12``).
+        n_anchors: number of anchors (farthest-point samples of shape 2).
+        sigma: width of the distance features, relative to ``sqrt(area)``.
+        weight: weight ``w`` of the distance features against the spectral embedding.
+        n_iter: number of refinement steps (``>= 1``).
+        graph1, graph2: precomputed :func:`shape_graph` of each shape (built when None).
+
+    Returns:
+        :class:`AnchorRefineResult`.
+    """
+    check_float_tensor(fmap_12, "fmap_12", ndim=2)
+    check_float_tensor(evecs1, "evecs1", ndim=2)
+    check_float_tensor(evecs2, "evecs2", ndim=2)
+    check_float_tensor(mass1, "mass1", ndim=1)
+    check_float_tensor(mass2, "mass2", ndim=1)
+    k2, k1 = fmap_12.shape
+    if k1 > evecs1.shape[1] or k2 > evecs2.shape[1]:
+        raise ShapeError(f"fmap_12: shape {(k2, k1)} exceeds the bases ({evecs2.shape[1]}, {evecs1.shape[1]} columns)")
+    for name, mass, ev, verts in (("1", mass1, evecs1, verts1), ("2", mass2, evecs2, verts2)):
+        if mass.shape[0] != ev.shape[0] or verts.shape[0] != ev.shape[0]:
+            raise ShapeError(
+                f"mass{name}/verts{name}: expected {ev.shape[0]} rows (rows of evecs{name}), "
+                f"got {mass.shape[0]} / {verts.shape[0]}"
+            )
+    if isinstance(n_anchors, bool) or not isinstance(n_anchors, int) or not 1 <= n_anchors <= verts2.shape[0]:
+        raise ValidationError(f"n_anchors: expected an integer in [1, {verts2.shape[0]}], got {n_anchors!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValidationError(f"n_iter: expected an integer >= 1, got {n_iter!r}")
+    sigma = check_positive(sigma, "sigma")
+    weight = check_positive(weight, "weight")
+    dtype = evecs2.dtype
+    e1, e2 = evecs1[:, :k1], evecs2[:, :k2]
+    if p2p_21 is None:
+        p2p_21 = p2p_from_fmap(fmap_12, e1, e2)
+    check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])
+    if p2p_21.shape != (verts2.shape[0],):
+        raise ShapeError(f"p2p_21: expected shape ({verts2.shape[0]},), got {tuple(p2p_21.shape)}")
+    g1 = shape_graph(verts1, faces1) if graph1 is None else graph1
+    g2 = shape_graph(verts2, faces2) if graph2 is None else graph2
+    root2 = math.sqrt(float(mass2.sum()))
+    s1, s2 = sigma * math.sqrt(float(mass1.sum())), sigma * root2
+    anchors = farthest_point_sampling(verts2, n_anchors, start=0).long().cpu()
+
+    def features(graph: Any, sources: torch.Tensor, scale: float) -> torch.Tensor:
+        d = graph_distances(graph, sources.cpu()).T.to(device=e2.device, dtype=dtype)  # (V, m); inf -> 0 below
+        return weight * torch.exp(-0.5 * (d / scale) ** 2)
+
+    emb2 = torch.cat([root2 * e2, features(g2, anchors, s2)], 1)
+    C, p2p = fmap_12.to(dtype), p2p_21.long()
+    m2 = mass2.to(dtype)
+    for _ in range(n_iter):
+        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
+        p2p = knn_indices(emb2, emb1)
+        C = fmap_from_p2p(p2p, e1, e2, mass2=m2)
+    return AnchorRefineResult(C, p2p)

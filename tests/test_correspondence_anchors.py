@@ -1,0 +1,84 @@
+"""Geodesic-anchor refinement of point maps (geomot.correspondence.anchor_refine)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence import AnchorRefineResult, anchor_refine, fmap_from_p2p, knn_indices
+from geomot.io.synthetic import icosphere
+from geomot.ops.spectral import spectral_basis
+
+
+@pytest.fixture(scope="module")
+def ellipsoid():
+    """An ellipsoid (mirror-symmetric in x), its basis, and a map that sends the cap x > 1 to its mirror twin."""
+    m = icosphere(3)
+    v = m.verts * torch.tensor([2.0, 1.0, 0.6], dtype=torch.float64)
+    b = spectral_basis(v, m.faces, k=30)
+    mirror = knn_indices(v * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64), v)
+    swapped = torch.arange(v.shape[0])
+    cap = v[:, 0] > 1.0
+    swapped[cap] = mirror[cap]
+    return v, m.faces, b, swapped
+
+
+def _err(v, p2p):
+    return float((v[p2p] - v).norm(dim=1).mean())
+
+
+def _refine(v, f, b, p2p, **kw):
+    C = fmap_from_p2p(p2p, b.evecs, b.evecs, mass2=b.mass)
+    return anchor_refine(C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f, p2p_21=p2p, n_anchors=48, **kw)
+
+
+@pytest.mark.parametrize("mesh", [True, False])
+def test_a_swapped_region_is_sent_back(ellipsoid, mesh):
+    v, f, b, swapped = ellipsoid
+    before = _err(v, swapped)
+    assert before > 0.5
+    res = _refine(v, f if mesh else None, b, swapped)
+    assert isinstance(res, AnchorRefineResult)
+    assert res.p2p_21.shape == (v.shape[0],) and res.p2p_21.dtype == torch.long
+    assert res.fmap_12.shape == (30, 30)
+    assert _err(v, res.p2p_21) < 0.1 * before
+
+
+def test_the_identity_is_a_fixed_point(ellipsoid):
+    v, f, b, _ = ellipsoid
+    res = _refine(v, f, b, torch.arange(v.shape[0]))
+    assert _err(v, res.p2p_21) < 1e-3
+
+
+def test_invariant_to_rigid_motions_and_scale(ellipsoid):
+    v, f, b, swapped = ellipsoid
+    ref = _refine(v, f, b, swapped)
+    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))[0]
+    s = 2.5
+    moved = s * v @ q.T + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)
+    C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
+    # the same functions on the scaled shapes: M scales by s^2, M-orthonormal evecs by 1/s
+    out = anchor_refine(C, b.evecs / s, b.evecs / s, b.mass * s * s, b.mass * s * s, moved, f, moved, f,
+                        p2p_21=swapped, n_anchors=48)
+    assert float((out.p2p_21 == ref.p2p_21).double().mean()) > 0.99
+
+
+def test_bad_inputs(ellipsoid):
+    v, f, b, swapped = ellipsoid
+    C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
+    args = (C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f)
+    with pytest.raises(ValidationError, match="n_iter"):
+        anchor_refine(*args, n_iter=0)
+    with pytest.raises(ValidationError, match="n_anchors"):
+        anchor_refine(*args, n_anchors=v.shape[0] + 1)
+    with pytest.raises(ValidationError, match="sigma"):
+        anchor_refine(*args, sigma=0.0)
+    with pytest.raises(ShapeError, match="mass1"):
+        anchor_refine(C, b.evecs, b.evecs, b.mass[:-1], b.mass, v, f, v, f)
+    with pytest.raises(ShapeError, match="fmap_12"):
+        anchor_refine(torch.zeros(40, 40, dtype=torch.float64), *args[1:])
+    with pytest.raises(ShapeError, match="p2p_21"):
+        anchor_refine(*args, p2p_21=swapped[:-1])
+    with pytest.raises(ValidationError, match=r"NaN|finite"):
+        anchor_refine(C * float("nan"), *args[1:])

@@ -1,0 +1,53 @@
+"""Graph shortest paths: mesh edge graphs, k-nearest-neighbour graphs of clouds (geomot.ops.graph)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.io.synthetic import icosphere
+from geomot.ops.graph import edge_graph, graph_distances, knn_graph
+
+
+def test_edge_graph_distances_on_a_square():
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=torch.float64)
+    f = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    g = edge_graph(v, f)
+    assert g.nnz == 10 and (g != g.T).nnz == 0  # 5 edges, both directions
+    d = graph_distances(g, torch.tensor([0, 1]))
+    assert d.shape == (2, 4) and d.dtype == torch.float64
+    torch.testing.assert_close(d[0], torch.tensor([0.0, 1, math.sqrt(2), 1], dtype=torch.float64))
+    torch.testing.assert_close(d[1], torch.tensor([1.0, 0, 1, 2], dtype=torch.float64))
+
+
+def test_graph_distances_approximate_geodesics_on_the_sphere():
+    m = icosphere(3)
+    d = graph_distances(edge_graph(m.verts, m.faces), torch.tensor([0]))[0]
+    great_circle = torch.arccos((m.verts @ m.verts[0]).clamp(-1, 1))
+    # edge paths zig-zag (longer) along chords (shorter than arcs): within a few per cent on a fine sphere
+    ratio = (d / great_circle.clamp_min(1e-9))[great_circle > 0.5]
+    assert float(ratio.min()) > 0.99 and float(ratio.max()) < 1.2
+    assert float(d[great_circle.argmax()]) == pytest.approx(math.pi, rel=0.1)
+
+
+def test_knn_graph_on_a_line_and_components():
+    x = torch.tensor([[float(i), 0.0] for i in range(5)] + [[100.0, 0.0], [101.0, 0.0]], dtype=torch.float64)
+    g = knn_graph(x, 1)
+    assert (g != g.T).nnz == 0
+    d = graph_distances(g, torch.tensor([0]))[0]
+    torch.testing.assert_close(d[:5], torch.arange(5, dtype=torch.float64))
+    assert math.isinf(float(d[5])) and math.isinf(float(d[6]))  # another component
+
+
+def test_bad_inputs():
+    v = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValidationError, match="k: expected"):
+        knn_graph(v, 4)
+    with pytest.raises((ShapeError, ValidationError), match="faces"):
+        edge_graph(v, torch.tensor([[0, 1, 7]]))
+    g = knn_graph(torch.randn(5, 3, dtype=torch.float64), 2)
+    with pytest.raises((ShapeError, ValidationError), match="sources"):
+        graph_distances(g, torch.tensor([9]))
