@@ -115,3 +115,5 @@ def test_bad_inputs_raise_clear_errors(pair):
         match(pair.source, (v, f[:, :2]))
     with pytest.raises(ValidationError, match="n_candidates"):
         match(pair.source, pair.target, n_candidates=0)
+    with pytest.raises(ValidationError, match="anchor_iterations"):
+        match(pair.source, pair.target, anchor_iterations=-1)

@@ -363,9 +363,9 @@ class _MapSelector:
     def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor, m: int = 64) -> None:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
         self.n1 = vertex_normals(v1, f1)
-        self.g1, self.g2 = edge_graph(v1, f1), edge_graph(v2, f2)
+        self.g1 = edge_graph(v1, f1)
         self.samples = farthest_point_sampling(v2, min(m, v2.shape[0]), start=0).long()
-        d2 = graph_distances(self.g2, self.samples)[:, self.samples]
+        d2 = graph_distances(edge_graph(v2, f2), self.samples)[:, self.samples]
         finite = torch.isfinite(d2)
         self.cap = float(d2[finite].max()) if bool(finite.any()) else 1.0
         self.d2 = torch.where(finite, d2, torch.full_like(d2, self.cap))
