@@ -14,6 +14,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import ValidationError
+from geomot.ops.geometry import edges
 
 __all__ = ["edge_graph", "graph_distances", "knn_graph"]
 
@@ -32,9 +33,8 @@ def edge_graph(verts: torch.Tensor, faces: torch.Tensor) -> Any:
     """
     check_float_tensor(verts, "verts", ndim=2)
     check_index_tensor(faces, "faces", size=verts.shape[0], ncols=3)
-    f = faces.detach().cpu().long()
     v = verts.detach().cpu().double()
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values.unique(dim=0)
+    e = edges(faces.detach().cpu().long())
     w = (v[e[:, 0]] - v[e[:, 1]]).norm(dim=1).clamp_min(1e-12).numpy()
     return _symmetric(e[:, 0].numpy(), e[:, 1].numpy(), w, v.shape[0])
 
