@@ -51,6 +51,17 @@ def test_match_is_accurate_on_a_near_isometric_pair(pair, result):
     assert geomot.match is match
 
 
+def test_match_without_the_anchor_refinement_ranks_after_zoomout(pair, result):
+    # anchor_iterations=0: the three best candidates are compared after ZoomOut to k, no refinement on samples
+    res = match(pair.source, pair.target, anchor_iterations=0, **FAST)
+    err = geodesic_error(res.p2p_21, pair.target.verts, pair.target.faces, pair.src_idx, pair.tgt_idx)
+    assert 100 * float(err) < 4.0
+    # one candidate only: the ranking after refinement has nothing to choose from, the map is still good
+    one = match(pair.source, pair.target, n_final=1, **FAST)
+    err = geodesic_error(one.p2p_21, pair.target.verts, pair.target.faces, pair.src_idx, pair.tgt_idx)
+    assert 100 * float(err) < 4.0
+
+
 def test_match_is_invariant_to_rigid_motions(pair, result):
     moved = Mesh(pair.target.verts @ _rotation(7).T * 3.0 + torch.tensor([1.0, -2.0, 5.0], dtype=torch.float64),
                  pair.target.faces)
