@@ -30,10 +30,10 @@ Pipeline:
    distortion to tell the true map from one with a pair of limbs swapped (0.12 both on FAUST), the refined ones
    are not (0.06 against 0.08); a body turned 180 degrees about its long axis differs locally (feet, face), and
    the long distances mostly add pose noise. Without the anchor refinement, the 3 best are compared after
-   ZoomOut to ``k``. Both meshes are
-   first wound outwards (positive signed volume); with inconsistently wound faces the orientation key is dropped,
-   for point clouds the Laplacian-commutativity energy ranks the candidates. Invariant to rigid motions (not to
-   mirror images: the mirror image of a shape is matched orientation-preservingly, i.e. flipped);
+   ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
+   faces the orientation key is dropped, for point clouds the Laplacian-commutativity energy ranks the
+   candidates. Invariant to rigid motions (not to mirror images: the mirror image of a shape is matched
+   orientation-preservingly, i.e. flipped);
 4. refinement to ``k`` (140 by default) eigenfunctions by ZoomOut (Melzi et al. 2019, on samples, from the chosen
    candidate), then ``anchor_iterations`` steps of geodesic-anchor
    refinement (:func:`geomot.correspondence.anchor_refine`: nearest neighbours in the spectral embedding joined
@@ -196,7 +196,8 @@ def match(
             (:func:`geomot.correspondence.anchor_refine`; ``refine="zoomout"`` only; 0 to skip).
         n_final: number of ranked candidates compared again after refinement (default 6 for meshes with
             ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then metric
-            distortion on 128 samples; otherwise 3: ZoomOut to ``k``, then the same key as before).
+            distortion over nearby pairs of 128 samples; otherwise 3: ZoomOut to ``k``, then the key of the first
+            ranking).
         cache_dir: opt-in folder for cached eigenbases.
 
     Returns:
