@@ -62,6 +62,24 @@ def test_match_without_the_anchor_refinement_ranks_after_zoomout(pair, result):
     assert 100 * float(err) < 4.0
 
 
+def test_ranking_distortion_global_and_local(small):
+    from geomot.correspondence.pipeline import _MapSelector
+
+    v, f = small.source.verts, small.source.faces
+    sel = _MapSelector(v, f, v, f, m=16, m_more=32)
+    assert sel.samples.shape == (32,) and sel.m == 16
+    ident = sel.samples
+    assert sel.distortion(ident) == 0.0 and sel.distortion(ident, radius=0.5) == 0.0
+    assert sel(torch.arange(v.shape[0])) == (0.0, 0.0)
+    # send every sample to the image of its nearest other sample: short distances change most, in relative terms
+    d = sel.d2 + torch.diag(torch.full((32,), float("inf"), dtype=sel.d2.dtype))
+    moved = ident[d.argmin(1)]
+    far, near = sel.distortion(moved), sel.distortion(moved, radius=float(d.min(1).values.max()) * 1.5)
+    assert far > 0 and near > far
+    # a radius below every sample distance falls back to all pairs
+    assert sel.distortion(moved, radius=1e-9) == far
+
+
 def test_match_is_invariant_to_rigid_motions(pair, result):
     moved = Mesh(pair.target.verts @ _rotation(7).T * 3.0 + torch.tensor([1.0, -2.0, 5.0], dtype=torch.float64),
                  pair.target.faces)
