@@ -123,43 +123,37 @@ def anchor_refine(
     weight = check_positive(weight, "weight")
     dtype = evecs2.dtype
     e1, e2 = evecs1[:, :k1], evecs2[:, :k2]
-    rows = None
-    if samples2 is not None:
+    if samples2 is None:
+        rows = torch.arange(verts2.shape[0])
+    else:
         check_index_tensor(samples2, "samples2", size=verts2.shape[0])
         if samples2.dim() != 1 or samples2.numel() < n_anchors:
             raise ShapeError(f"samples2: expected a 1-D index tensor of at least n_anchors = {n_anchors} vertices, "
                              f"got shape {tuple(samples2.shape)}")
-        rows = samples2.long()
-    if p2p_21 is None:
-        p2p_21 = p2p_from_fmap(fmap_12, e1, e2 if rows is None else e2[rows])
-    else:
+        rows = samples2.long().cpu()  # CPU indices index tensors on any device
+    if p2p_21 is not None:
         check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])
         if p2p_21.shape != (verts2.shape[0],):
             raise ShapeError(f"p2p_21: expected shape ({verts2.shape[0]},), got {tuple(p2p_21.shape)}")
-        if rows is not None:
-            p2p_21 = p2p_21[rows]
+    e2 = e2[rows]  # the embedding of the matched vertices (all of them without samples2)
+    p2p = p2p_from_fmap(fmap_12, e1, e2) if p2p_21 is None else p2p_21[rows].long()
     g1 = shape_graph(verts1, faces1) if graph1 is None else graph1
     g2 = shape_graph(verts2, faces2) if graph2 is None else graph2
     root2 = math.sqrt(float(mass2.sum()))
     s1, s2 = sigma * math.sqrt(float(mass1.sum())), sigma * root2
-    if rows is None:
-        anchors = farthest_point_sampling(verts2, n_anchors, start=0).long().cpu()  # rows of the embedding
-        anchor_verts = anchors
-    else:
-        anchors = farthest_point_sampling(verts2[rows], n_anchors, start=0).long().cpu()
-        anchor_verts = rows.cpu()[anchors]
-        e2 = e2[rows]
+    anchors = farthest_point_sampling(verts2[rows], n_anchors, start=0).long().cpu()  # rows of the embedding
 
-    def features(graph: Any, sources: torch.Tensor, scale: float, at: torch.Tensor | None) -> torch.Tensor:
+    def features(graph: Any, sources: torch.Tensor, scale: float, at: torch.Tensor | None = None) -> torch.Tensor:
         d = graph_distances(graph, sources.cpu()).T  # (V, m); inf -> 0 below
-        d = (d if at is None else d[at.cpu()]).to(device=e2.device, dtype=dtype)
+        d = (d if at is None else d[at]).to(device=e2.device, dtype=dtype)
         return weight * torch.exp(-0.5 * (d / scale) ** 2)
 
-    emb2 = torch.cat([root2 * e2, features(g2, anchor_verts, s2, rows)], 1)
-    C, p2p = fmap_12.to(dtype), p2p_21.long()
-    m2 = mass2.to(dtype)
+    emb2 = torch.cat([root2 * e2, features(g2, rows[anchors], s2, rows)], 1)
+    C = fmap_12.to(dtype)
+    # with every vertex, the M-orthogonal projection; on samples, the least-squares fit (as ZoomOut on samples)
+    m2 = mass2.to(dtype) if samples2 is None else None
     for _ in range(n_iter):
-        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1, None)], 1)
+        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
         p2p = knn_indices(emb2, emb1)
-        C = fmap_from_p2p(p2p, e1, e2, mass2=m2 if rows is None else None)
+        C = fmap_from_p2p(p2p, e1, e2, mass2=m2)
     return AnchorRefineResult(C, p2p)

@@ -56,7 +56,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
-from geomot.correspondence.anchors import anchor_refine
+from geomot.correspondence.anchors import anchor_refine, shape_graph
 from geomot.correspondence.descriptors import wks
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import p2p_from_fmap
@@ -234,20 +234,25 @@ def match(
     b1 = spectral_basis(vt, ft, k=k, cache_dir=cache_dir)
     t1 = time.perf_counter()
     samples2 = farthest_point_sampling(vs, min(n_samples * 2, vs.shape[0]), start=0)
+    # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
+    anchors_on = refine == "zoomout" and anchor_iterations > 0
+    graphs = (shape_graph(vt, ft), shape_graph(vs, fs)) if anchors_on or (fs is not None and ft is not None) else None
     C, ratio, C_final = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
                                      n_candidates=n_candidates, n_finalists=n_finalists, n_samples=n_samples,
                                      n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
                                      n_final=n_final,
-                                     anchor_iterations=anchor_iterations if refine == "zoomout" else 0)
+                                     anchor_iterations=anchor_iterations if anchors_on else 0, graphs=graphs)
     t2 = time.perf_counter()
     if refine == "zoomout":
         # the selection already ran this ZoomOut on samples (same schedule): refit on every vertex at size k
         # (float32 nearest neighbours: twice as fast, the same maps up to ties)
         e1, e2, m2 = b1.evecs[:, :k].float(), b2.evecs[:, :k].float(), b2.mass.float()
         C_final = C_final.float()
-        if anchor_iterations:
+        if anchors_on:
+            assert graphs is not None
             C_final = anchor_refine(C_final, e1, e2, b1.mass.float(), m2, vt, ft, vs, fs,
-                                    n_anchors=min(128, vs.shape[0]), n_iter=anchor_iterations).fmap_12
+                                    n_anchors=min(128, vs.shape[0]), n_iter=anchor_iterations,
+                                    graph1=graphs[0], graph2=graphs[1]).fmap_12
         res_f = fixed_size_iterations(C_final, e1, e2, m2, n_iter=final_iterations)
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
     elif refine == "sinkhorn":
@@ -268,13 +273,14 @@ def _initial_map(
     b1: SpectralBasis, b2: SpectralBasis, v1: torch.Tensor, f1: torch.Tensor | None, v2: torch.Tensor,
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
     n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 3,
-    anchor_iterations: int = 0,
+    anchor_iterations: int = 0, graphs: tuple[Any, Any] | None = None,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, metric distortion).
 
     Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
     chosen candidate, its orientation ratio and its ZoomOut to ``k_final`` on ``samples_final`` (with
-    ``anchor_iterations > 0`` and meshes, the ZoomOut of its anchor-refined map)."""
+    ``anchor_iterations > 0`` and meshes, the ZoomOut of its anchor-refined map). ``graphs``: the edge graphs
+    ``(target, source)`` of meshes (:func:`geomot.correspondence.anchors.shape_graph`), built when None."""
     m = k_init
     d1 = wks(b1.evals, b1.evecs, n_scales=n_descriptors)[:, ::5]
     d2 = wks(b2.evals, b2.evecs, n_scales=n_descriptors)[:, ::5]
@@ -325,7 +331,7 @@ def _initial_map(
     # the finalists are upsampled by ZoomOut and compared on their point maps: orientation kept (a mirror map has
     # the same isometry energies as the true one) and metric distortion on farthest-point samples (large where a
     # map swaps or twists a limb); without faces, by Laplacian commutativity
-    select = _MapSelector(v1, f1, v2, f2) if oriented else None
+    select = _MapSelector(v1, f1, v2, f2, graphs=graphs) if oriented else None
 
     def lap_energy(C: torch.Tensor, kk: int) -> float:
         mask_k = laplacian_mask(b1.evals[:kk], b2.evals[:kk])
@@ -402,10 +408,10 @@ class _MapSelector:
     :meth:`distortion` scores the images of the first ``n <= m_more`` samples (the farthest-point sequence)."""
 
     def __init__(self, v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: torch.Tensor, m: int = 64,
-                 m_more: int = 128) -> None:
+                 m_more: int = 128, graphs: tuple[Any, Any] | None = None) -> None:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
         self.n1 = vertex_normals(v1, f1)
-        self.g1, self.g2 = edge_graph(v1, f1), edge_graph(v2, f2)
+        self.g1, self.g2 = (edge_graph(v1, f1), edge_graph(v2, f2)) if graphs is None else graphs
         # farthest-point samples are nested: the first m of the m_more are the m-sample set
         self.samples = farthest_point_sampling(v2, min(max(m, m_more), v2.shape[0]), start=0).long()
         self.m = min(m, v2.shape[0])
