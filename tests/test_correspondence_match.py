@@ -62,22 +62,41 @@ def test_match_without_the_anchor_refinement_ranks_after_zoomout(pair, result):
     assert 100 * float(err) < 4.0
 
 
-def test_ranking_distortion_global_and_local(small):
+def test_ranking_distortion(small):
     from geomot.correspondence.pipeline import _MapSelector
 
     v, f = small.source.verts, small.source.faces
-    sel = _MapSelector(v, f, v, f, m=16, m_more=32)
-    assert sel.samples.shape == (32,) and sel.m == 16
-    ident = sel.samples
-    assert sel.distortion(ident) == 0.0 and sel.distortion(ident, radius=0.5) == 0.0
+    sel = _MapSelector(v, f, v, f, m=16)
+    assert sel.samples.shape == (16,)
+    assert sel.distortion(sel.samples) == 0.0
     assert sel(torch.arange(v.shape[0])) == (0.0, 0.0)
-    # send every sample to the image of its nearest other sample: short distances change most, in relative terms
-    d = sel.d2 + torch.diag(torch.full((32,), float("inf"), dtype=sel.d2.dtype))
-    moved = ident[d.argmin(1)]
-    far, near = sel.distortion(moved), sel.distortion(moved, radius=float(d.min(1).values.max()) * 1.5)
-    assert far > 0 and near > far
-    # a radius below every sample distance falls back to all pairs
-    assert sel.distortion(moved, radius=1e-9) == far
+    # send every sample to its nearest other sample: distances change, the distortion is positive
+    d = sel.d2 + torch.diag(torch.full((16,), float("inf"), dtype=sel.d2.dtype))
+    assert sel.distortion(sel.samples[d.argmin(1)]) > 0.1
+
+
+def test_ranking_deformation_residual(small):
+    """The final ranking key: 0 for a rigidly moved copy, about 0 for a smooth deformation of the source (one the
+    eigenfunctions span), positive for a map that swaps two distant regions, and the same after rigid motions."""
+    from geomot.correspondence.pipeline import _deformation_residual
+    from geomot.ops.spectral import spectral_basis
+
+    v, f = small.source.verts, small.source.faces
+    phi = spectral_basis(v, f, k=20).evecs
+    rot = _rotation(3).to(v.dtype)
+    moved = v @ rot.T + torch.tensor([0.3, -1.0, 2.0], dtype=v.dtype)
+    assert _deformation_residual(v, moved, phi) < 1e-8
+    bent = v + phi[:, 1:4] * 0.2  # a displacement in the span of the basis
+    assert _deformation_residual(v, bent @ rot.T, phi) < 1e-3  # alternating fit: 3 rounds, not exact
+    # swap the images of the two ends of the shape along its longest axis (a fifth of the vertices each)
+    t = (v - v.mean(0)) @ torch.linalg.svd(v - v.mean(0))[2][0]
+    order = t.argsort()
+    n5 = v.shape[0] // 5
+    swapped = torch.arange(v.shape[0])
+    swapped[order[:n5]], swapped[order[-n5:]] = order[-n5:], order[:n5]
+    r = _deformation_residual(v, v[swapped], phi)
+    assert r > 0.05 * float((v - v.mean(0)).norm(dim=1).mean())
+    assert abs(_deformation_residual(v, v[swapped] @ rot.T, phi) - r) < 1e-6 * max(r, 1.0)
 
 
 def test_match_is_invariant_to_rigid_motions(pair, result):

@@ -1,5 +1,6 @@
 """L1: tensors in, tensors out. Never imports structures."""
 
+from geomot.ops.alignment import RigidTransform, corresponding_points_alignment
 from geomot.ops.directions import (
     DIRECTIONS,
     orthogonal_directions,
@@ -31,10 +32,12 @@ __all__ = [
     "DIRECTIONS",
     "LAPLACIANS",
     "KNNResult",
+    "RigidTransform",
     "SpectralBasis",
     "SurfaceSamples",
     "boundary_loops",
     "center_and_scale",
+    "corresponding_points_alignment",
     "cotangent_laplacian",
     "cotangent_weights",
     "edges",
