@@ -338,7 +338,7 @@ def fmap_from_descriptors(
         perm = torch.arange(n12, device=A.device).view(k1, k2).T.reshape(-1)
         T = torch.eye(n12, dtype=dt, device=A.device)[perm]
         H = torch.block_diag(H12, H21) + w_bij * torch.cat(
-            [torch.cat([torch.eye(n12, dtype=dt), -T], 1), torch.cat([-T.T, T.T @ T], 1)], 0
+            [torch.cat([torch.eye(n12, dtype=dt, device=A.device), -T], 1), torch.cat([-T.T, T.T @ T], 1)], 0
         )
         x = _spd_solve(H, torch.cat([r12, r21]))
         C12, C21 = x[:n12].view(k2, k1), x[n12:].view(k1, k2)
