@@ -39,7 +39,7 @@ Cases (float32, d = 3):
    steps of a 2,562-vertex template; Chamfer loss to the targets), on the GPU against the same step on the CPU.
 
 Run on a machine with a CUDA device: ``python benchmarks/bench_cuda.py`` (``--quick`` for smaller sizes). Prints
-a markdown table of ratios, writes ``--json`` (default ``benchmarks/results/bench_cuda.json``) with the device,
+a markdown table of ratios, writes ``--json`` (default ``benchmarks/results/bench_cuda_h200.json``) with the device,
 the versions, every time, value and peak memory. Exits with a message (status 0) when there is no CUDA device.
 """
 
