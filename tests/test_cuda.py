@@ -102,7 +102,7 @@ def _run(fn, device, inputs: dict, wrt: tuple[str, ...]):
     return [o.detach().cpu() for o in outs], [g.cpu() for g in grads]
 
 
-def _agree(fn, inputs: dict, wrt: tuple[str, ...] = (), *, dtype=F32, rtol=None, grad_rtol=None, names=None):
+def _assert_cuda_agrees(fn, inputs: dict, wrt: tuple[str, ...] = (), *, dtype=F32, rtol=None, grad_rtol=None, names=None):
     """Run ``fn`` on the CPU and on CUDA and compare outputs and gradients; returns the CPU ``(outputs, grads)``.
     Every gradient compared must be nonzero somewhere (a comparison of zeros proves nothing)."""
     rtol = TOL[dtype][0] if rtol is None else rtol
@@ -201,7 +201,7 @@ def test_sliced_weighted_padded_quantile_path_cuda_matches_cpu(dtype):
         return geomot.sliced_wasserstein(x, y, x_weights=a, y_weights=b, x_lengths=lx, y_lengths=ly,
                                          projections=proj, p=1.5, reduction="none")
 
-    _agree(fn, inputs, ("x", "y", "a"), dtype=dtype, grad_rtol=_sliced_grad_rtol(dtype))
+    _assert_cuda_agrees(fn, inputs, ("x", "y", "a"), dtype=dtype, grad_rtol=_sliced_grad_rtol(dtype))
 
 
 @pytest.mark.parametrize("cv", ["lower", "upper"])
@@ -212,7 +212,7 @@ def test_control_variate_sliced_cuda_matches_cpu(cv, dtype):
     def fn(x, y, proj):
         return geomot.sliced_wasserstein(x, y, projections=proj, control_variate=cv, reduction="none")
 
-    _agree(fn, {"x": x, "y": y, "proj": proj}, ("x", "y", "proj"), dtype=dtype, grad_rtol=_sliced_grad_rtol(dtype))
+    _assert_cuda_agrees(fn, {"x": x, "y": y, "proj": proj}, ("x", "y", "proj"), dtype=dtype, grad_rtol=_sliced_grad_rtol(dtype))
 
 
 @pytest.mark.parametrize("energy", ["exp", "identity", "square"])
@@ -224,7 +224,7 @@ def test_energy_based_sliced_cuda_matches_cpu(energy, detach_weights):
         return geomot.energy_based_sliced_wasserstein(x, y, projections=proj, energy=energy,
                                                       detach_weights=detach_weights, reduction="none")
 
-    _agree(fn, {"x": x, "y": y, "proj": proj}, ("x", "y"), grad_rtol=SLICED_GRAD_F32)
+    _assert_cuda_agrees(fn, {"x": x, "y": y, "proj": proj}, ("x", "y"), grad_rtol=SLICED_GRAD_F32)
 
 
 @DTYPES
@@ -239,7 +239,7 @@ def test_max_sliced_cuda_matches_cpu(dtype):
             return geomot.max_sliced_wasserstein(x, y, n_iters=30, step=0.2, tol=0.0, reduction="none")
 
     rtol, grad_rtol = (1e-4, SLICED_GRAD_F32) if dtype == F32 else (1e-8, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
 
 
 @DTYPES
@@ -262,7 +262,7 @@ def test_distributional_sliced_cuda_matches_cpu(dtype):
         return out
 
     rtol, grad_rtol = (1e-4, SLICED_GRAD_F32) if dtype == F32 else (1e-8, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
     assert not torch.equal(trained[0], f0.weight.detach()), "the push-forward was not trained"
     _assert_close(trained[1], trained[0], 10 * rtol, "trained push-forward")
 
@@ -277,7 +277,7 @@ def test_vmf_sliced_cuda_matches_cpu(dtype):
                                                  reduction="none")
 
     rtol, grad_rtol = (1e-4, SLICED_GRAD_F32) if dtype == F32 else (1e-8, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
 
 
 _DRAWING = {
@@ -334,7 +334,7 @@ def test_sliced_varifold_mesh_cuda_matches_cpu(dtype):
         return geomot.sliced_wasserstein(Mesh(v1, f1), Mesh(v2, f2), projections=proj,
                                          measure_options={"normal_weight": 0.5})
 
-    _agree(fn, {"v1": _bumpy(v1), "f1": f1, "v2": v2 * 1.1, "f2": f2, "proj": proj}, ("v1", "v2"), dtype=dtype,
+    _assert_cuda_agrees(fn, {"v1": _bumpy(v1), "f1": f1, "v2": v2 * 1.1, "f2": f2, "proj": proj}, ("v1", "v2"), dtype=dtype,
            grad_rtol=_sliced_grad_rtol(dtype))
 
 
@@ -389,7 +389,7 @@ def test_sinkhorn_methods_cuda_match_cpu(method, dtype):
         return _sinkhorn_outputs(res)
 
     rtol, grad_rtol = (2e-4, 2e-3) if dtype == F32 else (1e-7, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
 
 
 @DTYPES
@@ -405,7 +405,7 @@ def test_sinkhorn_online_log_backend_cuda_matches_cpu(dtype):
         return _sinkhorn_outputs(res)
 
     rtol, grad_rtol = (2e-4, 2e-3) if dtype == F32 else (1e-7, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
 
 
 def test_sinkhorn_unrolled_gradients_cuda_match_cpu():
@@ -418,7 +418,7 @@ def test_sinkhorn_unrolled_gradients_cuda_match_cpu():
         assert res.n_iters == 60
         return res.value
 
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=F64)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=F64)
 
 
 @DTYPES
@@ -438,7 +438,7 @@ def test_sinkhorn_batched_padded_unbalanced_cuda_matches_cpu(dtype):
         return _sinkhorn_outputs(res)
 
     rtol, grad_rtol = (2e-4, 2e-3) if dtype == F32 else (1e-7, 1e-6)
-    _agree(fn, inputs, ("x", "y", "a"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
+    _assert_cuda_agrees(fn, inputs, ("x", "y", "a"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol, names=_SK_NAMES)
 
 
 def test_sinkhorn_from_cost_and_plan_cuda_match_cpu():
@@ -455,7 +455,7 @@ def test_sinkhorn_from_cost_and_plan_cuda_match_cpu():
         plan = res.plan
         return res.value, res.f, plan @ v, plan.rmatmul(u), plan.dense(), plan.barycentric_map(yc)
 
-    _agree(fn, inputs, ("c",), dtype=F64, rtol=1e-7, grad_rtol=1e-6,
+    _assert_cuda_agrees(fn, inputs, ("c",), dtype=F64, rtol=1e-7, grad_rtol=1e-6,
            names=("value", "f", "P v", "P^T u", "dense plan", "barycentric map"))
 
 
@@ -468,7 +468,7 @@ def test_sinkhorn_divergence_cuda_matches_cpu(dtype):
         return geomot.sinkhorn_divergence(x, y, eps=0.02, tol=tol, max_iter=3000, reduction="none")
 
     rtol, grad_rtol = (1e-3, 2e-3) if dtype == F32 else (1e-7, 1e-6)
-    _agree(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
+    _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
 
 
 # -- varifold kernel distance -------------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def test_varifold_mesh_cuda_matches_cpu(kernel, dtype):
                                         backend="torch")
 
     rtol, grad_rtol = (3e-4, 2e-3) if dtype == F32 else TOL[F64]
-    _agree(fn, {"v1": _bumpy(v1), "f1": f1, "v2": v2 * 0.9, "f2": f2}, ("v1", "v2"), dtype=dtype, rtol=rtol,
+    _assert_cuda_agrees(fn, {"v1": _bumpy(v1), "f1": f1, "v2": v2 * 0.9, "f2": f2}, ("v1", "v2"), dtype=dtype, rtol=rtol,
            grad_rtol=grad_rtol)
 
 
@@ -504,7 +504,7 @@ def test_varifold_tensors_padded_cuda_matches_cpu(kernel):
                   chunk_size=128, backend="torch")
         return geomot.varifold_distance(x, y, reduction="none", **kw), varifold_inner(x, y, **kw)
 
-    _agree(fn, inputs, ("x", "nx", "wx"), rtol=3e-4, grad_rtol=2e-3)
+    _assert_cuda_agrees(fn, inputs, ("x", "nx", "wx"), rtol=3e-4, grad_rtol=2e-3)
 
 
 # -- Chamfer / Hausdorff / kNN ------------------------------------------------------------------------------
@@ -530,12 +530,12 @@ def _chamfer_fn(x, y, nx, ny, lx, ly):
 def test_chamfer_hausdorff_cuda_match_cpu_f64():
     """Padded batches (the CPU takes the k-d tree, CUDA the blocked torch search), with normals, plain and
     squared distances, sum and mean; gradients to points and normals."""
-    _agree(_chamfer_fn, _chamfer_inputs(F64), ("x", "y", "nx"), dtype=F64)
+    _assert_cuda_agrees(_chamfer_fn, _chamfer_inputs(F64), ("x", "y", "nx"), dtype=F64)
 
 
 def test_chamfer_hausdorff_cuda_match_cpu_f32():
     """float32 values (gradients are compared in float64: a near-tie may pick another neighbour in float32)."""
-    _agree(_chamfer_fn, _chamfer_inputs(F32), (), dtype=F32)
+    _assert_cuda_agrees(_chamfer_fn, _chamfer_inputs(F32), (), dtype=F32)
 
 
 def test_knn_indices_cuda_match_cpu():
@@ -575,7 +575,7 @@ def test_mesh_regularizers_cuda_match_cpu(dtype):
                                    reduction="none")(Mesh(verts[1], faces)),
         )
 
-    _agree(fn, inputs, ("verts",), dtype=dtype,
+    _assert_cuda_agrees(fn, inputs, ("verts",), dtype=dtype,
            names=("edge", "edge L", "laplacian", "cotangent", "cotangent open", "normal", "MeshRegularizer"))
 
 
@@ -620,7 +620,7 @@ def test_pointnet_encoder_padded_cuda_matches_cpu():
     def fn(pts, lengths):
         return copy.deepcopy(enc).to(pts.device)(pts, lengths)
 
-    _agree(fn, {"pts": pts, "lengths": lengths}, ("pts",))
+    _assert_cuda_agrees(fn, {"pts": pts, "lengths": lengths}, ("pts",))
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
@@ -639,7 +639,7 @@ def test_kernel_velocity_cuda_matches_cpu(sparse):
         (gm,) = torch.autograd.grad(vel.square().sum() + f.kinetic_energy(), f.momenta, retain_graph=True)
         return vel, gm
 
-    _agree(fn, {"state": state}, ("state",), dtype=F64)
+    _assert_cuda_agrees(fn, {"state": state}, ("state",), dtype=F64)
 
 
 @pytest.mark.parametrize(("method", "adjoint", "dtype"), [("euler", False, F32), ("rk4", False, F32),
@@ -686,7 +686,7 @@ def test_regularized_fmap_batched_cuda_matches_cpu(mask, dtype):
         return regularized_fmap(a, b, e1, e2, lambda_=1.0, mask=mask)
 
     rtol, grad_rtol = (3e-4, 3e-3) if dtype == F32 else TOL[F64]
-    _agree(fn, inputs, ("a", "b", "e2"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
+    _assert_cuda_agrees(fn, inputs, ("a", "b", "e2"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
 
 
 def _basis(n: int, k: int, seed: int) -> torch.Tensor:
@@ -712,7 +712,7 @@ def test_fmap_from_descriptors_cuda_matches_cpu(w_orient, w_bij):
                                     faces2=faces, w_orient=w_orient, w_bij=w_bij)
         return res.fmap_12, res.fmap_21, torch.tensor(res.energy, dtype=F64, device=P1.device)
 
-    _agree(fn, inputs, dtype=F64, rtol=1e-8, names=("fmap_12", "fmap_21", "energy"))
+    _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("fmap_12", "fmap_21", "energy"))
 
 
 def test_p2p_fmap_conversions_and_zoomout_cuda_match_cpu():
@@ -734,7 +734,7 @@ def test_p2p_fmap_conversions_and_zoomout_cuda_match_cpu():
         return (p2p, fmap_from_p2p(p2p, phi1, phi2), fmap_from_p2p(p2p, phi1, phi2, mass2=mass),
                 soft_fmap(plan, phi1, phi2), zo.fmap_12, zo.p2p_21)
 
-    (p2p, c_ls, c_mass, _, c_zo, p2p_zo), _ = _agree(
+    (p2p, c_ls, c_mass, _, c_zo, p2p_zo), _ = _assert_cuda_agrees(
         fn, inputs, dtype=F64, rtol=1e-8, names=("p2p", "fmap (lstsq)", "fmap (mass)", "soft fmap", "zoomout fmap",
                                                  "zoomout p2p"))
     assert torch.equal(p2p, perm) and torch.equal(p2p_zo, perm)  # the answers are the known ones, not just equal
