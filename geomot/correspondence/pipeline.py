@@ -349,11 +349,23 @@ def _initial_map(
 
     # candidate ZoomOuts in float32 (nearest neighbours and small least squares; twice as fast as float64)
     e1, e2 = b1.evecs.float(), b2.evecs.float()
+    deform = select is not None and anchor_iterations > 0
+    rank_samples = samples_final.long()
+    phi_rank = e2[rank_samples, :_DEFORMATION_K]
+
+    def prescore(C2: torch.Tensor) -> float:
+        if not deform:  # the most isometric by Laplacian commutativity
+            return lap_energy(C2, k_more)
+        # meshes with the anchor refinement: the best explained by a smooth deformation of the source (the key of
+        # the final ranking, here on the unrefined map of the samples; see the module docstring)
+        images = p2p_from_fmap(C2.float(), e1[:, :k_more], e2[rank_samples, :k_more])
+        return _deformation_residual(v2[rank_samples].float(), v1[images].float(), phi_rank)
+
     upsampled: list[tuple[float, int, torch.Tensor]] = []
     for _, _, C in solved[:n_finalists]:
         C2 = zoomout(C.float(), e1, e2, k_final=k_more, step=step, samples2=samples2, final_map=False).fmap_12.double()
-        upsampled.append((lap_energy(C2, k_more), len(upsampled), C2))
-    # the most isometric by Laplacian commutativity (cheap) are scored on their point maps
+        upsampled.append((prescore(C2), len(upsampled), C2))
+    # the best by that cheap key are scored on their full point maps
     upsampled.sort(key=lambda t: t[0])
     scored: list[tuple[tuple[float, ...], int, torch.Tensor, float]] = []
     for _, _, C2 in upsampled[:n_scored]:
@@ -362,21 +374,20 @@ def _initial_map(
         scored.append((sc, len(scored), C2, ratio_of(C2)))
     scored.sort(key=lambda t: t[0])
     best: tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor] | None = None
-    if select is not None and anchor_iterations > 0:
+    if deform:
         # meshes: each of the best gets a geodesic-anchor refinement on samples, then they are compared by the
         # residual of a smooth deformation of the source onto the images of the samples (see the module docstring).
         # On 85 development FAUST pairs this key picks a map within 0.03 of the best of the six on average and
         # never a failed one; the local metric distortion used before picked a turned body once, the global one
         # three times (a turned body is nearly as isometric as the true map). The orientation key stays that of
         # the unrefined map
-        rank_samples = samples_final.long()
+        assert select is not None
         m1, m2 = b1.mass.float(), b2.mass.float()
         for sc, _, C2, ratio in scored[:n_final]:
             ref = anchor_refine(C2.float(), e1, e2, m1, m2, v1, f1, v2, f2,
                                 n_anchors=min(128, rank_samples.shape[0]), n_iter=anchor_iterations,
                                 graph1=select.g1, graph2=select.g2, samples2=rank_samples)
-            key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(),
-                                                e2[rank_samples, :_DEFORMATION_K]))
+            key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(), phi_rank))
             logger.debug("finalist after refinement: score %s", key)
             if best is None or key < best[0]:
                 best = (key, C2, ratio, ref.fmap_12)
