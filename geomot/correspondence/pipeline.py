@@ -16,9 +16,11 @@ Pipeline:
    + w_prior ||C_[:k_init, :k_init] - diag(signs)||^2`` with the orientation operators of Ren et al. 2018 (the
    orientation term keeps left and right apart: a reflection reverses the sign of the operators). The
    ``n_finalists`` best by descriptor residual are upsampled by ZoomOut to ``min(k, 2 k_select)`` (float32) and
-   the six most isometric by Laplacian commutativity ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2`` are
-   ranked on their point maps ``T``: first whether ``T`` keeps orientation on the balance
-   (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``, the area-weighted sign of
+   six of them are ranked on their point maps ``T``: for meshes with the anchor refinement (the default), the six
+   whose maps of 1,000 source samples are best explained by a smooth deformation (the residual defined below,
+   on the unrefined maps: milliseconds a candidate), otherwise the six most isometric by Laplacian commutativity
+   ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2``. They are ranked first whether ``T`` keeps orientation
+   on the balance (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``, the area-weighted sign of
    ``((T(j) - T(i)) x (T(k) - T(i))) . n_T`` over the source triangles: a mirror map scores near ``-1``), then by
    the metric distortion of the map on 64 farthest-point samples of the source, ``sum_ab |d_1(T(s_a), T(s_b)) -
    d_2(s_a, s_b)| / sum_ab d_2(s_a, s_b)`` with edge-graph shortest-path distances (large where a map swaps or
@@ -189,7 +191,7 @@ def match(
         k_select: ZoomOut size at which candidates are compared (default ``min(32, k)``).
         n_candidates: number of sign patterns refined to ``k_select`` and compared.
         n_finalists: number of candidates (best descriptor residual first) upsampled by ZoomOut to
-            ``min(k, 2 k_select)``; the six most isometric are ranked by orientation, then metric distortion.
+            ``min(k, 2 k_select)``; six of them are ranked (see the module docstring).
         n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps.
         n_descriptors: number of WKS energies (every 5th is used by the sign search).
         refine: ``"zoomout"``, ``"sinkhorn"`` (ZoomOut with Sinkhorn filtering) or ``"none"``.
