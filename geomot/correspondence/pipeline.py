@@ -281,7 +281,7 @@ def _initial_map(
     n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 3,
     anchor_iterations: int = 0, graphs: tuple[Any, Any] | None = None,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Sign search + orientation-regularised map per pattern + ZoomOut + selection (orientation, metric distortion).
+    """Sign search + orientation-regularised map per pattern + ZoomOut + selection (see the module docstring).
 
     Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
     chosen candidate, its orientation ratio and its ZoomOut to ``k_final`` on ``samples_final`` (with
