@@ -201,9 +201,8 @@ def match(
         anchor_iterations: geodesic-anchor refinement steps before those iterations
             (:func:`geomot.correspondence.anchor_refine`; ``refine="zoomout"`` only; 0 to skip).
         n_final: number of ranked candidates compared again after refinement (default 6 for meshes with
-            ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then metric
-            distortion over nearby pairs of 128 samples; otherwise 3: ZoomOut to ``k``, then the key of the first
-            ranking).
+            ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then the
+            smooth-deformation residual; otherwise 3: ZoomOut to ``k``, then the key of the first ranking).
         cache_dir: opt-in folder for cached eigenbases.
 
     Returns:
@@ -464,5 +463,4 @@ class _MapSelector:
         """Metric distortion given ``images (m,)``, the target vertices of the samples."""
         d1 = graph_distances(self.g1, images)[:, images]
         d1 = torch.where(torch.isfinite(d1), d1, torch.full_like(d1, self.cap))
-        d2 = self.d2
-        return float((d1 - d2).abs().sum() / d2.sum().clamp_min(1e-30))
+        return float((d1 - self.d2).abs().sum() / self.d2.sum().clamp_min(1e-30))
