@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geomot._core.errors import ValidationError
-from geomot.io import ShapeDataset, load
+from geomot.io import ShapeDataset, load, read_vts
 from geomot.io.synthetic import bend_twist, blob, bumpy_pair, bumpy_sphere, fibonacci_sphere, icosphere, torus
 from geomot.ops.geometry import edges
 from geomot.structures import Mesh
@@ -50,6 +50,13 @@ def test_committed_files_equal_the_generators(name):
     ref = GENERATED[name]()
     assert torch.allclose(m.verts, ref.verts, atol=1e-9, rtol=0)
     assert torch.equal(m.faces, ref.faces)
+
+
+@pytest.mark.parametrize("side", ["src_idx", "tgt_idx"])
+def test_committed_ground_truth_equals_the_generator(side):
+    """data/pair/corres/bumps_{0,1}.vts are written by scripts/make_data.py from bumpy_pair(), not copied data."""
+    name = "bumps_0.vts" if side == "src_idx" else "bumps_1.vts"
+    assert torch.equal(read_vts(DATA / "pair" / "corres" / name), getattr(bumpy_pair(), side).long())
 
 
 def test_data_folder_is_small_and_documented():
