@@ -81,7 +81,14 @@ def test_on_samples_the_map_of_the_samples_is_refined(ellipsoid):
     # without p2p_21, the map of the samples comes from fmap_12
     C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
     out = anchor_refine(C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f, n_anchors=48, samples2=samples)
-    assert out.p2p_21.shape == (300,)
+    assert out.p2p_21.shape == (300,) and out.source_features.shape == (300, 48)
+    # the source's features depend on the source and the settings only: passed back, the same result
+    again = anchor_refine(C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f, n_anchors=48, samples2=samples,
+                          source_features=out.source_features)
+    assert torch.equal(again.p2p_21, out.p2p_21) and torch.allclose(again.fmap_12, out.fmap_12, atol=1e-12)
+    with pytest.raises(ShapeError, match="source_features"):
+        anchor_refine(C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f, n_anchors=48, samples2=samples,
+                      source_features=out.source_features[:, :10])
 
 
 def test_bad_inputs(ellipsoid):

@@ -1,5 +1,6 @@
 """L4: dense correspondence: spectral descriptors, functional maps, point-to-point maps, ZoomOut, entropic
-refinement and the training-free matching pipeline (:func:`match`).
+refinement, extrinsic alignment (principal axes, smooth non-rigid ICP) and the training-free matching pipeline
+(:func:`match`).
 
 Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions on shape 1 to shape 2,
 ``p2p_21`` gives for each vertex of shape 2 its match on shape 1.
@@ -7,6 +8,7 @@ Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions 
 
 from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
 from geomot.correspondence.descriptors import descriptor_scales, hks, wks
+from geomot.correspondence.extrinsic import NonrigidICPResult, frame_hypotheses, nonrigid_icp, principal_frame
 from geomot.correspondence.fmaps import (
     AxiomaticFmap,
     descriptor_operators,
@@ -27,6 +29,7 @@ __all__ = [
     "AnchorRefineResult",
     "AxiomaticFmap",
     "MatchResult",
+    "NonrigidICPResult",
     "SinkhornZoomOutResult",
     "ZoomOutResult",
     "anchor_refine",
@@ -37,12 +40,15 @@ __all__ = [
     "fmap_energy",
     "fmap_from_descriptors",
     "fmap_from_p2p",
+    "frame_hypotheses",
     "hks",
     "knn_indices",
     "laplacian_mask",
     "match",
+    "nonrigid_icp",
     "orientation_operators",
     "p2p_from_fmap",
+    "principal_frame",
     "project",
     "regularized_fmap",
     "resolvent_mask",

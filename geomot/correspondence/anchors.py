@@ -44,10 +44,14 @@ class AnchorRefineResult(NamedTuple):
     Attributes:
         fmap_12: ``(k2, k1)`` functional map of the refined point map, ``Phi_2^T M_2 Phi_1[p2p_21]``.
         p2p_21: ``(V2,)`` refined map, for each vertex of shape 2 its match on shape 1.
+        source_features: ``(V2 or S, n_anchors)`` the distance features ``g`` of shape 2, which depend on shape 2
+            and the settings only: pass them back (``source_features=``) to refine other maps between the same
+            shapes without recomputing them.
     """
 
     fmap_12: torch.Tensor
     p2p_21: torch.Tensor
+    source_features: torch.Tensor
 
 
 def shape_graph(verts: torch.Tensor, faces: torch.Tensor | None, *, k: int = 8) -> Any:
@@ -74,6 +78,7 @@ def anchor_refine(
     graph1: Any = None,
     graph2: Any = None,
     samples2: torch.Tensor | None = None,
+    source_features: torch.Tensor | None = None,
 ) -> AnchorRefineResult:
     """Refine a map with geodesic-distance features of anchors placed by the map itself (see the module doc).
 
@@ -97,6 +102,8 @@ def anchor_refine(
             are farthest-point samples among them, and the functional map is the least-squares fit
             ``Phi_2[samples2]^+ Phi_1[p2p]``, as in ZoomOut on samples), and the returned ``p2p_21`` is ``(S,)``,
             the map of the samples. About ``V2 / S`` times cheaper; meant for comparing candidate maps.
+        source_features: :attr:`AnchorRefineResult.source_features` of an earlier call with the same shape 2,
+            ``samples2``, ``n_anchors``, ``sigma`` and ``weight`` (one shortest-path search saved per call).
 
     Returns:
         :class:`AnchorRefineResult`.
@@ -141,6 +148,9 @@ def anchor_refine(
     g2 = shape_graph(verts2, faces2) if graph2 is None else graph2
     root2 = math.sqrt(float(mass2.sum()))
     s1, s2 = sigma * math.sqrt(float(mass1.sum())), sigma * root2
+    n_rows = rows.shape[0]
+    if source_features is not None and (source_features.dim() != 2 or source_features.shape != (n_rows, n_anchors)):
+        raise ShapeError(f"source_features: expected shape ({n_rows}, {n_anchors}), got {tuple(source_features.shape)}")
     anchors = farthest_point_sampling(verts2[rows], n_anchors, start=0).long().cpu()  # rows of the embedding
 
     def features(graph: Any, sources: torch.Tensor, scale: float, at: torch.Tensor | None = None) -> torch.Tensor:
@@ -148,7 +158,8 @@ def anchor_refine(
         d = (d if at is None else d[at]).to(device=e2.device, dtype=dtype)
         return weight * torch.exp(-0.5 * (d / scale) ** 2)
 
-    emb2 = torch.cat([root2 * e2, features(g2, rows[anchors], s2, rows)], 1)
+    g = features(g2, rows[anchors], s2, rows) if source_features is None else source_features.to(e2.device, dtype)
+    emb2 = torch.cat([root2 * e2, g], 1)
     C = fmap_12.to(dtype)
     # with every vertex, the M-orthogonal projection; on samples, the least-squares fit (as ZoomOut on samples)
     m2 = mass2.to(dtype) if samples2 is None else None
@@ -156,4 +167,4 @@ def anchor_refine(
         emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
         p2p = knn_indices(emb2, emb1)
         C = fmap_from_p2p(p2p, e1, e2, mass2=m2)
-    return AnchorRefineResult(C, p2p)
+    return AnchorRefineResult(C, p2p, g)
