@@ -46,6 +46,15 @@ def test_match_bad_arguments(files, capsys):
     rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(d / "x.txt"), *ARGS,
                "--gt-source", str(d / "src.vts")])
     assert rc == 2 and "give both ground-truth files" in capsys.readouterr().err
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(d / "x.txt"), *ARGS, "--extrinsic", "-1"])
+    assert rc == 2 and "n_extrinsic" in capsys.readouterr().err
+
+
+def test_match_without_extrinsic_candidates(files, capsys):
+    d, pair = files
+    out = d / "p2p0.txt"
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(out), *ARGS, "--extrinsic", "0"])
+    assert rc == 0 and np.loadtxt(out, dtype=np.int64).shape == (pair.source.verts.shape[0],)
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValidationError("--gt-source/--gt-target: give both ground-truth files or neither")
     src = load(args.source, dtype=torch.float64)
     tgt = load(args.target, dtype=torch.float64)
-    res = match(src, tgt, k=args.k, refine=args.refine, cache_dir=args.cache_dir)
+    res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic, cache_dir=args.cache_dir)
     out = Path(args.out)
     if out.is_dir():
         raise FileFormatError(f"--out: {out} is a directory, expected a file path")
@@ -66,8 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "match", help="dense vertex map between two shapes (functional maps, no training)",
         description="Match two meshes / point clouds (any format geomot.load reads) with spectral descriptors, an "
-        "orientation-aware initialisation and ZoomOut. Writes one line per SOURCE vertex: the 0-based index of "
-        "its matched TARGET vertex.",
+        "orientation-aware initialisation, extrinsic alignments and ZoomOut. Writes one line per SOURCE vertex: "
+        "the 0-based index of its matched TARGET vertex.",
     )
     p.add_argument("source", help="source shape file")
     p.add_argument("target", help="target shape file")
@@ -78,6 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--k", type=int, default=140, help="final number of eigenfunctions (default: 140)")
     p.add_argument("--refine", default="zoomout", choices=["zoomout", "sinkhorn", "none"],
                    help="refinement (default: zoomout)")
+    p.add_argument("--extrinsic", type=int, default=2, metavar="N",
+                   help="extrinsic candidates (principal axes + smooth non-rigid ICP) next to the spectral ones; they "
+                   "matter between different species; 0 skips them, about 1 s faster (default: 2)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
     p.set_defaults(func=_run)
     return p

@@ -410,7 +410,7 @@ def _initial_map(
                 C2 = fmap_from_p2p(images, e1[:, :k_more], e2[rank_samples, :k_more]).double()
                 # orientation kept by construction (a proper rotation plus a smooth displacement)
                 finalists.append((True, (0.0,), C2, ratio_of(C2)))
-        best_of: dict[bool, tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor]] = {}
+        best_of: dict[bool, tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor]] = {}
         feats = None  # the source's distance features, the same for every candidate
         for ext, sc, C2, ratio in finalists:
             ref = anchor_refine(C2.float(), e1, e2, m1, m2, v1, f1, v2, f2,
@@ -420,12 +420,15 @@ def _initial_map(
             key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(), phi_rank))
             logger.debug("finalist after refinement (%s): score %s", "extrinsic" if ext else "spectral", key)
             if ext not in best_of or key < best_of[ext][0]:
-                best_of[ext] = (key, C2, ratio, ref.fmap_12)
-        best = best_of[False]
+                best_of[ext] = (key, C2, ratio, ref.fmap_12, ref.p2p_21)
+        spectral = best_of[False]
+        best = spectral[:4]
         if True in best_of:
-            ke, ks = best_of[True][0], best[0]
-            if ke[0] < ks[0] or (ke[0] == ks[0] and ke[1] < _EXT_MARGIN * ks[1]):
-                best = best_of[True]
+            extrinsic = best_of[True]
+            (oe, re_), (os_, rs) = extrinsic[0], spectral[0]
+            if oe < os_ or (oe == os_ and re_ < _EXT_MARGIN * rs and select.distortion_on(
+                    rank_samples, extrinsic[4]) < select.distortion_on(rank_samples, spectral[4])):
+                best = extrinsic[:4]
         if best is not None and best[3].shape[0] < k_final:
             C3 = zoomout(best[3], e1, e2, k_final=k_final, step=step, samples2=samples_final, final_map=False).fmap_12
             best = (best[0], best[1], best[2], C3)
@@ -518,6 +521,17 @@ class _MapSelector:
             orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
             reversed_ = 0.0 if orient > 0 else 1.0
         return (reversed_, self.distortion(p2p_21[self.samples]))
+
+    def distortion_on(self, samples: torch.Tensor, images: torch.Tensor) -> float:
+        """Metric distortion of a map known on ``samples (S,)`` only (``images (S,)``, their target vertices);
+        ``samples`` must contain the selector's samples (a longer farthest-point sampling from the same start
+        does)."""
+        where = torch.full((self.v2.shape[0],), -1, dtype=torch.long)
+        where[samples.long().cpu()] = torch.arange(samples.shape[0])
+        pos = where[self.samples]
+        if bool((pos < 0).any()):
+            raise ValidationError("samples: expected them to contain the selector's farthest-point samples")
+        return self.distortion(images.cpu()[pos])
 
     def distortion(self, images: torch.Tensor) -> float:
         """Metric distortion given ``images (m,)``, the target vertices of the samples."""
