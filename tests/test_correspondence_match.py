@@ -73,6 +73,16 @@ def test_ranking_distortion(small):
     # send every sample to its nearest other sample: distances change, the distortion is positive
     d = sel.d2 + torch.diag(torch.full((16,), float("inf"), dtype=sel.d2.dtype))
     assert sel.distortion(sel.samples[d.argmin(1)]) > 0.1
+    # a map known on a longer farthest-point sampling only (it contains the selector's samples, in any order)
+    from geomot.ops.sampling import farthest_point_sampling
+
+    longer = farthest_point_sampling(v, 60, start=0).long()
+    assert sel.distortion_on(longer.flip(0), longer.flip(0)) == 0.0
+    images = torch.arange(v.shape[0])
+    images[sel.samples] = sel.samples[d.argmin(1)]
+    assert sel.distortion_on(longer, images[longer]) == sel.distortion(sel.samples[d.argmin(1)])
+    with pytest.raises(ValidationError, match="samples"):
+        sel.distortion_on(longer[16:], longer[16:])
 
 
 def test_ranking_deformation_residual(small):

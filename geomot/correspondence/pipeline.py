@@ -43,9 +43,9 @@ Pipeline:
    giving functional maps of the same size. They get the same refinement on samples and the same residual
    (their orientation key is 0: a proper rotation plus a smooth displacement keeps orientation). Their maps
    are smooth deformations by construction, so the residual favours them: the best of them replaces the best
-   spectral candidate only when its residual is below 0.9 times the latter's (on 25 development FAUST pairs
-   this picks an extrinsic map twice, both times the better one; on 25 SMAL pairs it picks the better of the
-   two every time but once, where both are wrong).
+   spectral candidate only when its residual is below 0.9 times the latter's **and** its metric distortion on the
+   64 samples (the key of the first ranking, intrinsic) is smaller too. The residual alone let a map with the
+   arms mixed up replace a right one on a FAUST pair; the distortion sees it.
    Without the anchor refinement, the 3 best are compared after
    ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
    faces the orientation key is dropped, for point clouds the Laplacian-commutativity energy ranks the
@@ -400,8 +400,9 @@ def _initial_map(
         # On 85 development FAUST pairs this key picks a map within 0.03 of the best of the six on average and
         # never a failed one; the local metric distortion used before picked a turned body once, the global one
         # three times (a turned body is nearly as isometric as the true map). The orientation key stays that of
-        # the unrefined map. The extrinsic candidates join here and the best of them must beat the best spectral
-        # one by the margin _EXT_MARGIN (their maps are smooth deformations by construction)
+        # the unrefined map. The extrinsic candidates join here; the best of them must beat the best spectral one
+        # by the margin _EXT_MARGIN on the residual (their maps are smooth deformations by construction) and have
+        # a smaller metric distortion
         assert select is not None
         m1, m2 = b1.mass.float(), b2.mass.float()
         finalists = [(False, sc, C2, ratio) for sc, _, C2, ratio in scored[:n_final]]
