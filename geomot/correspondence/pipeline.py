@@ -195,8 +195,9 @@ def match(
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
 
-    Intrinsic: the result does not change when a shape is moved rigidly (rotations and translations) or scaled;
-    vertex counts may differ. Meshes use the cotangent Laplacian (the robust one for non-manifold meshes); point
+    The result does not change when a shape is moved rigidly (rotations and translations) or scaled (spectral
+    quantities are intrinsic; the extrinsic candidates start from every sign of the principal axes); vertex counts
+    may differ. Meshes use the cotangent Laplacian (the robust one for non-manifold meshes); point
     clouds use the point-cloud Laplacian of Sharp & Crane 2020 and have no orientation term, so mirror-symmetric
     shapes may come out flipped.
 
