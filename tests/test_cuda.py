@@ -741,3 +741,26 @@ def test_p2p_fmap_conversions_and_zoomout_cuda_match_cpu():
     torch.testing.assert_close(c_zo, torch.diag(signs), atol=1e-8, rtol=0)
     torch.testing.assert_close(c_ls, torch.diag(signs), atol=1e-8, rtol=0)
     torch.testing.assert_close(c_mass, torch.diag(signs), atol=1e-8, rtol=0)
+
+
+def test_principal_frame_and_nonrigid_icp_cuda_match_cpu():
+    """The extrinsic alignment of ``match``: principal coordinates (up to the sign of each axis, which eigensolvers
+    may choose differently) and a batch of smooth non-rigid ICP fits from the 8 hypotheses, float64."""
+    from geomot.correspondence import frame_hypotheses, nonrigid_icp, principal_frame
+    from geomot.ops.spectral import spectral_basis
+
+    m = icosphere(2, dtype=F64)
+    v = m.verts * torch.tensor([2.0, 1.3, 1.0], dtype=F64)
+    basis = spectral_basis(v, m.faces, k=12)
+    target = v @ torch.linalg.qr(torch.randn(3, 3, generator=_gen(10), dtype=F64))[0] + 0.1 * basis.evecs[:, 1:4]
+    x, _ = principal_frame(v, basis.mass)
+    xg, _ = principal_frame(v.to(CUDA), basis.mass.to(CUDA))
+    torch.testing.assert_close(xg.abs().cpu(), x.abs(), atol=1e-9, rtol=0)
+    y, _ = principal_frame(target)
+    inputs = {"x": x[None] @ frame_hypotheses(1.0), "y": y, "phi": basis.evecs, "evals": basis.evals}
+
+    def fn(x, y, phi, evals):
+        fit = nonrigid_icp(x, y, phi, evals, levels=(0, 4, 8), n_iter=3)
+        return fit.points, fit.cost
+
+    _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "cost"))

@@ -149,7 +149,7 @@ def anchor_refine(
     root2 = math.sqrt(float(mass2.sum()))
     s1, s2 = sigma * math.sqrt(float(mass1.sum())), sigma * root2
     n_rows = rows.shape[0]
-    if source_features is not None and (source_features.dim() != 2 or source_features.shape != (n_rows, n_anchors)):
+    if source_features is not None and source_features.shape != (n_rows, n_anchors):
         raise ShapeError(f"source_features: expected shape ({n_rows}, {n_anchors}), got {tuple(source_features.shape)}")
     anchors = farthest_point_sampling(verts2[rows], n_anchors, start=0).long().cpu()  # rows of the embedding
 

@@ -459,7 +459,7 @@ def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: S
     x1, u1 = principal_frame(v1, b1.mass)
     x2, x1 = x2.float(), x1.float()
     det = 1.0 if float(torch.linalg.det(u2) * torch.linalg.det(u1)) > 0 else -1.0
-    hyp = frame_hypotheses(det, dtype=x2.dtype)
+    hyp = frame_hypotheses(det, dtype=x2.dtype).to(x2.device)
     s2 = samples2[:n_source]  # a prefix of farthest-point samples is itself one
     s1 = farthest_point_sampling(v1, min(n_target, v1.shape[0]), start=0).long()
     kmax = min(levels[-1], b2.evecs.shape[1])
@@ -530,7 +530,7 @@ class _MapSelector:
         does)."""
         where = torch.full((self.v2.shape[0],), -1, dtype=torch.long)
         where[samples.long().cpu()] = torch.arange(samples.shape[0])
-        pos = where[self.samples]
+        pos = where[self.samples.cpu()]
         if bool((pos < 0).any()):
             raise ValidationError("samples: expected them to contain the selector's farthest-point samples")
         return self.distortion(images.cpu()[pos])
