@@ -8,7 +8,8 @@ a head, four legs, a tail. This module aligns them extrinsically, without using 
 1. each shape is expressed in its principal axes (eigenvectors of the area-weighted covariance of its vertices,
    longest first). The axes are known up to sign, and the two shorter ones may swap when their variances are
    close, so :func:`frame_hypotheses` lists the signed permutations that keep the long axis and give a proper
-   rotation: 8 alignments, one of which is right;
+   rotation: 8 alignments, one of which is right whenever the longest axes correspond (a quadruped's body
+   length, a standing human's height; not, say, a human with arms spread wider than tall against one standing);
 2. :func:`nonrigid_icp` then deforms the source onto the target from each alignment, coarse to fine:
    ``x -> x R + t + Phi(x) A`` with a rotation ``R``, a translation ``t`` and a displacement field spanned by the
    source's first Laplace-Beltrami eigenfunctions ``Phi`` (a smooth field, as in the shells of Eisenberger et al.
