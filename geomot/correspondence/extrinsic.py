@@ -33,6 +33,7 @@ import torch
 from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.ops.alignment import corresponding_points_alignment
+from geomot.transport import pairwise_cost
 
 __all__ = ["NonrigidICPResult", "frame_hypotheses", "nonrigid_icp", "principal_frame"]
 
@@ -154,18 +155,14 @@ def nonrigid_icp(
     coef = torch.zeros(bsz, kmax, 3, dtype=x.dtype, device=x.device)
     rows = torch.arange(n_s, device=x.device).expand(bsz, n_s)
     targets_y = y.expand(bsz, *y.shape)
-    yy = (y * y).sum(1)
 
     def deformed() -> torch.Tensor:
         return x @ rot + shift[:, None] + phi @ coef
 
-    def sq_dists(p: torch.Tensor) -> torch.Tensor:  # (B, S, Y), one fused product-and-add
-        return torch.baddbmm((p * p).sum(2, keepdim=True) + yy, p, y.T.expand(bsz, 3, -1), alpha=-2)
-
     for k in levels:
         for _ in range(n_iter):
             p = deformed()
-            d2 = sq_dists(p)
+            d2 = pairwise_cost(p, targets_y)  # (B, S, Y) squared distances
             fwd = d2.argmin(2)  # (B, S): closest target point of each source point
             bwd = d2.argmin(1)  # (B, Y): closest source point of each target point
             idx = torch.cat([rows, bwd], 1)
@@ -178,9 +175,8 @@ def nonrigid_icp(
                 continue
             resid = goal - (xs @ rot + shift[:, None])
             gram = ph.transpose(1, 2) @ ph + reg * idx.shape[1] * torch.diag_embed(damp[:k].expand(bsz, k))
-            coef = coef.clone()
             coef[:, :k] = torch.linalg.solve(gram, ph.transpose(1, 2) @ resid)
     p = deformed()
-    d = sq_dists(p).clamp_min(0).sqrt()
+    d = pairwise_cost(p, targets_y).sqrt()
     cost = d.min(2).values.mean(1) + d.min(1).values.mean(1)
     return NonrigidICPResult(p, rot, shift, coef, cost)
