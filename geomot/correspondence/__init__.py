@@ -8,7 +8,14 @@ Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions 
 
 from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
 from geomot.correspondence.descriptors import descriptor_scales, hks, wks
-from geomot.correspondence.extrinsic import NonrigidICPResult, frame_hypotheses, nonrigid_icp, principal_frame
+from geomot.correspondence.extrinsic import (
+    ExtrinsicRefineResult,
+    NonrigidICPResult,
+    extrinsic_refine,
+    frame_hypotheses,
+    nonrigid_icp,
+    principal_frame,
+)
 from geomot.correspondence.fmaps import (
     AxiomaticFmap,
     descriptor_operators,
@@ -28,6 +35,7 @@ from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, fixe
 __all__ = [
     "AnchorRefineResult",
     "AxiomaticFmap",
+    "ExtrinsicRefineResult",
     "MatchResult",
     "NonrigidICPResult",
     "SinkhornZoomOutResult",
@@ -36,6 +44,7 @@ __all__ = [
     "bijective_zoomout",
     "descriptor_operators",
     "descriptor_scales",
+    "extrinsic_refine",
     "fixed_size_iterations",
     "fmap_energy",
     "fmap_from_descriptors",

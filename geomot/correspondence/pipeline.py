@@ -75,7 +75,7 @@ from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.anchors import anchor_refine, shape_graph
 from geomot.correspondence.descriptors import wks
-from geomot.correspondence.extrinsic import frame_hypotheses, nonrigid_icp, principal_frame
+from geomot.correspondence.extrinsic import extrinsic_refine, frame_hypotheses, nonrigid_icp, principal_frame
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
@@ -98,6 +98,7 @@ _DEFORMATION_K = 20
 # an extrinsic candidate replaces the best spectral one only when its residual is this much smaller (see
 # _initial_map)
 _EXT_MARGIN = 0.9
+_EXT_REFINE_LEVELS = (32, 64)  # basis sizes of the extrinsic refinement of the final map
 
 
 class MatchResult(NamedTuple):
@@ -191,6 +192,7 @@ def match(
     n_final: int | None = None,
     anchor_iterations: int = 2,
     n_extrinsic: int = 2,
+    refine_extrinsic: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
@@ -220,6 +222,9 @@ def match(
             (:func:`geomot.correspondence.anchor_refine`; ``refine="zoomout"`` only; 0 to skip).
         n_extrinsic: number of extrinsic candidates (principal axes + smooth non-rigid ICP; meshes with the anchor
             refinement only; 0 to skip), added to the ``n_finalists`` spectral ones.
+        refine_extrinsic: when an extrinsic candidate wins, finish with
+            :func:`geomot.correspondence.extrinsic_refine` (smooth deformation of the source onto the map's images,
+            then closest points; sizes 32 and 64, at most ``k``, 3 steps each).
         n_final: number of ranked candidates compared again after refinement (default 6 for meshes with
             ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then the
             smooth-deformation residual; otherwise 3: ZoomOut to ``k``, then the key of the first ranking).
@@ -262,7 +267,7 @@ def match(
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
     anchors_on = refine == "zoomout" and anchor_iterations > 0
     graphs = (shape_graph(vt, ft), shape_graph(vs, fs)) if anchors_on or (fs is not None and ft is not None) else None
-    C, ratio, C_final = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
+    C, ratio, C_final, from_extrinsic = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
                                      n_candidates=n_candidates, n_finalists=n_finalists, n_samples=n_samples,
                                      n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
                                      n_final=n_final, n_extrinsic=n_extrinsic,
@@ -280,6 +285,12 @@ def match(
                                     graph1=graphs[0], graph2=graphs[1]).fmap_12
         res_f = fixed_size_iterations(C_final, e1, e2, m2, n_iter=final_iterations)
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
+        if from_extrinsic and refine_extrinsic:
+            # shapes better related by a smooth deformation in space than by an isometry: polish extrinsically
+            kmax = min(_EXT_REFINE_LEVELS[-1], e2.shape[1])
+            levels = (*[size for size in _EXT_REFINE_LEVELS if size < kmax], kmax)
+            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels).p2p_21
+            fmap = fmap_from_p2p(p2p, e1, e2).double()
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
         res = sinkhorn_zoomout(C, b1.evecs, b2.evecs, b1.mass, b2.mass, k_final=k, step=step, samples1=samples1,
@@ -299,7 +310,7 @@ def _initial_map(
     f2: torch.Tensor | None, *, k_init: int, k_select: int, n_candidates: int, n_finalists: int, n_samples: int,
     n_descriptors: int, step: int, k_final: int, samples_final: torch.Tensor, n_scored: int = 6, n_final: int = 3,
     anchor_iterations: int = 0, graphs: tuple[Any, Any] | None = None, n_extrinsic: int = 0,
-) -> tuple[torch.Tensor, float, torch.Tensor]:
+) -> tuple[torch.Tensor, float, torch.Tensor, bool]:
     """Sign search + orientation-regularised map per pattern + ZoomOut + selection (see the module docstring).
 
     Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
@@ -395,6 +406,7 @@ def _initial_map(
         scored.append((sc, len(scored), C2, ratio_of(C2)))
     scored.sort(key=lambda t: t[0])
     best: tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor] | None = None
+    from_extrinsic = False
     if deform:
         # meshes: each of the best gets a geodesic-anchor refinement on samples, then they are compared by the
         # residual of a smooth deformation of the source onto the images of the samples (see the module docstring).
@@ -430,7 +442,8 @@ def _initial_map(
             (oe, re_), (os_, rs) = extrinsic[0], spectral[0]
             if oe < os_ or (oe == os_ and re_ < _EXT_MARGIN * rs and select.distortion_on(
                     rank_samples, extrinsic[4]) < select.distortion_on(rank_samples, spectral[4])):
-                best = extrinsic[:4]
+                best, from_extrinsic = extrinsic[:4], True
+            logger.debug("match: initial map from the %s candidates", "extrinsic" if from_extrinsic else "spectral")
         if best is not None and best[3].shape[0] < k_final:
             C3 = zoomout(best[3], e1, e2, k_final=k_final, step=step, samples2=samples_final, final_map=False).fmap_12
             best = (best[0], best[1], best[2], C3)
@@ -444,7 +457,7 @@ def _initial_map(
                 best = (key, C2, ratio, C3)
     if best is None:  # n_final >= 1 and scored is never empty; kept for type checkers
         raise ValidationError("match: no candidate map")
-    return best[1], best[2], best[3].double()
+    return best[1], best[2], best[3].double(), from_extrinsic
 
 
 def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: SpectralBasis,
