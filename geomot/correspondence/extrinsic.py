@@ -108,6 +108,24 @@ def _damping(evals: torch.Tensor, kmax: int, like: torch.Tensor) -> torch.Tensor
     return (evals[:kmax].to(like) / lam1).clamp_min(0.0)
 
 
+def _check_schedule(
+    levels: Sequence[int], phi: torch.Tensor, evals: torch.Tensor, n_s: int, *, lowest: int
+) -> list[int]:
+    """Validate increasing basis sizes ``>= lowest`` against the eigenfunctions ``phi (n_s, >= K)`` and eigenvalues
+    ``(>= K,)`` (``K`` the largest size); returns the sizes as ints."""
+    sizes = [int(k) for k in levels]
+    if not sizes or sizes[0] < lowest or any(b <= a for a, b in itertools.pairwise(sizes)):
+        kind = "non-negative" if lowest == 0 else f">= {lowest}"
+        raise ValidationError(f"levels: expected increasing {kind} sizes, got {sizes}")
+    kmax = sizes[-1]
+    check_float_tensor(phi, "phi", ndim=2)
+    if phi.shape[0] != n_s or phi.shape[1] < kmax:
+        raise ShapeError(f"phi: expected ({n_s}, >= {kmax}), got {tuple(phi.shape)}")
+    if evals.shape[0] < kmax:
+        raise ShapeError(f"evals: expected at least {kmax} values, got {evals.shape[0]}")
+    return sizes
+
+
 def _fit_motion(
     xs: torch.Tensor, goal: torch.Tensor, ph: torch.Tensor, coef: torch.Tensor, damp: torch.Tensor, reg: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,15 +184,8 @@ def nonrigid_icp(
     if x.dim() != 3:
         raise ShapeError(f"source: expected (S, 3) or (B, S, 3), got {tuple(source.shape)}")
     bsz, n_s = x.shape[:2]
-    levels = [int(k) for k in levels]
-    if not levels or levels[0] < 0 or any(b <= a for a, b in itertools.pairwise(levels)):
-        raise ValidationError(f"levels: expected increasing non-negative sizes, got {levels}")
+    levels = _check_schedule(levels, phi, evals, n_s, lowest=0)
     kmax = levels[-1]
-    check_float_tensor(phi, "phi", ndim=2)
-    if phi.shape[0] != n_s or phi.shape[1] < kmax:
-        raise ShapeError(f"phi: expected ({n_s}, >= {kmax}), got {tuple(phi.shape)}")
-    if evals.shape[0] < kmax:
-        raise ShapeError(f"evals: expected at least {kmax} values, got {evals.shape[0]}")
     if n_iter < 1 or not reg >= 0:
         raise ValidationError(f"n_iter, reg: expected >= 1 and >= 0, got {n_iter}, {reg}")
     y = target.to(x)
@@ -260,15 +271,8 @@ def extrinsic_refine(
     p2p = check_index_tensor(p2p_21, "p2p_21", size=target.shape[0]).to(source.device)
     if p2p.shape != (n_s,):
         raise ShapeError(f"p2p_21: expected ({n_s},) (one target index per source vertex), got {tuple(p2p.shape)}")
-    levels = [int(k) for k in levels]
-    if not levels or levels[0] < 1 or any(b <= a for a, b in itertools.pairwise(levels)):
-        raise ValidationError(f"levels: expected increasing positive sizes, got {levels}")
+    levels = _check_schedule(levels, phi, evals, n_s, lowest=1)
     kmax = levels[-1]
-    check_float_tensor(phi, "phi", ndim=2)
-    if phi.shape[0] != n_s or phi.shape[1] < kmax:
-        raise ShapeError(f"phi: expected ({n_s}, >= {kmax}), got {tuple(phi.shape)}")
-    if evals.shape[0] < kmax:
-        raise ShapeError(f"evals: expected at least {kmax} values, got {evals.shape[0]}")
     if n_iter < 1 or not reg > 0:
         raise ValidationError(f"n_iter, reg: expected >= 1 and > 0, got {n_iter}, {reg}")
     x = source[None]
