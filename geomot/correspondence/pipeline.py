@@ -276,11 +276,11 @@ def match(
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
     anchors_on = refine == "zoomout" and anchor_iterations > 0
     graphs = (shape_graph(vt, ft), shape_graph(vs, fs)) if anchors_on or (fs is not None and ft is not None) else None
-    C, ratio, C_final, from_extrinsic = _initial_map(b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select,
-                                     n_candidates=n_candidates, n_finalists=n_finalists, n_samples=n_samples,
-                                     n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
-                                     n_final=n_final, n_extrinsic=n_extrinsic,
-                                     anchor_iterations=anchor_iterations if anchors_on else 0, graphs=graphs)
+    C, ratio, C_final, from_extrinsic = _initial_map(
+        b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select, n_candidates=n_candidates, n_finalists=n_finalists,
+        n_samples=n_samples, n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
+        n_final=n_final, n_extrinsic=n_extrinsic, anchor_iterations=anchor_iterations if anchors_on else 0,
+        graphs=graphs)
     t2 = time.perf_counter()
     if refine == "zoomout":
         # the selection already ran this ZoomOut on samples (same schedule): refit on every vertex at size k
@@ -322,9 +322,10 @@ def _initial_map(
 ) -> tuple[torch.Tensor, float, torch.Tensor, bool]:
     """Sign search + orientation-regularised map per pattern + ZoomOut + selection (see the module docstring).
 
-    Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final))`` with ``k' = min(k_final, 2 k_select)``: the
-    chosen candidate, its orientation ratio and its ZoomOut to ``k_final`` on ``samples_final`` (with
-    ``anchor_iterations > 0`` and meshes, the ZoomOut of its anchor-refined map). ``graphs``: the edge graphs
+    Returns ``(fmap_12 (k', k'), ratio, fmap_12 (k_final, k_final), from_extrinsic)`` with ``k' = min(k_final,
+    2 k_select)``: the chosen candidate, its orientation ratio, its ZoomOut to ``k_final`` on ``samples_final``
+    (with ``anchor_iterations > 0`` and meshes, the ZoomOut of its anchor-refined map) and whether it is an
+    extrinsic candidate. ``graphs``: the edge graphs
     ``(target, source)`` of meshes (:func:`geomot.correspondence.anchors.shape_graph`), built when None."""
     m = k_init
     d1 = wks(b1.evals, b1.evecs, n_scales=n_descriptors)[:, ::5]
