@@ -296,10 +296,9 @@ def match(
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
         if from_extrinsic and refine_extrinsic:
             # shapes better related by a smooth deformation in space than by an isometry: polish extrinsically
-            kmax = min(_EXT_REFINE_LEVELS[-1], e2.shape[1])
-            levels = (*[size for size in _EXT_REFINE_LEVELS if size < kmax], kmax)
+            levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
             p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels).p2p_21
-            fmap = fmap_from_p2p(p2p, e1, e2).double()
+            fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
         res = sinkhorn_zoomout(C, b1.evecs, b2.evecs, b1.mass, b2.mass, k_final=k, step=step, samples1=samples1,
@@ -485,15 +484,21 @@ def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: S
     hyp = frame_hypotheses(det, dtype=x2.dtype).to(x2.device)
     s2 = samples2[:n_source]  # a prefix of farthest-point samples is itself one
     s1 = farthest_point_sampling(v1, min(n_target, v1.shape[0]), start=0).long()
-    kmax = min(levels[-1], b2.evecs.shape[1])
-    levels = (*[k for k in levels if k < kmax], kmax)
-    e2 = b2.evecs[:, :kmax].float()
+    levels = _levels_up_to(levels, b2.evecs.shape[1])
+    e2 = b2.evecs[:, : levels[-1]].float()
     fit = nonrigid_icp(x2[s2] @ hyp, x1[s1], e2[s2], b2.evals.float(), levels=levels)
     out = []
     for h in fit.cost.argsort()[:n_maps].tolist():
         moved = x2[samples2] @ hyp[h] @ fit.R[h] + fit.t[h] + e2[samples2] @ fit.A[h]
         out.append(knn_indices(moved, x1))
     return out
+
+
+def _levels_up_to(levels: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """A coarse-to-fine schedule of basis sizes cut at the ``k`` eigenfunctions available (its last size ``k``
+    when the schedule asks for more)."""
+    kmax = min(levels[-1], k)
+    return (*[size for size in levels if size < kmax], kmax)
 
 
 def _deformation_residual(x: torch.Tensor, y: torch.Tensor, phi: torch.Tensor, n_iter: int = 3) -> float:
