@@ -43,6 +43,16 @@ def test_list_to_padded_is_differentiable():
     assert all(torch.equal(t.grad, torch.ones_like(t)) for t in items)
 
 
+def test_block_rows_budget_per_device():
+    from geomot._core.batch import BLOCK_ENTRIES, block_rows
+
+    assert block_rows(1000, torch.device("cpu")) == BLOCK_ENTRIES["cpu"] // 1000
+    assert block_rows(1000, torch.device("cuda")) == BLOCK_ENTRIES["cuda"] // 1000
+    assert BLOCK_ENTRIES["cuda"] > BLOCK_ENTRIES["cpu"]
+    assert block_rows(1000, torch.device("meta")) == BLOCK_ENTRIES["cpu"] // 1000  # other devices: CPU budget
+    assert block_rows(10**12, torch.device("cpu")) == 1 and block_rows(0, torch.device("cpu")) == BLOCK_ENTRIES["cpu"]
+
+
 def test_mask_from_lengths():
     m = mask_from_lengths(torch.tensor([1, 3]), 4)
     assert m.tolist() == [[True, False, False, False], [True, True, True, False]]

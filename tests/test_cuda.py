@@ -538,11 +538,12 @@ def test_chamfer_hausdorff_cuda_match_cpu_f32():
     _assert_cuda_agrees(_chamfer_fn, _chamfer_inputs(F32), (), dtype=F32)
 
 
-def test_knn_indices_cuda_match_cpu():
+@pytest.mark.parametrize("k", [1, 4])
+def test_knn_indices_cuda_match_cpu(k):
     inp = _chamfer_inputs(F64)
 
     def fn(x, y, lx, ly):
-        r = knn_points(x, y, k=4, x_lengths=lx, y_lengths=ly, return_nn=True)
+        r = knn_points(x, y, k=k, x_lengths=lx, y_lengths=ly, return_nn=True)
         return r.dists, r.idx, r.knn
 
     (d_c, i_c, n_c), _ = _run(fn, "cpu", {k: inp[k] for k in ("x", "y", "lx", "ly")}, ())

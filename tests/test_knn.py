@@ -44,17 +44,18 @@ def test_matches_ckdtree_float32_high_dim() -> None:
     assert (res.idx.numpy() == ii).mean() > 0.999  # float32 ties aside
 
 
-def test_padded_batch_equals_per_item() -> None:
+@pytest.mark.parametrize("k", [1, 2])  # k = 1 takes the argmin path, which must also skip padded columns
+def test_padded_batch_equals_per_item(k: int) -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 40, 3, generator=g, dtype=torch.float64)
     y = torch.randn(3, 30, 3, generator=g, dtype=torch.float64)
     xl = torch.tensor([40, 17, 5])
     yl = torch.tensor([30, 9, 2])
     for backend in ("torch", "kdtree"):
-        res = knn_points(x, y, k=2, x_lengths=xl, y_lengths=yl, backend=backend)
+        res = knn_points(x, y, k=k, x_lengths=xl, y_lengths=yl, backend=backend, chunk_size=7)
         for b in range(3):
             nx, ny = int(xl[b]), int(yl[b])
-            d, i = _brute(x[b, :nx], y[b, :ny], 2)
+            d, i = _brute(x[b, :nx], y[b, :ny], k)
             torch.testing.assert_close(res.dists[b, :nx], d)
             assert torch.equal(res.idx[b, :nx], i)
             assert bool((res.dists[b, nx:] == 0).all()) and bool((res.idx[b, nx:] == 0).all())

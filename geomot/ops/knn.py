@@ -6,7 +6,7 @@ every backend gives the same differentiable result (gradients reach ``x`` and ``
 
 Backends:
     - ``"torch"``: blocks of ``chunk_size`` query rows against all of ``y``; ``|x|^2 + |y|^2 - 2 <x, y>`` by a
-      batched matmul, then ``topk``. Memory ``O(B * chunk_size * M)``, never ``N x M``.
+      batched matmul, then ``argmin`` (``k = 1``) or ``topk``. Memory ``O(B * chunk_size * M)``, never ``N x M``.
     - ``"kdtree"``: :class:`scipy.spatial.cKDTree` per batch item (CPU); ``O((N + M) log M)``, the fastest choice
       on CPU for large low-dimensional sets.
     - ``"pytorch3d"``: ``pytorch3d.ops.knn_points`` (CUDA kernels), imported lazily.
@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from geomot._core.batch import mask_from_lengths, to_batched
+from geomot._core.batch import block_rows, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
 from geomot._core.registry import Registry
@@ -31,8 +31,6 @@ __all__ = ["KDTREE_MIN_PAIRS", "KNN_BACKENDS", "KNNResult", "knn_gather", "knn_p
 
 #: ``auto`` switches to the k-d tree on CPU when ``B * N * M`` exceeds this (see benchmarks/bench_chamfer.py).
 KDTREE_MIN_PAIRS = 1_000_000
-#: Default block budget of the torch backend: ``B * chunk_size * M`` entries per block.
-_BLOCK_ENTRIES = 1 << 22
 
 KNN_BACKENDS: Registry[Callable[..., torch.Tensor]] = Registry("knn backend")
 
@@ -65,7 +63,10 @@ def _knn_torch(
     for s in range(0, N, chunk_size):
         xc = x[:, s : s + chunk_size]
         d = torch.baddbmm(y2[:, None, :], xc, yt, alpha=-2.0)  # |y|^2 - 2 <x, y>; |x|^2 does not change the order
-        out[:, s : s + chunk_size] = torch.topk(d, k, dim=-1, largest=False, sorted=True).indices
+        if k == 1:  # one pass over the block (topk is 2-3x slower on CUDA)
+            out[:, s : s + chunk_size, 0] = d.argmin(-1)
+        else:
+            out[:, s : s + chunk_size] = torch.topk(d, k, dim=-1, largest=False, sorted=True).indices
     return out
 
 
@@ -155,7 +156,8 @@ def knn_points(
         x_lengths: ``(B,)`` int64 sizes of the items of a padded ``x``.
         y_lengths: ``(B,)`` int64 sizes of the items of a padded ``y``.
         return_nn: also return the neighbours' coordinates.
-        chunk_size: query rows per block for the torch backend; default keeps a block under ``2^22`` entries.
+        chunk_size: query rows per block for the torch backend; the default keeps a block under ``2^22`` entries on
+            the CPU and ``2^26`` on CUDA (``geomot._core.batch.BLOCK_ENTRIES``).
         backend: ``"auto"``, or a name of :data:`KNN_BACKENDS` (``"torch"``, ``"kdtree"``, ``"pytorch3d"``).
 
     Returns:
@@ -187,7 +189,7 @@ def knn_points(
         raise ValidationError(f"k: expected k <= the smallest y length {int(yl.min())}, got k={k}")
     B, M = xb.shape[0], yb.shape[1]
     if chunk_size is None:
-        chunk_size = max(1, _BLOCK_ENTRIES // max(1, B * M))
+        chunk_size = block_rows(B * M, xb.device)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValidationError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
     name = _auto_backend(xb, yb) if backend == "auto" else backend
