@@ -784,3 +784,18 @@ def test_extrinsic_refine_cuda_matches_cpu():
         return res.points, res.p2p_21.double()
 
     _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "p2p_21"))
+
+
+def test_match_accepts_cuda_inputs_and_returns_on_their_device():
+    """``match`` runs on the CPU (scipy eigensolver); CUDA meshes give the CPU result, on the CUDA device."""
+    from geomot.correspondence import match
+    from geomot.io.synthetic import bumpy_pair
+
+    pair = bumpy_pair(150, seed=2)
+    opts = dict(k=12, k_init=4, k_select=8, n_candidates=2, n_samples=60)
+    cpu = match(pair.source, pair.target, **opts)
+    src = Mesh(pair.source.verts.to(CUDA), pair.source.faces.to(CUDA))
+    gpu = match(src, (pair.target.verts.to(CUDA), pair.target.faces.to(CUDA)), **opts)
+    assert gpu.p2p_21.device.type == "cuda" and gpu.fmap_12.device.type == "cuda"
+    assert torch.equal(gpu.p2p_21.cpu(), cpu.p2p_21)
+    torch.testing.assert_close(gpu.fmap_12.cpu(), cpu.fmap_12)

@@ -130,7 +130,8 @@ class MatchResult(NamedTuple):
 
 
 def _as_shape(x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mesh / PointCloud / ``(verts, faces)`` / ``(N, 3)`` tensor -> float64 ``(verts, faces or None)``."""
+    """Mesh / PointCloud / ``(verts, faces)`` / ``(N, 3)`` tensor -> float64 ``(verts, faces or None)`` on the CPU
+    (the eigensolver and the shortest paths are scipy's)."""
     if isinstance(x, Mesh):
         if len(x) != 1:
             raise ShapeError(f"{name}: expected a single mesh, got a batch of {len(x)}")
@@ -151,8 +152,8 @@ def _as_shape(x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     if f is not None:
         if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[-1] != 3:
             raise ShapeError(f"{name} faces: expected a (F, 3) integer tensor, got {getattr(f, 'shape', f)!r}")
-        f = f.long()
-    return v.detach().to(torch.float64), f
+        f = f.long().cpu()
+    return v.detach().to("cpu", torch.float64), f
 
 
 def _unit_area(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
@@ -206,7 +207,9 @@ def match(
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
 
-    The result does not change when a shape is moved rigidly (rotations and translations) or scaled (spectral
+    It runs on the CPU (scipy's eigensolver and shortest paths); inputs on another device (CUDA) are accepted and
+    ``p2p_21`` and ``fmap_12`` are returned on the source's device. The result does not change when a shape is moved
+    rigidly (rotations and translations) or scaled (spectral
     quantities are intrinsic; the extrinsic candidates start from every sign of the principal axes); vertex counts
     may differ. Meshes use the cotangent Laplacian (the robust one for non-manifold meshes); point
     clouds use the point-cloud Laplacian of Sharp & Crane 2020 and have no orientation term, so mirror-symmetric
@@ -261,6 +264,8 @@ def match(
         _check_int(value, name, lo)
     if not k_init <= k_select <= k:
         raise ValidationError(f"k_init/k_select/k: expected k_init <= k_select <= k, got {k_init}, {k_select}, {k}")
+    first = source[0] if isinstance(source, (tuple, list)) and len(source) else source
+    device = getattr(first, "device", torch.device("cpu"))  # where the result goes (a Mesh, cloud or tensor's)
     vs, fs = _as_shape(source, "source")
     vt, ft = _as_shape(target, "target")
     n_min = min(vs.shape[0], vt.shape[0])
@@ -310,7 +315,7 @@ def match(
     t3 = time.perf_counter()
     timings = {"basis": t1 - t0, "init": t2 - t1, "refine": t3 - t2, "total": t3 - t0}
     logger.debug("match: %s", ", ".join(f"{key} {val:.2f} s" for key, val in timings.items()))
-    return MatchResult(p2p, fmap, ratio, timings)
+    return MatchResult(p2p.to(device), fmap.to(device), ratio, timings)
 
 
 def _initial_map(
