@@ -108,6 +108,7 @@ _DEFORMATION_K = 20
 # _initial_map)
 _EXT_MARGIN = 0.9
 _EXT_REFINE_LEVELS = (32, 64)  # basis sizes of the extrinsic refinement of the final map
+_EXT_NORMAL_WEIGHT = 0.02  # weight of the normals in its closest-point snap (shapes at unit area)
 
 
 class MatchResult(NamedTuple):
@@ -302,7 +303,8 @@ def match(
         if from_extrinsic and refine_extrinsic:
             # shapes better related by a smooth deformation in space than by an isometry: polish extrinsically
             levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
-            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels).p2p_21
+            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels, source_faces=fs,
+                                   target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT).p2p_21
             fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
