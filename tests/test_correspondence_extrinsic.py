@@ -12,7 +12,7 @@ import torch
 
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence import extrinsic_refine, frame_hypotheses, match, nonrigid_icp, principal_frame
-from geomot.io.synthetic import bumpy_pair
+from geomot.io.synthetic import bumpy_pair, icosphere
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import spectral_basis
 
@@ -163,6 +163,39 @@ def test_extrinsic_refine_bad_inputs(shape):
         extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), reg=0.0)
     with pytest.raises(ShapeError, match="target"):
         extrinsic_refine(v, v[:, :2], p2p, basis.evecs, basis.evals, levels=(4,))
+    f = shape[1]
+    with pytest.raises(ValidationError, match="normal_weight"):
+        extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), normal_weight=-0.1)
+    with pytest.raises(ValidationError, match="faces"):
+        extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), normal_weight=0.1, source_faces=f)
+    with pytest.raises(ShapeError, match="target_faces"):
+        extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), normal_weight=0.1, source_faces=f,
+                         target_faces=f[:, :2])
+    with pytest.raises(ValidationError, match="source_faces"):
+        extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), normal_weight=0.1, source_faces=f + 1,
+                         target_faces=f)
+    assert torch.equal(p2p, torch.arange(v.shape[0]))  # the caller's map is never modified
+
+
+def test_extrinsic_refine_normals_keep_the_sides_of_a_thin_part_apart():
+    """A thin plate (a flattened sphere, half-thickness 0.05) and a thinner copy sunk below its mid-plane: by
+    position alone the copy's upper side is nearer the plate's lower side, and the smooth fit to those matches
+    keeps it there; with the normals in the snap each side goes to the side facing the same way."""
+    sphere = icosphere(3, dtype=torch.float64)
+    v, f = sphere.verts, sphere.faces
+    target = v * torch.tensor([1.0, 1.0, 0.05], dtype=v.dtype)
+    source = v * torch.tensor([1.0, 1.0, 0.01], dtype=v.dtype) - torch.tensor([0.0, 0.0, 0.03], dtype=v.dtype)
+    basis = spectral_basis(source, f, k=20)
+    start = torch.cdist(source, target).argmin(1)
+    upper = v[:, 2] > 0.2  # away from the rim, where the sides meet
+    args = (source, target, start, basis.evecs, basis.evals)
+    plain = extrinsic_refine(*args, levels=(4, 8, 16)).p2p_21
+    normals = extrinsic_refine(*args, levels=(4, 8, 16), source_faces=f, target_faces=f, normal_weight=0.1).p2p_21
+    right = lambda p2p: float((target[p2p[upper], 2] > 0).double().mean())  # noqa: E731
+    assert right(start) < 0.2 and right(plain) < 0.2
+    assert right(normals) > 0.99
+    # a zero weight is the positions-only snap, faces or not
+    assert torch.equal(extrinsic_refine(*args, levels=(4, 8, 16), source_faces=f, target_faces=f).p2p_21, plain)
 
 
 def test_extrinsic_maps_of_a_moved_copy_are_the_identity(shape):
