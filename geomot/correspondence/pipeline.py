@@ -62,11 +62,11 @@ Pipeline:
    are better related by a smooth deformation in space than by an isometry (two species), which the intrinsic
    steps above assume. The final map is polished by :func:`geomot.correspondence.extrinsic_refine`: a rigid motion
    plus a displacement in the source's first 32, then 64 eigenfunctions is fitted to the map, and each source
-   vertex goes to the target vertex closest to its deformed position (3 steps per size, about 0.3 s). On the 29
-   SMAL_r development and benchmark pairs where an extrinsic candidate won it lowered the error of 26 (mean 9.9
-   -> 8.9); between near-isometric humans in different poses it makes maps worse (20 FAUST_r development pairs:
-   2.1 -> 3.0, closest points jump between touching parts), which is why it follows the extrinsic candidates
-   only.
+   vertex goes to the target vertex closest to its deformed position, normals compared too (weight 0.02 at unit
+   area; 3 steps per size, about 0.3 s). On the 29 SMAL_r development and benchmark pairs where an extrinsic
+   candidate won it lowered the error of 26 (mean 9.9 -> 8.9); between near-isometric humans in different poses
+   it makes maps worse (20 FAUST_r development pairs: 2.1 -> 3.0, closest points jump between touching parts),
+   which is why it follows the extrinsic candidates only.
 """
 
 from __future__ import annotations
@@ -209,12 +209,11 @@ def match(
     """Dense correspondence between two shapes, with no training.
 
     It runs on the CPU (scipy's eigensolver and shortest paths); inputs on another device (CUDA) are accepted and
-    ``p2p_21`` and ``fmap_12`` are returned on the source's device. The result does not change when a shape is moved
-    rigidly (rotations and translations) or scaled (spectral
-    quantities are intrinsic; the extrinsic candidates start from every sign of the principal axes); vertex counts
-    may differ. Meshes use the cotangent Laplacian (the robust one for non-manifold meshes); point
-    clouds use the point-cloud Laplacian of Sharp & Crane 2020 and have no orientation term, so mirror-symmetric
-    shapes may come out flipped.
+    ``p2p_21`` and ``fmap_12`` are returned on the source's device. The result does not change when a shape is
+    moved rigidly (rotations and translations) or scaled (spectral quantities are intrinsic; the extrinsic
+    candidates start from every sign of the principal axes); vertex counts may differ. Meshes use the cotangent
+    Laplacian (the robust one for non-manifold meshes); point clouds use the point-cloud Laplacian of Sharp & Crane
+    2020 and have no orientation term, so mirror-symmetric shapes may come out flipped.
 
     Args:
         source: ``Mesh``, ``PointCloud``, ``(verts (V1, 3), faces (F1, 3) | None)`` or ``(V1, 3)`` tensor.
