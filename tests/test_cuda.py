@@ -767,8 +767,10 @@ def test_principal_frame_and_nonrigid_icp_cuda_match_cpu():
     _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "cost"))
 
 
-def test_extrinsic_refine_cuda_matches_cpu():
-    """The extrinsic polish of ``match``'s final map: the same map and deformed source on CUDA, float64."""
+@pytest.mark.parametrize("normal_weight", [0.0, 0.05])
+def test_extrinsic_refine_cuda_matches_cpu(normal_weight):
+    """The extrinsic polish of ``match``'s final map: the same map and deformed source on CUDA, float64 (positions
+    only, and with normals in the snap)."""
     from geomot.correspondence import extrinsic_refine
     from geomot.ops.spectral import spectral_basis
 
@@ -777,10 +779,11 @@ def test_extrinsic_refine_cuda_matches_cpu():
     basis = spectral_basis(v, m.faces, k=12)
     target = v + 0.1 * basis.evecs[:, 1:4]
     p2p = torch.roll(torch.arange(v.shape[0]), 3)
-    inputs = {"x": v, "y": target, "p2p": p2p, "phi": basis.evecs, "evals": basis.evals}
+    inputs = {"x": v, "y": target, "p2p": p2p, "phi": basis.evecs, "evals": basis.evals, "f": m.faces}
 
-    def fn(x, y, p2p, phi, evals):
-        res = extrinsic_refine(x, y, p2p, phi, evals, levels=(4, 8), n_iter=3)
+    def fn(x, y, p2p, phi, evals, f):
+        res = extrinsic_refine(x, y, p2p, phi, evals, levels=(4, 8), n_iter=3, source_faces=f, target_faces=f,
+                               normal_weight=normal_weight)
         return res.points, res.p2p_21.double()
 
     _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "p2p_21"))
