@@ -41,10 +41,7 @@ Pipeline:
    onto 1,000 target samples (:mod:`geomot.correspondence.extrinsic`), and the ``n_extrinsic`` alignments with
    the smallest Chamfer distance map the 1,000 source samples (3D nearest neighbours of the deformed source),
    giving functional maps of the same size. They get the same refinement on samples and the same residual
-   (their orientation key is 0: a proper rotation plus a smooth displacement keeps orientation); between
-   themselves they are ranked by that residual divided by the fraction of the target's area that the refined map
-   covers (a quadruped aligned head to tail can be deformed onto the target about as well as the right alignment,
-   but it folds the source's larger end onto the target's smaller one and leaves target area uncovered). Their maps
+   (their orientation key is 0: a proper rotation plus a smooth displacement keeps orientation). Their maps
    are smooth deformations by construction, so the residual favours them: the best of them replaces the best
    spectral candidate only when its residual is below 0.9 times the latter's **and** its metric distortion on the
    64 samples (the key of the first ranking, intrinsic) is smaller too. The residual alone let a map with the
@@ -442,8 +439,7 @@ def _initial_map(
                 C2 = fmap_from_p2p(images, e1[:, :k_more], e2[rank_samples, :k_more]).double()
                 # orientation kept by construction (a proper rotation plus a smooth displacement)
                 finalists.append((True, (0.0,), C2, ratio_of(C2)))
-        best_of: dict[bool, tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor,
-                                  tuple[float, ...]]] = {}
+        best_of: dict[bool, tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor]] = {}
         feats = None  # the source's distance features, the same for every candidate
         for ext, sc, C2, ratio in finalists:
             ref = anchor_refine(C2.float(), e1, e2, m1, m2, v1, f1, v2, f2,
@@ -451,14 +447,9 @@ def _initial_map(
                                 graph1=select.g1, graph2=select.g2, samples2=rank_samples, source_features=feats)
             feats = ref.source_features
             key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(), phi_rank))
-            # the extrinsic candidates are ranked among themselves by the residual per unit of target area covered
-            # by the refined map (see the module docstring: a body aligned head to tail leaves part of the target
-            # uncovered at a residual close to the right one's)
-            rank = key if not ext else (key[0], key[1] / _coverage(ref.fmap_12, e1, e2, m1))
-            logger.debug("finalist after refinement (%s): score %s, rank %s", "extrinsic" if ext else "spectral",
-                         key, rank)
-            if ext not in best_of or rank < best_of[ext][5]:
-                best_of[ext] = (key, C2, ratio, ref.fmap_12, ref.p2p_21, rank)
+            logger.debug("finalist after refinement (%s): score %s", "extrinsic" if ext else "spectral", key)
+            if ext not in best_of or key < best_of[ext][0]:
+                best_of[ext] = (key, C2, ratio, ref.fmap_12, ref.p2p_21)
         spectral = best_of[False]
         best = spectral[:4]
         if True in best_of:
@@ -514,17 +505,6 @@ def _levels_up_to(levels: tuple[int, ...], k: int) -> tuple[int, ...]:
     when the schedule asks for more)."""
     kmax = min(levels[-1], k)
     return (*[size for size in levels if size < kmax], kmax)
-
-
-def _coverage(fmap_12: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor, mass1: torch.Tensor) -> float:
-    """Fraction of the target's area (lumped ``mass1``) hit by the vertex map of ``fmap_12`` (``(k, k)``, every
-    source vertex to its nearest target vertex in the spectral embedding): 1 for a bijection, less where the map
-    folds parts of the source onto a smaller part of the target."""
-    kk = fmap_12.shape[0]
-    p2p = p2p_from_fmap(fmap_12.float(), e1[:, :kk], e2[:, :kk])
-    hit = torch.zeros(e1.shape[0], dtype=torch.bool, device=p2p.device)
-    hit[p2p] = True
-    return float(mass1[hit].sum() / mass1.sum())
 
 
 def _deformation_residual(x: torch.Tensor, y: torch.Tensor, phi: torch.Tensor, n_iter: int = 3) -> float:
