@@ -242,6 +242,7 @@ def extrinsic_refine(
     source_faces: torch.Tensor | None = None,
     target_faces: torch.Tensor | None = None,
     normal_weight: float = 0.0,
+    symmetric: bool = False,
 ) -> ExtrinsicRefineResult:
     """Refine a dense map by deforming the source smoothly onto its images and snapping to the closest points.
 
@@ -253,7 +254,11 @@ def extrinsic_refine(
     previous step), then replaces ``T(s)`` by the target point closest to ``p_s`` (with ``normal_weight = w > 0``:
     closest in ``|p_s - y|^2 + w^2 |n_s - n_y|^2``, ``n`` the unit vertex normals of the deformed source mesh and of
     the target, so that a point does not snap onto the far side of a thin part or onto a touching part that faces
-    the other way); ``n_iter`` steps per basis size in ``levels``. A swapped limb or a region left on its
+    the other way); ``n_iter`` steps per basis size in ``levels``. With ``symmetric=True`` the fits after the first
+    also pull, for each target vertex ``y``, its closest deformed source vertex ``p_{s(y)}`` towards it (the terms
+    ``sum_y |p_{s(y)} - y|^2`` join the sum above, as in two-sided Chamfer fitting), so that the deformed source
+    covers the target: a long leg mapped onto a short one is drawn to the foot it would otherwise stop above.
+    A swapped limb or a region left on its
     symmetric twin is pulled back by the smooth field fitted to the rest of the map, and every source point lands
     on the target surface near where the deformation puts it. Suited to shapes related by a pose change *and* a
     change of proportions (two species), where intrinsic refinements lose accuracy; between near-isometric shapes
@@ -272,6 +277,7 @@ def extrinsic_refine(
             ``normal_weight > 0``).
         normal_weight: weight ``w`` of the normals in the snap, in the units of the shapes (``0``: positions only;
             :func:`geomot.match` uses 0.02 at unit area, about 1.5 mean edge lengths of a 5,000-vertex mesh).
+        symmetric: add the target-to-source closest-point terms to the fits (``match`` does).
 
     Returns:
         :class:`ExtrinsicRefineResult`.
@@ -304,12 +310,18 @@ def extrinsic_refine(
     damp = _damping(evals, kmax, source)
     coef = torch.zeros(1, kmax, 3, dtype=source.dtype, device=source.device)
     points = source
+    nearest_source = None  # (Y,) the closest deformed source vertex of each target vertex (symmetric fits)
     for k in levels:
         for _ in range(n_iter):
-            rot, shift, coef[:, :k] = _fit_motion(x, y[p2p][None], phi[..., :k], coef[:, :k], damp, reg)
+            xs, goal, ph = x, y[p2p][None], phi[..., :k]
+            if nearest_source is not None:
+                xs = torch.cat([x, x[:, nearest_source]], 1)
+                goal = torch.cat([goal, y[None]], 1)
+                ph = torch.cat([ph, phi[:, nearest_source, :k]], 1)
+            rot, shift, coef[:, :k] = _fit_motion(xs, goal, ph, coef[:, :k], damp, reg)
             points = (x @ rot + shift[:, None] + phi @ coef)[0]
-            if normal_weight > 0:
-                p2p = knn_indices(torch.cat([points, normal_weight * vertex_normals(points, fs)], 1), y_snap)
-            else:
-                p2p = knn_indices(points, y)
+            p_snap = torch.cat([points, normal_weight * vertex_normals(points, fs)], 1) if normal_weight > 0 else points
+            p2p = knn_indices(p_snap, y_snap)
+            if symmetric:
+                nearest_source = knn_indices(y_snap, p_snap)
     return ExtrinsicRefineResult(p2p, points)

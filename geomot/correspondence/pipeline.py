@@ -63,10 +63,11 @@ Pipeline:
    steps above assume. The final map is polished by :func:`geomot.correspondence.extrinsic_refine`: a rigid motion
    plus a displacement in the source's first 32, then 64 eigenfunctions is fitted to the map, and each source
    vertex goes to the target vertex closest to its deformed position, normals compared too (weight 0.02 at unit
-   area; 3 steps per size, about 0.3 s). On the 29 SMAL_r development and benchmark pairs where an extrinsic
-   candidate won it lowered the error of 26 (mean 9.9 -> 8.9); between near-isometric humans in different poses
-   it makes maps worse (20 FAUST_r development pairs: 2.1 -> 3.0, closest points jump between touching parts),
-   which is why it follows the extrinsic candidates only.
+   area; the fits also pull each target vertex's closest deformed source vertex to it, so that the deformed
+   source covers the target; 3 steps per size, about 0.4 s). On the 29 SMAL_r development and benchmark pairs
+   where an extrinsic candidate won it lowered the error of 26 (mean 9.9 -> 8.9); between near-isometric humans
+   in different poses it makes maps worse (20 FAUST_r development pairs: 2.1 -> 3.0, closest points jump between
+   touching parts), which is why it follows the extrinsic candidates only.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def match(
             # shapes better related by a smooth deformation in space than by an isometry: polish extrinsically
             levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
             p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels, source_faces=fs,
-                                   target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT).p2p_21
+                                   target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT, symmetric=True).p2p_21
             fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
