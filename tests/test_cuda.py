@@ -767,10 +767,10 @@ def test_principal_frame_and_nonrigid_icp_cuda_match_cpu():
     _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "cost"))
 
 
-@pytest.mark.parametrize("normal_weight", [0.0, 0.05])
-def test_extrinsic_refine_cuda_matches_cpu(normal_weight):
+@pytest.mark.parametrize(("normal_weight", "symmetric"), [(0.0, False), (0.05, True)])
+def test_extrinsic_refine_cuda_matches_cpu(normal_weight, symmetric):
     """The extrinsic polish of ``match``'s final map: the same map and deformed source on CUDA, float64 (positions
-    only, and with normals in the snap)."""
+    only; and as ``match`` runs it, with normals in the snap and the symmetric fit)."""
     from geomot.correspondence import extrinsic_refine
     from geomot.ops.spectral import spectral_basis
 
@@ -783,7 +783,7 @@ def test_extrinsic_refine_cuda_matches_cpu(normal_weight):
 
     def fn(x, y, p2p, phi, evals, f):
         res = extrinsic_refine(x, y, p2p, phi, evals, levels=(4, 8), n_iter=3, source_faces=f, target_faces=f,
-                               normal_weight=normal_weight)
+                               normal_weight=normal_weight, symmetric=symmetric)
         return res.points, res.p2p_21.double()
 
     _assert_cuda_agrees(fn, inputs, dtype=F64, rtol=1e-8, names=("points", "p2p_21"))
