@@ -258,12 +258,11 @@ def extrinsic_refine(
     also pull, for each target vertex ``y``, its closest deformed source vertex ``p_{s(y)}`` towards it (the terms
     ``sum_y |p_{s(y)} - y|^2`` join the sum above, as in two-sided Chamfer fitting), so that the deformed source
     covers the target: a long leg mapped onto a short one is drawn to the foot it would otherwise stop above.
-    A swapped limb or a region left on its
-    symmetric twin is pulled back by the smooth field fitted to the rest of the map, and every source point lands
-    on the target surface near where the deformation puts it. Suited to shapes related by a pose change *and* a
-    change of proportions (two species), where intrinsic refinements lose accuracy; between near-isometric shapes
-    in very different poses the closest points can jump between parts that touch (an arm against the hip), so
-    there an intrinsic map is usually better.
+    A swapped limb or a region left on its symmetric twin is pulled back by the smooth field fitted to the rest of
+    the map, and every source point lands on the target surface near where the deformation puts it. Suited to
+    shapes related by a pose change *and* a change of proportions (two species), where intrinsic refinements lose
+    accuracy; between near-isometric shapes in very different poses the closest points can jump between parts that
+    touch (an arm against the hip), so there an intrinsic map is usually better.
 
     Args:
         source: ``(S, 3)`` source vertices; target: ``(Y, 3)`` target vertices (any rigid placement: the fit
