@@ -131,9 +131,9 @@ class MatchResult(NamedTuple):
     timings: dict[str, float]
 
 
-def _as_shape(x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _as_shape(x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.device]:
     """Mesh / PointCloud / ``(verts, faces)`` / ``(N, 3)`` tensor -> float64 ``(verts, faces or None)`` on the CPU
-    (the eigensolver and the shortest paths are scipy's)."""
+    (the eigensolver and the shortest paths are scipy's), and the device the vertices came on."""
     if isinstance(x, Mesh):
         if len(x) != 1:
             raise ShapeError(f"{name}: expected a single mesh, got a batch of {len(x)}")
@@ -155,7 +155,7 @@ def _as_shape(x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[-1] != 3:
             raise ShapeError(f"{name} faces: expected a (F, 3) integer tensor, got {getattr(f, 'shape', f)!r}")
         f = f.long().cpu()
-    return v.detach().to("cpu", torch.float64), f
+    return v.detach().to("cpu", torch.float64), f, v.device
 
 
 def _unit_area(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
@@ -265,10 +265,8 @@ def match(
         _check_int(value, name, lo)
     if not k_init <= k_select <= k:
         raise ValidationError(f"k_init/k_select/k: expected k_init <= k_select <= k, got {k_init}, {k_select}, {k}")
-    first = source[0] if isinstance(source, (tuple, list)) and len(source) else source
-    device = getattr(first, "device", torch.device("cpu"))  # where the result goes (a Mesh, cloud or tensor's)
-    vs, fs = _as_shape(source, "source")
-    vt, ft = _as_shape(target, "target")
+    vs, fs, device = _as_shape(source, "source")  # the maps go back to the source's device
+    vt, ft, _ = _as_shape(target, "target")
     n_min = min(vs.shape[0], vt.shape[0])
     if k >= n_min:
         raise ValidationError(f"k: expected fewer eigenfunctions than vertices ({n_min}), got {k}")
