@@ -40,7 +40,7 @@ DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 def _prepare(ds, name: str, cache: dict, cache_dir: str | None):
     from geomot.correspondence import pipeline as P
-    from geomot.ops.graph import edge_graph
+    from geomot.correspondence.anchors import shape_graph
     from geomot.ops.spectral import spectral_basis
 
     if name not in cache:
@@ -49,7 +49,7 @@ def _prepare(ds, name: str, cache: dict, cache_dir: str | None):
         f = P._outward(v, f)
         basis = spectral_basis(v, f, k=140, cache_dir=cache_dir)
         samples = P.farthest_point_sampling(v, min(1000, v.shape[0]), start=0).long()
-        cache[name] = (v, f, basis, samples, edge_graph(v, f))
+        cache[name] = (v, f, basis, samples, shape_graph(v, f))
     return cache[name]
 
 
@@ -57,24 +57,15 @@ def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None) ->
     """Scores of the 8 hypotheses and of the 2 kept candidates of the pair ``a`` (source) -> ``b`` (target)."""
     from geomot.correspondence import anchor_refine, fmap_from_p2p
     from geomot.correspondence import pipeline as P
-    from geomot.correspondence.extrinsic import frame_hypotheses, nonrigid_icp, principal_frame
-    from geomot.correspondence.p2p import knn_indices
 
-    v2, _, b2, s2, g2 = _prepare(ds, a, cache, cache_dir)
-    v1, f1, b1, s1, g1 = _prepare(ds, b, cache, cache_dir)
-    f2 = cache[a][1]
+    v2, f2, b2, s2, g2 = _prepare(ds, a, cache, cache_dir)
+    v1, f1, b1, _, g1 = _prepare(ds, b, cache, cache_dir)
     gs, gt = (x.long() for x in ds.ground_truth(a, b))
-    x2, u2 = principal_frame(v2, b2.mass)
-    x1, u1 = principal_frame(v1, b1.mass)
-    x2, x1 = x2.float(), x1.float()
-    det = 1.0 if float(torch.linalg.det(u2) * torch.linalg.det(u1)) > 0 else -1.0
-    hyp = frame_hypotheses(det, dtype=x2.dtype)
-    e2 = b2.evecs[:, :32].float()
-    fit = nonrigid_icp(x2[s2[:500]] @ hyp, x1[s1], e2[s2[:500]], b2.evals.float())
+    aligned = P._extrinsic_alignments(v1, b1, v2, b2, s2)  # the alignments of match, all 8 kept
     hyps = []
-    for h in range(hyp.shape[0]):
-        images = knn_indices(x2 @ hyp[h] @ fit.R[h] + fit.t[h] + e2 @ fit.A[h], x1)
-        hyps.append({"cost": float(fit.cost[h]), "err": float((v1[images[gs]] - v1[gt]).norm(dim=1).mean())})
+    for h in range(aligned.hyp.shape[0]):
+        images = aligned.images(h)  # every source vertex
+        hyps.append({"cost": float(aligned.fit.cost[h]), "err": float((v1[images[gs]] - v1[gt]).norm(dim=1).mean())})
     # the two kept, refined on the samples as in match
     where = torch.full((v2.shape[0],), -1, dtype=torch.long)
     where[s2] = torch.arange(s2.shape[0])
@@ -83,8 +74,8 @@ def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None) ->
     e1f, e2f = b1.evecs.float(), b2.evecs.float()
     phi = e2f[s2, : P._DEFORMATION_K]
     kept, feats = [], None
-    for h in fit.cost.argsort()[:2].tolist():
-        images = knn_indices(x2[s2] @ hyp[h] @ fit.R[h] + fit.t[h] + e2[s2] @ fit.A[h], x1)
+    for h in aligned.fit.cost.argsort()[:2].tolist():
+        images = aligned.images(h, s2)
         C = fmap_from_p2p(images, e1f[:, :64], e2f[s2, :64])
         ref = anchor_refine(C, e1f, e2f, b1.mass.float(), b2.mass.float(), v1, f1, v2, f2, n_anchors=128, n_iter=2,
                             graph1=g1, graph2=g2, samples2=s2, source_features=feats)

@@ -85,7 +85,13 @@ from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.anchors import anchor_refine, shape_graph
 from geomot.correspondence.descriptors import wks
-from geomot.correspondence.extrinsic import extrinsic_refine, frame_hypotheses, nonrigid_icp, principal_frame
+from geomot.correspondence.extrinsic import (
+    NonrigidICPResult,
+    extrinsic_refine,
+    frame_hypotheses,
+    nonrigid_icp,
+    principal_frame,
+)
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
@@ -474,14 +480,34 @@ def _initial_map(
     return best[1], best[2], best[3].double(), from_extrinsic
 
 
-def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: SpectralBasis,
-                    samples2: torch.Tensor, n_maps: int, n_source: int = 500, n_target: int = 1000,
-                    levels: tuple[int, ...] = (0, 4, 8, 16, 32)) -> list[torch.Tensor]:
-    """Target vertices of the source points ``samples2`` (farthest-point samples) under the ``n_maps`` best
-    extrinsic alignments (:mod:`geomot.correspondence.extrinsic`: principal axes, 8 sign/axis hypotheses, smooth
-    non-rigid ICP of the first ``n_source`` of ``samples2`` onto ``n_target`` farthest-point samples of the
-    target), best first."""
-    # float32 throughout: closest points and 3-column least squares
+class _Alignments(NamedTuple):
+    """The 8 extrinsic alignments of a source onto a target (:func:`_extrinsic_alignments`): both shapes in their
+    principal frames ``x2 (V2, 3)``, ``x1 (V1, 3)``, the frame hypotheses ``hyp (8, 3, 3)``, the source's
+    eigenfunctions ``e2 (V2, K)`` and the non-rigid ICP result ``fit`` (a hypothesis axis of 8)."""
+
+    x2: torch.Tensor
+    x1: torch.Tensor
+    hyp: torch.Tensor
+    e2: torch.Tensor
+    fit: NonrigidICPResult
+
+    def deformed(self, h: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Source vertices ``rows`` (all when None) under alignment ``h``: ``x R_h + t_h + Phi A_h``."""
+        x2, e2 = (self.x2, self.e2) if rows is None else (self.x2[rows], self.e2[rows])
+        return x2 @ self.hyp[h] @ self.fit.R[h] + self.fit.t[h] + e2 @ self.fit.A[h]
+
+    def images(self, h: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Target vertices closest to the deformed source vertices ``rows`` under alignment ``h``."""
+        return knn_indices(self.deformed(h, rows), self.x1)
+
+
+def _extrinsic_alignments(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: SpectralBasis,
+                          samples2: torch.Tensor, n_source: int = 500, n_target: int = 1000,
+                          levels: tuple[int, ...] = (0, 4, 8, 16, 32)) -> _Alignments:
+    """The extrinsic alignments of :mod:`geomot.correspondence.extrinsic`: principal axes, 8 sign/axis hypotheses,
+    smooth non-rigid ICP of the first ``n_source`` of ``samples2`` (farthest-point samples of the source) onto
+    ``n_target`` farthest-point samples of the target; float32 throughout (closest points and 3-column least
+    squares)."""
     x2, u2 = principal_frame(v2, b2.mass)
     x1, u1 = principal_frame(v1, b1.mass)
     x2, x1 = x2.float(), x1.float()
@@ -492,11 +518,16 @@ def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: S
     levels = _levels_up_to(levels, b2.evecs.shape[1])
     e2 = b2.evecs[:, : levels[-1]].float()
     fit = nonrigid_icp(x2[s2] @ hyp, x1[s1], e2[s2], b2.evals.float(), levels=levels)
-    out = []
-    for h in fit.cost.argsort()[:n_maps].tolist():
-        moved = x2[samples2] @ hyp[h] @ fit.R[h] + fit.t[h] + e2[samples2] @ fit.A[h]
-        out.append(knn_indices(moved, x1))
-    return out
+    return _Alignments(x2, x1, hyp, e2, fit)
+
+
+def _extrinsic_maps(v1: torch.Tensor, b1: SpectralBasis, v2: torch.Tensor, b2: SpectralBasis,
+                    samples2: torch.Tensor, n_maps: int, n_source: int = 500, n_target: int = 1000,
+                    levels: tuple[int, ...] = (0, 4, 8, 16, 32)) -> list[torch.Tensor]:
+    """Target vertices of the source points ``samples2`` under the ``n_maps`` extrinsic alignments
+    (:func:`_extrinsic_alignments`) with the smallest Chamfer distance, best first."""
+    aligned = _extrinsic_alignments(v1, b1, v2, b2, samples2, n_source, n_target, levels)
+    return [aligned.images(h, samples2) for h in aligned.fit.cost.argsort()[:n_maps].tolist()]
 
 
 def _levels_up_to(levels: tuple[int, ...], k: int) -> tuple[int, ...]:
