@@ -51,3 +51,15 @@ def test_bad_inputs():
     g = knn_graph(torch.randn(5, 3, dtype=torch.float64), 2)
     with pytest.raises((ShapeError, ValidationError), match="sources"):
         graph_distances(g, torch.tensor([9]))
+
+
+def test_graph_distances_limit_cuts_the_search():
+    m = icosphere(2)
+    g = edge_graph(m.verts, m.faces)
+    full = graph_distances(g, torch.tensor([0, 5]))
+    cut = graph_distances(g, torch.tensor([0, 5]), limit=1.0)
+    near = full <= 1.0
+    torch.testing.assert_close(cut[near], full[near])
+    assert bool(torch.isinf(cut[~near]).all())
+    with pytest.raises(ValidationError, match="limit"):
+        graph_distances(g, torch.tensor([0]), limit=0.0)

@@ -7,7 +7,7 @@ Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions 
 """
 
 from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
-from geomot.correspondence.descriptors import descriptor_scales, hks, wks
+from geomot.correspondence.descriptors import descriptor_scales, geodesic_ball_areas, hks, wks
 from geomot.correspondence.extrinsic import (
     ExtrinsicRefineResult,
     NonrigidICPResult,
@@ -50,6 +50,7 @@ __all__ = [
     "fmap_from_descriptors",
     "fmap_from_p2p",
     "frame_hypotheses",
+    "geodesic_ball_areas",
     "hks",
     "knn_indices",
     "laplacian_mask",
