@@ -9,14 +9,16 @@ repeats what ``match`` does with the extrinsic candidates and scores each step a
    Euclidean distance, at unit area, between those images and the true targets of the ground-truth vertices. A
    hypothesis is *right* when its error is within 0.1 of the pair's best. Reported: how often a right one is
    among the first 1, 2, 3 by Chamfer distance (``match`` keeps 2);
-2. the 2 kept are refined on 1,000 samples (``anchor_refine``, as in ``match``) and scored by the deformation
-   residual that ``match`` ranks them by, by that residual divided by the share of distinct target vertices
-   among the images of the samples (coverage), and by the Chamfer order. Reported: for each key, the mean error
-   (same proxy, on the ground-truth vertices among the samples) of the candidate it picks and the number of
-   pairs where it picks one worse than the other by more than 0.2 (a body aligned head to tail scores about 0.5).
+2. the ``--kept`` first (2, as ``match``) are refined on 1,000 samples
+   (``anchor_refine``, as in ``match``) and scored by the deformation residual, by that residual divided by the
+   share of distinct target vertices among the images of the samples (coverage), by the Chamfer order, and by the
+   pick of ``match`` (since the twelfth session the residual weighted by the error on the areas of geodesic balls,
+   ``_pick_extrinsic``). Reported: for each key, the mean error (same proxy, on the ground-truth vertices among
+   the samples) of the candidate it picks and the number of pairs where it picks one worse than the best kept by
+   more than 0.2 (a body aligned head to tail scores about 0.5).
 
 Errors here are Euclidean proxies at unit area (not the geodesic x100 of ``bench_matching.py``): they only serve
-to tell a right alignment from a wrong one. Results: ``docs/matching.md`` (eleventh session).
+to tell a right alignment from a wrong one. Results: ``docs/matching.md`` (eleventh and twelfth sessions).
 
 Run (split over processes with ``--part``, then merge):
 ``python benchmarks/study_extrinsic_candidates.py --part 0 --parts 2 --jsonl out/ext0.jsonl`` (and part 1), then
@@ -53,8 +55,9 @@ def _prepare(ds, name: str, cache: dict, cache_dir: str | None):
     return cache[name]
 
 
-def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None) -> dict:
-    """Scores of the 8 hypotheses and of the 2 kept candidates of the pair ``a`` (source) -> ``b`` (target)."""
+def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None, n_kept: int = 2) -> dict:
+    """Scores of the 8 hypotheses and of the ``n_kept`` kept candidates of the pair ``a`` (source) -> ``b``
+    (target)."""
     from geomot.correspondence import anchor_refine, fmap_from_p2p
     from geomot.correspondence import pipeline as P
 
@@ -66,24 +69,29 @@ def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None) ->
     for h in range(aligned.hyp.shape[0]):
         images = aligned.images(h)  # every source vertex
         hyps.append({"cost": float(aligned.fit.cost[h]), "err": float((v1[images[gs]] - v1[gt]).norm(dim=1).mean())})
-    # the two kept, refined on the samples as in match
+    # the kept ones, refined on the samples as in match
     where = torch.full((v2.shape[0],), -1, dtype=torch.long)
     where[s2] = torch.arange(s2.shape[0])
     on_samples = where[gs] >= 0
     gs_i, gt_i = where[gs[on_samples]], gt[on_samples]
     e1f, e2f = b1.evecs.float(), b2.evecs.float()
     phi = e2f[s2, : P._DEFORMATION_K]
-    kept, feats = [], None
-    for h in aligned.fit.cost.argsort()[:2].tolist():
+    kept, feats, images_kept = [], None, []
+    for h in aligned.fit.cost.argsort()[:n_kept].tolist():
         images = aligned.images(h, s2)
         C = fmap_from_p2p(images, e1f[:, :64], e2f[s2, :64])
         ref = anchor_refine(C, e1f, e2f, b1.mass.float(), b2.mass.float(), v1, f1, v2, f2, n_anchors=128, n_iter=2,
                             graph1=g1, graph2=g2, samples2=s2, source_features=feats)
         feats = ref.source_features
         p = ref.p2p_21
+        images_kept.append(p)
         kept.append({"residual": P._deformation_residual(v2[s2].float(), v1[p].float(), phi),
                      "coverage": torch.unique(p).numel() / p.numel(),
                      "err": float((v1[p[gs_i]] - v1[gt_i]).norm(dim=1).mean())})
+    # the pick of match (residual, weighted by the geodesic-ball error when the candidates disagree on the balls)
+    pick = P._pick_extrinsic(v1, f1, v2, f2, g1, g2, s2, [c["residual"] for c in kept], images_kept)
+    for i, c in enumerate(kept):
+        c["match_pick"] = i == pick
     return {"source": a, "target": b, "hypotheses": hyps, "kept": kept}
 
 
@@ -98,6 +106,8 @@ def summarise(rows: list[dict]) -> dict:
         out[f"right_in_first_{k}_by_chamfer"] = hit
     keys = {"residual": lambda c, i: c["residual"], "residual/coverage": lambda c, i: c["residual"] / c["coverage"],
             "chamfer": lambda c, i: i, "oracle": lambda c, i: c["err"]}
+    if all("match_pick" in c for r in rows for c in r["kept"]):
+        keys["match (residual x ball areas)"] = lambda c, i: not c["match_pick"]
     for name, key in keys.items():
         total, worse = 0.0, 0
         for r in rows:
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--part", type=int, default=0)
     ap.add_argument("--parts", type=int, default=1)
+    ap.add_argument("--kept", type=int, default=2, help="candidates kept, as match's n_extrinsic (default 2)")
     ap.add_argument("--cache-dir", default=None, help="spectral cache folder (geomot.ops.spectral_basis)")
     ap.add_argument("--jsonl", default=str(ROOT / "out" / "study_extrinsic.jsonl"))
     ap.add_argument("--summarise", nargs="+", metavar="JSONL", help="merge finished runs and print the summary")
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             if i % args.parts != args.part:
                 continue
             t0 = time.perf_counter()
-            row = study_pair(ds, a, b, cache, args.cache_dir)
+            row = study_pair(ds, a, b, cache, args.cache_dir, args.kept)
             row["seconds"] = time.perf_counter() - t0
             out.write(json.dumps(row) + "\n")
             out.flush()
