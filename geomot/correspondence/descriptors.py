@@ -16,6 +16,10 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence.p2p import knn_indices
+from geomot.ops.geometry import vertex_areas
+from geomot.ops.graph import edge_graph, graph_distances
+from geomot.ops.sampling import farthest_point_sampling
 
 __all__ = ["descriptor_scales", "geodesic_ball_areas", "hks", "wks"]
 
@@ -201,11 +205,6 @@ def geodesic_ball_areas(
     Returns:
         ``(V, R)`` float64 areas (``A_r`` increases with ``r``; the total area bounds it).
     """
-    from geomot.correspondence.p2p import knn_indices
-    from geomot.ops.geometry import vertex_areas
-    from geomot.ops.graph import edge_graph, graph_distances
-    from geomot.ops.sampling import farthest_point_sampling
-
     check_float_tensor(verts, "verts", ndim=2)
     if verts.shape[-1] != 3:
         raise ShapeError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")

@@ -48,10 +48,10 @@ Pipeline:
    and a quadruped's head sent to its tail is absorbed by a smooth deformation but not by the balls' areas,
    while a human turned 180 degrees is nearly an intrinsic symmetry, left to the residual. On all 496 SMAL_r
    pairs the residual alone picked the wrong one of the two on 17, this key on 1, with FAUST_r unchanged.
-   Their maps are smooth deformations by construction, so the residual favours them: the best of them replaces the best
-   spectral candidate only when its residual is below 0.9 times the latter's **and** its metric distortion on the
-   64 samples (the key of the first ranking, intrinsic) is smaller too. The residual alone let a map with the
-   arms mixed up replace a right one on a FAUST pair; the distortion sees it.
+   Their maps are smooth deformations by construction, so the residual favours them: the best of them replaces
+   the best spectral candidate only when its residual is below 0.9 times the latter's **and** its metric
+   distortion on the 64 samples (the key of the first ranking, intrinsic) is smaller too. The residual alone let a
+   map with the arms mixed up replace a right one on a FAUST pair; the distortion sees it.
    Without the anchor refinement, the 3 best are compared after
    ZoomOut to ``k``. Both meshes are first wound outwards (positive signed volume); with inconsistently wound
    faces the orientation key is dropped, for point clouds the Laplacian-commutativity energy ranks the
