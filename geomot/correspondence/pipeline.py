@@ -455,8 +455,9 @@ def _initial_map(
                 C2 = fmap_from_p2p(images, e1[:, :k_more], e2[rank_samples, :k_more]).double()
                 # orientation kept by construction (a proper rotation plus a smooth displacement)
                 finalists.append((True, (0.0,), C2, ratio_of(C2)))
-        best_of: dict[bool, tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor]] = {}
-        ext_rows: list[tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor]] = []
+        # (key, C2, ratio, refined fmap, refined samples' images) of every refined finalist, by kind (extrinsic?)
+        refined: dict[bool, list[tuple[tuple[float, ...], torch.Tensor, float, torch.Tensor, torch.Tensor]]] = {
+            False: [], True: []}
         feats = None  # the source's distance features, the same for every candidate
         for ext, sc, C2, ratio in finalists:
             ref = anchor_refine(C2.float(), e1, e2, m1, m2, v1, f1, v2, f2,
@@ -465,17 +466,13 @@ def _initial_map(
             feats = ref.source_features
             key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(), phi_rank))
             logger.debug("finalist after refinement (%s): score %s", "extrinsic" if ext else "spectral", key)
-            if ext:
-                ext_rows.append((key, C2, ratio, ref.fmap_12, ref.p2p_21))
-            elif False not in best_of or key < best_of[False][0]:
-                best_of[False] = (key, C2, ratio, ref.fmap_12, ref.p2p_21)
-        if ext_rows:
-            best_of[True] = ext_rows[_pick_extrinsic(v1, f1, v2, f2, select.g1, select.g2, rank_samples,
-                                                     [row[0][1] for row in ext_rows], [row[4] for row in ext_rows])]
-        spectral = best_of[False]
+            refined[ext].append((key, C2, ratio, ref.fmap_12, ref.p2p_21))
+        spectral = min(refined[False], key=lambda row: row[0])
         best = spectral[:4]
-        if True in best_of:
-            extrinsic = best_of[True]
+        if refined[True]:
+            ext_rows = refined[True]
+            extrinsic = ext_rows[_pick_extrinsic(v1, f1, v2, f2, select.g1, select.g2, rank_samples,
+                                                 [row[0][1] for row in ext_rows], [row[4] for row in ext_rows])]
             (oe, re_), (os_, rs) = extrinsic[0], spectral[0]
             if oe < os_ or (oe == os_ and re_ < _EXT_MARGIN * rs and select.distortion_on(
                     rank_samples, extrinsic[4]) < select.distortion_on(rank_samples, spectral[4])):
