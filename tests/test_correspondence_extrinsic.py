@@ -13,6 +13,7 @@ import torch
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence import extrinsic_refine, frame_hypotheses, match, nonrigid_icp, principal_frame
 from geomot.io.synthetic import bumpy_pair, icosphere
+from geomot.ops.geometry import vertex_normals
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import spectral_basis
 
@@ -217,6 +218,38 @@ def test_extrinsic_refine_normals_keep_the_sides_of_a_thin_part_apart():
     assert right(normals) > 0.99
     # a zero weight is the positions-only snap, faces or not
     assert torch.equal(extrinsic_refine(*args, levels=(4, 8, 16), source_faces=f, target_faces=f).p2p_21, plain)
+
+
+def test_nonrigid_icp_with_normals_keeps_the_sides_of_a_thin_shell_apart():
+    """A flat shell (thickness 0.08) lifted by 0.1: the closest points of its lower side are on the target's upper
+    side, so one plain step leaves it about 0.02 (half its thickness) too high; with the normals compared, each side
+    finds its own and one step recovers the lift exactly."""
+    m = icosphere(3)
+    v, f = m.verts * torch.tensor([1.0, 0.7, 0.04], dtype=torch.float64), m.faces.long()
+    basis = spectral_basis(v, f, k=10)
+    lift = torch.tensor([0.0, 0.0, 0.1], dtype=v.dtype)
+    n = vertex_normals(v, f)
+    plain = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1)
+    aware = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1, source_normals=n,
+                         target_normals=n, normal_weight=0.5)
+    assert float((plain.t[0] + lift).norm()) > 0.015
+    assert float((aware.t[0] + lift).norm()) < 1e-9
+    # a zero weight is the positions-only ICP, normals or not
+    zero = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1, source_normals=n,
+                        target_normals=n, normal_weight=0.0)
+    assert torch.equal(zero.points, plain.points)
+
+
+def test_nonrigid_icp_normals_bad_inputs(shape):
+    v, f, basis = shape
+    n = vertex_normals(v, f)
+    with pytest.raises(ValidationError, match="normal_weight"):
+        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), normal_weight=-0.1)
+    with pytest.raises(ValidationError, match="normals"):
+        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), normal_weight=0.1)
+    with pytest.raises(ShapeError, match="normals"):
+        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), source_normals=n[:10], target_normals=n,
+                     normal_weight=0.1)
 
 
 def test_extrinsic_maps_of_a_moved_copy_are_the_identity(shape):
