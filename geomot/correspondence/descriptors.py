@@ -205,9 +205,7 @@ def geodesic_ball_areas(
     Returns:
         ``(V, R)`` float64 areas (``A_r`` increases with ``r``; the total area bounds it).
     """
-    check_float_tensor(verts, "verts", ndim=2)
-    if verts.shape[-1] != 3:
-        raise ShapeError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    check_float_tensor(verts, "verts", ndim=2, last_dim=3)
     check_index_tensor(faces, "faces", size=verts.shape[0], ncols=3)
     r = torch.as_tensor(radii, dtype=torch.float64).reshape(-1).cpu()
     if r.numel() == 0 or not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
