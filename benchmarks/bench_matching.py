@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_matching.json"))
     ap.add_argument("--data", default=str(DATA), help="folder holding the datasets (default: ../shared/data)")
+    ap.add_argument("--non-isometric", action="store_true",
+                    help="match(non_isometric=True): also polish spectral maps (for cross-species pairs)")
     ap.add_argument("--peer-every", type=int, default=1,
                     help="run the peer on every N-th pair of each (sorted) sample only, to save time (default: 1, all)")
     args = ap.parse_args(argv)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"source": a, "target": b, "load_avg_1min": os.getloadavg()[0]}
             if not args.peer_only:
                 t0 = time.perf_counter()
-                res = match(src, tgt)
+                res = match(src, tgt, non_isometric=args.non_isometric)
                 row["geomot_s"] = time.perf_counter() - t0
                 row["geomot"] = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
                 row["geomot_stages_s"] = {key: round(val, 3) for key, val in res.timings.items()}

@@ -147,6 +147,40 @@ def test_extrinsic_refine_ignores_rigid_motions_of_the_target(shape):
     assert float((a.p2p_21 == b.p2p_21).double().mean()) > 0.99
 
 
+def test_extrinsic_refine_window_slides_along_the_surface(shape):
+    """``window = r``: each snap stays within ``r`` edge rings of the current image. From a map with a tenth of its
+    entries sent far away, one step of the unrestricted snap moves those back in one jump; with ``window = 1``
+    none moves by more than one ring a step, and a map jittered by one ring is still repaired."""
+    from geomot.ops.graph import ring_neighbourhoods
+
+    v, f, basis = shape
+    target, truth = _deformed_copy(v, basis, seed=6)
+    faces_t = truth[f]  # the source's triangles, on the target's (shuffled) vertices
+    ring, in_ring = ring_neighbourhoods(faces_t, v.shape[0], 1)
+    g = torch.Generator().manual_seed(1)
+
+    def within_one_ring(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((ring[a] == b[:, None]) & in_ring[a]).any(1)
+
+    far = truth.clone()
+    bad = torch.rand(v.shape[0], generator=g) < 0.1
+    far[bad] = torch.randint(0, v.shape[0], (int(bad.sum()),), generator=g)
+    kw = dict(levels=(4,), n_iter=1, target_faces=faces_t)
+    free = extrinsic_refine(v, target, far, basis.evecs, basis.evals, **kw).p2p_21
+    local = extrinsic_refine(v, target, far, basis.evecs, basis.evals, window=1, **kw).p2p_21
+    assert not bool(within_one_ring(far, free).all())  # the free snap jumps
+    assert bool(within_one_ring(far, local).all())
+    # a map with a third of its images moved to a neighbour of the true one
+    jitter = truth.clone()
+    moved = torch.rand(v.shape[0], generator=g) < 0.3
+    pick = torch.randint(0, ring.shape[1], (v.shape[0],), generator=g) % in_ring.sum(1)
+    jitter[moved] = ring[truth, pick][moved]
+    assert float((jitter == truth).double().mean()) < 0.8
+    res = extrinsic_refine(v, target, jitter, basis.evecs, basis.evals, levels=(4, 8), n_iter=3, window=1,
+                           target_faces=faces_t)
+    assert float((res.p2p_21 == truth).double().mean()) > 0.99
+
+
 def test_extrinsic_refine_bad_inputs(shape):
     v, _, basis = shape
     p2p = torch.arange(v.shape[0])
@@ -175,6 +209,11 @@ def test_extrinsic_refine_bad_inputs(shape):
     with pytest.raises(ValidationError, match="source_faces"):
         extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), normal_weight=0.1, source_faces=f + 1,
                          target_faces=f)
+    for window in (-1, True, 0.5):
+        with pytest.raises(ValidationError, match="window"):
+            extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), window=window, target_faces=f)
+    with pytest.raises(ValidationError, match="target_faces"):
+        extrinsic_refine(v, v, p2p, basis.evecs, basis.evals, levels=(4,), window=1)
     assert torch.equal(p2p, torch.arange(v.shape[0]))  # the caller's map is never modified
 
 

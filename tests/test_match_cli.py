@@ -57,6 +57,16 @@ def test_match_without_extrinsic_candidates(files, capsys):
     assert rc == 0 and np.loadtxt(out, dtype=np.int64).shape == (pair.source.verts.shape[0],)
 
 
+def test_match_non_isometric_flag(files, capsys):
+    d, pair = files
+    out = d / "p2p_ni.txt"
+    rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(out), *ARGS, "--non-isometric",
+               "--gt-source", str(d / "src.vts"), "--gt-target", str(d / "tgt.vts")])
+    assert rc == 0 and np.loadtxt(out, dtype=np.int64).shape == (pair.source.verts.shape[0],)
+    err = float(capsys.readouterr().out.split("mean geodesic error:")[1].split()[0])
+    assert err < 10.0
+
+
 @pytest.mark.slow
 def test_match_screenshot(files):
     pytest.importorskip("pyvista")

@@ -9,7 +9,7 @@ import torch
 
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.io.synthetic import icosphere
-from geomot.ops.graph import edge_graph, graph_distances, knn_graph
+from geomot.ops.graph import edge_graph, graph_distances, knn_graph, ring_neighbourhoods
 
 
 def test_edge_graph_distances_on_a_square():
@@ -63,3 +63,34 @@ def test_graph_distances_limit_cuts_the_search():
     assert bool(torch.isinf(cut[~near]).all())
     with pytest.raises(ValidationError, match="limit"):
         graph_distances(g, torch.tensor([0]), limit=0.0)
+
+
+@pytest.mark.parametrize("rings", [1, 2, 3])
+def test_ring_neighbourhoods_are_the_vertices_within_r_edges(rings):
+    m = icosphere(2)
+    faces = torch.cat([m.faces, torch.tensor([[m.verts.shape[0], m.verts.shape[0] + 1, m.verts.shape[0] + 2]])])
+    n = m.verts.shape[0] + 4  # a separate triangle and an isolated vertex
+    index, mask = ring_neighbourhoods(faces, n, rings)
+    assert index.shape[0] == n and index.dtype == torch.int64 and mask.dtype == torch.bool
+    verts = torch.cat([m.verts, torch.eye(3) + 5, torch.zeros(1, 3)])
+    hops = edge_graph(verts, faces)
+    hops.data[:] = 1.0  # unit edge lengths: shortest paths count edges
+    d = graph_distances(hops, torch.arange(n))
+    for i in range(n):
+        assert index[i][mask[i]].tolist() == torch.nonzero(d[i] <= rings)[:, 0].tolist()
+    assert index[n - 1][mask[n - 1]].tolist() == [n - 1]  # the isolated vertex has only itself
+    assert index[n - 2][mask[n - 2]].tolist() == [n - 4, n - 3, n - 2]  # the separate triangle stays apart
+
+
+def test_ring_neighbourhoods_bad_inputs():
+    m = icosphere(1)
+    n = m.verts.shape[0]
+    for rings in (0, -1, True, 1.5):
+        with pytest.raises(ValidationError, match="rings"):
+            ring_neighbourhoods(m.faces, n, rings)
+    with pytest.raises(ValidationError, match="n_verts"):
+        ring_neighbourhoods(m.faces, 0, 1)
+    with pytest.raises(ValidationError, match="faces"):
+        ring_neighbourhoods(m.faces, n - 1, 1)
+    with pytest.raises(ShapeError, match="faces"):
+        ring_neighbourhoods(m.faces[:, :2], n, 1)

@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValidationError("--gt-source/--gt-target: give both ground-truth files or neither")
     src = load(args.source, dtype=torch.float64)
     tgt = load(args.target, dtype=torch.float64)
-    res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic, cache_dir=args.cache_dir)
+    res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic,
+                non_isometric=args.non_isometric, cache_dir=args.cache_dir)
     out = Path(args.out)
     if out.is_dir():
         raise FileFormatError(f"--out: {out} is a directory, expected a file path")
@@ -81,6 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--extrinsic", type=int, default=2, metavar="N",
                    help="extrinsic candidates (principal axes + smooth non-rigid ICP) next to the spectral ones; they "
                    "matter between different species; 0 skips them, about 1 s faster (default: 2)")
+    p.add_argument("--non-isometric", action="store_true",
+                   help="the shapes differ by more than a change of pose (e.g. two species): also polish spectral "
+                   "maps extrinsically, within 2 edge rings (better across species, worse between two poses)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
     p.set_defaults(func=_run)
     return p

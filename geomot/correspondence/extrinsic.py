@@ -30,6 +30,7 @@ never a mirror image (only proper rotations).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.alignment import corresponding_points_alignment
 from geomot.ops.geometry import vertex_normals
+from geomot.ops.graph import ring_neighbourhoods
 from geomot.transport import pairwise_cost
 
 __all__ = ["ExtrinsicRefineResult", "NonrigidICPResult", "extrinsic_refine", "frame_hypotheses", "nonrigid_icp",
@@ -269,6 +271,7 @@ def extrinsic_refine(
     target_faces: torch.Tensor | None = None,
     normal_weight: float = 0.0,
     symmetric: bool = False,
+    window: int = 0,
 ) -> ExtrinsicRefineResult:
     """Refine a dense map by deforming the source smoothly onto its images and snapping to the closest points.
 
@@ -284,6 +287,10 @@ def extrinsic_refine(
     also pull, for each target vertex ``y``, its closest deformed source vertex ``p_{s(y)}`` towards it (the terms
     ``sum_y |p_{s(y)} - y|^2`` join the sum above, as in two-sided Chamfer fitting), so that the deformed source
     covers the target: a long leg mapped onto a short one is drawn to the foot it would otherwise stop above.
+    With ``window = r > 0`` each snap only looks at the target vertices within ``r`` mesh edges of the current
+    image ``T(s)`` (:func:`geomot.ops.graph.ring_neighbourhoods`), so a point slides along the surface by at most
+    ``r`` edges a step and never jumps to another part that the deformed source happens to touch (an arm against
+    the hip): a local polish of a map that is right part by part.
     A swapped limb or a region left on its symmetric twin is pulled back by the smooth field fitted to the rest of
     the map, and every source point lands on the target surface near where the deformation puts it. Suited to
     shapes related by a pose change *and* a change of proportions (two species), where intrinsic refinements lose
@@ -303,13 +310,16 @@ def extrinsic_refine(
         normal_weight: weight ``w`` of the normals in the snap, in the units of the shapes (``0``: positions only;
             :func:`geomot.match` uses 0.02 at unit area, about 1.5 mean edge lengths of a 5,000-vertex mesh).
         symmetric: add the target-to-source closest-point terms to the fits (``match`` does).
+        window: ``0`` to snap to the closest target vertex anywhere; ``r >= 1`` to snap within ``r`` edge rings of
+            the current image (needs ``target_faces``).
 
     Returns:
         :class:`ExtrinsicRefineResult`.
 
     Raises:
         ShapeError: wrong shapes of the inputs or of the faces.
-        ValidationError: a bad schedule, ``n_iter < 1``, ``reg <= 0``, ``normal_weight < 0`` or without faces.
+        ValidationError: a bad schedule, ``n_iter < 1``, ``reg <= 0``, ``normal_weight < 0`` or without faces,
+            ``window < 0`` or ``window > 0`` without ``target_faces``.
     """
     check_float_tensor(source, "source", ndim=2, last_dim=3)
     check_float_tensor(target, "target", ndim=2, last_dim=3)
@@ -328,6 +338,12 @@ def extrinsic_refine(
             raise ValidationError("normal_weight > 0 needs source_faces and target_faces (normals of both meshes)")
         fs = check_index_tensor(source_faces, "source_faces", size=n_s, ncols=3).to(source.device)
         ft = check_index_tensor(target_faces, "target_faces", size=target.shape[0], ncols=3).to(source.device)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValidationError(f"window: expected an integer >= 0, got {window!r}")
+    if window > 0:
+        if target_faces is None:
+            raise ValidationError("window > 0 needs target_faces (the rings are those of the target mesh)")
+        ring, in_ring = (t.to(source.device) for t in ring_neighbourhoods(target_faces, target.shape[0], window))
     x = source[None]
     y = target.to(source)
     y_snap = torch.cat([y, normal_weight * vertex_normals(y, ft)], 1) if normal_weight > 0 else y
@@ -346,7 +362,12 @@ def extrinsic_refine(
             rot, shift, coef[:, :k] = _fit_motion(xs, goal, ph, coef[:, :k], damp, reg)
             points = (x @ rot + shift[:, None] + phi @ coef)[0]
             p_snap = torch.cat([points, normal_weight * vertex_normals(points, fs)], 1) if normal_weight > 0 else points
-            p2p = knn_indices(p_snap, y_snap)
+            if window > 0:  # the closest among the vertices within `window` rings of the current image
+                near = ring[p2p]
+                d2 = ((y_snap[near] - p_snap[:, None]) ** 2).sum(-1).masked_fill(~in_ring[p2p], math.inf)
+                p2p = near.gather(1, d2.argmin(1, keepdim=True))[:, 0]
+            else:
+                p2p = knn_indices(p_snap, y_snap)
             if symmetric:
                 nearest_source = knn_indices(y_snap, p_snap)
     return ExtrinsicRefineResult(p2p, points)

@@ -16,7 +16,7 @@ from geomot._core.checks import check_float_tensor, check_index_tensor, check_po
 from geomot._core.errors import ValidationError
 from geomot.ops.geometry import edges
 
-__all__ = ["edge_graph", "graph_distances", "knn_graph"]
+__all__ = ["edge_graph", "graph_distances", "knn_graph", "ring_neighbourhoods"]
 
 
 def _symmetric(i: np.ndarray, j: np.ndarray, w: np.ndarray, n: int) -> Any:
@@ -82,3 +82,45 @@ def graph_distances(graph: Any, sources: torch.Tensor, *, limit: float | None = 
         check_positive(limit, "limit")
     dist = dijkstra(graph, directed=True, indices=idx, limit=np.inf if limit is None else float(limit))
     return torch.from_numpy(np.ascontiguousarray(dist))
+
+
+def ring_neighbourhoods(faces: torch.Tensor, n_verts: int, rings: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertices within ``rings`` edges of each vertex of a mesh (itself included), as a padded table.
+
+    Row ``i`` of ``index (V, m)`` lists the vertices ``j`` with a path of at most ``rings`` mesh edges from ``i``
+    (``i`` itself, its 1-ring, the 1-rings of those, ...), in increasing order; ``mask (V, m)`` says which entries
+    are real (``m`` is the largest neighbourhood; padding entries hold 0). Computed from the powers of the sparse
+    vertex adjacency (with the diagonal), so the cost grows with the sizes of the neighbourhoods, not with ``V^2``.
+
+    Args:
+        faces: ``(F, 3)`` vertex indices of the triangles.
+        n_verts: number of vertices ``V`` (isolated vertices get only themselves).
+        rings: number of edge rings, ``>= 1``.
+
+    Returns:
+        ``(index (V, m) int64, mask (V, m) bool)``.
+    """
+    import scipy.sparse as sp
+
+    if isinstance(rings, bool) or not isinstance(rings, int) or rings < 1:
+        raise ValidationError(f"rings: expected an integer >= 1, got {rings!r}")
+    if isinstance(n_verts, bool) or not isinstance(n_verts, int) or n_verts < 1:
+        raise ValidationError(f"n_verts: expected a positive integer, got {n_verts!r}")
+    check_index_tensor(faces, "faces", size=n_verts, ncols=3)
+    e = edges(faces.detach().cpu().long()).numpy()
+    ones = np.ones(e.shape[0], dtype=np.float32)
+    step = _symmetric(e[:, 0], e[:, 1], ones, n_verts) + sp.identity(n_verts, dtype=np.float32, format="csr")
+    reach = step
+    for _ in range(rings - 1):
+        reach = reach @ step
+        reach.data[:] = 1.0  # only the pattern matters; keeps the entries small
+    reach = reach.tocsr()
+    reach.sort_indices()
+    counts = np.diff(reach.indptr)
+    rows = np.repeat(np.arange(n_verts), counts)
+    cols = np.arange(reach.indptr[-1]) - np.repeat(reach.indptr[:-1], counts)
+    index = np.zeros((n_verts, int(counts.max())), dtype=np.int64)
+    mask = np.zeros(index.shape, dtype=bool)
+    index[rows, cols] = reach.indices
+    mask[rows, cols] = True
+    return torch.from_numpy(index), torch.from_numpy(mask)
