@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_matching.json"))
     ap.add_argument("--data", default=str(DATA), help="folder holding the datasets (default: ../shared/data)")
+    ap.add_argument("--part", type=int, default=0, help="run the pairs part::parts of each sample only (default: 0)")
+    ap.add_argument("--parts", type=int, default=1, help="split each sample into this many parts (default: 1)")
     ap.add_argument("--non-isometric", action="store_true",
                     help="match(non_isometric=True): also polish spectral maps (for cross-species pairs)")
     ap.add_argument("--peer-every", type=int, default=1,
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ds = ShapeDataset(root)
         rows = []
-        for i_pair, (a, b) in enumerate(_pairs(ds, name, args.pairs, args.seed)):
+        for i_pair, (a, b) in enumerate(_pairs(ds, name, args.pairs, args.seed)[args.part::max(1, args.parts)]):
             src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
             gs, gt = ds.ground_truth(a, b)
             run_peer = peer and i_pair % max(1, args.peer_every) == 0

@@ -116,7 +116,7 @@ def test_match_is_invariant_to_rigid_motions(pair, result):
     assert float((other.p2p_21 == result.p2p_21).double().mean()) > 0.99
 
 
-def test_non_isometric_polishes_spectral_maps_locally(pair, result):
+def test_non_isometric_polishes_spectral_maps_locally(pair, result, monkeypatch):
     """``non_isometric=True``: a spectral initial map gets the windowed extrinsic polish (each snap within 2 edge
     rings); the map changes, stays accurate on this near-isometric pair, and ``refine_extrinsic=False`` turns the
     polish off again."""
@@ -126,6 +126,27 @@ def test_non_isometric_polishes_spectral_maps_locally(pair, result):
     assert 100 * float(err) < 3.0
     off = match(pair.source, pair.target, non_isometric=True, refine_extrinsic=False, **FAST)
     assert torch.equal(off.p2p_21, result.p2p_21)
+    # without the flag the polish follows the edge stretch of the final map (shapes at unit area): this pair is
+    # below the gate (the default result above is unpolished); a gate of 0 polishes it like the flag
+    from geomot.correspondence import pipeline
+    from geomot.ops.geometry import total_area
+
+    src, tgt = pair.source, pair.target
+    v2 = src.verts / float(total_area(src.verts, src.faces)) ** 0.5
+    v1 = tgt.verts / float(total_area(tgt.verts, tgt.faces)) ** 0.5
+    assert pipeline._edge_stretch(v2, src.faces, v1, result.p2p_21) < pipeline._STRETCH_GATE
+    monkeypatch.setattr(pipeline, "_STRETCH_GATE", 0.0)
+    assert torch.equal(match(src, tgt, **FAST).p2p_21, polished.p2p_21)
+
+
+def test_edge_stretch_measures_the_local_distortion_of_a_map(small):
+    from geomot.correspondence.pipeline import _edge_stretch
+
+    v, f = small.source.verts, small.source.faces
+    ident = torch.arange(v.shape[0])
+    assert _edge_stretch(v, f, v, ident) == 0.0
+    assert _edge_stretch(v, f, 2.0 * v, ident) == pytest.approx(math.log(2.0))
+    assert _edge_stretch(v, f, v, torch.zeros_like(ident)) == pytest.approx(math.log(20.0))  # collapsed: 1/20
 
 
 def test_match_directions_and_vertex_counts(small):

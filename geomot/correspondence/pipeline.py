@@ -73,14 +73,17 @@ Pipeline:
    source covers the target; 3 steps per size, about 0.4 s). On the 29 SMAL_r development and benchmark pairs
    where an extrinsic candidate won it lowered the error of 26 (mean 9.9 -> 8.9); between near-isometric humans
    in different poses it makes maps worse (20 FAUST_r development pairs: 2.1 -> 3.0, closest points jump between
-   touching parts), which is why it follows the extrinsic candidates. With ``non_isometric=True`` (the caller
-   knows the shapes are two species) a spectral map gets a *local* version of the polish too: each snap restricted
-   to the target vertices within 2 edge rings of the current image (``extrinsic_refine(..., window=2)``), so that
-   points slide along the surface and never jump to a part they touch. The spectral maps of related species (a
-   cow and a horse) are right part by part but jittered, and the polish evens them out (96 held-out SMAL_r pairs:
-   7.92 -> 7.48); between humans in different poses the smooth fit is less accurate than the intrinsic map
-   (FAUST_r +0.12, TOSCA_r +0.35 on development pairs) and no key measured on the maps told the two situations
-   apart, so it is off by default (``docs/matching.md``, fourteenth session).
+   touching parts), which is why it follows the extrinsic candidates. A spectral map gets a *local* version of the
+   polish, each snap restricted to the target vertices within 2 edge rings of the current image
+   (``extrinsic_refine(..., window=2)``: points slide along the surface and never jump to a part they touch), when
+   it stretches the mesh edges like a map between two species: mean ``|log(l'_e / l_e)|`` over the source's
+   edges above 0.7 (``_edge_stretch``; final maps of development pairs: 0.47-0.78 between two poses of one
+   class, FAUST_r and TOSCA_r, 2 of 44 above 0.7; 0.52-0.99 between two species, SMAL_r, 16 of 21 above 0.7),
+   or always with ``non_isometric=True``. The spectral maps of related species (a
+   cow and a horse) are right part by part but jittered, and the polish evens them out; between humans in
+   different poses the smooth fit is less accurate than the intrinsic map (FAUST_r +0.12, TOSCA_r +0.35 on
+   development pairs when every spectral map is polished), hence the gate. Measured in ``docs/matching.md``
+   (fourteenth session).
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout
 from geomot.correspondence.zoomout import fixed_size_iterations, zoomout
 from geomot.ops.alignment import corresponding_points_alignment
-from geomot.ops.geometry import total_area, vertex_normals
+from geomot.ops.geometry import edges, total_area, vertex_normals
 from geomot.ops.graph import edge_graph, graph_distances
 from geomot.ops.orientation import consistently_oriented, map_orientation_score, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
@@ -129,8 +132,10 @@ _DEFORMATION_K = 20
 _EXT_MARGIN = 0.9
 _EXT_REFINE_LEVELS = (32, 64)  # basis sizes of the extrinsic refinement of the final map
 _EXT_NORMAL_WEIGHT = 0.02  # weight of the normals in its closest-point snap (shapes at unit area)
-# with non_isometric=True a spectral initial map gets a local extrinsic polish, snaps within this many edge rings
+# a spectral initial map gets a local extrinsic polish, snaps within _POLISH_WINDOW edge rings, with
+# non_isometric=True or when its final map's mean edge stretch (_edge_stretch) is above _STRETCH_GATE
 _POLISH_WINDOW = 2
+_STRETCH_GATE = 0.7
 # the geodesic-ball areas that rank the extrinsic candidates (_pick_extrinsic): radii at unit area (about a third
 # of a quadruped's length), farthest-point samples the searches start from, and the spread above which they count
 _PROFILE_RADII = tuple(0.35 + 0.01 * i for i in range(11))
@@ -264,12 +269,14 @@ def match(
             refinement only; 0 to skip), added to the ``n_finalists`` spectral ones.
         refine_extrinsic: when an extrinsic candidate wins, finish with
             :func:`geomot.correspondence.extrinsic_refine` (smooth deformation of the source onto the map's images,
-            then closest points; sizes 32 and 64, at most ``k``, 3 steps each).
+            then closest points; sizes 32 and 64, at most ``k``, 3 steps each); when a spectral one wins and its
+            final map stretches the mesh edges like a map between two species (meshes), with the local version
+            of it (each snap within 2 edge rings of the current image). ``False`` skips both.
         non_isometric: the shapes are known to differ by more than a change of pose (two species, a child and an
             adult): when a spectral candidate wins (meshes, ``refine="zoomout"``, ``refine_extrinsic``), its
-            final map gets the local version of that polish (each snap within 2 edge rings of the current image).
-            Lowers the SMAL_r error (7.92 -> 7.48 on 96 held-out pairs); raises it between humans in different
-            poses (FAUST_r +0.12, TOSCA_r +0.35), hence off by default.
+            final map always gets the local version of that polish (each snap within 2 edge rings of the current
+            image), not only when its edge stretch says so. Between humans in different poses it costs
+            (FAUST_r +0.12, TOSCA_r +0.35 on development pairs), hence off by default.
         n_final: number of ranked candidates compared again after refinement (default 6 for meshes with
             ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then the
             smooth-deformation residual; otherwise 3: ZoomOut to ``k``, then the key of the first ranking).
@@ -336,9 +343,11 @@ def match(
             p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels, source_faces=fs,
                                    target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT, symmetric=True).p2p_21
             fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
-        elif non_isometric and refine_extrinsic and fs is not None and ft is not None:
-            # shapes declared non-isometric (two species), spectral initial map: a local polish, each snap within
-            # a few edge rings of the current image (see the module docstring)
+        elif refine_extrinsic and fs is not None and ft is not None and (
+                non_isometric or _edge_stretch(vs, fs, vt, p2p) > _STRETCH_GATE):
+            # a spectral initial map between shapes declared non-isometric (two species), or whose final map
+            # stretches the mesh edges like one: a local polish, each snap within a few edge rings of the current
+            # image (see the module docstring)
             levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
             p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels,
                                    source_faces=fs, target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT,
@@ -593,6 +602,18 @@ def _pick_extrinsic(v1: torch.Tensor, f1: torch.Tensor, v2: torch.Tensor, f2: to
     keys = [res * err**2 for res, err in zip(residuals, errs)] if spread > _PROFILE_GATE else residuals
     logger.debug("extrinsic candidates: ball-area errors %s, spread %.3f", [round(e, 4) for e in errs], spread)
     return min(range(len(keys)), key=keys.__getitem__)
+
+
+def _edge_stretch(v2: torch.Tensor, f2: torch.Tensor, v1: torch.Tensor, p2p_21: torch.Tensor) -> float:
+    """Mean ``|log(l'_e / l_e)|`` over the source's edges ``e = (i, j)``: ``l_e = |x_i - x_j|`` on the source,
+    ``l'_e = max(|y_T(i) - y_T(j)|, 0.05 l_e)`` between the images on the target (a collapsed edge counts as shrunk
+    20 times). Both shapes at unit area. A measure of how far a vertex map is from an isometry at the scale of the
+    mesh: on development pairs, 0.47-0.78 for the final maps between two poses of one class (FAUST_r, TOSCA_r),
+    0.52-0.99 between two species (SMAL_r, spectral initial maps)."""
+    e = edges(f2)
+    length = (v2[e[:, 0]] - v2[e[:, 1]]).norm(dim=1)
+    image = (v1[p2p_21[e[:, 0]]] - v1[p2p_21[e[:, 1]]]).norm(dim=1)
+    return float((image.clamp_min(0.05 * length) / length.clamp_min(1e-30)).log().abs().mean())
 
 
 def _levels_up_to(levels: tuple[int, ...], k: int) -> tuple[int, ...]:
