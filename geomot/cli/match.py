@@ -83,8 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="extrinsic candidates (principal axes + smooth non-rigid ICP) next to the spectral ones; they "
                    "matter between different species; 0 skips them, about 1 s faster (default: 2)")
     p.add_argument("--non-isometric", action="store_true",
-                   help="the shapes differ by more than a change of pose (e.g. two species): also polish spectral "
-                   "maps extrinsically, within 2 edge rings (better across species, worse between two poses)")
+                   help="the shapes differ by more than a change of pose (e.g. two species): polish every spectral "
+                   "map extrinsically within 2 edge rings, not only those whose edge stretch says so (better across "
+                   "species, worse between two poses of one body)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
     p.set_defaults(func=_run)
     return p
