@@ -22,6 +22,7 @@ __all__ = [
     "check_finite",
     "check_float_tensor",
     "check_index_tensor",
+    "check_int",
     "check_lengths",
     "check_positive",
     "check_same_device",
@@ -156,6 +157,13 @@ def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
         if v.device != dev:
             raise ShapeError(f"{k}: expected device {dev} (that of {items[0][0]}), got {v.device}")
     return dev
+
+
+def check_int(value: object, name: str, *, at_least: int) -> int:
+    """Check an integer hyperparameter (a Python ``int``, not a ``bool``) ``>= at_least``; return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
+        raise ValidationError(f"{name}: expected an integer >= {at_least}, got {value!r}")
+    return value
 
 
 def check_positive(value: float, name: str, *, strict: bool = True, at_least: float | None = None) -> float:

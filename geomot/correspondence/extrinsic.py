@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import torch
 
-from geomot._core.checks import check_float_tensor, check_index_tensor
+from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.alignment import corresponding_points_alignment
@@ -338,9 +338,7 @@ def extrinsic_refine(
             raise ValidationError("normal_weight > 0 needs source_faces and target_faces (normals of both meshes)")
         fs = check_index_tensor(source_faces, "source_faces", size=n_s, ncols=3).to(source.device)
         ft = check_index_tensor(target_faces, "target_faces", size=target.shape[0], ncols=3).to(source.device)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise ValidationError(f"window: expected an integer >= 0, got {window!r}")
-    if window > 0:
+    if check_int(window, "window", at_least=0) > 0:
         if target_faces is None:
             raise ValidationError("window > 0 needs target_faces (the rings are those of the target mesh)")
         ring, in_ring = (t.to(source.device) for t in ring_neighbourhoods(target_faces, target.shape[0], window))

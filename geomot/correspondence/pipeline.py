@@ -97,7 +97,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from geomot._core.checks import check_float_tensor
+from geomot._core.checks import check_float_tensor, check_int
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.anchors import anchor_refine, shape_graph
 from geomot.correspondence.descriptors import geodesic_ball_areas, wks
@@ -212,12 +212,6 @@ def _sign_patterns(m: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([torch.ones(signs.shape[0], 1, dtype=dtype), signs], 1)
 
 
-def _check_int(value: int, name: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValidationError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return value
-
-
 def match(
     source: Any,
     target: Any,
@@ -301,7 +295,7 @@ def match(
                             ("n_samples", n_samples, 10), ("final_iterations", final_iterations, 0),
                             ("n_final", n_final, 1), ("anchor_iterations", anchor_iterations, 0),
                             ("n_descriptors", n_descriptors, 5), ("step", step, 1), ("n_extrinsic", n_extrinsic, 0)):
-        _check_int(value, name, lo)
+        check_int(value, name, at_least=lo)
     if not k_init <= k_select <= k:
         raise ValidationError(f"k_init/k_select/k: expected k_init <= k_select <= k, got {k_init}, {k_select}, {k}")
     vs, fs, device = _as_shape(source, "source")  # the maps go back to the source's device
@@ -337,22 +331,22 @@ def match(
                                     graph1=graphs[0], graph2=graphs[1]).fmap_12
         res_f = fixed_size_iterations(C_final, e1, e2, m2, n_iter=final_iterations)
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
-        if from_extrinsic and refine_extrinsic:
-            # shapes better related by a smooth deformation in space than by an isometry: polish extrinsically
-            levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
-            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels, source_faces=fs,
-                                   target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT, symmetric=True).p2p_21
-            fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
+        # the extrinsic polish (see the module docstring) and its snap window (None: no polish). An extrinsic
+        # initial map (shapes better related by a smooth deformation in space than by an isometry) snaps anywhere;
+        # a spectral one between shapes declared non-isometric, or whose final map stretches the mesh edges like a
+        # map between two species, snaps within a few edge rings of its current image
+        window = None
+        if refine_extrinsic and from_extrinsic:
+            window = 0
         elif refine_extrinsic and fs is not None and ft is not None and (
                 non_isometric or _edge_stretch(vs, fs, vt, p2p) > _STRETCH_GATE):
-            # a spectral initial map between shapes declared non-isometric (two species), or whose final map
-            # stretches the mesh edges like one: a local polish, each snap within a few edge rings of the current
-            # image (see the module docstring)
+            window = _POLISH_WINDOW
+        if window is not None:
             levels = _levels_up_to(_EXT_REFINE_LEVELS, e2.shape[1])
-            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels,
-                                   source_faces=fs, target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT,
-                                   symmetric=True, window=_POLISH_WINDOW).p2p_21
-            fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()
+            p2p = extrinsic_refine(vs.float(), vt.float(), p2p, e2, b2.evals.float(), levels=levels, source_faces=fs,
+                                   target_faces=ft, normal_weight=_EXT_NORMAL_WEIGHT, symmetric=True,
+                                   window=window).p2p_21
+            fmap = fmap_from_p2p(p2p, e1, e2, mass2=m2).double()  # as the refits above
     elif refine == "sinkhorn":
         samples1 = farthest_point_sampling(vt, min(n_samples * 2, vt.shape[0]), start=0)
         res = sinkhorn_zoomout(C, b1.evecs, b2.evecs, b1.mass, b2.mass, k_final=k, step=step, samples1=samples1,

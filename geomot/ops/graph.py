@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
+from geomot._core.checks import check_float_tensor, check_index_tensor, check_int, check_positive
 from geomot._core.errors import ValidationError
 from geomot.ops.geometry import edges
 
@@ -102,10 +102,8 @@ def ring_neighbourhoods(faces: torch.Tensor, n_verts: int, rings: int) -> tuple[
     """
     import scipy.sparse as sp
 
-    if isinstance(rings, bool) or not isinstance(rings, int) or rings < 1:
-        raise ValidationError(f"rings: expected an integer >= 1, got {rings!r}")
-    if isinstance(n_verts, bool) or not isinstance(n_verts, int) or n_verts < 1:
-        raise ValidationError(f"n_verts: expected a positive integer, got {n_verts!r}")
+    check_int(rings, "rings", at_least=1)
+    check_int(n_verts, "n_verts", at_least=1)
     check_index_tensor(faces, "faces", size=n_verts, ncols=3)
     e = edges(faces.detach().cpu().long()).numpy()
     ones = np.ones(e.shape[0], dtype=np.float32)
