@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ConvergenceWarning",
     "FileFormatError",
+    "GeomotDeprecationWarning",
     "GeomotError",
     "MissingDependencyError",
     "NumericalError",
@@ -43,3 +44,11 @@ class NumericalError(GeomotError, FloatingPointError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped before reaching its tolerance."""
+
+
+class GeomotDeprecationWarning(FutureWarning):
+    """A geomot argument or name is deprecated; the message names its replacement.
+
+    A ``FutureWarning`` so that it is shown to users of scripts by default (``DeprecationWarning`` is hidden
+    outside ``__main__``).
+    """
