@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
-from geomot._core.errors import ShapeError, ValidationError
-from geomot.structures import Measure, Mesh, PointCloud, as_measure, mesh_to_measure
+from geomot._core.errors import GeomotDeprecationWarning, ShapeError, ValidationError
+from geomot.structures import Measure, Mesh, PointCloud, as_measure, check_pair_dims, mesh_to_measure
 from tests.conftest import icosphere
 
 
@@ -139,8 +141,6 @@ def test_as_measure_dispatch():
     assert batched and mu.support.shape == (1, 80, 3)
     mu, _ = as_measure(PointCloud(torch.randn(7, 3)))
     assert mu.support.shape == (1, 7, 3)
-    with pytest.raises(ValidationError, match="measure: only meaningful for Mesh inputs"):
-        as_measure(torch.randn(5, 3), measure="varifold")
     with pytest.raises(ShapeError, match=r"y_weights: expected shape \(5,\)"):
         as_measure(torch.randn(5, 3), weights=torch.ones(4), name="y")
     with pytest.raises(ValidationError, match="y: empty point set"):
@@ -149,3 +149,52 @@ def test_as_measure_dispatch():
         as_measure([1, 2, 3])
     with pytest.raises(ValidationError, match="x_weights: weights must be non-negative"):
         as_measure(torch.randn(3, 3), weights=torch.tensor([1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("measure", [None, "vertices", "faces", "samples", "varifold"])
+def test_measure_is_irrelevant_for_non_mesh_inputs(measure):
+    x = torch.randn(5, 3)
+    for inp in (x, PointCloud(x), Measure(x)):
+        mu, _ = as_measure(inp, measure=measure)
+        assert torch.equal(mu.support[0], x)
+
+
+def test_mesh_becomes_its_varifold_by_default():
+    v, f = icosphere(1)
+    mu, _ = as_measure(Mesh(v, f))
+    ref = mesh_to_measure(Mesh(v, f), "varifold")
+    assert mu.dim == 6 and torch.equal(mu.support, ref.support) and torch.equal(mu.weights, ref.weights)
+    assert as_measure(Mesh(v, f), measure="vertices")[0].dim == 3
+
+
+def test_as_measure_unknown_measure_raises_for_every_input():
+    with pytest.raises(ValidationError, match=r"measure: unknown mesh measure 'verts'; valid: faces, samples"):
+        as_measure(torch.randn(5, 3), measure="verts")
+
+
+def test_default_mesh_measure_is_deprecated():
+    v, f = icosphere(0)
+    with pytest.warns(GeomotDeprecationWarning, match="default_mesh_measure"):
+        mu, _ = as_measure(Mesh(v, f), default_mesh_measure="vertices")
+    assert mu.dim == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_measure(Mesh(v, f))
+
+
+def test_check_pair_dims_names_the_mesh_and_the_fix():
+    v, f = icosphere(0)
+    mesh, cloud = Mesh(v, f), torch.randn(7, 3, dtype=v.dtype)
+    mm, mc = as_measure(mesh)[0], as_measure(cloud)[0]
+    assert check_pair_dims(mc, mc, cloud, cloud) == 3
+    fix = r"pass measure='vertices', 'faces' or 'samples' to compare a mesh with a point cloud"
+    with pytest.raises(ShapeError, match=r"y: expected points of dimension 6 \(that of x, a Mesh turned into its 6-D "
+                       r"varifold by default\), got 3; " + fix):
+        check_pair_dims(mm, mc, mesh, cloud)
+    with pytest.raises(ShapeError, match=r"y: expected points of dimension 3 \(that of x\), got 6 \(y is a Mesh "
+                       r"turned into its 6-D varifold by measure='varifold'\); " + fix):
+        check_pair_dims(mc, mm, cloud, mesh, measure="varifold")
+    with pytest.raises(ShapeError, match=r"b: expected points of dimension 3 \(that of a\), got 4$"):
+        check_pair_dims(mc, torch.randn(2, 4), cloud, None, names=("a", "b"))
+    with pytest.raises(ShapeError, match=r"a Mesh side is vertices in R\^3, so the other side must hold 3-D points"):
+        check_pair_dims(3, 6, mesh, torch.randn(2, 6), measure="vertices")
