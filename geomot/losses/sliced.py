@@ -11,16 +11,16 @@ in :mod:`geomot.losses.sliced_variants`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 
-from geomot._core.checks import check_float_tensor, check_positive
+from geomot._core.checks import check_float_tensor, check_int, check_positive, data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
+from geomot.losses._shell import PAIR_INPUTS, LossModule
 from geomot.ops.directions import DIRECTIONS
-from geomot.structures.convert import as_measure
+from geomot.structures.convert import as_measure, check_pair_dims, resolve_mesh_measure
 from geomot.transport.ot1d import projected_sorted_power, quantile_power, safe_root, sort_last, sort_values
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "REDUCTIONS",
     "SlicedPair",
     "SlicedWasserstein",
+    "check_settings",
     "finish",
     "make_directions",
     "prepare_pair",
@@ -79,8 +80,9 @@ class SlicedPair(NamedTuple):
 
 
 def _side(x, weights, lengths, measure, measure_options, generator, name):
-    if isinstance(x, torch.Tensor) and weights is None and lengths is None and measure is None:
-        # the common training-loop case: a dense uniform cloud; validate without building a Measure
+    if isinstance(x, torch.Tensor) and weights is None and lengths is None:
+        # the common training-loop case: a dense uniform cloud (``measure`` concerns meshes only); validate without
+        # building a Measure
         check_float_tensor(x, name, ndim=(2, 3), finite=False, allow_empty=True)
         if x.shape[-2] == 0 or x.shape[-1] == 0:
             raise ValidationError(f"{name}: empty point set (shape {tuple(x.shape)})")
@@ -117,12 +119,13 @@ def prepare_pair(
 
     Inputs go through :func:`geomot.structures.as_measure` (tensors, PointClouds, Measures, Meshes; weights are
     normalised to sum to one per item, negative weights raise). A batch of one is broadcast against a batch of
-    ``B``. ``generator`` drives the surface sampling of ``measure="samples"``.
+    ``B``. ``generator`` drives the surface sampling of ``measure="samples"``. ``measure`` only concerns Mesh inputs
+    (a Mesh with ``measure=None`` becomes its 6-D oriented varifold); when the two sides end up in different
+    dimensions the :class:`ShapeError` says what a Mesh side became and how to compare it with a point cloud.
     """
     xs, xw, xl, xb, xu, xf = _side(x, x_weights, x_lengths, measure, measure_options, generator, "x")
     ys, yw, yl, yb, yu, yf = _side(y, y_weights, y_lengths, measure, measure_options, generator, "y")
-    if xs.shape[-1] != ys.shape[-1]:
-        raise ShapeError(f"y: expected points of dimension {xs.shape[-1]} (that of x), got {ys.shape[-1]}")
+    check_pair_dims(xs, ys, x, y, measure=measure)
     if xs.dtype != ys.dtype or xs.device != ys.device:
         raise ShapeError(f"y: expected dtype {xs.dtype} on {xs.device} (that of x), got {ys.dtype} on {ys.device}")
     bx, by = xs.shape[0], ys.shape[0]
@@ -146,25 +149,43 @@ def make_directions(
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """Directions as ``(L, D)`` (shared by the batch) or ``(B, L, D)`` from a strategy name or a tensor.
+    """Directions as ``(L, D)`` (shared by the batch) or ``(B, L, D)`` unit rows from a strategy name or a tensor.
 
     Args:
         projections: None / ``"random"``, any name in :data:`geomot.ops.directions.DIRECTIONS`, or a tensor
-            ``(D, L)`` / ``(B, D, L)`` of directions in POT's column convention.
+            ``(D, L)`` / ``(B, D, L)`` of directions in POT's column convention. A tensor's columns are
+            **normalised to unit length** (differentiably), so ``c * theta`` gives the value of ``theta``; a column
+            of NaN/Inf or of zeros raises :class:`ValidationError` naming it while value checks are on
+            (:func:`geomot.data_checks`), and gives NaN otherwise.
     """
     if isinstance(projections, torch.Tensor):
-        t = check_float_tensor(projections, "projections", ndim=(2, 3))
-        if t.shape[-2] != dim:
-            raise ShapeError(f"projections: expected shape ({dim}, L) (columns are directions), got {tuple(t.shape)}")
-        if t.dim() == 3 and t.shape[0] != batch:
-            raise ShapeError(f"projections: expected a batch of {batch} direction sets, got {tuple(t.shape)}")
-        if t.dtype != dtype or t.device != device:
-            raise ShapeError(f"projections: expected dtype {dtype} on {device}, got {t.dtype} on {t.device}")
-        return t.transpose(-1, -2)
-    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-        raise ValidationError(f"n_projections: expected an integer >= 1, got {n_projections!r}")
+        return _directions_from_tensor(projections, dim, batch=batch, dtype=dtype, device=device)
+    n_projections = check_int(n_projections, "n_projections", at_least=1)
     kind = "random" if projections is None else projections
     return DIRECTIONS.get(kind, arg="projections")(n_projections, dim, generator=generator, dtype=dtype, device=device)
+
+
+def _directions_from_tensor(
+    projections: torch.Tensor, dim: int, *, batch: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    t = check_float_tensor(projections, "projections", ndim=(2, 3))
+    if t.shape[-2] != dim:
+        raise ShapeError(f"projections: expected shape ({dim}, L) (columns are directions), got {tuple(t.shape)}")
+    if t.dim() == 3 and t.shape[0] != batch:
+        raise ShapeError(f"projections: expected a batch of {batch} direction sets, got {tuple(t.shape)}")
+    if t.dtype != dtype or t.device != device:
+        raise ShapeError(f"projections: expected dtype {dtype} on {device}, got {t.dtype} on {t.device}")
+    norms = torch.linalg.vector_norm(t, dim=-2, keepdim=True)  # (1, L) or (B, 1, L)
+    if data_checks_enabled():
+        zero = norms == 0
+        if bool(zero.any()):
+            where = zero.nonzero()[0].tolist()
+            item = f" of item {where[0]}" if t.dim() == 3 else ""
+            raise ValidationError(
+                f"projections: column {where[-1]}{item} is zero; every column must be a non-zero direction "
+                f"(shape {tuple(t.shape)})"
+            )
+    return (t / norms).transpose(-1, -2)
 
 
 def _uniform_cum(lengths: torch.Tensor, n: int, full: bool, like: torch.Tensor) -> torch.Tensor:
@@ -228,6 +249,35 @@ def finish(power: torch.Tensor, *, p: float, root: bool, reduction: str, batched
 def check_order(p: float) -> float:
     """``p >= 1`` (the 1-D costs ``|t|^p`` are convex only then)."""
     return check_positive(p, "p", at_least=1.0)
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Check the settings shared by the sliced losses (those present among ``p``, ``n_projections``, ``projections``
+    as a strategy name, ``control_variate``, ``measure``, ``measure_options``, ``reduction``, ``root``) with the
+    functions' own checks; used by the Module shells at construction. Returns the settings (``p`` as a float)."""
+    out = dict(settings)
+    if "p" in out:
+        out["p"] = check_order(out["p"])
+    if "n_projections" in out:
+        check_int(out["n_projections"], "n_projections", at_least=1)
+    if out.get("projections") is not None:
+        if isinstance(out["projections"], torch.Tensor):
+            raise ValidationError(
+                "projections: a tensor of directions is a per-call input, pass it to forward(); at construction "
+                f"give a strategy name ({', '.join(DIRECTIONS.names())})"
+            )
+        DIRECTIONS.get(out["projections"], arg="projections")
+    if out.get("control_variate") is not None:
+        CONTROL_VARIATES.get(out["control_variate"], arg="control_variate")
+    if out.get("measure") is not None:
+        resolve_mesh_measure(out["measure"])
+    if out.get("measure_options") is not None and not isinstance(out["measure_options"], dict):
+        raise ValidationError(f"measure_options: expected a dict or None, got {type(out['measure_options']).__name__}")
+    if "reduction" in out:
+        REDUCTIONS.get(out["reduction"], arg="reduction")
+    if "root" in out and not isinstance(out["root"], bool):
+        raise ValidationError(f"root: expected True or False, got {out['root']!r}")
+    return out
 
 
 # -- control variates ----------------------------------------------------------------------------------------
@@ -324,11 +374,14 @@ def sliced_wasserstein(
         p: order ``>= 1``.
         n_projections: ``L``, the number of directions (ignored when ``projections`` is a tensor).
         projections: a strategy of :data:`geomot.ops.directions.DIRECTIONS` (``"random"`` (default),
-            ``"qmc"``, ``"orthogonal"``) or a tensor ``(D, L)`` / ``(B, D, L)`` of unit directions (POT's
-            convention, so results can be compared with ``ot.sliced_wasserstein_distance``).
+            ``"qmc"``, ``"orthogonal"``) or a tensor ``(D, L)`` / ``(B, D, L)`` of directions (POT's column
+            convention). The columns are normalised to unit length, so only their directions matter (POT's
+            ``ot.sliced_wasserstein_distance`` uses them as given: the two agree for unit columns); zero or
+            non-finite columns raise :class:`ValidationError` (NaN result with value checks off).
         control_variate: None, ``"lower"`` or ``"upper"`` (:data:`CONTROL_VARIATES`).
         measure: how a Mesh becomes a measure: ``"vertices"``, ``"faces"``, ``"samples"`` or ``"varifold"``
-            (default for meshes: varifold atoms ``(c_f, n_f)`` in ``R^6``).
+            (default for meshes: varifold atoms ``(c_f, n_f)`` in ``R^6``, so a Mesh against a 3-D point cloud
+            needs ``"vertices"``, ``"faces"`` or ``"samples"``). Irrelevant for other inputs.
         measure_options: extra keywords of :func:`geomot.mesh_to_measure` (``n_samples``, ``normal_weight``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the batch.
         root: return ``SW_p`` (default) or ``SW_p^p`` when False (cheaper gradients, no root at zero).
@@ -336,7 +389,9 @@ def sliced_wasserstein(
 
     Returns:
         a scalar, or ``(B,)`` with ``reduction="none"`` and batched input. At ``SW = 0`` the gradient of the root
-        is taken as 0.
+        is taken as 0. NaN/Inf coordinates raise :class:`ValidationError` while value checks are on; inside
+        ``geomot.data_checks(False)`` they give NaN (value and gradient), and an overflow gives ``inf`` or NaN,
+        never a finite number.
     """
     p = check_order(p)
     pair = prepare_pair(
@@ -358,46 +413,44 @@ def sliced_wasserstein(
     return finish(power, p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
-class SlicedWasserstein(nn.Module):
-    """Module shell of :func:`sliced_wasserstein`; stores the hyperparameters, ``forward(x, y, **inputs)``.
+class SlicedModule(LossModule):
+    """Base of the sliced-loss shells: settings checked by :func:`check_settings` at construction; ``projections``
+    is a setting when it names a strategy and a per-call input when it is a tensor of directions."""
 
-    ``forward`` accepts the per-call inputs of the function (``x_weights``, ``y_weights``, ``x_lengths``,
-    ``y_lengths``, ``projections`` as a tensor, ``generator``).
-    """
+    inputs = PAIR_INPUTS | {"projections"}
 
-    def __init__(
-        self,
-        *,
-        p: float = 2.0,
-        n_projections: int = 100,
-        projections: str | None = None,
-        control_variate: str | None = None,
-        measure: str | None = None,
-        measure_options: dict | None = None,
-        reduction: str = "mean",
-        root: bool = True,
-    ) -> None:
-        super().__init__()
-        self.p = check_order(p)
-        self.n_projections = n_projections
-        self.projections = projections
-        self.control_variate = control_variate
-        self.measure = measure
-        self.measure_options = measure_options
-        self.reduction = reduction
-        self.root = root
+    def __init__(self, **settings: Any) -> None:
+        strategy = settings.pop("projections", None)
+        super().__init__(**settings)
+        if strategy is not None:
+            check_settings({"projections": strategy})
+        #: the direction strategy used when ``forward`` gets no ``projections`` (None: the function's default)
+        self.projections: str | None = strategy
 
-    def forward(self, x: object, y: object, **inputs: object) -> torch.Tensor:
-        settings = dict(
-            p=self.p, n_projections=self.n_projections, projections=self.projections,
-            control_variate=self.control_variate, measure=self.measure, measure_options=self.measure_options,
-            reduction=self.reduction, root=self.root,
-        )
-        settings.update(inputs)
-        return sliced_wasserstein(x, y, **settings)  # type: ignore[arg-type]
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return check_settings(settings)
+
+    def forward(self, x: object, y: object, **inputs: Any) -> torch.Tensor:
+        if self.projections is not None and inputs.get("projections") is None:
+            inputs["projections"] = self.projections
+        return super().forward(x, y, **inputs)
 
     def extra_repr(self) -> str:
-        return (
-            f"p={self.p}, n_projections={self.n_projections}, projections={self.projections!r}, "
-            f"control_variate={self.control_variate!r}, reduction={self.reduction!r}, root={self.root}"
-        )
+        own = "" if self.projections is None else f"projections={self.projections!r}"
+        return ", ".join(filter(None, [own, super().extra_repr()]))
+
+
+class SlicedWasserstein(SlicedModule):
+    """Module shell of :func:`sliced_wasserstein`: ``SlicedWasserstein(**settings)(x, y, **inputs)``.
+
+    Settings (keyword-only, checked at construction): ``p``, ``n_projections``, ``projections`` (a strategy name),
+    ``control_variate``, ``measure``, ``measure_options``, ``reduction``, ``root``. Per-call inputs of ``forward``:
+    ``x_weights``, ``y_weights``, ``x_lengths``, ``y_lengths``, ``generator`` and ``projections`` as a ``(D, L)`` /
+    ``(B, D, L)`` tensor of directions.
+
+    Example:
+        >>> loss_fn = SlicedWasserstein(n_projections=200, projections="qmc")
+        >>> loss = loss_fn(pred, target, generator=g)
+    """
+
+    function = staticmethod(sliced_wasserstein)

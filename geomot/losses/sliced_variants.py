@@ -12,16 +12,29 @@ returned value is differentiable in the inputs with the chosen directions held f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from geomot._core.checks import check_positive
+from geomot._core.checks import check_int, check_positive
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
-from geomot.losses.sliced import SlicedPair, check_order, finish, make_directions, prepare_pair, projected_costs
-from geomot.ops.directions import random_directions, sample_vmf
+from geomot.losses._shell import LossModule
+from geomot.losses.sliced import (
+    SlicedModule,
+    SlicedPair,
+    check_order,
+    check_settings,
+    finish,
+    make_directions,
+    prepare_pair,
+    projected_costs,
+)
+from geomot.ops.directions import random_directions, reflect_to, vmf_samples_at_e1
 from geomot.transport.ot1d import safe_root
 
 __all__ = [
@@ -37,23 +50,12 @@ __all__ = [
 ]
 
 
-def _check_iters(n: int, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValidationError(f"{name}: expected an integer >= 0, got {n!r}")
-    return n
-
-
-def _check_count(n: int, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValidationError(f"{name}: expected an integer >= 1, got {n!r}")
-    return n
-
-
 def _normalize(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 # -- max-SW ---------------------------------------------------------------------------------------------------
+@renamed_kwargs(n_iters="max_iter", step="lr")
 def max_sliced_wasserstein(
     x: object,
     y: object,
@@ -63,8 +65,8 @@ def max_sliced_wasserstein(
     x_lengths: torch.Tensor | None = None,
     y_lengths: torch.Tensor | None = None,
     p: float = 2.0,
-    n_iters: int = 100,
-    step: float = 0.1,
+    max_iter: int = 100,
+    lr: float = 0.1,
     tol: float = 1e-6,
     measure: str | None = None,
     measure_options: dict | None = None,
@@ -75,15 +77,15 @@ def max_sliced_wasserstein(
     """Max-sliced Wasserstein ``max_{theta in S^{d-1}} W_p(theta#mu, theta#nu)`` ("Max-Sliced Wasserstein Distance
     and its use for GANs", Deshpande et al., CVPR 2019).
 
-    Projected gradient ascent on the sphere, one direction per pair: ``theta <- (theta + step grad W_p(theta)) /
-    ||.||`` from a uniform random start, stopping after ``n_iters`` steps or when every direction moves by less
+    Projected gradient ascent on the sphere, one direction per pair: ``theta <- (theta + lr grad W_p(theta)) /
+    ||.||`` from a uniform random start, stopping after ``max_iter`` steps or when every direction moves by less
     than ``tol``. The result is a lower bound of the maximum (the problem is not concave).
 
     Args:
         x, y, x_weights, y_weights, x_lengths, y_lengths, measure, measure_options: as in ``sliced_wasserstein``.
         p: order ``>= 1``.
-        n_iters: ascent steps (``>= 0``).
-        step: ascent step size ``> 0``.
+        max_iter: ascent steps (``>= 0``); ``n_iters`` is a deprecated alias.
+        lr: ascent step size ``> 0``; ``step`` is a deprecated alias.
         tol: stopping tolerance on ``max_b ||theta_new - theta||``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         root: return ``W_p`` (default) or ``W_p^p``.
@@ -93,34 +95,41 @@ def max_sliced_wasserstein(
         a scalar, or ``(B,)`` with ``reduction="none"`` and batched input.
     """
     p = check_order(p)
-    n_iters = _check_iters(n_iters, "n_iters")
-    step = check_positive(step, "step")
+    max_iter = check_int(max_iter, "max_iter", at_least=0)
+    lr = check_positive(lr, "lr")
     tol = check_positive(tol, "tol", strict=False)
     pair = prepare_pair(
         x, y, x_weights=x_weights, y_weights=y_weights, x_lengths=x_lengths, y_lengths=y_lengths,
         measure=measure, measure_options=measure_options, generator=generator,
     )
-    theta = _ascend_max(pair, p, n_iters=n_iters, step=step, tol=tol, generator=generator)
+    theta = _ascend_max(pair, p, max_iter=max_iter, lr=lr, tol=tol, generator=generator)
     costs = projected_costs(pair, theta, p)
     return finish(costs[:, 0], p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
-def _ascend_max(pair: SlicedPair, p: float, *, n_iters: int, step: float, tol: float, generator) -> torch.Tensor:
-    """``(B, 1, D)`` directions after projected gradient ascent of ``W_p``."""
+def _ascend_max(pair: SlicedPair, p: float, *, max_iter: int, lr: float, tol: float, generator) -> torch.Tensor:
+    """``(B, 1, D)`` directions after projected gradient ascent of ``W_p`` (stops early on a non-finite move:
+    non-finite inputs give a NaN value whatever the direction)."""
     fixed = pair.detach()
     bsz, dim = fixed.x.shape[0], fixed.x.shape[-1]
     theta = random_directions(bsz, dim, generator=generator, dtype=fixed.x.dtype, device=fixed.x.device)[:, None, :]
+    return _projected_ascent(lambda t: safe_root(projected_costs(fixed, t, p), p).sum(), theta, max_iter, lr, tol)
+
+
+def _projected_ascent(objective, start: torch.Tensor, max_iter: int, lr: float, tol: float) -> torch.Tensor:
+    """``v <- (v + lr grad objective(v)) / ||.||`` on the last dimension until ``max_iter`` steps or every row
+    moves by less than ``tol``; returns the detached result."""
+    v = start.detach()
     with torch.enable_grad():
-        for _ in range(n_iters):
-            theta = theta.detach().requires_grad_(True)
-            costs = projected_costs(fixed, theta, p)
-            (grad,) = torch.autograd.grad(safe_root(costs, p).sum(), theta)
-            new = _normalize(theta.detach() + step * grad)
-            moved = float((new - theta.detach()).norm(dim=-1).max())
-            theta = new
-            if moved < tol:
+        for _ in range(max_iter):
+            v = v.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(v), v)
+            new = _normalize(v.detach() + lr * grad)
+            moved = float((new - v.detach()).norm(dim=-1).max())
+            v = new
+            if moved < tol or not math.isfinite(moved):
                 break
-    return theta.detach()
+    return v.detach()
 
 
 # -- distributional SW ----------------------------------------------------------------------------------------
@@ -133,6 +142,7 @@ def _identity_push_forward(dim: int, dtype: torch.dtype, device: torch.device) -
     return lin
 
 
+@renamed_kwargs(n_iters="max_iter")
 def distributional_sliced_wasserstein(
     x: object,
     y: object,
@@ -144,7 +154,7 @@ def distributional_sliced_wasserstein(
     p: float = 2.0,
     n_projections: int = 100,
     push_forward: nn.Module | None = None,
-    n_iters: int = 10,
+    max_iter: int = 10,
     lr: float = 0.01,
     regularization: float = 1.0,
     measure: str | None = None,
@@ -156,16 +166,18 @@ def distributional_sliced_wasserstein(
     """Distributional sliced Wasserstein ("Distributional Sliced-Wasserstein and Applications to Generative
     Modeling", Nguyen et al., ICLR 2021).
 
-    Directions ``theta = f(u) / ||f(u)||`` with ``u ~ U(S^{d-1})`` and a push-forward ``f`` trained for ``n_iters``
-    Adam steps (rate ``lr``) to maximise the Lagrangian of eq. (4)
+    Directions ``theta = f(u) / ||f(u)||`` with ``u ~ U(S^{d-1})`` and a push-forward ``f`` trained for ``max_iter``
+    Adam steps (rate ``lr``, fresh ``u`` at each step) to maximise the Lagrangian of eq. (4)
     ``( (1/L) sum_l W_p^p(theta_l#mu, theta_l#nu) )^(1/p) - lambda_C (1/L^2) sum_{l,l'} |theta_l^T theta_l'|``,
     where ``lambda_C = regularization`` keeps the directions spread. The batch shares one ``f``. The value is
-    then computed on fresh directions from the trained ``f`` (held fixed).
+    then computed on fresh directions from the trained ``f``, held fixed: its gradient is that of
+    ``sliced_wasserstein`` with those directions. If the training objective becomes non-finite (NaN/Inf inputs
+    with value checks off), ``f`` keeps the parameters it had before the call and the value is NaN.
 
     Args:
         push_forward: a module ``(L, D) -> (L, D)``, trained in place (keep it across calls to amortise, as the
             paper does); default: a fresh ``nn.Linear(D, D)`` started at the identity.
-        n_iters: Adam steps per call (``>= 0``).
+        max_iter: Adam steps per call (``>= 0``); ``n_iters`` is a deprecated alias.
         lr: Adam learning rate.
         regularization: ``lambda_C >= 0``.
         other arguments: as in ``sliced_wasserstein``.
@@ -174,8 +186,8 @@ def distributional_sliced_wasserstein(
         a scalar, or ``(B,)`` with ``reduction="none"`` and batched input.
     """
     p = check_order(p)
-    n_projections = _check_count(n_projections, "n_projections")
-    n_iters = _check_iters(n_iters, "n_iters")
+    n_projections = check_int(n_projections, "n_projections", at_least=1)
+    max_iter = check_int(max_iter, "max_iter", at_least=0)
     lr = check_positive(lr, "lr")
     regularization = check_positive(regularization, "regularization", strict=False)
     pair = prepare_pair(
@@ -201,24 +213,36 @@ def distributional_sliced_wasserstein(
                              f"{tuple(getattr(out, 'shape', ()))}")
         return _normalize(out)
 
-    if params and n_iters:
-        opt = torch.optim.Adam(params, lr=lr)
-        with torch.enable_grad():
-            for _ in range(n_iters):
-                theta = directions()
-                costs = projected_costs(fixed, theta, p)
-                spread = (theta @ theta.T).abs().mean()
-                loss = regularization * spread - safe_root(costs.mean(-1), p).sum()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+    if params and max_iter:
+        _train_push_forward(params, directions, fixed, p, max_iter=max_iter, lr=lr, regularization=regularization)
     with torch.no_grad():
         theta = directions()
     costs = projected_costs(pair, theta, p)
     return finish(costs.mean(-1), p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
+def _train_push_forward(params, directions, fixed: SlicedPair, p: float, *, max_iter, lr, regularization) -> None:
+    """Adam ascent of the DSW Lagrangian on ``params``; restores them (without a host sync) if they became
+    non-finite, so that one NaN batch cannot spoil a push-forward kept across calls."""
+    before = [q.detach().clone() for q in params]
+    opt = torch.optim.Adam(params, lr=lr)
+    with torch.enable_grad():
+        for _ in range(max_iter):
+            theta = directions()
+            costs = projected_costs(fixed, theta, p)
+            spread = (theta @ theta.T).abs().mean()
+            loss = regularization * spread - safe_root(costs.mean(-1), p).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        ok = torch.stack([torch.isfinite(q).all() for q in params]).all()
+        for q, q0 in zip(params, before):
+            q.copy_(torch.where(ok, q, q0))
+
+
 # -- vMF-DSW --------------------------------------------------------------------------------------------------
+@renamed_kwargs(n_iters="max_iter", step="lr")
 def vmf_sliced_wasserstein(
     x: object,
     y: object,
@@ -230,8 +254,9 @@ def vmf_sliced_wasserstein(
     p: float = 2.0,
     n_projections: int = 100,
     kappa: float = 10.0,
-    n_iters: int = 10,
-    step: float = 0.1,
+    max_iter: int = 10,
+    lr: float = 0.1,
+    tol: float = 1e-6,
     measure: str | None = None,
     measure_options: dict | None = None,
     reduction: str = "mean",
@@ -242,23 +267,31 @@ def vmf_sliced_wasserstein(
     Autoencoders with Spherical Sliced Fused Gromov Wasserstein", Nguyen et al., ICLR 2021).
 
     ``max_{epsilon in S^{d-1}} ( E_{theta ~ vMF(epsilon, kappa)} W_p^p(theta#mu, theta#nu) )^(1/p)``: the location
-    ``epsilon`` (one per pair, uniform start) follows ``n_iters`` projected gradient-ascent steps of size ``step``
-    on an ``L``-sample estimate, with reparameterised samples (:func:`geomot.ops.directions.sample_vmf`: exact
-    inverse CDF for ``d = 3``, Wood's algorithm otherwise). Small ``kappa`` tends to SW, large ``kappa`` to max-SW.
+    ``epsilon`` (one per pair, uniform start) follows at most ``max_iter`` projected gradient-ascent steps of size
+    ``lr`` on an ``L``-sample estimate with reparameterised samples (:func:`geomot.ops.directions.sample_vmf`:
+    exact inverse CDF for ``d = 3``, Wood's algorithm otherwise), stopping when every location moves by less than
+    ``tol``. The ``L`` samples around ``e_1`` are drawn once per call and moved to ``epsilon`` by a Householder
+    reflection (common random numbers), so the ascent maximises one fixed function of ``epsilon`` and the value is
+    computed on the same samples at the final location; at a converged location its gradient (directions held
+    fixed) is the gradient of the returned value (envelope theorem). Small ``kappa`` tends to SW, large ``kappa``
+    to max-SW.
 
     Args:
         kappa: concentration ``> 0``.
-        n_iters: ascent steps (``>= 0``); step: their size ``> 0``.
+        max_iter: ascent steps (``>= 0``); ``n_iters`` is a deprecated alias.
+        lr: their size ``> 0``; ``step`` is a deprecated alias.
+        tol: stopping tolerance on ``max_b ||epsilon_new - epsilon||``.
         other arguments: as in ``sliced_wasserstein``.
 
     Returns:
         a scalar, or ``(B,)`` with ``reduction="none"`` and batched input.
     """
     p = check_order(p)
-    n_projections = _check_count(n_projections, "n_projections")
+    n_projections = check_int(n_projections, "n_projections", at_least=1)
     kappa = check_positive(kappa, "kappa")
-    n_iters = _check_iters(n_iters, "n_iters")
-    step = check_positive(step, "step")
+    max_iter = check_int(max_iter, "max_iter", at_least=0)
+    lr = check_positive(lr, "lr")
+    tol = check_positive(tol, "tol", strict=False)
     pair = prepare_pair(
         x, y, x_weights=x_weights, y_weights=y_weights, x_lengths=x_lengths, y_lengths=y_lengths,
         measure=measure, measure_options=measure_options, generator=generator,
@@ -268,15 +301,13 @@ def vmf_sliced_wasserstein(
     if dim < 2:
         raise ShapeError(f"x: vmf_sliced_wasserstein needs points of dimension >= 2, got {dim}")
     loc = random_directions(bsz, dim, generator=generator, dtype=dtype, device=device)
-    with torch.enable_grad():
-        for _ in range(n_iters):
-            loc = loc.detach().requires_grad_(True)
-            theta = sample_vmf(loc, kappa, n_projections, generator=generator)  # (B, L, D)
-            costs = projected_costs(fixed, theta, p)
-            (grad,) = torch.autograd.grad(safe_root(costs.mean(-1), p).sum(), loc)
-            loc = _normalize(loc.detach() + step * grad)
-    theta = sample_vmf(loc.detach(), kappa, n_projections, generator=generator)
-    costs = projected_costs(pair, theta, p)
+    base = vmf_samples_at_e1(n_projections, dim, kappa, batch=bsz, generator=generator, dtype=dtype, device=device)
+
+    def objective(v: torch.Tensor) -> torch.Tensor:
+        return safe_root(projected_costs(fixed, reflect_to(base, v), p).mean(-1), p).sum()
+
+    loc = _projected_ascent(objective, loc, max_iter, lr, tol)
+    costs = projected_costs(pair, reflect_to(base, loc), p)
     return finish(costs.mean(-1), p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
@@ -339,68 +370,101 @@ def energy_based_sliced_wasserstein(
 
 
 # -- module shells --------------------------------------------------------------------------------------------
-class _SlicedShell(nn.Module):
-    """Stores keyword settings; ``forward(x, y, **inputs)`` calls the function with them."""
-
-    _fn: Callable[..., torch.Tensor]
-
-    def __init__(self, **settings: object) -> None:
-        super().__init__()
-        check_order(settings.get("p", 2.0))  # type: ignore[arg-type]
-        self.settings = settings
-
-    def forward(self, x: object, y: object, **inputs: object) -> torch.Tensor:
-        return type(self)._fn(x, y, **{**self.settings, **inputs})
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+def _check_variant_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The checks of the variant functions, run on the settings a shell is built with."""
+    out = check_settings(settings)
+    if "max_iter" in out:
+        check_int(out["max_iter"], "max_iter", at_least=0)
+    for name, strict in (("lr", True), ("kappa", True), ("tol", False), ("regularization", False)):
+        if name in out:
+            out[name] = check_positive(out[name], name, strict=strict)
+    if "energy" in out:
+        ENERGIES.get(out["energy"], arg="energy")
+    if "detach_weights" in out and not isinstance(out["detach_weights"], bool):
+        raise ValidationError(f"detach_weights: expected True or False, got {out['detach_weights']!r}")
+    return out
 
 
-class MaxSlicedWasserstein(_SlicedShell):
-    """Module shell of :func:`max_sliced_wasserstein` (keyword settings: ``p``, ``n_iters``, ``step``, ``tol``,
-    ``measure``, ``reduction``, ``root``)."""
+class MaxSlicedWasserstein(LossModule):
+    """Module shell of :func:`max_sliced_wasserstein`. Settings (keyword-only, checked at construction): ``p``,
+    ``max_iter``, ``lr``, ``tol``, ``measure``, ``measure_options``, ``reduction``, ``root`` (``n_iters`` and
+    ``step`` are deprecated aliases of ``max_iter`` and ``lr``); ``forward(x, y, **inputs)`` takes the weights,
+    lengths and ``generator``."""
 
-    _fn = staticmethod(max_sliced_wasserstein)
+    function = staticmethod(max_sliced_wasserstein)
 
-
-class VmfSlicedWasserstein(_SlicedShell):
-    """Module shell of :func:`vmf_sliced_wasserstein` (``p``, ``n_projections``, ``kappa``, ``n_iters``,
-    ``step``, ``measure``, ``reduction``, ``root``)."""
-
-    _fn = staticmethod(vmf_sliced_wasserstein)
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return _check_variant_settings(settings)
 
 
-class EnergyBasedSlicedWasserstein(_SlicedShell):
-    """Module shell of :func:`energy_based_sliced_wasserstein` (``p``, ``n_projections``, ``projections``,
-    ``energy``, ``detach_weights``, ``measure``, ``reduction``, ``root``)."""
+class VmfSlicedWasserstein(LossModule):
+    """Module shell of :func:`vmf_sliced_wasserstein`. Settings: ``p``, ``n_projections``, ``kappa``,
+    ``max_iter``, ``lr``, ``tol``, ``measure``, ``measure_options``, ``reduction``, ``root`` (``n_iters`` and
+    ``step`` are deprecated aliases); ``forward(x, y, **inputs)`` takes the weights, lengths and ``generator``."""
 
-    _fn = staticmethod(energy_based_sliced_wasserstein)
+    function = staticmethod(vmf_sliced_wasserstein)
+
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return _check_variant_settings(settings)
 
 
-class DistributionalSlicedWasserstein(nn.Module):
-    """Module shell of :func:`distributional_sliced_wasserstein` that owns its push-forward ``f`` (a
-    ``Linear(dim, dim)`` started at the identity unless given), so that ``f`` keeps training across calls.
+class EnergyBasedSlicedWasserstein(SlicedModule):
+    """Module shell of :func:`energy_based_sliced_wasserstein`. Settings: ``p``, ``n_projections``,
+    ``projections`` (a strategy name), ``energy``, ``detach_weights``, ``measure``, ``measure_options``,
+    ``reduction``, ``root``; ``forward(x, y, **inputs)`` takes the weights, lengths, ``generator`` and
+    ``projections`` as a tensor of proposal directions."""
+
+    function = staticmethod(energy_based_sliced_wasserstein)
+
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return _check_variant_settings(settings)
+
+
+class DistributionalSlicedWasserstein(LossModule):
+    """Module shell of :func:`distributional_sliced_wasserstein` that owns its push-forward ``f``, a submodule
+    (so ``.to()``, ``state_dict()`` and ``parameters()`` see it from construction on) trained in place by every
+    call, so that ``f`` keeps improving across calls.
+
+    The default ``f`` is ``Linear(dim, dim)`` started at the identity, built at construction in the default dtype
+    on the CPU (move the shell with ``.to(...)`` like any module): ``dim`` is required unless ``push_forward`` is
+    given. ``f`` is trained by the function's own Adam steps; the returned value does not differentiate through
+    ``f``, so an outer optimiser does not need ``f``'s parameters.
 
     Args:
-        dim: dimension ``D`` of the points (needed to build the default ``f``).
+        dim: dimension ``D`` of the points (keyword-only; needed to build the default ``f``).
         push_forward: a module ``(L, D) -> (L, D)`` instead of the default.
-        settings: keyword settings of the function (``p``, ``n_projections``, ``n_iters``, ``lr``,
-            ``regularization``, ``measure``, ``reduction``, ``root``).
+        settings: keyword settings of the function, checked here: ``p``, ``n_projections``, ``max_iter``
+            (``n_iters`` is a deprecated alias), ``lr``, ``regularization``, ``measure``, ``measure_options``,
+            ``reduction``, ``root``.
+
+    Example:
+        >>> dsw = DistributionalSlicedWasserstein(dim=3, n_projections=50, max_iter=5)
+        >>> loss = dsw(pred, target, generator=g)
     """
 
-    def __init__(self, dim: int, *, push_forward: nn.Module | None = None, **settings: object) -> None:
-        super().__init__()
-        _check_count(dim, "dim")
-        check_order(settings.get("p", 2.0))  # type: ignore[arg-type]
-        self.push_forward = push_forward if push_forward is not None else _identity_push_forward(
-            dim, torch.get_default_dtype(), torch.device("cpu")
-        )
-        self.settings = settings
+    function = staticmethod(distributional_sliced_wasserstein)
 
-    def forward(self, x: object, y: object, **inputs: object) -> torch.Tensor:
-        return distributional_sliced_wasserstein(
-            x, y, push_forward=self.push_forward, **{**self.settings, **inputs}  # type: ignore[arg-type]
-        )
+    def __init__(self, *, dim: int | None = None, push_forward: nn.Module | None = None, **settings: Any) -> None:
+        if push_forward is None:
+            if dim is None:
+                raise ValidationError(
+                    "DistributionalSlicedWasserstein: give dim= (the dimension of the points, to build the default "
+                    "push-forward Linear(dim, dim)) or push_forward="
+                )
+            push_forward = _identity_push_forward(
+                check_int(dim, "dim", at_least=1), torch.get_default_dtype(), torch.device("cpu")
+            )
+        elif dim is not None:
+            check_int(dim, "dim", at_least=1)
+        super().__init__(push_forward=push_forward, **settings)
+        self.push_forward = push_forward  # registered as a submodule; the same object is in self.settings
+
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(settings["push_forward"], nn.Module):
+            raise ValidationError(
+                f"push_forward: expected an nn.Module, got {type(settings['push_forward']).__name__}"
+            )
+        return _check_variant_settings(settings)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items() if k != "push_forward")

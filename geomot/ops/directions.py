@@ -21,9 +21,11 @@ __all__ = [
     "orthogonal_directions",
     "qmc_directions",
     "random_directions",
+    "reflect_to",
     "sample_vmf",
     "sphere_directions",
     "vmf_mean_resultant_length",
+    "vmf_samples_at_e1",
 ]
 
 DirectionSampler = Callable[..., torch.Tensor]
@@ -202,6 +204,8 @@ def sample_vmf(
     ``S^{d-2}``; the sample ``(w, sqrt(1 - w^2) v)`` around ``e_1`` is mapped to ``mu`` by the Householder
     reflection that swaps ``e_1`` and ``mu``. The draw of ``w`` does not depend on ``mu``, so gradients flow
     to ``loc`` through the reflection (as in "Hyperspherical Variational Auto-Encoders", Davidson et al., 2018).
+    Equivalent to :func:`reflect_to` of :func:`vmf_samples_at_e1` (which lets a caller keep the draws and move
+    ``loc``).
 
     Args:
         loc: ``(d,)`` or ``(B, d)`` mean directions (normalised here), ``d >= 2``.
@@ -213,24 +217,48 @@ def sample_vmf(
         ``(n, d)`` unit rows for a ``(d,)`` location, ``(B, n, d)`` for ``(B, d)``.
     """
     loc = check_float_tensor(loc, "loc", ndim=(1, 2))
+    if loc.shape[-1] < 2:
+        raise ValidationError(f"loc: the von Mises-Fisher law needs dimension >= 2, got {loc.shape[-1]}")
+    batched = loc.dim() == 2
+    base = vmf_samples_at_e1(
+        n, loc.shape[-1], kappa, batch=loc.shape[0] if batched else 1, generator=generator, dtype=loc.dtype,
+        device=loc.device,
+    )
+    out = reflect_to(base, loc if batched else loc.unsqueeze(0))
+    return out if batched else out[0]
+
+
+def vmf_samples_at_e1(
+    n: int,
+    dim: int,
+    kappa: float,
+    *,
+    batch: int = 1,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(batch, n, dim)`` samples of ``vMF(e_1, kappa)``: cosine ``w`` as in :func:`sample_vmf`, tangent part
+    uniform on ``S^{dim-2}``, i.e. rows ``(w, sqrt(1 - w^2) v)``."""
     kappa = check_positive(kappa, "kappa")
-    dim = loc.shape[-1]
     _check_counts(n, dim)
     if dim < 2:
-        raise ValidationError(f"loc: the von Mises-Fisher law needs dimension >= 2, got {dim}")
-    batched = loc.dim() == 2
-    mu = _normalize_rows(loc if batched else loc.unsqueeze(0))  # (B, d)
-    bsz = mu.shape[0]
-    dtype, device = mu.dtype, mu.device
-    w = _vmf_cosines(bsz * n, dim, kappa, generator=generator, dtype=dtype, device=device).view(bsz, n, 1)
-    v = _normalize_rows(torch.randn(bsz, n, dim - 1, generator=generator, dtype=dtype, device=device))
-    x = torch.cat([w, torch.sqrt((1.0 - w * w).clamp_min(0.0)) * v], dim=-1)  # around e_1
+        raise ValidationError(f"dim: the von Mises-Fisher law needs dimension >= 2, got {dim}")
+    w = _vmf_cosines(batch * n, dim, kappa, generator=generator, dtype=dtype, device=device).view(batch, n, 1)
+    v = _normalize_rows(torch.randn(batch, n, dim - 1, generator=generator, dtype=dtype, device=device))
+    return torch.cat([w, torch.sqrt((1.0 - w * w).clamp_min(0.0)) * v], dim=-1)
+
+
+def reflect_to(samples: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """Map ``(B, n, d)`` points around ``e_1`` to around ``loc / ||loc||`` ``(B, d)`` by the Householder reflection
+    ``x -> x - 2 <x, u> u`` with ``u = (e_1 - mu) / ||e_1 - mu||`` (the identity when ``mu = e_1``);
+    differentiable in ``loc``."""
+    mu = _normalize_rows(loc)  # (B, d)
     e1 = torch.zeros_like(mu)
     e1[:, 0] = 1.0
     u = e1 - mu
     unorm = u.norm(dim=-1, keepdim=True)
     near = unorm < 1e-6  # mu == e_1: the reflection is the identity
     u = u / unorm.clamp_min(1e-6)
-    reflected = x - 2.0 * (x * u[:, None, :]).sum(-1, keepdim=True) * u[:, None, :]
-    out = torch.where(near[:, None, :], x, reflected)
-    return out if batched else out[0]
+    reflected = samples - 2.0 * (samples * u[:, None, :]).sum(-1, keepdim=True) * u[:, None, :]
+    return torch.where(near[:, None, :], samples, reflected)

@@ -345,10 +345,22 @@ def quantile_power(
 
 
 def safe_root(power: torch.Tensor, p: float) -> torch.Tensor:
-    """``power^(1/p)`` with gradient 0 (a subgradient) instead of NaN where ``power == 0``."""
-    tiny = torch.finfo(power.dtype).tiny
-    pos = power > 0
-    return torch.where(pos, power.clamp_min(tiny).pow(1.0 / p), torch.zeros_like(power))
+    """``power^(1/p)`` whose gradient at ``power == 0`` is 0 (a subgradient) instead of infinite.
+
+    Only genuine zeros (and the negative values an estimator such as the control-variate one can return, taken as
+    0) are guarded: NaN stays NaN and ``+inf`` stays ``+inf`` in the value, and a NaN power gives a NaN gradient,
+    so a non-finite loss is never reported as a perfect one.
+
+    Args:
+        power: ``(...)`` values of ``W_p^p`` (or an estimate of ``SW_p^p``).
+        p: the order.
+
+    Returns:
+        ``(...)`` ``max(power, 0)^(1/p)``, NaN where ``power`` is NaN or ``-inf``.
+    """
+    keep = (power > 0) | ~torch.isfinite(power)
+    base = torch.where(keep, power, torch.ones_like(power))  # no pow at 0: its gradient would be inf * 0 = NaN
+    return torch.where(keep, base.pow(1.0 / p), torch.zeros_like(power))
 
 
 def wasserstein_1d(
