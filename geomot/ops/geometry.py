@@ -1,8 +1,9 @@
 """Triangle-mesh geometry on tensors: face areas and normals, vertex normals, lumped vertex areas, edges,
-boundary loops, centring / unit-area scaling, removal of unreferenced vertices.
+face adjacency, boundary loops and vertices, centring / unit-area scaling, removal of unreferenced vertices.
 
 All functions take ``verts (V, 3)`` / ``faces (F, 3)`` (int64) or padded batches ``(B, V, 3)`` / ``(B, F, 3)``
-where it is stated. Zero-area faces give zero normals, never NaN.
+where it is stated. Zero-area faces give zero normals, never NaN; NaN/Inf positions give NaN (never a finite
+area or normal).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from geomot._core.errors import ShapeError
 
 __all__ = [
     "boundary_loops",
+    "boundary_vertices",
     "center_and_scale",
     "edges",
+    "face_adjacency",
     "face_areas",
     "face_areas_normals",
     "face_centroids",
@@ -58,7 +61,7 @@ def face_areas_normals(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.
     v0, v1, v2 = _gather_corners(verts, faces)
     cross = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
     sq = (cross * cross).sum(-1)
-    nonzero = sq > _EPS
+    nonzero = ~(sq <= _EPS)  # NaN stays NaN (a NaN corner must not give a zero normal)
     safe_sq = torch.where(nonzero, sq, torch.ones_like(sq))
     norm = torch.where(nonzero, safe_sq.sqrt(), torch.zeros_like(sq))
     normals = torch.where(nonzero[..., None], cross / safe_sq.sqrt()[..., None], torch.zeros_like(cross))
@@ -107,7 +110,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     cross = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)  # 2 * area * normal
     acc = _scatter_faces(cross, faces, verts.shape[0])
     sq = (acc * acc).sum(-1, keepdim=True)
-    ok = sq > _EPS
+    ok = ~(sq <= _EPS)
     return torch.where(ok, acc / torch.where(ok, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(acc))
 
 
@@ -148,6 +151,54 @@ def edges(faces: torch.Tensor) -> torch.Tensor:
     n = int(e.max()) + 1 if e.numel() else 1
     key = torch.unique(e[:, 0] * n + e[:, 1])
     return torch.stack([torch.div(key, n, rounding_mode="floor"), key % n], 1)
+
+
+def _half_edge_keys(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``3F`` half-edges ``(3F, 2)`` (face order: edges 01, 12, 20 of every face) and one int64 key per
+    undirected edge."""
+    half = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
+    srt = torch.sort(half, dim=1).values
+    n = int(srt.max()) + 1 if srt.numel() else 1
+    return half, srt[:, 0] * n + srt[:, 1]
+
+
+def face_adjacency(faces: torch.Tensor) -> torch.Tensor:
+    """Pairs of faces that share an edge, ``(P, 2)`` int64 (every pair around a non-manifold edge).
+
+    Works on packed batches too (faces of different meshes never share a vertex, hence never an edge).
+    Builds its index with a ``unique`` and reads the largest edge multiplicity back to the host: compute it once
+    per connectivity (:meth:`geomot.structures.Mesh.topology` caches it).
+
+    Args:
+        faces: ``(F, 3)`` int64.
+    """
+    nf = faces.shape[0]
+    if nf == 0:
+        return faces.new_zeros((0, 2))
+    _, key = _half_edge_keys(faces)
+    fid = torch.arange(nf, device=faces.device).repeat(3)
+    _, inv, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    order = torch.argsort(inv, stable=True)
+    inv_s, fid_s = inv[order], fid[order]
+    pairs = [faces.new_zeros((0, 2))]
+    for d in range(1, int(counts.max())):
+        same = inv_s[d:] == inv_s[:-d]
+        pairs.append(torch.stack([fid_s[:-d][same], fid_s[d:][same]], 1))
+    return torch.cat(pairs, 0)
+
+
+def boundary_vertices(faces: torch.Tensor, n_verts: int) -> torch.Tensor:
+    """``(V,)`` bool, True on the vertices of the edges used by exactly one face (the boundary of an open surface).
+
+    Args:
+        faces: ``(F, 3)`` int64.
+        n_verts: ``V``.
+    """
+    half, key = _half_edge_keys(faces)
+    _, inv, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    out = torch.zeros(n_verts, dtype=torch.bool, device=faces.device)
+    out[half[counts[inv] == 1].reshape(-1)] = True
+    return out
 
 
 def boundary_loops(faces: torch.Tensor) -> list[torch.Tensor]:
