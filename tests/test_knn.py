@@ -126,3 +126,33 @@ def test_bad_input() -> None:
         knn_points(torch.rand(1, 5, 3), torch.rand(1, 5, 3), x_lengths=torch.tensor([7]))
     with pytest.raises(GeomotError, match=r"x: expected a torch\.Tensor"):
         knn_points(np.zeros((5, 3)), x)
+
+
+@pytest.mark.parametrize("backend", ["torch", "kdtree"])
+def test_non_finite_points_give_non_finite_distances_without_checks(backend) -> None:
+    import geomot
+
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(2, 6, 3, generator=g), torch.rand(2, 7, 3, generator=g)
+    xb, yb = x.clone(), y.clone()
+    xb[0, 2, 1] = float("nan")
+    yb[1, 4, 0] = float("inf")
+    with geomot.data_checks(False):
+        res = knn_points(xb, yb, backend=backend)
+    ref = knn_points(x, y, backend=backend)
+    assert torch.isnan(res.dists[0, 2]).all()  # the NaN query
+    torch.testing.assert_close(res.dists[0, [0, 1, 3, 4, 5]], ref.dists[0, [0, 1, 3, 4, 5]])
+    assert torch.isnan(res.dists[1]).all()  # an item whose y holds an Inf point: no nearest neighbour is defined
+
+
+def test_huge_float32_coordinates_find_the_true_neighbours() -> None:
+    # |x|^2 - 2 <x, y> + |y|^2 overflows float32 at 1e19; the search must still return the nearest points
+    g = torch.Generator().manual_seed(5)
+    x64, y64 = torch.rand(40, 3, generator=g, dtype=torch.float64), torch.rand(50, 3, generator=g, dtype=torch.float64)
+    for scale in (1e19, 1e-15):
+        res = knn_points((scale * x64).float(), (scale * y64).float(), backend="torch")
+        ref = knn_points(x64, y64, backend="torch")
+        assert torch.equal(res.idx, ref.idx)
+        torch.testing.assert_close(res.dists.double() / scale**2, ref.dists, rtol=1e-3, atol=0)
+    big = knn_points(torch.full((2, 3), 1e20), torch.zeros(3, 3), backend="torch")
+    assert torch.isinf(big.dists).all()

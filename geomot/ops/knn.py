@@ -49,6 +49,23 @@ class KNNResult(NamedTuple):
     knn: torch.Tensor | None
 
 
+def _rescaled(
+    x: torch.Tensor, y: torch.Tensor, xmask: torch.Tensor, ymask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x / s_b``, ``y / s_b`` with ``s_b`` the power of two nearest the largest finite coordinate of item ``b``
+    (padding zeroed): the order of the distances is unchanged, and ``|x|^2 - 2 <x, y> + |y|^2`` cannot overflow
+    for coordinates near the top of the dtype's range (float32 ``1e20``)."""
+    x = x.masked_fill(~xmask[..., None], 0.0)
+    y = y.masked_fill(~ymask[..., None], 0.0)
+
+    def finite_max(t: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(t.abs(), nan=0.0, posinf=0.0, neginf=0.0).amax(dim=(1, 2))
+
+    m = torch.maximum(finite_max(x), finite_max(y))
+    s = torch.where(m > 0, torch.exp2(torch.floor(torch.log2(torch.where(m > 0, m, torch.ones_like(m))))), 1.0)
+    return x / s[:, None, None], y / s[:, None, None]
+
+
 @KNN_BACKENDS.register("torch")
 def _knn_torch(
     x: torch.Tensor, y: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor, k: int, chunk_size: int
@@ -57,6 +74,7 @@ def _knn_torch(
     B, N, _ = x.shape
     M = y.shape[1]
     ymask = mask_from_lengths(y_lengths, M)
+    x, y = _rescaled(x, y, mask_from_lengths(x_lengths, N), ymask)
     y2 = (y * y).sum(-1).masked_fill(~ymask, math.inf)  # (B, M): padding never wins
     out = torch.empty((B, N, k), dtype=torch.long, device=x.device)
     yt = y.transpose(1, 2)
@@ -80,8 +98,9 @@ def _knn_kdtree(
 
     B, N, _ = x.shape
     out = np.zeros((B, N, k), dtype=np.int64)
-    xs = x.detach().cpu().double().numpy()
-    ys = y.detach().cpu().double().numpy()
+    # the tree needs finite coordinates; knn_points turns the results of non-finite points into NaN afterwards
+    xs = np.nan_to_num(x.detach().cpu().double().numpy(), nan=0.0, posinf=0.0, neginf=0.0)
+    ys = np.nan_to_num(y.detach().cpu().double().numpy(), nan=0.0, posinf=0.0, neginf=0.0)
     for b, (nx, ny) in enumerate(zip(x_lengths.tolist(), y_lengths.tolist())):
         _, ii = cKDTree(ys[b, :ny]).query(xs[b, :nx], k=k, workers=-1)
         out[b, :nx] = np.asarray(ii).reshape(nx, k)
@@ -163,6 +182,10 @@ def knn_points(
     Returns:
         a :class:`KNNResult` ``(dists (B, N, k), idx (B, N, k), knn (B, N, k, D) | None)``; the batch axis is
         dropped for ``(N, D)`` inputs. Ties are broken arbitrarily (backends may differ on exact ties).
+        Non-finite coordinates (reachable with ``geomot.data_checks(False)``) give NaN/Inf distances, never a
+        finite one: a NaN/Inf query gets non-finite ``dists``, and a NaN/Inf point in ``y`` item ``b`` makes every
+        distance of that item NaN. Coordinates near the top of the dtype's range are rescaled for the search, so an
+        overflow gives ``inf``, not a wrong neighbour.
 
     Raises:
         ShapeError: ranks, dimensions, batch sizes, dtypes or devices that do not match; empty inputs.
@@ -198,7 +221,11 @@ def knn_points(
         idx = fn(xb.detach(), yb.detach(), xl, yl, k, chunk_size)
     idx = idx.masked_fill(~xmask[..., None], 0)
     nn = knn_gather(yb, idx)
-    dists = ((xb[:, :, None, :] - nn) ** 2).sum(-1).masked_fill(~xmask[..., None], 0.0)
+    dists = ((xb[:, :, None, :] - nn) ** 2).sum(-1)
+    # a set with a non-finite point has no defined nearest neighbour: NaN for every query (no host sync)
+    y_bad = (~torch.isfinite(yb).all(-1) & mask_from_lengths(yl, M)).any(-1)
+    dists = torch.where(y_bad[:, None, None], torch.full_like(dists, math.nan), dists)
+    dists = dists.masked_fill(~xmask[..., None], 0.0)
     if not batched:
         return KNNResult(dists[0], idx[0], nn[0] if return_nn else None)
     return KNNResult(dists, idx, nn if return_nn else None)
