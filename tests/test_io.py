@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geomot._core.errors import FileFormatError, GeomotError, MissingDependencyError, ValidationError
+from geomot._core.errors import FileFormatError, MissingDependencyError, ValidationError
 from geomot.cli import main as cli_main
 from geomot.io import load, save, supported_formats
 from geomot.structures import Mesh, PointCloud
@@ -51,7 +51,12 @@ def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 # -- round trips ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", MESH_SUFFIXES)
 def test_mesh_round_trip(tmp_path, sphere_mesh, suffix):
-    out = save(sphere_mesh, tmp_path / f"m{suffix}")
+    if suffix == ".stl":
+        with pytest.warns(UserWarning, match=r"m\.stl: STL stores no shared vertices; loading this file back gives "
+                          r"vertices numbered in the order of their first use"):
+            out = save(sphere_mesh, tmp_path / f"m{suffix}")
+    else:
+        out = save(sphere_mesh, tmp_path / f"m{suffix}")
     assert out.is_file()
     back = load(out, dtype=torch.float64)
     assert isinstance(back, Mesh) and back.dtype == torch.float64
@@ -226,27 +231,27 @@ def test_unknown_suffix_lists_supported(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
-        ("tv.off", "OFF\n4 2 0\n0 0 0\n1 0 0\n", r"tv\.off: cannot read as OFF"),
+        ("tv.off", "OFF\n4 2 0\n0 0 0\n1 0 0\n", r"tv\.off: truncated OFF file: the header \(line 2\) declares 4 vertices and 2 faces, but only 2 data"),
         ("tf.off", "OFF\n4 2 0\n0 0 0\n1 0 0\n0 1 0\n1 1 0\n3 0 1 2\n", r"tf\.off: truncated OFF file.*2 faces"),
-        ("garbage.off", bytes(range(256)) * 4, r"garbage\.off: cannot read as OFF"),
-        ("badcount.off", "OFF\nfour two 0\n0 0 0\n", r"badcount\.off: bad OFF counts line"),
+        ("garbage.off", bytes(range(256)) * 4, r"garbage\.off: not a text OFF file: byte 0x80 at offset 128"),
+        ("badcount.off", "OFF\nfour two 0\n0 0 0\n", r"badcount\.off: line 2: bad OFF counts line 'four two 0': expected 'n_vertices n_faces"),
         ("empty.off", "OFF\n0 0 0\n", r"empty\.off: the file holds no vertices"),
         ("empty.obj", "", r"empty\.obj: no geometry could be read"),
         ("junk.obj", "this is not an obj file\n", r"junk\.obj: no geometry could be read"),
-        ("junk.stl", b"solid x\nfacet normal 0 0 1\n outer loop\n vertex 0 0", r"junk\.stl: no geometry"),
+        ("junk.stl", b"solid x\nfacet normal 0 0 1\n outer loop\n vertex 0 0", r"junk\.stl: truncated or corrupted STL file: 1 'vertex' lines is not a multiple of 3"),
         ("t.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
-                  "end_header\n0 0 0\n1 0", r"t\.ply: truncated PLY file"),
+                  "end_header\n0 0 0\n1 0", r"t\.ply: truncated PLY file: the header declares 3 vertex = 3 data lines, but only 2 follow"),
         ("tf.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                    "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
-         r"tf\.ply: truncated PLY file"),
+         r"tf\.ply: truncated PLY file: the header declares 3 vertex \+ 2 face = 5 data lines, but only 4 follow"),
         ("short.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                       "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
-                      "3 0 1 2\n3 0 1\n", r"short\.ply: the header declares 3 vertices and 2 faces"),
-        ("nomagic.ply", b"\x00\x01garbage", r"nomagic\.ply: not a PLY file"),
-        ("bad.npz", b"PK\x03\x04 definitely not a zip archive", r"bad\.npz: cannot read as NumPy archive"),
-        ("bad.npy", b"\x93NUMPY garbage", r"bad\.npy: cannot read as NumPy array"),
-        ("ragged.xyz", "0 0 0\n1 0 0\n1 2\n", r"ragged\.xyz: cannot read as XYZ text"),
-        ("four.xyz", "0 0 0 1\n1 0 0 1\n", r"four\.xyz: expected 3 \(x y z\) or 6"),
+                      "3 0 1 2\n3 0 1\n", r"short\.ply: line 14: the 'vertex_indices' list declares 3 entries, found 2"),
+        ("nomagic.ply", b"\x00\x01garbage", r"nomagic\.ply: not a PLY file \(no 'ply' magic on line 1\)"),
+        ("bad.npz", b"PK\x03\x04 definitely not a zip archive", r"bad\.npz: cannot read as NumPy archive: not a NumPy file or a truncated one"),
+        ("bad.npy", b"\x93NUMPY garbage", r"bad\.npy: cannot read as NumPy array: truncated or corrupted file"),
+        ("ragged.xyz", "0 0 0\n1 0 0\n1 2\n", r"ragged\.xyz: line 3: expected 3 columns like line 1, found 2: '1 2'"),
+        ("four.xyz", "0 0 0 1\n1 0 0 1\n", r"four\.xyz: line 1: expected 3 \(x y z\) or 6 \(x y z nx ny nz\) columns, got 4"),
         ("bad.pcd", "hello\n", r"bad\.pcd: open3d read no points"),
         ("bad.gii", "<xml>not gifti", r"bad\.gii: cannot read as GIFTI"),
         ("bad.gii.gz", gzip.compress(b"<?xml version='1.0'?><GIFTI></GIFTI>"), r"bad\.gii\.gz: cannot read|no NIFTI"),
@@ -276,16 +281,16 @@ def test_truncated_binary_files(tmp_path, sphere_mesh):
 @pytest.mark.parametrize(
     ("name", "content", "err", "match"),
     [
-        ("neg.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 -1\n", GeomotError, r"neg\.off: .*(outside the range|negative)"),
-        ("oor.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", GeomotError, r"oor\.off: .*(outside the range|out of range)"),
-        ("oor.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", ValidationError, r"oor\.obj: faces: index 8 out of range"),
+        ("neg.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 -1\n", FileFormatError, r"neg\.off: line 6: a face refers to vertex -1, but the file has 3 vertices \(0\.\.2\)"),
+        ("oor.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", FileFormatError, r"oor\.off: line 6: a face refers to vertex 7, but the file has 3 vertices"),
+        ("oor.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", FileFormatError, r"oor\.obj: line 4: a face refers to vertex 9 \(1-based\), but the file has 3 vertices"),
         ("zero.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n", FileFormatError, r"zero\.obj: line 4: OBJ indices are 1-based"),
         ("rel.obj", "v 0 0 0\nv 1 0 0\nf -1 -2 -4\n", FileFormatError, r"rel\.obj: line 3: relative index -4"),
         ("short.obj", "v 0 0\nv 1 0 0\n", FileFormatError, r"short\.obj: line 1: a vertex needs 3 coordinates"),
-        ("word.obj", "v 0 0 x\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", FileFormatError, r"word\.obj: bad vertex coordinate"),
+        ("word.obj", "v 0 0 x\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", FileFormatError, r"word\.obj: line 1: expected a number in a vertex \(x y z\), found 'x'"),
         ("oor.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                     "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n",
-         GeomotError, r"oor\.ply: .*out of range"),
+         FileFormatError, r"oor\.ply: a face refers to vertex 5, but the file has 3 vertices"),
         ("nan.off", "OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n", ValidationError, r"nan\.off: verts: contains 1 NaN/Inf"),
         ("inf.obj", "v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", ValidationError, r"inf\.obj: verts: contains 1 NaN/Inf"),
         ("inf.xyz", "0 0 0\n1 inf 0\n", ValidationError, r"inf\.xyz: points: contains 1 NaN/Inf"),
@@ -311,10 +316,10 @@ def test_bad_npz_and_npy_contents(tmp_path):
     with pytest.raises(FileFormatError, match=r"keys\.npz: expected arrays 'verts' \+ 'faces'.*found \['a'\]"):
         load(tmp_path / "keys.npz")
     np.savez(tmp_path / "obj.npz", points=np.array([None, 1], dtype=object))
-    with pytest.raises(FileFormatError, match=r"obj\.npz: cannot read.*pickle"):
+    with pytest.raises(FileFormatError, match=r"obj\.npz: cannot read as NumPy archive: it holds Python objects \(pickled data\), which geomot never"):
         load(tmp_path / "obj.npz")
     np.save(tmp_path / "flat.npy", np.zeros((4, 2)))
-    with pytest.raises(FileFormatError, match=r"flat\.npy: .*must have shape \(N, 3\), got \(4, 2\)"):
+    with pytest.raises(FileFormatError, match=r"flat\.npy: array 'points' must have shape \(N, 3\) or \(B, N, 3\), got \(4, 2\)"):
         load(tmp_path / "flat.npy")
     np.save(tmp_path / "none.npy", np.zeros((0, 3)))
     with pytest.raises(FileFormatError, match=r"none\.npy: the file holds no vertices"):
@@ -551,3 +556,144 @@ def test_save_backend_failure_is_a_file_format_error(tmp_path, monkeypatch, sphe
     monkeypatch.setattr(trimesh_formats, "_export", broken)
     with pytest.raises(FileFormatError, match=r"m\.off: cannot write as OFF \(RuntimeError: exporter exploded\)"):
         save(sphere_mesh, tmp_path / "m.off")
+
+
+# -- STL vertex order, .npy batches, reader messages ---------------------------------------------------------
+def _first_use_ordered(mesh: Mesh) -> Mesh:
+    """The same mesh with its vertices renumbered in the order of their first use by the faces."""
+    f = mesh.faces.reshape(-1)
+    order = []
+    seen = set()
+    for i in f.tolist():
+        if i not in seen:
+            seen.add(i)
+            order.append(i)
+    new_index = torch.empty(len(order), dtype=torch.long)
+    new_index[torch.tensor(order)] = torch.arange(len(order))
+    return Mesh(mesh.verts[torch.tensor(order)], new_index[mesh.faces])
+
+
+def test_stl_round_trip_keeps_first_use_vertex_order(tmp_path, sphere_mesh, recwarn):
+    m = _first_use_ordered(sphere_mesh)
+    back = load(save(m, tmp_path / "m.stl"), dtype=torch.float64)
+    assert not [w for w in recwarn if "STL" in str(w.message)]
+    assert torch.equal(back.faces, m.faces)  # same faces, same vertex numbering
+    assert torch.allclose(back.verts, m.verts, atol=1e-6, rtol=0)
+
+
+def test_stl_writer_warns_about_unreferenced_vertices(tmp_path):
+    m = Mesh(torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5]]), torch.tensor([[0, 1, 2]]))
+    with pytest.warns(UserWarning, match=r"u\.stl: .*gives 3 vertices, not 4 \(unreferenced vertices"):
+        save(m, tmp_path / "u.stl")
+    assert load(tmp_path / "u.stl").verts.shape == (3, 3)
+
+
+def test_ascii_stl_is_read_and_merged_in_first_use_order(tmp_path):
+    facet = "facet normal 0 0 1\nouter loop\nvertex {}\nvertex {}\nvertex {}\nendloop\nendfacet\n"
+    text = "solid t\n" + facet.format("1 0 0", "0 1 0", "0 0 0") + facet.format("0 0 0", "0 1 0", "1 1 0") + "endsolid\n"
+    m = load(_write(tmp_path, "a.stl", text), dtype=torch.float64)
+    assert m.verts.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]]
+    assert m.faces.tolist() == [[0, 1, 2], [2, 1, 3]]
+
+
+def test_npy_batch_loads_as_batched_cloud(tmp_path):
+    arr = np.random.default_rng(0).normal(size=(4, 30, 3))
+    np.save(tmp_path / "b.npy", arr)
+    pc = load(tmp_path / "b.npy", dtype=torch.float64)
+    assert isinstance(pc, PointCloud) and len(pc) == 4
+    assert torch.equal(pc.points_padded(), torch.from_numpy(arr))
+    np.save(tmp_path / "e.npy", np.zeros((2, 0, 3)))
+    with pytest.raises(FileFormatError, match=r"e\.npy: the file holds no vertices"):
+        load(tmp_path / "e.npy")
+    np.save(tmp_path / "four.npy", np.zeros((2, 5, 3, 1)))
+    with pytest.raises(FileFormatError, match=r"four\.npy: array 'points' must have shape \(N, 3\) or \(B, N, 3\)"):
+        load(tmp_path / "four.npy")
+    np.save(tmp_path / "n.npy", np.zeros(2, dtype=object), allow_pickle=True)
+    with pytest.raises(FileFormatError, match=r"n\.npy: cannot read as NumPy array: it holds Python objects"):
+        load(tmp_path / "n.npy")
+
+
+PLY_HEAD = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+FACE_PROP = "element face 1\nproperty list uchar int vertex_indices\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("a.off", "", r"a\.off: empty OFF file \(no 'OFF' header\)"),
+        ("b.off", "MESH\n3 1 0\n", r"b\.off: line 1: expected the 'OFF' header keyword, found 'MESH'"),
+        ("c.off", "OFF BINARY\n", r"c\.off: line 1: binary OFF files are not supported"),
+        ("d.off", "OFF\n", r"d\.off: OFF header without vertex/face counts"),
+        ("e.off", "OFF\n3\n", r"e\.off: line 2: bad OFF counts line '3'"),
+        ("f.off", "OFF\n-3 1 0\n", r"f\.off: line 2: negative OFF counts -3 vertices, 1 faces"),
+        ("g.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\nx 0 1 2\n",
+         r"g\.off: line 6: expected the number of corners of a face \(an integer\), found 'x'"),
+        ("h.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n",
+         r"h\.off: line 6: a face needs at least 3 vertices, found a count of 2"),
+        ("i.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2.5\n",
+         r"i\.off: line 6: expected a vertex index \(an integer\), found '2\.5'"),
+        ("a.ply", "ply\nend_header\n", r"a\.ply: the PLY header has no 'format' line"),
+        ("b.ply", "ply\nformat text 1.0\nend_header\n", r"b\.ply: line 2: unknown PLY format 'format text 1\.0'"),
+        ("c.ply", "ply\nformat ascii 1.0\nelement vertex\nend_header\n",
+         r"c\.ply: line 3: expected 'element NAME COUNT', found 'element vertex'"),
+        ("d.ply", "ply\nformat ascii 1.0\nproperty float x\nend_header\n", r"d\.ply: line 3: a property before any"),
+        ("e.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty real x\nend_header\n",
+         r"e\.ply: line 4: unknown PLY property type 'real'"),
+        ("f.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float\nend_header\n",
+         r"f\.ply: line 4: expected 'property TYPE NAME' or 'property list"),
+        ("g.ply", "ply\nformat ascii 1.0\nstuff\nend_header\n", r"g\.ply: line 3: unexpected PLY header line 'stuff'"),
+        ("h.ply", "ply\nformat ascii 1.0\n", r"h\.ply: not a PLY file or a truncated header \(no 'end_header'"),
+        ("i.ply", "ply\nformat ascii 1.0\nelement face 0\nend_header\n", r"i\.ply: the PLY file has no vertex element"),
+        ("j.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n0\n",
+         r"j\.ply: the PLY vertex element needs scalar x, y, z properties, found \['x'\]"),
+        ("k.ply", PLY_HEAD + FACE_PROP + "end_header\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n",
+         r"k\.ply: face 0 has 2 vertices; a face needs at least 3"),
+        ("l.ply", PLY_HEAD + FACE_PROP + "end_header\n0 0 0\n1 0 0\n0 1 0\nx 0 1 2\n",
+         r"l\.ply: line 13: expected the length of the 'vertex_indices' list \(an integer\), found 'x'"),
+        ("m.ply", PLY_HEAD + "element face 1\nproperty uchar flag\nproperty list uchar int vertex_indices\n"
+                  "end_header\n0 0 0\n1 0 0\n0 1 0\n1\n",
+         r"m\.ply: line 14: the face line ends before its 'vertex_indices' property"),
+        ("a.stl", b"short", r"a\.stl: no geometry could be read from the file: 5 bytes is shorter than a binary STL"),
+        ("b.stl", b"\0" * 80 + np.array([0], "<u4").tobytes(), r"b\.stl: no geometry .*a binary STL of 0 triangles"),
+        ("c.stl", "solid x\nendsolid\n", r"c\.stl: no geometry could be read from the file \(no 'vertex' lines"),
+        ("d.stl", b"\0" * 80 + np.array([3], "<u4").tobytes() + b"\0" * 60,
+         r"d\.stl: truncated or corrupted binary STL file: the header declares 3 triangles \(234 bytes\), the file "
+         r"has 144 bytes"),
+        ("bin.off", b"OFF\n\xff\xfe", r"bin\.off: not a text OFF file: byte 0xff at offset 4 is not UTF-8 text"),
+        ("bin.obj", b"v \xff", r"bin\.obj: not a text OBJ file: byte 0xff at offset 2"),
+        ("e.xyz", "# nothing\n", r"e\.xyz: the file holds no vertices \(empty XYZ file\)"),
+        ("w.xyz", "0 0 0\n1 y 0\n", r"w\.xyz: line 2: expected a number in a point, found 'y'"),
+        ("one.npz", b"", r"one\.npz: cannot read as NumPy archive"),
+    ],
+)
+def test_reader_messages_name_line_and_expectation(tmp_path, name, content, match):
+    with pytest.raises(FileFormatError, match=match):
+        load(_write(tmp_path, name, content))
+
+
+def test_npz_that_is_a_single_array(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 3)))
+    (tmp_path / "x.npz").write_bytes((tmp_path / "x.npy").read_bytes())
+    with pytest.raises(FileFormatError, match=r"x\.npz: cannot read as NumPy archive: it is a single \.npy array"):
+        load(tmp_path / "x.npz")
+
+
+def test_binary_ply_truncations_and_mixed_polygons(tmp_path, sphere_mesh):
+    full = save(sphere_mesh, tmp_path / "full.ply").read_bytes()
+    head = full.index(b"end_header\n") + len(b"end_header\n")
+    with pytest.raises(FileFormatError, match=r"cut\.ply: truncated binary PLY file: 162 vertex elements need "
+                       r"3888 bytes from offset \d+, the file has 100"):
+        load(_write(tmp_path, "cut.ply", full[: head + 100]))
+    with pytest.raises(FileFormatError, match=r"cut2\.ply: truncated binary PLY file: the 'vertex_indices' list of "
+                       r"face 319 declares 3 entries past the end of the file"):
+        load(_write(tmp_path, "cut2.ply", full[:-3]))
+    with pytest.raises(FileFormatError, match=r"cut3\.ply: truncated binary PLY file: it ends at byte \d+ inside "
+                       r"face 319 of 320"):
+        load(_write(tmp_path, "cut3.ply", full[:-13]))
+    # a quad and a triangle, big-endian: the item-by-item path
+    header = (b"ply\nformat binary_big_endian 1.0\nelement vertex 4\nproperty double x\nproperty double y\n"
+              b"property double z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n")
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], ">f8").tobytes()
+    faces = bytes([4]) + np.array([0, 1, 2, 3], ">i4").tobytes() + bytes([3]) + np.array([0, 2, 3], ">i4").tobytes()
+    m = load(_write(tmp_path, "mixed.ply", header + verts + faces), dtype=torch.float64)
+    assert m.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 3]]

@@ -24,7 +24,7 @@ class RawShape(NamedTuple):
     """What a reader found in a file.
 
     Attributes:
-        verts: ``(V, 3)`` float positions (vertices or points).
+        verts: ``(V, 3)`` float positions (vertices or points), or ``(B, N, 3)`` for a batch of clouds (``.npy``).
         faces: ``(F, 3)`` integer triangles, or ``None`` for a point cloud.
         normals: ``(V, 3)`` per-point normals stored in the file, or ``None``.
         weights: ``(V,)`` per-point masses of a weighted cloud (``.npz`` only), or ``None``.

@@ -10,7 +10,7 @@ suffix         format                   read         write        reader / write
 ``.stl``       STL (triangle soup)      mesh         mesh         trimesh (corners merged) / trimesh
 ``.pcd``       PCL point cloud          cloud        cloud        open3d (optional)
 ``.xyz``       text, 3 or 6 columns     cloud        cloud        numpy
-``.npy``       (N, 3) array             cloud        cloud        numpy (never unpickles)
+``.npy``       (N, 3) / (B, N, 3)       cloud(s)     cloud        numpy (never unpickles)
 ``.npz``       verts+faces / points     mesh/cloud   mesh, cloud  numpy (never unpickles; keeps cloud weights)
 ``.gii[.gz]``  GIFTI surface            mesh         mesh         nibabel (optional); written as float32
 =============  =======================  ===========  ===========  ==========================================
@@ -82,9 +82,10 @@ def _read_raw(p: Path, fmt: FileFormat) -> RawShape:
         raw.faces is not None and not np.issubdtype(raw.faces.dtype, np.integer)
     ):
         raise FileFormatError(f"{p}: cannot read as {fmt.name} (non-numeric data; truncated or corrupted file?)")
-    if raw.verts.ndim != 2 or raw.verts.shape[1] != 3:
+    batch = raw.verts.ndim == 3 and raw.faces is None
+    if raw.verts.ndim != 2 + batch or raw.verts.shape[-1] != 3:
         raise FileFormatError(f"{p}: expected (V, 3) vertex positions, read an array of shape {raw.verts.shape}")
-    if raw.verts.shape[0] == 0:
+    if 0 in raw.verts.shape:
         raise FileFormatError(f"{p}: the file holds no vertices (empty {fmt.name} file)")
     return raw
 
@@ -108,7 +109,8 @@ def load(
 
     Returns:
         a single :class:`Mesh` (verts ``(V, 3)``, faces ``(F, 3)`` int64) or :class:`PointCloud` (points
-        ``(N, 3)``, normals ``(N, 3)`` when the file stores them).
+        ``(N, 3)``, normals ``(N, 3)`` when the file stores them); a ``(B, N, 3)`` ``.npy`` array gives a batched
+        :class:`PointCloud` of ``B`` clouds.
 
     Raises:
         FileFormatError: unsupported suffix (the message lists the supported ones), missing file, a directory,

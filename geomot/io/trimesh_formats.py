@@ -1,17 +1,19 @@
-"""OFF, OBJ, PLY and STL: read through trimesh (a core dependency) except OBJ; written by trimesh except PLY.
+"""OFF, OBJ, PLY and STL: parsed by geomot (:mod:`geomot.io.mesh_parsers` and the OBJ parser below); OFF, OBJ
+and STL written by trimesh (``process=False``), PLY written here.
 
-Readers never let trimesh reorder or merge vertices (``process=False``): vertex ``i`` of the file is vertex ``i``
-of the result, which correspondence files (``.vts``) rely on. OBJ is parsed here (trimesh's OBJ loader splits
-vertices at texture seams or drops unreferenced ones) and written by trimesh; PLY is written here (binary, in the
-positions' own precision, with normals for clouds). Polygons with more than three corners
-are fan-triangulated; in PLY files with mixed polygon sizes the triangles may come out in a different order than
-the polygons. STL stores a triangle soup, so its duplicated corners are merged after loading.
+Vertex ``i`` of the file is vertex ``i`` of the result, which correspondence files (``.vts``) rely on; nothing is
+merged or dropped (trimesh's OBJ loader splits vertices at texture seams or drops unreferenced ones, hence the
+parser here). A bad file raises :class:`~geomot._core.errors.FileFormatError` naming the line and what was expected.
+PLY is written here (binary, in the positions' own precision, with normals for clouds). Polygons with more than
+three corners are fan-triangulated. STL stores a triangle soup: its corners are merged after loading, vertices
+numbered in the order of their first use by the faces; writing a mesh whose vertex order differs from that warns.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,71 +21,13 @@ import numpy as np
 from geomot._core.errors import FileFormatError
 from geomot.io._formats import FileFormat, RawShape
 from geomot.io._optional import require
+from geomot.io.mesh_parsers import _floats, merge_soup, parse_off, parse_ply, parse_stl
 
 __all__ = ["MESH_FORMATS"]
 
 
 def _trimesh():
     return require("trimesh", what="reading and writing OFF/OBJ/PLY/STL files")
-
-
-def _raw_from_trimesh(obj: object, path: Path) -> RawShape:
-    """RawShape of what ``trimesh.load`` returned (Trimesh, PointCloud or Scene)."""
-    trimesh = _trimesh()
-    if isinstance(obj, trimesh.Scene):
-        geoms = list(obj.geometry.values())
-        if not geoms:
-            raise FileFormatError(f"{path}: no geometry could be read from the file (empty or corrupted)")
-        if len(geoms) > 1:
-            obj = trimesh.util.concatenate(geoms)
-        else:
-            obj = geoms[0]
-    verts = np.asarray(obj.vertices)
-    faces = getattr(obj, "faces", None)
-    if faces is not None:
-        faces = np.asarray(faces)
-        if faces.size == 0:
-            faces = None
-    return RawShape(verts, faces, None)
-
-
-def _load(path: Path, file_type: str, **kwargs) -> object:
-    trimesh = _trimesh()
-    return trimesh.load(str(path), file_type=file_type, process=False, **kwargs)
-
-
-def _off_declared_counts(path: Path) -> tuple[int, int, int] | None:
-    """``(n_verts, n_faces, n_data_lines)`` declared by / found in an ASCII OFF file, or None if no header."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = [ln for ln in fh.read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    head_lines = [ln.split("#", 1)[0].split() for ln in lines[:2]]
-    if not head_lines or not head_lines[0] or not head_lines[0][0].upper().endswith("OFF"):
-        return None
-    head, n_rest = head_lines[0][1:], len(lines) - 1
-    if len(head) < 2:
-        if n_rest == 0:
-            raise FileFormatError(f"{path}: OFF header without vertex/face counts")
-        head, n_rest = head_lines[1], n_rest - 1
-    try:
-        nv, nf = int(head[0]), int(head[1])
-    except (ValueError, IndexError):
-        raise FileFormatError(f"{path}: bad OFF counts line {' '.join(head)!r}") from None
-    return nv, nf, n_rest
-
-
-def read_off(path: Path) -> RawShape:
-    counts = _off_declared_counts(path)
-    raw = _raw_from_trimesh(_load(path, "off"), path)
-    if counts is not None:
-        nv, nf, ndata = counts
-        if ndata < nv + nf:
-            raise FileFormatError(
-                f"{path}: truncated OFF file: the header declares {nv} vertices and {nf} faces, "
-                f"but only {ndata} data lines follow"
-            )
-        if raw.verts.shape[0] != nv:
-            raise FileFormatError(f"{path}: the header declares {nv} vertices, {raw.verts.shape[0]} were read")
-    return raw
 
 
 def _obj_index(token: str, n_defined: int, path: Path, lineno: int) -> int:
@@ -104,10 +48,11 @@ def _obj_index(token: str, n_defined: int, path: Path, lineno: int) -> int:
 _OBJ_SLASH = re.compile(r"/\S*")
 
 
-def _read_obj_slow(text: str, path: Path) -> tuple[list[list[str]], list[tuple[int, int, int]]]:
+def _read_obj_slow(text: str, path: Path) -> RawShape:
     """Line-by-line parse: polygons, relative indices, comments; exact error messages with line numbers."""
-    verts: list[list[str]] = []
+    verts: list[tuple[int, list[str]]] = []
     faces: list[tuple[int, int, int]] = []
+    face_lines: list[int] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         tok = line.split("#", 1)[0].split()
         if not tok:
@@ -115,13 +60,25 @@ def _read_obj_slow(text: str, path: Path) -> tuple[list[list[str]], list[tuple[i
         if tok[0] == "v":
             if len(tok) < 4:
                 raise FileFormatError(f"{path}: line {lineno}: a vertex needs 3 coordinates, got {line.strip()!r}")
-            verts.append(tok[1:4])
+            verts.append((lineno, tok[1:4]))
         elif tok[0] == "f":
             if len(tok) < 4:
                 raise FileFormatError(f"{path}: line {lineno}: a face needs at least 3 vertices, got {line.strip()!r}")
             idx = [_obj_index(t, len(verts), path, lineno) for t in tok[1:]]
             faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
-    return verts, faces
+            face_lines += [lineno] * (len(idx) - 2)
+    if not verts:
+        raise FileFormatError(f"{path}: no geometry could be read from the file (no 'v' lines)")
+    v = _floats(verts, 3, path, "vertex (x y z)")
+    if not faces:
+        return RawShape(v, None)
+    f = np.array(faces, dtype=np.int64)
+    bad = np.flatnonzero((f >= len(v)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise FileFormatError(f"{path}: line {face_lines[i]}: a face refers to vertex {int(f[i].max()) + 1} "
+                              f"(1-based), but the file has {len(v)} vertices")
+    return RawShape(v, f)
 
 
 def read_obj(path: Path) -> RawShape:
@@ -130,21 +87,18 @@ def read_obj(path: Path) -> RawShape:
     Parsed here rather than by trimesh, whose OBJ loader drops unreferenced vertices of textured files and would
     shift the indices that correspondence files refer to. Texture coordinates, normals, groups and materials are
     ignored. Files made only of plain triangles (the common case) are parsed with regular expressions; anything
-    else (polygons, relative indices, comments on data lines) line by line.
+    else (polygons, relative indices, comments on data lines), and any file with an error, line by line so that
+    the error names its line.
     """
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        text = fh.read().replace("\\\n", " ")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8").replace("\\\n", " ")
+    except UnicodeDecodeError as e:
+        raise FileFormatError(
+            f"{path}: not a text OBJ file: byte 0x{data[e.start]:02x} at offset {e.start} is not UTF-8 text"
+        ) from None
     fast = _read_obj_fast(text)
-    if fast is None:
-        verts, tris = _read_obj_slow(text, path)
-        if not verts:
-            raise FileFormatError(f"{path}: no geometry could be read from the file (no 'v' lines)")
-        try:
-            v = np.array(verts, dtype=np.float64)
-        except ValueError as e:
-            raise FileFormatError(f"{path}: bad vertex coordinate ({e})") from None
-        return RawShape(v, np.array(tris, dtype=np.int64) if tris else None)
-    return fast
+    return _read_obj_slow(text, path) if fast is None else fast
 
 
 def _read_obj_fast(text: str) -> RawShape | None:
@@ -169,69 +123,23 @@ def _read_obj_fast(text: str) -> RawShape | None:
         return None
     if f.shape[1] != 3:
         return None
-    if f.min() < 1:
+    if f.min() < 1 or f.max() > len(v):
         return None
     return RawShape(v, f - 1)
 
 
-def read_stl(path: Path) -> RawShape:
-    obj = _load(path, "stl")
-    if isinstance(obj, _trimesh().Trimesh) and len(obj.faces):
-        obj.merge_vertices()
-    return _raw_from_trimesh(obj, path)
-
-
-def _ply_header(path: Path) -> tuple[str, dict[str, int], int]:
-    """``(format, {element: count}, number of non-empty data lines (ASCII only, else 0))`` of a PLY file."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    end = raw.find(b"end_header")
-    if not raw.startswith(b"ply") or end < 0:
-        raise FileFormatError(f"{path}: not a PLY file (no 'ply' magic / 'end_header' line)")
-    counts: dict[str, int] = {}
-    fmt = ""
-    for line in raw[:end].decode("ascii", errors="replace").splitlines():
-        tok = line.split()
-        if len(tok) >= 2 and tok[0] == "format":
-            fmt = tok[1]
-        elif len(tok) == 3 and tok[0] == "element":
-            counts[tok[1]] = int(tok[2]) if tok[2].isdigit() else -1
-    n_lines = 0
-    if fmt == "ascii":
-        n_lines = sum(1 for ln in raw[end:].splitlines()[1:] if ln.strip())
-    return fmt, counts, n_lines
+def read_off(path: Path) -> RawShape:
+    return parse_off(path)
 
 
 def read_ply(path: Path) -> RawShape:
     """PLY mesh or point cloud; stored vertex normals (``nx ny nz``) are kept for point clouds."""
-    trimesh = _trimesh()
-    fmt, counts, n_lines = _ply_header(path)
-    if fmt == "ascii" and n_lines < sum(counts.values()):
-        raise FileFormatError(
-            f"{path}: truncated PLY file: the header declares {counts} elements, but only {n_lines} data lines follow"
-        )
-    with open(path, "rb") as fh:
-        data = trimesh.exchange.ply.load_ply(fh)
-    verts = data.get("vertices")
-    if verts is None:
-        raise FileFormatError(f"{path}: the PLY file has no vertex element")
-    faces = data.get("faces")
-    faces = None if faces is None or np.asarray(faces).size == 0 else np.asarray(faces)
-    if faces is not None and faces.ndim == 2 and faces.shape[1] > 3:  # all polygons of one size k: fan split
-        k = faces.shape[1]
-        faces = np.concatenate([faces[:, [0, i, i + 1]] for i in range(1, k - 1)], axis=1).reshape(-1, 3)
-    n_faces = counts.get("face", 0)
-    if len(verts) != counts.get("vertex", len(verts)) or (faces is None and n_faces) or (
-        faces is not None and len(faces) < n_faces
-    ):
-        got = 0 if faces is None else len(faces)
-        raise FileFormatError(
-            f"{path}: the header declares {counts.get('vertex')} vertices and {n_faces} faces, read {len(verts)} "
-            f"vertices and {got} triangles (truncated or corrupted file?)"
-        )
-    normals = data.get("vertex_normals")
-    normals = None if normals is None else np.asarray(normals)
-    return RawShape(np.asarray(verts), faces, normals)
+    return parse_ply(path)
+
+
+def read_stl(path: Path) -> RawShape:
+    """STL triangle soup; corners merged, vertices numbered in first-use order."""
+    return parse_stl(path)
 
 
 def _export(path: Path, shape: RawShape, file_type: str, **kwargs) -> None:
@@ -252,7 +160,25 @@ def write_obj(path: Path, shape: RawShape) -> None:
 
 
 def write_stl(path: Path, shape: RawShape) -> None:
+    """Binary STL. STL has no shared vertices: reading the file back merges the corners and numbers the vertices in
+    the order of their first use by the faces; a warning says so when that order (or the vertex count, for
+    unreferenced vertices or corners equal in float32) differs from this mesh's."""
     _export(path, shape, "stl")
+    f = np.asarray(shape.faces)
+    v32 = np.asarray(shape.verts, dtype=np.float32)
+    back_verts, back_faces = merge_soup(v32[f].reshape(-1, 3))
+    if len(back_verts) != len(v32):
+        why = f"{len(back_verts)} vertices, not {len(v32)} (unreferenced vertices, or corners equal in float32)"
+    elif not np.array_equal(back_faces, f):
+        why = "vertices numbered in the order of their first use by the faces, not in this mesh's order"
+    else:
+        return
+    warnings.warn(
+        f"{path}: STL stores no shared vertices; loading this file back gives {why}; save as .ply, .off or "
+        ".obj to keep the vertices as they are",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def write_ply(path: Path, shape: RawShape) -> None:
