@@ -11,7 +11,7 @@ from scipy.spatial.distance import directed_hausdorff
 
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.losses.chamfer import ChamferLoss, HausdorffDistance, chamfer_distance, chamfer_terms, hausdorff_distance
-from geomot.structures import Measure, Mesh, PointCloud
+from geomot.structures import Measure, Mesh, PointCloud, mesh_to_measure
 from tests.conftest import icosphere, shared_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,11 +99,13 @@ def test_mesh_and_pointcloud_inputs() -> None:
     mesh = Mesh(v, f)
     vn = mesh.vertex_normals_list()[0]
     # a sphere scaled by s: every vertex's NN is its twin (|s - 1| small), squared distance (s - 1)^2
-    out = chamfer_terms(mesh, Mesh(1.01 * v, f))
+    out = chamfer_terms(mesh, Mesh(1.01 * v, f), measure="vertices")
     torch.testing.assert_close(out.distance, torch.tensor(2 * 1e-4, dtype=torch.float64))
     torch.testing.assert_close(out.normals, torch.tensor(0.0, dtype=torch.float64), atol=1e-12, rtol=0)
     pc = PointCloud(v, vn)
-    torch.testing.assert_close(chamfer_distance(pc, mesh, normal_weight=1.0), chamfer_distance(mesh, pc))
+    torch.testing.assert_close(
+        chamfer_distance(pc, mesh, normal_weight=1.0, measure="vertices"), chamfer_distance(mesh, pc, measure="vertices")
+    )
     assert chamfer_terms(v, 1.01 * v).normals is None
     torch.testing.assert_close(chamfer_distance(Measure(v), Measure(1.01 * v)), out.distance)
 
@@ -211,3 +213,101 @@ def test_shapenet_clouds_match_dense_and_scipy() -> None:
     batch = torch.from_numpy(clouds[:4]).double()
     none = chamfer_distance(batch[[0, 2]], batch[[1, 3]], reduction="none")
     torch.testing.assert_close(none[0], (dx**2).mean() + (dy**2).mean())
+
+
+def test_mesh_follows_the_measure_rule() -> None:
+    v, f = icosphere(1)
+    g = torch.Generator().manual_seed(6)
+    m1, m2 = Mesh(v, f), Mesh(v + 0.03 * torch.randn(v.shape, generator=g, dtype=v.dtype), f)
+    # default: each mesh becomes its 6-D varifold (face centroids + unit normals)
+    s1, s2 = (mesh_to_measure(m, "varifold").support for m in (m1, m2))
+    torch.testing.assert_close(chamfer_distance(m1, m2), chamfer_distance(s1, s2))
+    torch.testing.assert_close(hausdorff_distance(m1, m2), hausdorff_distance(s1, s2))
+    c1, c2 = (mesh_to_measure(m, "faces").support for m in (m1, m2))
+    torch.testing.assert_close(chamfer_distance(m1, m2, measure="faces"), chamfer_distance(c1, c2))
+    # the normal term uses the face normals for "faces"/"varifold"
+    n1, n2 = (m.face_normals_list()[0] for m in (m1, m2))
+    torch.testing.assert_close(
+        chamfer_distance(m1, m2, measure="faces", normal_weight=0.5),
+        chamfer_distance(c1[0], c2[0], x_normals=n1, y_normals=n2, normal_weight=0.5),
+    )
+    samples = chamfer_distance(m1, v, measure="samples", n_samples=300, generator=torch.Generator().manual_seed(0))
+    pts = mesh_to_measure(m1, "samples", n_samples=300, generator=torch.Generator().manual_seed(0)).support[0]
+    torch.testing.assert_close(samples, chamfer_distance(pts, v))
+    # measure= is irrelevant for tensors and point clouds
+    x, y = _pair(7, 6, 5)
+    for measure in ("vertices", "faces", "samples", "varifold"):
+        torch.testing.assert_close(chamfer_distance(x, PointCloud(y), measure=measure), chamfer_distance(x, y))
+    fix = r"pass measure='vertices', 'faces' or 'samples' to compare a mesh with a point cloud"
+    with pytest.raises(ShapeError, match=r"y: expected points of dimension 6 \(that of x, a Mesh turned into its "
+                       r"6-D varifold by default\), got 3; " + fix):
+        chamfer_distance(m1, v)
+    with pytest.raises(ShapeError, match=r"got 6 \(y is a Mesh turned into its 6-D varifold by default\); " + fix):
+        hausdorff_distance(v, m1)
+    with pytest.raises(ValidationError, match="measure: unknown mesh measure 'verts'"):
+        chamfer_distance(m1, m2, measure="verts")
+    with pytest.raises(ValidationError, match="n_samples: expected an integer >= 1, got 0"):
+        chamfer_distance(m1, m2, measure="samples", n_samples=0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_non_finite_points_give_non_finite_values_without_checks(value: float, where: str) -> None:
+    import geomot
+
+    x, y = _pair(9, 6, 8)
+    bad = (x if where == "x" else y).clone()
+    bad[2, 1] = value
+    args = (bad, y) if where == "x" else (x, bad)
+    with geomot.data_checks(False):
+        for backend in ("torch", "kdtree"):
+            for squared in (True, False):
+                assert not bool(torch.isfinite(chamfer_distance(*args, squared=squared, backend=backend)))
+            assert not bool(torch.isfinite(hausdorff_distance(*args, backend=backend)))
+            assert not bool(torch.isfinite(hausdorff_distance(*args, directed=True, backend=backend)))
+
+
+def test_huge_float32_coordinates_do_not_give_a_finite_wrong_value() -> None:
+    x, y = _pair(10, 20, 30)
+    ref = chamfer_distance(x, y, squared=False)
+    for scale in (1e19, 1e20):
+        out = chamfer_distance((scale * x).float(), (scale * y).float(), squared=False)
+        assert not bool(torch.isfinite(out)) or abs(float(out) / scale - float(ref)) < 1e-4 * float(ref)
+        h = hausdorff_distance((scale * x).float(), (scale * y).float())
+        assert not bool(torch.isfinite(h)) or abs(float(h) / scale - float(hausdorff_distance(x, y))) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (ChamferLoss, {"reduction": "avg"}, "reduction: expected 'mean', 'sum' or 'none', got 'avg'"),
+        (ChamferLoss, {"normal_weight": -1.0}, "normal_weight: expected a non-negative value"),
+        (ChamferLoss, {"point_reduction": "max"}, "point_reduction: expected 'mean' or 'sum', got 'max'"),
+        (ChamferLoss, {"backend": "faiss"}, "backend: unknown knn backend 'faiss'"),
+        (ChamferLoss, {"measure": "verts"}, "measure: unknown mesh measure 'verts'"),
+        (ChamferLoss, {"n_samples": 0}, "n_samples: expected an integer >= 1"),
+        (ChamferLoss, {"sqaured": True}, "ChamferLoss: unknown setting\\(s\\) 'sqaured'"),
+        (ChamferLoss, {"x_normals": None}, "ChamferLoss: 'x_normals' is a per-call input"),
+        (HausdorffDistance, {"reduction": "max"}, "reduction: expected 'mean', 'sum' or 'none', got 'max'"),
+        (HausdorffDistance, {"backend": "faiss"}, "backend: unknown knn backend 'faiss'"),
+        (HausdorffDistance, {"directd": True}, "HausdorffDistance: unknown setting\\(s\\) 'directd'"),
+    ],
+)
+def test_shells_check_settings_at_construction(cls, kwargs, match) -> None:
+    with pytest.raises(ValidationError, match=match):
+        cls(**kwargs)
+
+
+def test_shells_forward_inputs() -> None:
+    v, f = icosphere(1)
+    x, y = _pair(11, 6, 8)
+    nx, ny = _pair(12, 6, 8)
+    loss = ChamferLoss(normal_weight=0.3, measure="vertices")
+    torch.testing.assert_close(loss(x, y, x_normals=nx, y_normals=ny),
+                               chamfer_distance(x, y, x_normals=nx, y_normals=ny, normal_weight=0.3))
+    mesh_loss = ChamferLoss(measure="vertices")
+    torch.testing.assert_close(mesh_loss(Mesh(v, f), 1.1 * v), chamfer_distance(v, 1.1 * v))
+    with pytest.raises(ValidationError, match=r"ChamferLoss\.forward: 'squared': set it at construction"):
+        loss(x, y, squared=False)
+    with pytest.raises(TypeError):
+        ChamferLoss(True)

@@ -17,26 +17,34 @@ unsquared::
 
 Inputs: tensors ``(N, D)`` / ``(B, N, D)`` with ``*_lengths`` (and ``*_normals`` of the same shape), a
 :class:`~geomot.structures.PointCloud` (its normals when present), a :class:`~geomot.structures.Measure` (its
-support; weights are ignored) or a :class:`~geomot.structures.Mesh` (its vertices and area-weighted vertex
-normals; sample the surface first for a surface-uniform comparison).
+support; weights are ignored) or a :class:`~geomot.structures.Mesh`, turned into points by ``measure=`` as every
+loss does (:func:`geomot.structures.as_measure`; see ``docs/measures.md``): ``None`` or ``"varifold"`` gives the
+6-D atoms ``(c_f, n_f)`` (face centroids and unit normals), ``"vertices"`` the vertices with their area-weighted
+vertex normals, ``"faces"`` the face centroids with the face normals, ``"samples"`` ``n_samples`` area-uniform
+surface points (no normals). A mesh against a 3-D point cloud therefore needs ``measure="vertices"``, ``"faces"``
+or ``"samples"``.
+
+Non-finite coordinates raise :class:`~geomot._core.errors.ValidationError` (value checks on) or give NaN/Inf
+(inside ``geomot.data_checks(False)``), never a finite number.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from geomot._core.batch import list_to_padded, mask_from_lengths, to_batched
-from geomot._core.checks import check_finite, check_float_tensor, check_positive, describe
+from geomot._core.checks import check_finite, check_float_tensor, check_int, check_positive, describe
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.reduction import check_reduction, reduce
-from geomot.ops.knn import knn_gather, knn_points
+from geomot.losses._shell import PAIR_INPUTS, LossModule
+from geomot.ops.knn import KNN_BACKENDS, knn_gather, knn_points
 from geomot.structures import Measure, Mesh, PointCloud
+from geomot.structures.convert import as_measure, check_pair_dims, resolve_mesh_measure
 
 __all__ = ["ChamferLoss", "ChamferTerms", "HausdorffDistance", "chamfer_distance", "chamfer_terms",
            "hausdorff_distance"]
-
 
 
 class ChamferTerms(NamedTuple):
@@ -51,8 +59,29 @@ class ChamferTerms(NamedTuple):
     normals: torch.Tensor | None
 
 
+def _mesh_points(
+    mesh: Mesh, measure: str | None, n_samples: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """A Mesh as ``(points (B, N, D), normals (B, N, 3) | None, lengths (B,))`` by the ``measure=`` rule."""
+    kind = resolve_mesh_measure(measure)
+    m = as_measure(mesh, measure=kind, name="mesh", n_samples=n_samples, generator=generator)[0]
+    if kind == "vertices":
+        normals = list_to_padded(mesh.vertex_normals_list())[0]
+    elif kind in ("faces", "varifold"):
+        normals = list_to_padded(mesh.face_normals_list())[0]
+    else:
+        normals = None
+    return m.support, normals, m.lengths
+
+
 def _as_points(
-    x: object, name: str, normals: torch.Tensor | None, lengths: torch.Tensor | None
+    x: object,
+    name: str,
+    normals: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    measure: str | None = None,
+    n_samples: int = 5000,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
     """``(points (B, N, D), normals (B, N, D) | None, lengths (B,), batched)``."""
     if isinstance(x, torch.Tensor):
@@ -78,15 +107,15 @@ def _as_points(
     if isinstance(x, Measure):
         return x.support, None, x.lengths, True
     if isinstance(x, Mesh):
-        pts, lb = list_to_padded(x.verts_list())
-        return pts, list_to_padded(x.vertex_normals_list())[0], lb, True
+        pts, nrm, lb = _mesh_points(x, measure, n_samples, generator)
+        return pts, nrm, lb, True
     raise ShapeError(f"{name}: expected a tensor, PointCloud, Measure or Mesh, got {describe(x)}")
 
 
 def _safe_sqrt(d: torch.Tensor) -> torch.Tensor:
-    """``sqrt(d)`` with a zero (not infinite) gradient at ``d = 0``."""
-    pos = d > 0
-    return torch.where(pos, torch.where(pos, d, torch.ones_like(d)).sqrt(), torch.zeros_like(d))
+    """``sqrt(d)`` with a zero (not infinite) gradient at ``d = 0``; NaN stays NaN."""
+    zero = d <= 0
+    return torch.where(zero, torch.zeros_like(d), torch.where(zero, torch.ones_like(d), d).sqrt())
 
 
 def _reduce_points(v: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
@@ -94,11 +123,11 @@ def _reduce_points(v: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
     return s / lengths.to(v.dtype) if how == "mean" else s
 
 
-def _pair(x: object, y: object, x_lengths, y_lengths, x_normals, y_normals):
-    px, nx, lx, bx = _as_points(x, "x", x_normals, x_lengths)
-    py, ny, ly, by = _as_points(y, "y", y_normals, y_lengths)
-    if px.shape[-1] != py.shape[-1]:
-        raise ShapeError(f"y: expected points of dimension {px.shape[-1]} (that of x), got {py.shape[-1]}")
+def _pair(x: object, y: object, x_lengths, y_lengths, x_normals, y_normals, measure, n_samples, generator):
+    check_int(n_samples, "n_samples", at_least=1)
+    px, nx, lx, bx = _as_points(x, "x", x_normals, x_lengths, measure, n_samples, generator)
+    py, ny, ly, by = _as_points(y, "y", y_normals, y_lengths, measure, n_samples, generator)
+    check_pair_dims(px, py, x, y, measure=measure)
     if px.shape[0] != py.shape[0]:
         raise ShapeError(f"y: expected batch size {px.shape[0]} (that of x), got {py.shape[0]}")
     if px.dtype != py.dtype or px.device != py.device:
@@ -118,11 +147,14 @@ def chamfer_terms(
     point_reduction: str = "mean",
     reduction: str = "mean",
     backend: str = "auto",
+    measure: str | None = None,
+    n_samples: int = 5000,
+    generator: torch.Generator | None = None,
 ) -> ChamferTerms:
     """The Chamfer point term ``CD`` and normal term ``CN`` (formulas in the module docstring), separately.
 
     Args:
-        x: ``(N, D)`` / ``(B, N, D)`` points, a :class:`PointCloud` or a :class:`Mesh` (vertices).
+        x: ``(N, D)`` / ``(B, N, D)`` points, a :class:`PointCloud`, a :class:`Measure` or a :class:`Mesh`.
         y: same kinds as ``x`` (matching ``D`` and batch size).
         x_lengths: ``(B,)`` sizes of a padded tensor ``x``.
         y_lengths: same for ``y``.
@@ -132,6 +164,9 @@ def chamfer_terms(
         point_reduction: ``"mean"`` or ``"sum"`` over the points of each direction.
         reduction: over the batch: ``"mean"``, ``"sum"`` or ``"none"`` (``(B,)``; ``()`` for ``(N, D)`` tensors).
         backend: nearest-neighbour backend of :func:`geomot.ops.knn_points`.
+        measure: how a Mesh input becomes points (module docstring); irrelevant for other inputs.
+        n_samples: number of surface samples for ``measure="samples"``.
+        generator: random generator of the surface samples.
 
     Returns:
         :class:`ChamferTerms` ``(distance, normals)``; ``normals`` is None unless both inputs carry normals.
@@ -139,7 +174,9 @@ def chamfer_terms(
     if point_reduction not in ("mean", "sum"):
         raise ValidationError(f"point_reduction: expected 'mean' or 'sum', got {point_reduction!r}")
     check_reduction(reduction)
-    px, nx, lx, py, ny, ly, batched = _pair(x, y, x_lengths, y_lengths, x_normals, y_normals)
+    px, nx, lx, py, ny, ly, batched = _pair(
+        x, y, x_lengths, y_lengths, x_normals, y_normals, measure, n_samples, generator
+    )
     kx = knn_points(px, py, x_lengths=lx, y_lengths=ly, backend=backend)
     ky = knn_points(py, px, x_lengths=ly, y_lengths=lx, backend=backend)
     dx, dy = kx.dists[..., 0], ky.dists[..., 0]
@@ -170,6 +207,9 @@ def chamfer_distance(
     point_reduction: str = "mean",
     reduction: str = "mean",
     backend: str = "auto",
+    measure: str | None = None,
+    n_samples: int = 5000,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Bidirectional Chamfer distance ``CD(x, y) + normal_weight * CN(x, y)`` (see the module docstring).
 
@@ -180,7 +220,8 @@ def chamfer_distance(
 
     Args:
         normal_weight: weight of the normal term ``CN``; when ``> 0`` both inputs need normals (tensors via
-            ``x_normals`` / ``y_normals``, PointClouds with normals, or Meshes).
+            ``x_normals`` / ``y_normals``, PointClouds with normals, or Meshes with a ``measure`` other than
+            ``"samples"``).
         The other arguments are those of :func:`chamfer_terms`.
 
     Returns:
@@ -189,7 +230,8 @@ def chamfer_distance(
     w = check_positive(normal_weight, "normal_weight", strict=False)
     terms = chamfer_terms(
         x, y, x_lengths=x_lengths, y_lengths=y_lengths, x_normals=x_normals, y_normals=y_normals,
-        squared=squared, point_reduction=point_reduction, reduction=reduction, backend=backend,
+        squared=squared, point_reduction=point_reduction, reduction=reduction, backend=backend, measure=measure,
+        n_samples=n_samples, generator=generator,
     )
     if w == 0:
         return terms.distance
@@ -207,25 +249,31 @@ def hausdorff_distance(
     directed: bool = False,
     reduction: str = "mean",
     backend: str = "auto",
+    measure: str | None = None,
+    n_samples: int = 5000,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Hausdorff distance ``max(sup_x d(x, Y), sup_y d(y, X))`` with Euclidean (not squared) ``d``.
 
     Also an evaluation metric. Differentiable almost everywhere (the gradient reaches only the extremal pair).
 
     Args:
-        x: ``(N, D)`` / ``(B, N, D)`` points, a :class:`PointCloud` or a :class:`Mesh` (vertices).
+        x: ``(N, D)`` / ``(B, N, D)`` points, a :class:`PointCloud`, a :class:`Measure` or a :class:`Mesh`.
         y: same kinds as ``x``.
         x_lengths: ``(B,)`` sizes of a padded tensor ``x``.
         y_lengths: same for ``y``.
         directed: return only the directed distance ``sup_{x in X} min_{y in Y} |x - y|``.
         reduction: ``"mean"``, ``"sum"`` over the batch or ``"none"`` (``(B,)``; ``()`` for ``(N, D)``).
         backend: nearest-neighbour backend of :func:`geomot.ops.knn_points`.
+        measure: how a Mesh input becomes points (module docstring); irrelevant for other inputs.
+        n_samples: number of surface samples for ``measure="samples"``.
+        generator: random generator of the surface samples.
 
     Returns:
         ``()``, or ``(B,)`` with ``reduction="none"``.
     """
     check_reduction(reduction)
-    px, _, lx, py, _, ly, batched = _pair(x, y, x_lengths, y_lengths, None, None)
+    px, _, lx, py, _, ly, batched = _pair(x, y, x_lengths, y_lengths, None, None, measure, n_samples, generator)
 
     def directed_sq(a, la, b, lb):
         d = knn_points(a, b, x_lengths=la, y_lengths=lb, backend=backend).dists[..., 0]
@@ -237,41 +285,47 @@ def hausdorff_distance(
     return reduce(_safe_sqrt(h), reduction, batched=batched)
 
 
-class ChamferLoss(torch.nn.Module):
-    """Module shell of :func:`chamfer_distance`; ``forward(x, y, **inputs)`` with lengths / normals."""
-
-    def __init__(
-        self,
-        *,
-        squared: bool = True,
-        normal_weight: float = 0.0,
-        point_reduction: str = "mean",
-        reduction: str = "mean",
-        backend: str = "auto",
-    ) -> None:
-        super().__init__()
-        check_positive(normal_weight, "normal_weight", strict=False)
-        self.settings = dict(
-            squared=squared, normal_weight=normal_weight, point_reduction=point_reduction, reduction=reduction,
-            backend=backend,
-        )
-
-    def forward(self, x: object, y: object, **inputs: torch.Tensor | None) -> torch.Tensor:
-        return chamfer_distance(x, y, **self.settings, **inputs)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+def _check_common(settings: dict[str, Any]) -> dict[str, Any]:
+    if "reduction" in settings:
+        check_reduction(settings["reduction"])
+    if settings.get("backend", "auto") != "auto":
+        KNN_BACKENDS.get(settings["backend"], arg="backend")
+    if settings.get("measure") is not None:
+        resolve_mesh_measure(settings["measure"])
+    if "n_samples" in settings:
+        check_int(settings["n_samples"], "n_samples", at_least=1)
+    return settings
 
 
-class HausdorffDistance(torch.nn.Module):
-    """Module shell of :func:`hausdorff_distance`."""
+class ChamferLoss(LossModule):
+    """Module shell of :func:`chamfer_distance`: ``ChamferLoss(**settings)(x, y, **inputs)``.
 
-    def __init__(self, *, directed: bool = False, reduction: str = "mean", backend: str = "auto") -> None:
-        super().__init__()
-        self.settings = dict(directed=directed, reduction=reduction, backend=backend)
+    Settings (keyword-only, checked at construction): ``squared``, ``normal_weight``, ``point_reduction``,
+    ``reduction``, ``backend``, ``measure``, ``n_samples``. Per-call inputs: ``x_lengths``, ``y_lengths``,
+    ``x_normals``, ``y_normals``, ``generator`` (``x_weights`` / ``y_weights`` are not used by Chamfer).
+    """
 
-    def forward(self, x: object, y: object, **inputs: torch.Tensor | None) -> torch.Tensor:
-        return hausdorff_distance(x, y, **self.settings, **inputs)
+    function = staticmethod(chamfer_distance)
+    inputs = (PAIR_INPUTS - {"x_weights", "y_weights"}) | {"x_normals", "y_normals"}
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        if "normal_weight" in settings:
+            check_positive(settings["normal_weight"], "normal_weight", strict=False)
+        pr = settings.get("point_reduction", "mean")
+        if pr not in ("mean", "sum"):
+            raise ValidationError(f"point_reduction: expected 'mean' or 'sum', got {pr!r}")
+        return _check_common(settings)
+
+
+class HausdorffDistance(LossModule):
+    """Module shell of :func:`hausdorff_distance`: ``HausdorffDistance(**settings)(x, y, **inputs)``.
+
+    Settings (keyword-only, checked at construction): ``directed``, ``reduction``, ``backend``, ``measure``,
+    ``n_samples``. Per-call inputs: ``x_lengths``, ``y_lengths``, ``generator``.
+    """
+
+    function = staticmethod(hausdorff_distance)
+    inputs = PAIR_INPUTS - {"x_weights", "y_weights"}
+
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return _check_common(settings)
