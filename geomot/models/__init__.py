@@ -1,5 +1,8 @@
-"""L5: trainable modules: velocity fields for neural-ODE deformations and a PointNet shape encoder."""
+"""L5: trainable modules: velocity fields for neural-ODE deformations, a PointNet shape encoder, amortised
+projection networks for sliced Wasserstein losses and a PointNet point-cloud autoencoder."""
 
+from geomot.models.amortized import AMORTIZED_PROJECTIONS, AmortizedProjection
+from geomot.models.autoencoder import PointNetAutoencoder
 from geomot.models.velocity import (
     VELOCITY_FIELDS,
     ConditionedVelocity,
@@ -9,9 +12,12 @@ from geomot.models.velocity import (
 )
 
 __all__ = [
+    "AMORTIZED_PROJECTIONS",
     "VELOCITY_FIELDS",
+    "AmortizedProjection",
     "ConditionedVelocity",
     "KernelVelocity",
     "MLPVelocity",
+    "PointNetAutoencoder",
     "gaussian_kernel",
 ]
