@@ -62,7 +62,8 @@ def test_trimesh_round_trip_and_area(mesh, cloud):
     assert tm.is_watertight and tm.volume > 0  # outward orientation survives
     back = from_trimesh(tm, dtype=torch.float64)
     _same_mesh(mesh, back)
-    assert from_trimesh(tm).dtype == torch.float32
+    assert from_trimesh(tm).dtype == torch.float64  # trimesh stores float64: kept
+    assert from_trimesh(tm, dtype=torch.float32).dtype == torch.float32
     pc = to_trimesh(cloud)
     assert isinstance(pc, trimesh.PointCloud)
     _same_cloud(cloud, from_trimesh(pc, dtype=torch.float64), normals=False)
@@ -284,3 +285,26 @@ def test_from_trimesh_validates_geometry():
         from_trimesh(tm)
     with pytest.raises(ValidationError, match="to_pyg: expected a geomot Mesh or PointCloud, got list"):
         to_pyg([1, 2])
+
+
+def test_numpy_backends_keep_the_source_precision(mesh, cloud):
+    """from_trimesh / from_open3d / from_pyvista keep float64 (and float32) positions unless dtype is given."""
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.verts.numpy(), mesh.faces.numpy(), process=False)
+    m = from_trimesh(tm)
+    assert m.dtype == torch.float64 and torch.equal(m.verts, mesh.verts)  # bit-exact, not through float32
+    assert from_trimesh(trimesh.PointCloud(cloud.points_list()[0].numpy())).dtype == torch.float64
+    pv = pytest.importorskip("pyvista")
+    poly = to_pyvista(mesh)
+    assert from_pyvista(poly).dtype == torch.float64 and torch.equal(from_pyvista(poly).verts, mesh.verts)
+    poly32 = pv.PolyData(mesh.verts.numpy().astype(np.float32))
+    assert from_pyvista(poly32).dtype == torch.float32
+    pc = from_pyvista(to_pyvista(cloud))
+    assert pc.dtype == torch.float64 and pc.normals_list()[0].dtype == torch.float64
+    o3d = pytest.importorskip("open3d")
+    om = to_open3d(mesh)
+    assert isinstance(om, o3d.geometry.TriangleMesh)
+    assert from_open3d(om).dtype == torch.float64 and torch.equal(from_open3d(om).verts, mesh.verts)
+    oc = from_open3d(to_open3d(cloud))
+    assert oc.dtype == torch.float64 and oc.normals_list()[0].dtype == torch.float64

@@ -12,9 +12,10 @@ pytorch3d          ``pytorch3d.structures.Meshes``         ``pytorch3d.structure
 
 Each backend is imported inside the function that needs it; a missing one raises
 :class:`~geomot._core.errors.MissingDependencyError` naming the extra to install. Vertex order is preserved both
-ways. The numpy-based libraries (trimesh, open3d, pyvista) receive detached CPU float64 arrays and their
-``from_*`` take ``dtype`` (default float32); the torch-based ones (torch_geometric, pytorch3d) share tensors, keep
-the autograd graph, support batches, and their ``from_*`` keep the source dtype unless ``dtype`` is given.
+ways. The numpy-based libraries (trimesh, open3d, pyvista) receive detached CPU float64 arrays; the torch-based
+ones (torch_geometric, pytorch3d) share tensors, keep the autograd graph and support batches. Every ``from_*``
+keeps the source's precision unless ``dtype`` is given: float64 arrays (trimesh and open3d always store float64)
+give float64 shapes, float32 ones (a pyvista ``PolyData`` may hold either) float32.
 """
 
 from __future__ import annotations
@@ -60,18 +61,24 @@ def _single(obj: object, fn: str) -> tuple[np.ndarray, np.ndarray | None, np.nda
     raise ValidationError(f"{fn}: expected a geomot Mesh or PointCloud, got {type(obj).__name__}")
 
 
-def _tensor(a: object, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(a)), device=device).to(dtype)
+def _tensor(a: object, dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:
+    """``a`` as a tensor of ``dtype``; ``None`` keeps a float32 / float64 array's precision (other dtypes, such as
+    integer positions, become float32)."""
+    arr = np.ascontiguousarray(np.asarray(a))
+    if dtype is None:
+        dtype = torch.float64 if arr.dtype == np.float64 else torch.float32
+    return torch.as_tensor(arr, device=device).to(dtype)
 
 
 def _build(
-    verts: object, faces: object | None, normals: object | None, dtype: torch.dtype, device: torch.device | str | None
+    verts: object, faces: object | None, normals: object | None, dtype: torch.dtype | None,
+    device: torch.device | str | None,
 ) -> Shape:
     v = _tensor(verts, dtype, device)
     if faces is not None and np.asarray(faces).size:
         f = torch.as_tensor(np.ascontiguousarray(np.asarray(faces)).astype(np.int64), device=v.device)
         return Mesh(v, f)
-    return PointCloud(v, None if normals is None else _tensor(normals, dtype, v.device))
+    return PointCloud(v, None if normals is None else _tensor(normals, v.dtype, v.device))
 
 
 # -- trimesh -----------------------------------------------------------------------------------------------
@@ -85,8 +92,10 @@ def to_trimesh(obj: Shape):
     return trimesh.Trimesh(vertices=v, faces=f, process=False)
 
 
-def from_trimesh(tm: object, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Shape:
+def from_trimesh(tm: object, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Shape:
     """A :class:`Mesh` from a ``trimesh.Trimesh`` or a :class:`PointCloud` from a ``trimesh.PointCloud``.
+
+    ``dtype=None`` keeps the source's float precision (trimesh stores float64); pass ``torch.float32`` for float32.
 
     Raises:
         ValidationError: another type; NaN/Inf or bad faces (from the Mesh checks).
@@ -112,7 +121,7 @@ def to_open3d(obj: Shape):
     return pc
 
 
-def from_open3d(geom: object, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Shape:
+def from_open3d(geom: object, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Shape:
     """A :class:`Mesh` from an open3d ``TriangleMesh`` or a :class:`PointCloud` (with its normals, if any) from an
     open3d ``PointCloud``."""
     o3d = require("open3d", what="from_open3d")
@@ -143,7 +152,7 @@ def to_pyvista(obj: Shape):
 
 
 def from_pyvista(
-    poly: object, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    poly: object, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> Shape:
     """A :class:`Mesh` from a ``pyvista.PolyData`` with polygons (triangulated by VTK when they are not all
     triangles; points keep their order), else a :class:`PointCloud` of its points (normals from
