@@ -108,3 +108,38 @@ def test_faust_ground_truth_is_consistent():
     gs, gt = ds.ground_truth("tr_reg_000", "tr_reg_000")
     p2p = torch.arange(mesh.verts.shape[0])
     assert float(geodesic_error(p2p, mesh.verts, mesh.faces, gs[:200], gt[:200])) == 0.0
+
+
+def test_mesh_objects_are_accepted(sphere):
+    from geomot.structures import Mesh
+
+    v, f = sphere
+    mesh = Mesh(v, f)
+    gt = torch.arange(v.shape[0])
+    p2p = torch.roll(gt, 3)
+    ref = geodesic_error(p2p, v, f, gt, gt, reduction="none")
+    assert torch.equal(geodesic_error(p2p, mesh, gt, gt, reduction="none"), ref)
+    assert torch.equal(geodesic_error(p2p, mesh, gt_src=gt, gt_tgt=gt, reduction="none"), ref)
+    src, dst = torch.tensor([0, 5, 9]), torch.tensor([40, 5, 100])
+    assert torch.equal(geodesic_distances(mesh, src, dst), geodesic_distances(v, f, src, dst))
+    assert torch.equal(geodesic_distances(mesh, src=src, dst=dst, method="heat"),
+                       geodesic_distances(v, f, src, dst, method="heat"))
+
+
+def test_mesh_form_errors(sphere):
+    from geomot.structures import Mesh
+
+    v, f = sphere
+    mesh = Mesh(v, f)
+    gt = torch.arange(v.shape[0])
+    with pytest.raises(ValidationError, match="geodesic_error: with a Mesh, the arguments after it are those that "
+                       "follow faces in the tensor form; got one argument too many"):
+        geodesic_error(gt, mesh, f, gt, gt)
+    with pytest.raises(ShapeError, match="geodesic_error: expects a single mesh, got a batch of 2"):
+        geodesic_error(gt, Mesh([v, v], [f, f]), gt, gt)
+    with pytest.raises(ValidationError, match=r"faces2/gt_src/gt_tgt: missing; call geodesic_error\(p2p, verts2"):
+        geodesic_error(gt, mesh, gt)
+    with pytest.raises(ValidationError, match=r"faces/src/dst: missing; call geodesic_distances\(verts, faces"):
+        geodesic_distances(v, f, gt)
+    with pytest.raises(ShapeError, match=r"src/dst: expected two \(K,\) tensors"):
+        geodesic_distances(v, f, gt, gt[:3])

@@ -25,6 +25,7 @@ import torch
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
 from geomot._core.reduction import reduce
+from geomot.structures import Mesh
 
 __all__ = [
     "PairEvaluation",
@@ -39,13 +40,29 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def _pp3d():
     try:
         import potpourri3d
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise MissingDependencyError("geodesic errors need potpourri3d: pip install potpourri3d") from e
     return potpourri3d
+
+
+def _split_mesh(fn: str, first: Any, second: Any, rest: tuple[Any, ...]) -> tuple[Any, Any, tuple[Any, ...]]:
+    """``(verts, faces, the remaining arguments)`` of a call that starts with a single :class:`Mesh` (the arguments
+    after it shift left by one) or with ``verts, faces`` tensors."""
+    if not isinstance(first, Mesh):
+        return first, second, rest
+    if len(first) != 1:
+        raise ShapeError(f"{fn}: expects a single mesh, got a batch of {len(first)}; pass mesh[i]")
+    if second is None:  # keyword form: fn(mesh, gt_src=..., gt_tgt=...)
+        return first.verts, first.faces, rest
+    if rest and rest[-1] is not None:
+        raise ValidationError(
+            f"{fn}: with a Mesh, the arguments after it are those that follow faces in the tensor form; "
+            f"got one argument too many"
+        )
+    return first.verts, first.faces, (second, *rest[:-1])
 
 
 def _mesh_np(verts: torch.Tensor, faces: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +76,29 @@ def _path_length(path: np.ndarray) -> float:
 
 
 def geodesic_distances(
-    verts: torch.Tensor, faces: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, *, method: str = "exact"
+    verts: torch.Tensor | Mesh,
+    faces: torch.Tensor | None = None,
+    src: torch.Tensor | None = None,
+    dst: torch.Tensor | None = None,
+    *,
+    method: str = "exact",
 ) -> torch.Tensor:
     """Geodesic distances ``d(src[k], dst[k])`` on one mesh, ``(K,)`` float64.
 
+    Called as ``geodesic_distances(verts, faces, src, dst)`` or ``geodesic_distances(mesh, src, dst)``.
+
     Args:
-        verts: ``(V, 3)``; faces: ``(F, 3)``.
+        verts: ``(V, 3)``, or a single :class:`~geomot.structures.Mesh` (then ``faces`` is ``src`` and ``src`` is
+            ``dst``); faces: ``(F, 3)``.
         src, dst: ``(K,)`` vertex indices.
         method: ``"exact"`` (edge-flip geodesic paths; manifold meshes, falls back to ``"heat"`` with a warning
             when potpourri3d rejects the mesh) or ``"heat"``.
     """
+    verts, faces, (src, dst) = _split_mesh("geodesic_distances", verts, faces, (src, dst))
+    if faces is None or src is None or dst is None:
+        raise ValidationError(
+            "faces/src/dst: missing; call geodesic_distances(verts, faces, src, dst) or (mesh, src, dst)"
+        )
     v, f = _mesh_np(verts, faces)
     check_index_tensor(src, "src", size=v.shape[0])
     check_index_tensor(dst, "dst", size=v.shape[0])
@@ -101,10 +131,10 @@ def geodesic_distances(
 
 def geodesic_error(
     p2p: torch.Tensor,
-    verts2: torch.Tensor,
-    faces2: torch.Tensor,
-    gt_src: torch.Tensor,
-    gt_tgt: torch.Tensor,
+    verts2: torch.Tensor | Mesh,
+    faces2: torch.Tensor | None = None,
+    gt_src: torch.Tensor | None = None,
+    gt_tgt: torch.Tensor | None = None,
     *,
     method: str = "exact",
     normalize: bool = True,
@@ -112,16 +142,24 @@ def geodesic_error(
 ) -> torch.Tensor:
     """Geodesic error of a map (Kim et al. 2011): ``err_k = d_B(p2p[gt_src[k]], gt_tgt[k]) / sqrt(area(B))``.
 
-    Multiply by 100 for the figures papers report.
+    Multiply by 100 for the figures papers report. Called as ``geodesic_error(p2p, verts2, faces2, gt_src, gt_tgt)``
+    or ``geodesic_error(p2p, mesh2, gt_src, gt_tgt)``.
 
     Args:
         p2p: ``(V_A,)`` for each vertex of the source A, its match on the target B.
-        verts2: ``(V2, 3)``; faces2: ``(F2, 3)`` the target mesh B.
+        verts2: ``(V2, 3)``; faces2: ``(F2, 3)`` the target mesh B; or a single
+            :class:`~geomot.structures.Mesh` B in place of both (the later arguments shift left by one).
         gt_src: ``(K,)`` vertices of A; gt_tgt: ``(K,)`` their true matches on B (0-based; ``.vts`` minus one).
         method: ``"exact"`` or ``"heat"`` (see :func:`geodesic_distances`).
         normalize: divide by ``sqrt(area(B))``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(K,)`` errors).
     """
+    verts2, faces2, (gt_src, gt_tgt) = _split_mesh("geodesic_error", verts2, faces2, (gt_src, gt_tgt))
+    if faces2 is None or gt_src is None or gt_tgt is None:
+        raise ValidationError(
+            "faces2/gt_src/gt_tgt: missing; call geodesic_error(p2p, verts2, faces2, gt_src, gt_tgt) or "
+            "(p2p, mesh2, gt_src, gt_tgt)"
+        )
     v, f = _mesh_np(verts2, faces2)
     check_index_tensor(p2p, "p2p", size=v.shape[0])
     if p2p.dim() != 1:
@@ -234,7 +272,7 @@ def evaluate_pairs(
         t0 = time.perf_counter()
         p2p = matcher(ma, mb)
         sec = time.perf_counter() - t0
-        err = geodesic_error(p2p, mb.verts, mb.faces, src, tgt, method=method, reduction="none")
+        err = geodesic_error(p2p, mb, src, tgt, method=method, reduction="none")
         out.append(PairEvaluation(a, b, float(err.mean()), err, sec, coverage(p2p, mb.verts.shape[0])))
         logger.info("%s -> %s: error %.2f (x100), %.2f s", a, b, 100 * out[-1].mean_error, sec)
     return out
