@@ -312,3 +312,58 @@ def test_deformed_spheres_real_meshes() -> None:
                                atol=1e-12)
     if torch.equal(a.faces, b.faces):
         assert 0 < float(varifold_distance(a, Mesh(0.5 * (va + vb), f), **kw)) < float(d)
+
+
+def test_measure_argument_follows_the_rule() -> None:
+    v, f = icosphere(1)
+    m1, m2 = Mesh(v, f), Mesh(_perturbed(v, 0.05, 1), f)
+    ref = varifold_distance(m1, m2)
+    torch.testing.assert_close(varifold_distance(m1, m2, measure="varifold"), ref)
+    torch.testing.assert_close(VarifoldLoss(measure="varifold")(m1, m2), ref)
+    # measure= is irrelevant for a non-Mesh input
+    mu = mesh_to_measure(m1, "varifold")
+    torch.testing.assert_close(varifold_distance(mu, mu, measure="varifold"), torch.zeros((), dtype=v.dtype),
+                               atol=1e-12, rtol=0)
+    c, n = face_centroids(v, f), face_areas_normals(v, f)[1]
+    for measure in ("vertices", "faces", "samples"):
+        out = varifold_distance(c, c, x_normals=n, y_normals=n, measure=measure)
+        torch.testing.assert_close(out, varifold_distance(c, c, x_normals=n, y_normals=n))
+        with pytest.raises(ValidationError, match=f"measure: the varifold kernel needs normals.*got '{measure}'"):
+            varifold_distance(m1, m2, measure=measure)
+        with pytest.raises(ValidationError, match=f"measure: the varifold kernel needs normals.*got '{measure}'"):
+            VarifoldLoss(measure=measure)
+    with pytest.raises(ValidationError, match="measure: unknown mesh measure 'verts'"):
+        varifold_distance(m1, m2, measure="verts")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_positions_give_nan_without_checks(value: float) -> None:
+    import geomot
+
+    v, f = icosphere(1)
+    bad = v.clone()
+    bad[5, 2] = value
+    with geomot.data_checks(False):
+        for kernel in KERNELS:
+            assert not bool(torch.isfinite(varifold_distance(Mesh(bad, f), Mesh(v, f), kernel=kernel)))
+            assert not bool(torch.isfinite(varifold_distance(Mesh(v, f), Mesh(bad, f), kernel=kernel)))
+    big = (v * 1e20).float()
+    out = varifold_distance(Mesh(big, f), Mesh(1.1 * big, f), sigma=1e20)
+    assert not bool(torch.isfinite(out))  # face areas ~1e40 overflow float32: no finite value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sigma": 0.0}, "sigma: expected a positive value"),
+        ({"sigma_normal": -1.0}, "sigma_normal: expected a positive value"),
+        ({"reduction": "avg"}, "reduction: expected 'mean', 'sum' or 'none', got 'avg'"),
+        ({"backend": "cuda"}, "backend: unknown varifold backend 'cuda'"),
+        ({"chunk_size": 0}, "chunk_size: expected a positive integer, got 0"),
+        ({"sigam": 1.0}, r"VarifoldLoss: unknown setting\(s\) 'sigam'"),
+        ({"x_weights": None}, "VarifoldLoss: 'x_weights' is a per-call input"),
+    ],
+)
+def test_shell_checks_settings_at_construction(kwargs, match) -> None:
+    with pytest.raises(ValidationError, match=match):
+        VarifoldLoss(**kwargs)

@@ -17,9 +17,11 @@ with the normal kernels of :data:`VARIFOLD_KERNELS`:
   normals — oriented varifolds (Kaltenmark, Charlier & Charon, "A general framework for curve and surface
   comparison and registration with oriented varifolds", CVPR 2017, Eq. 6).
 
-Inputs (decided here): a :class:`~geomot.structures.Mesh` (atoms = faces as above, masses = face areas, not
-normalised, so the distance sees scale); a :class:`~geomot.structures.PointCloud` that has normals (masses = its
-weights, else ``1/N``); a ``(B, N, 2d)`` :class:`~geomot.structures.Measure` such as
+Inputs: a :class:`~geomot.structures.Mesh` (atoms = faces as above, masses = face areas, not normalised, so the
+distance sees scale; this is the Mesh's varifold of ``docs/measures.md``, so ``measure=None`` or ``"varifold"``;
+the kernel needs normals, so ``measure="vertices"``, ``"faces"`` or ``"samples"`` raise); a
+:class:`~geomot.structures.PointCloud` that has normals (masses = its weights, else ``1/N``); a ``(B, N, 2d)``
+:class:`~geomot.structures.Measure` such as
 ``mesh_to_measure(mesh, "varifold")`` (first ``d`` coordinates = positions, last ``d`` = normals, its weights as
 masses); or a position tensor ``(N, d)`` / ``(B, N, d)`` with ``x_normals`` of the same shape and optional
 ``x_weights`` (default ``1/N``). ``normalize=True`` divides each item's masses by their total.
@@ -43,8 +45,10 @@ from geomot._core.checks import check_finite, check_float_tensor, check_positive
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
 from geomot._core.reduction import check_reduction, reduce
 from geomot._core.registry import Registry
+from geomot.losses._shell import PAIR_INPUTS, LossModule
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud
+from geomot.structures.convert import resolve_mesh_measure
 
 __all__ = ["KEOPS_MIN_PAIRS", "VARIFOLD_KERNELS", "NormalKernel", "VarifoldLoss", "varifold_distance", "varifold_inner"]
 
@@ -242,13 +246,33 @@ def _pick_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 # -- public API --------------------------------------------------------------------------------------------
+def _check_measure(measure: str | None, x: object, y: object) -> None:
+    """A Mesh enters the varifold kernel as its varifold; any other ``measure`` for a Mesh input raises."""
+    kind = resolve_mesh_measure(measure)
+    if kind != "varifold" and (isinstance(x, Mesh) or isinstance(y, Mesh)):
+        raise ValidationError(
+            f"measure: the varifold kernel needs normals, so a Mesh enters as its varifold (measure=None or "
+            f"'varifold'), got {measure!r}; compare {kind} with chamfer_distance, sliced_wasserstein or "
+            "sinkhorn_divergence instead"
+        )
+
+
+def _centre(p: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """``(D,)`` mean of the atoms with non-zero mass (padding excluded; NaN/Inf positions skipped here, they reach
+    the kernel and give NaN there)."""
+    sel = (mass.detach() != 0).to(p.dtype)[..., None]
+    pts = torch.nan_to_num(p.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+    return (pts * sel).sum(dim=(0, 1)) / sel.sum().clamp_min(1.0)
+
+
 def _prepare(
     x: object, y: object, kernel: str, sigma: float, sigma_normal: float, chunk_size: int | None,
-    x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize: bool,
+    x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize: bool, measure: str | None = None,
 ) -> tuple[_Varifold, _Varifold, NormalKernel, float, int]:
     k_n = VARIFOLD_KERNELS.get(kernel, arg="kernel")
     sigma = check_positive(sigma, "sigma")
     check_positive(sigma_normal, "sigma_normal")
+    _check_measure(measure, x, y)
     vx = _as_varifold(x, "x", x_normals, x_weights, x_lengths)
     vy = _as_varifold(y, "y", y_normals, y_weights, y_lengths)
     px, py = vx[0], vy[0]
@@ -284,6 +308,7 @@ def varifold_inner(
     normalize: bool = False,
     backend: str = "auto",
     chunk_size: int | None = None,
+    measure: str | None = None,
 ) -> torch.Tensor:
     """Kernel inner product ``<S, T> = sum_{i, j} a_i b_j exp(-|x_i - y_j|^2 / sigma^2) k_n(<n_i, m_j>)``.
 
@@ -294,10 +319,10 @@ def varifold_inner(
     """
     vx, vy, k_n, sigma, chunk_size = _prepare(
         x, y, kernel, sigma, sigma_normal, chunk_size,
-        x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize,
+        x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize, measure,
     )
     fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0]))
-    centre = vy[0].detach().mean(dim=(0, 1))  # translation invariance; reduces cancellation in |x|^2 - 2<x,y>
+    centre = _centre(vy[0], vy[2])  # translation invariance; reduces cancellation in |x|^2 - 2<x,y>
     val = fn(vx[0] - centre, vx[1], vx[2], vy[0] - centre, vy[1], vy[2], 1.0 / sigma**2, k_n, sigma_normal, chunk_size)
     return val if (vx[3] or vy[3]) else val[0]
 
@@ -319,6 +344,7 @@ def varifold_distance(
     reduction: str = "mean",
     backend: str = "auto",
     chunk_size: int | None = None,
+    measure: str | None = None,
 ) -> torch.Tensor:
     """Squared kernel-varifold distance ``||mu_x - mu_y||^2_{W*} = <x, x> + <y, y> - 2 <x, y>``.
 
@@ -346,22 +372,25 @@ def varifold_distance(
         backend: ``"auto"``, ``"torch"`` (blocked) or ``"keops"``.
         chunk_size: rows per block of the torch backend (the default keeps a block under ``2^22`` entries on the CPU
             and ``2^26`` on CUDA).
+        measure: how a Mesh input becomes a measure: ``None`` or ``"varifold"`` (its faces' varifold, the only
+            choice the kernel accepts); irrelevant for other inputs.
 
     Returns:
         the reduced distance (``()``), or ``(B,)`` / ``()`` with ``reduction="none"``.
 
     Raises:
         ShapeError: mismatched dimensions, batch sizes, dtypes or devices; normals of the wrong shape.
-        ValidationError: NaN/Inf inputs, ``sigma <= 0``, unknown kernel/backend/reduction, a tensor without
-            normals, negative weights.
+        ValidationError: NaN/Inf inputs (with value checks on; inside ``geomot.data_checks(False)`` they give
+            NaN), ``sigma <= 0``, unknown kernel/backend/reduction, a tensor without normals, negative weights, a
+            Mesh with a ``measure`` other than the varifold.
     """
     vx, vy, k_n, sigma, chunk_size = _prepare(
         x, y, kernel, sigma, sigma_normal, chunk_size,
-        x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize,
+        x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize, measure,
     )
     check_reduction(reduction)
     fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0]))
-    centre = vy[0].detach().mean(dim=(0, 1))
+    centre = _centre(vy[0], vy[2])
     px, py = vx[0] - centre, vy[0] - centre
     args = (1.0 / sigma**2, k_n, sigma_normal, chunk_size)
     xx = fn(px, vx[1], vx[2], px, vx[1], vx[2], *args, symmetric=True)
@@ -370,32 +399,30 @@ def varifold_distance(
     return reduce(xx + yy - 2.0 * xy, reduction, batched=vx[3] or vy[3])
 
 
-class VarifoldLoss(torch.nn.Module):
-    """Module shell of :func:`varifold_distance`; stores the keyword settings, ``forward(x, y, **inputs)``."""
+class VarifoldLoss(LossModule):
+    """Module shell of :func:`varifold_distance`: ``VarifoldLoss(**settings)(x, y, **inputs)``.
 
-    def __init__(
-        self,
-        *,
-        sigma: float = 0.1,
-        kernel: str = "binet",
-        sigma_normal: float = 0.5,
-        normalize: bool = False,
-        reduction: str = "mean",
-        backend: str = "auto",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__()
-        VARIFOLD_KERNELS.get(kernel, arg="kernel")
-        check_positive(sigma, "sigma")
-        check_positive(sigma_normal, "sigma_normal")
-        self.settings = dict(
-            sigma=sigma, kernel=kernel, sigma_normal=sigma_normal, normalize=normalize, reduction=reduction,
-            backend=backend, chunk_size=chunk_size,
-        )
+    Settings (keyword-only, checked at construction): ``sigma``, ``kernel``, ``sigma_normal``, ``normalize``,
+    ``reduction``, ``backend``, ``chunk_size``, ``measure``. Per-call inputs: ``x_normals``, ``y_normals``,
+    ``x_weights``, ``y_weights``, ``x_lengths``, ``y_lengths``.
+    """
 
-    def forward(self, x: object, y: object, **inputs: torch.Tensor | None) -> torch.Tensor:
-        """``inputs``: ``x_normals``, ``y_normals``, ``x_weights``, ``y_weights``, ``x_lengths``, ``y_lengths``."""
-        return varifold_distance(x, y, **self.settings, **inputs)
+    function = staticmethod(varifold_distance)
+    inputs = (PAIR_INPUTS - {"generator"}) | {"x_normals", "y_normals"}
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        VARIFOLD_KERNELS.get(settings.get("kernel", "binet"), arg="kernel")
+        check_positive(settings.get("sigma", 0.1), "sigma")
+        check_positive(settings.get("sigma_normal", 0.5), "sigma_normal")
+        check_reduction(settings.get("reduction", "mean"))
+        if settings.get("backend", "auto") != "auto":
+            _BACKENDS.get(settings["backend"], arg="backend")
+        cs = settings.get("chunk_size")
+        if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
+            raise ValidationError(f"chunk_size: expected a positive integer, got {cs!r}")
+        if settings.get("measure") is not None and resolve_mesh_measure(settings["measure"]) != "varifold":
+            raise ValidationError(
+                f"measure: the varifold kernel needs normals, so a Mesh enters as its varifold (measure=None or "
+                f"'varifold'), got {settings['measure']!r}"
+            )
+        return settings
