@@ -1,13 +1,18 @@
-"""max-SW, DSW, vMF-DSW, EBSW: closed forms on translations, orderings, gradcheck, module shells, CLI, errors."""
+"""max-SW, DSW, vMF-DSW, EBSW: closed forms on translations, orderings, gradcheck after the ascent, non-finite
+inputs, module shells, renamed arguments, CLI, errors."""
 
 from __future__ import annotations
+
+import copy
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import geomot
-from geomot._core.errors import ShapeError, ValidationError
+import geomot.losses.sliced_variants as sv
+from geomot._core.errors import GeomotDeprecationWarning, ShapeError, ValidationError
 from geomot.cli import main as cli_main
 from geomot.cli.distance import DISTANCES, compute_distance
 from geomot.ops.directions import random_directions
@@ -32,7 +37,7 @@ def cloud(n: int, seed: int = 0) -> torch.Tensor:
 def test_max_sw_of_a_translation_is_its_length():
     """max_theta W_2(theta#mu, theta#(mu + t)) = max_theta |theta . t| = ||t||."""
     x = cloud(200)
-    val = geomot.max_sliced_wasserstein(x, x + T, n_iters=200, step=0.5, generator=gen(1))
+    val = geomot.max_sliced_wasserstein(x, x + T, max_iter=200, lr=0.5, generator=gen(1))
     assert float(val) == pytest.approx(float(T.norm()), rel=1e-4)
     sw = geomot.sliced_wasserstein(x, x + T, n_projections=500, generator=gen(1))
     assert float(sw) < float(val)
@@ -41,7 +46,7 @@ def test_max_sw_of_a_translation_is_its_length():
 def test_max_sw_batched_and_stops_early():
     x = torch.stack([cloud(50, 1), cloud(50, 2)])
     y = x + torch.stack([T, -2 * T])[:, None, :]
-    out = geomot.max_sliced_wasserstein(x, y, n_iters=300, step=0.5, tol=1e-9, reduction="none", generator=gen(0))
+    out = geomot.max_sliced_wasserstein(x, y, max_iter=300, lr=0.5, tol=1e-9, reduction="none", generator=gen(0))
     torch.testing.assert_close(out, torch.stack([T.norm(), 2 * T.norm()]), rtol=1e-4, atol=0)
 
 
@@ -53,7 +58,7 @@ def test_vmf_dsw_of_a_translation_closed_form():
     for kappa in (5.0, 200.0):
         a3 = 1.0 / np.tanh(kappa) - 1.0 / kappa
         exact = mx * np.sqrt(1.0 - 2.0 * a3 / kappa)
-        got = float(geomot.vmf_sliced_wasserstein(x, y, kappa=kappa, n_projections=2000, n_iters=25, step=0.3,
+        got = float(geomot.vmf_sliced_wasserstein(x, y, kappa=kappa, n_projections=2000, max_iter=25, lr=0.3,
                                                   generator=gen(0)))
         assert got == pytest.approx(exact, rel=0.02)
     sw = float(geomot.sliced_wasserstein(x, y, n_projections=3000, generator=gen(0)))
@@ -65,12 +70,12 @@ def test_dsw_improves_on_uniform_directions():
     y = x + T
     sw = float(geomot.sliced_wasserstein(x, y, n_projections=30, generator=gen(3)))
     dsw = float(geomot.distributional_sliced_wasserstein(
-        x, y, n_projections=30, n_iters=30, lr=0.1, regularization=0.1, generator=gen(3)))
+        x, y, n_projections=30, max_iter=30, lr=0.1, regularization=0.1, generator=gen(3)))
     assert sw < dsw <= float(T.norm()) + 1e-9
 
 
 def test_dsw_module_trains_its_push_forward():
-    mod = geomot.DistributionalSlicedWasserstein(3, n_projections=20, n_iters=5, lr=0.05).double()
+    mod = geomot.DistributionalSlicedWasserstein(dim=3, n_projections=20, max_iter=5, lr=0.05).double()
     before = mod.push_forward.weight.detach().clone()
     x = cloud(40)
     out = mod(x, x + T, generator=gen(0))
@@ -86,11 +91,15 @@ def test_ebsw_between_sw_and_largest_slice():
         eb = geomot.energy_based_sliced_wasserstein(x, y, projections=theta, energy=energy, root=False)
         # Chebyshev's sum inequality: weights increasing in W_l give a weighted mean >= the plain mean
         assert float(sw) <= float(eb) + 1e-12
-        assert float(eb) <= float(geomot.max_sliced_wasserstein(x, y, n_iters=100, step=0.5, root=False,
+        assert float(eb) <= float(geomot.max_sliced_wasserstein(x, y, max_iter=100, lr=0.5, root=False,
                                                                   generator=gen(0))) + 1e-9
-    # the softmax energy by hand
-    w = (theta.T @ x.T).sort(-1).values
-    assert w.shape[0] == 40
+    # the identity energy in closed form: sum_l (W_l / sum W) W_l = sum W^2 / sum W
+    w = geomot.sliced_wasserstein(x, y, projections=theta, root=False, reduction="none")  # mean W_l
+    per_slice = torch.stack([geomot.sliced_wasserstein(x, y, projections=theta[:, i:i + 1], root=False)
+                             for i in range(theta.shape[1])])
+    assert float(per_slice.mean()) == pytest.approx(float(w), rel=1e-12)
+    eb_id = geomot.energy_based_sliced_wasserstein(x, y, projections=theta, energy="identity", root=False)
+    assert float(eb_id) == pytest.approx(float(per_slice.square().sum() / per_slice.sum()), rel=1e-12)
 
 
 def test_ebsw_exp_matches_manual_softmax():
@@ -106,9 +115,9 @@ def test_ebsw_exp_matches_manual_softmax():
 @pytest.mark.parametrize(
     ("fn", "kwargs"),
     [
-        (geomot.max_sliced_wasserstein, dict(n_iters=0)),
-        (geomot.distributional_sliced_wasserstein, dict(n_iters=0, n_projections=4)),
-        (geomot.vmf_sliced_wasserstein, dict(n_iters=0, n_projections=4, kappa=3.0)),
+        (geomot.max_sliced_wasserstein, dict(max_iter=0)),
+        (geomot.distributional_sliced_wasserstein, dict(max_iter=0, n_projections=4)),
+        (geomot.vmf_sliced_wasserstein, dict(max_iter=0, n_projections=4, kappa=3.0)),
         (geomot.energy_based_sliced_wasserstein, dict(n_projections=4, detach_weights=False)),
         (geomot.energy_based_sliced_wasserstein, dict(n_projections=4, energy="identity", detach_weights=False)),
     ],
@@ -132,44 +141,241 @@ def test_variants_after_ascent_have_finite_gradients_with_ties(fn):
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
+X10, Y12 = cloud(10), cloud(12)
+MSW, DSW, VMF, EBSW = (geomot.max_sliced_wasserstein, geomot.distributional_sliced_wasserstein,
+                       geomot.vmf_sliced_wasserstein, geomot.energy_based_sliced_wasserstein)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs", "error", "match"),
+    [
+        (MSW, (X10, Y12), dict(max_iter=-1), ValidationError, "max_iter: expected an integer >= 0"),
+        (MSW, (X10, Y12), dict(lr=0.0), ValidationError, "lr: expected a positive value"),
+        (MSW, (X10, Y12), dict(tol=-1.0), ValidationError, "tol: expected a non-negative value"),
+        (MSW, (X10, Y12), dict(p=0.9), ValidationError, "p: expected a value >= 1"),
+        (VMF, (X10, Y12), dict(kappa=-1.0), ValidationError, "kappa: expected a positive value"),
+        (VMF, (X10, Y12), dict(n_projections=0), ValidationError, "n_projections: expected an integer >= 1"),
+        (VMF, (X10, Y12), dict(max_iter=1.5), ValidationError, "max_iter: expected an integer >= 0"),
+        (VMF, (X10[:, :1], Y12[:, :1]), {}, ShapeError, "x: vmf_sliced_wasserstein needs points of dimension >= 2"),
+        (DSW, (X10, Y12), dict(n_projections=0), ValidationError, "n_projections: expected an integer >= 1"),
+        (DSW, (X10, Y12), dict(regularization=-1.0), ValidationError, "regularization: expected a non-negative"),
+        (DSW, (X10, Y12), dict(push_forward=lambda u: u), ValidationError, "push_forward: expected an nn.Module"),
+        (DSW, (X10, Y12), dict(n_projections=7, push_forward=torch.nn.Linear(3, 2).double(), max_iter=1), ShapeError,
+         r"push_forward: expected an output of shape \(7, 3\)"),
+        (DSW, (X10, Y12), dict(push_forward=torch.nn.Linear(3, 3)), ShapeError,
+         r"push_forward: parameters are torch\.float32"),
+        (EBSW, (X10, Y12), dict(energy="cubic"), ValidationError, "energy: unknown energy 'cubic'"),
+        (EBSW, (X10, torch.randn(5, 2, dtype=D64)), {}, ShapeError, "y: expected points of dimension 3"),
+        (MSW, (torch.zeros(0, 3, dtype=D64), Y12), {}, ValidationError, "x: empty point set"),
+        (MSW, (X10, Y12), dict(n_iters=3, max_iter=3), ValidationError, "got both 'n_iters' .deprecated. and 'max_iter'"),
+    ],
+)
+def test_bad_input(fn, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fn(*args, **kwargs)
+
+
+# -- non-finite inputs -------------------------------------------------------------------------------------------
+ALL_LOSSES = {
+    "sw": lambda x, y, **k: geomot.sliced_wasserstein(x, y, n_projections=8, **k),
+    "cv-sw": lambda x, y, **k: geomot.sliced_wasserstein(x, y, n_projections=8, control_variate="upper", **k),
+    "max-sw": lambda x, y, **k: MSW(x, y, max_iter=5, **k),
+    "dsw": lambda x, y, **k: DSW(x, y, n_projections=8, max_iter=3, **k),
+    "vmf-dsw": lambda x, y, **k: VMF(x, y, n_projections=8, max_iter=3, **k),
+    "ebsw": lambda x, y, **k: EBSW(x, y, n_projections=8, **k),
+}
+
+
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("m", [20, 17])  # sort path, quantile path
+def test_non_finite_input_raises_or_gives_nan(name, bad, m):
+    """Checks on: ValidationError naming the input. Checks off: a NaN coordinate gives a NaN value, an infinite one
+    a non-finite value (inf or NaN), never 0 or another finite number; the gradient is not finite either."""
+    fn = ALL_LOSSES[name]
+    x, y = cloud(20, 1), cloud(m, 2) + T
+    x[3, 1] = bad
+    with pytest.raises(ValidationError, match=r"x: contains 1 NaN/Inf"):
+        fn(x, y, generator=gen(0))
+    xr = x.clone().requires_grad_(True)
+    with geomot.data_checks(False):
+        val = fn(xr, y, generator=gen(0))
+        (g,) = torch.autograd.grad(val, xr)
+    assert (torch.isnan(val) if bad != bad else not torch.isfinite(val)), (name, float(val.detach()))
+    assert not torch.isfinite(g).all()
+    with geomot.data_checks(False):  # one bad item of a batch spoils that item only
+        out = fn(torch.stack([x, cloud(20, 3)]), y, reduction="none", generator=gen(0))
+    assert not torch.isfinite(out[0]) and torch.isfinite(out[1])
+
+
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
+@pytest.mark.parametrize("m", [600, 17])
+def test_float32_overflow_is_never_a_finite_number(name, m):
+    """float32 coordinates ~1e20: the squared differences overflow; the loss says so (inf/NaN), never 0."""
+    fn = ALL_LOSSES[name]
+    x = torch.randn(600, 3, generator=gen(1)) * 1e20
+    y = torch.randn(m, 3, generator=gen(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow warning on the CPU paths
+        for checks in (True, False):
+            with geomot.data_checks(checks):
+                val = fn(x, y, generator=gen(0))
+            assert not torch.isfinite(val), (name, checks, float(val))
+
+
+def test_dsw_push_forward_survives_a_nan_batch():
+    f = sv._identity_push_forward(3, D64, torch.device("cpu"))
+    with torch.no_grad():
+        f.weight.add_(0.1)
+    before = copy.deepcopy(f.state_dict())
+    x = cloud(20, 1)
+    x[0, 0] = float("nan")
+    with geomot.data_checks(False):
+        val = DSW(x, cloud(20, 2), push_forward=f, max_iter=3, lr=0.1, generator=gen(0))
+    assert torch.isnan(val)
+    for k, v in f.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    DSW(cloud(20, 1), cloud(20, 2), push_forward=f, max_iter=3, lr=0.1, generator=gen(0))
+    assert not torch.equal(f.weight, before["weight"])  # a finite batch still trains it
+
+
+# -- gradients after the ascent --------------------------------------------------------------------------------
+@pytest.fixture
+def frozen_ascent(monkeypatch):
+    """The first ascent of a test runs for real; later calls reuse its result (the chosen directions held fixed
+    while gradcheck perturbs the inputs)."""
+    real, memo = sv._projected_ascent, []
+
+    def once(objective, start, max_iter, lr, tol):
+        if not memo:
+            memo.append(real(objective, start, max_iter, lr, tol))
+        return memo[0]
+
+    monkeypatch.setattr(sv, "_projected_ascent", once)
+    return memo
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs"),
+    [
+        (VMF, dict(n_projections=4, kappa=3.0, max_iter=30, lr=0.1)),
+        (MSW, dict(max_iter=30, lr=0.3)),
+    ],
+)
+def test_gradcheck_after_the_ascent(fn, kwargs, frozen_ascent):
+    """After a real ascent the value is a smooth function of the inputs with the chosen directions held fixed,
+    and its gradient is exactly that one."""
+    x = cloud(5, 1).requires_grad_(True)
+    y = (cloud(4, 2) + T).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b, generator=gen(0), **kwargs), (x, y))
+    start = sv.random_directions(1, 3, generator=gen(0), dtype=D64)
+    assert float((frozen_ascent[0] - start).norm()) > 1e-2  # the ascent moved away from its random start
+
+
+def test_gradcheck_dsw_after_training_its_push_forward():
+    """The push-forward trained by a call defines the directions of the next calls; DSW through a trained,
+    non-identity push-forward passes gradcheck, and the gradient of a call that trains is the gradient with the
+    trained push-forward held fixed."""
+    x = cloud(5, 1).requires_grad_(True)
+    y = (cloud(4, 2) + T).requires_grad_(True)
+    f = sv._identity_push_forward(3, D64, torch.device("cpu"))
+    f0 = copy.deepcopy(f)
+    kw = dict(n_projections=4, lr=0.1, regularization=0.1)
+    val = DSW(x, y, push_forward=f, max_iter=10, generator=gen(0), **kw)
+    gx, gy = torch.autograd.grad(val, (x, y))
+    assert not torch.allclose(f.weight, f0.weight)
+    replay = gen(0)  # the generator as the final draw of that call saw it: 10 draws of the ascent before
+    for _ in range(10):
+        sv.random_directions(4, 3, generator=replay, dtype=D64)
+    ref = DSW(x, y, push_forward=f, max_iter=0, generator=replay, **kw)
+    torch.testing.assert_close(ref, val)
+    torch.testing.assert_close(torch.autograd.grad(ref, (x, y)), (gx, gy))
+    assert torch.autograd.gradcheck(
+        lambda a, b: DSW(a, b, push_forward=f, max_iter=0, generator=gen(1), **kw), (x, y))
+
+
+# -- module shells -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (geomot.MaxSlicedWasserstein, dict(n_itres=5), "MaxSlicedWasserstein: unknown setting.*'n_itres'"),
+        (geomot.MaxSlicedWasserstein, dict(max_iter=-2), "max_iter: expected an integer >= 0"),
+        (geomot.MaxSlicedWasserstein, dict(lr=0), "lr: expected a positive value"),
+        (geomot.MaxSlicedWasserstein, dict(reduction="avg"), "reduction: unknown reduction 'avg'"),
+        (geomot.MaxSlicedWasserstein, dict(generator=gen(0)), "'generator' is a per-call input"),
+        (geomot.VmfSlicedWasserstein, dict(kappa=0.0), "kappa: expected a positive value"),
+        (geomot.VmfSlicedWasserstein, dict(p=0.5), "p: expected a value >= 1"),
+        (geomot.VmfSlicedWasserstein, dict(measure="edges"), "measure: unknown mesh measure 'edges'"),
+        (geomot.EnergyBasedSlicedWasserstein, dict(energy="cubic"), "energy: unknown energy 'cubic'"),
+        (geomot.EnergyBasedSlicedWasserstein, dict(detach_weights=1), "detach_weights: expected True or False"),
+        (geomot.EnergyBasedSlicedWasserstein, dict(projections="sobol"), "projections: unknown projection strategy"),
+        (geomot.DistributionalSlicedWasserstein, dict(), "give dim= .* or push_forward="),
+        (geomot.DistributionalSlicedWasserstein, dict(dim=0), "dim: expected an integer >= 1"),
+        (geomot.DistributionalSlicedWasserstein, dict(dim=3, regularization=-1.0), "regularization: expected a non"),
+        (geomot.DistributionalSlicedWasserstein, dict(push_forward="linear"), "push_forward: expected an nn.Module"),
+    ],
+)
+def test_shells_check_settings_at_construction(cls, kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        cls(**kwargs)
+
+
+def test_shells_are_keyword_only():
+    with pytest.raises(TypeError):
+        geomot.DistributionalSlicedWasserstein(3)
+    with pytest.raises(TypeError):
+        geomot.MaxSlicedWasserstein(2.0)
+
+
+def test_dsw_shell_owns_its_push_forward_from_construction():
+    """An optimiser or a checkpoint built before the first call sees the push-forward."""
+    dsw = geomot.DistributionalSlicedWasserstein(dim=3, n_projections=10, max_iter=2).double()
+    names = [n for n, _ in dsw.named_parameters()]
+    assert names == ["push_forward.weight", "push_forward.bias"]
+    assert set(dsw.state_dict()) == {"push_forward.weight", "push_forward.bias"}
+    assert "push_forward" not in repr(dsw).split("(", 1)[1].split("\n")[0]
+    dsw(cloud(10, 1), cloud(10, 2), generator=gen(0))
+    assert dsw.settings["push_forward"] is dsw.push_forward  # .double() kept one module
+    with pytest.raises(ValidationError, match=r"DistributionalSlicedWasserstein\.forward: 'max_iter': set it at"):
+        dsw(cloud(10, 1), cloud(10, 2), max_iter=3)
+
+
 def test_module_shells_match_functions():
     x, y = cloud(20, 1), cloud(25, 2) + T
-    for cls, fn, kw in [
-        (geomot.MaxSlicedWasserstein, geomot.max_sliced_wasserstein, dict(n_iters=5)),
-        (geomot.VmfSlicedWasserstein, geomot.vmf_sliced_wasserstein, dict(kappa=5.0, n_iters=3)),
-        (geomot.EnergyBasedSlicedWasserstein, geomot.energy_based_sliced_wasserstein, dict(energy="identity")),
+    theta = random_directions(6, 3, generator=gen(2), dtype=D64).T
+    for cls, fn, kw, inputs in [
+        (geomot.MaxSlicedWasserstein, MSW, dict(max_iter=5), {}),
+        (geomot.VmfSlicedWasserstein, VMF, dict(kappa=5.0, max_iter=3), {}),
+        (geomot.EnergyBasedSlicedWasserstein, EBSW, dict(energy="identity"), {}),
+        (geomot.EnergyBasedSlicedWasserstein, EBSW, dict(energy="square"), dict(projections=theta)),
+        (geomot.EnergyBasedSlicedWasserstein, EBSW, dict(projections="qmc"), {}),
     ]:
         mod = cls(**kw)
-        torch.testing.assert_close(mod(x, y, generator=gen(4)), fn(x, y, generator=gen(4), **kw))
+        torch.testing.assert_close(mod(x, y, generator=gen(4), **inputs), fn(x, y, generator=gen(4), **kw, **inputs))
 
 
-def test_bad_input():
-    x, y = cloud(10), cloud(12)
-    with pytest.raises(ValidationError, match="n_iters: expected an integer >= 0"):
-        geomot.max_sliced_wasserstein(x, y, n_iters=-1)
-    with pytest.raises(ValidationError, match="step: expected a positive value"):
-        geomot.max_sliced_wasserstein(x, y, step=0.0)
-    with pytest.raises(ValidationError, match="p: expected a value >= 1"):
-        geomot.max_sliced_wasserstein(x, y, p=0.9)
-    with pytest.raises(ValidationError, match="kappa: expected a positive value"):
-        geomot.vmf_sliced_wasserstein(x, y, kappa=-1.0)
-    with pytest.raises(ValidationError, match="n_projections: expected an integer >= 1"):
-        geomot.vmf_sliced_wasserstein(x, y, n_projections=0)
-    with pytest.raises(ValidationError, match="n_projections: expected an integer >= 1"):
-        geomot.distributional_sliced_wasserstein(x, y, n_projections=0)
-    with pytest.raises(ValidationError, match="energy: unknown energy 'cubic'"):
-        geomot.energy_based_sliced_wasserstein(x, y, energy="cubic")
-    with pytest.raises(ValidationError, match="regularization: expected a non-negative value"):
-        geomot.distributional_sliced_wasserstein(x, y, regularization=-1.0)
-    with pytest.raises(ShapeError, match=r"push_forward: expected an output of shape \(7, 3\)"):
-        geomot.distributional_sliced_wasserstein(
-            x, y, n_projections=7, push_forward=torch.nn.Linear(3, 2).double(), n_iters=1)
-    with pytest.raises(ShapeError, match=r"push_forward: parameters are torch\.float32"):
-        geomot.distributional_sliced_wasserstein(x, y, push_forward=torch.nn.Linear(3, 3))
-    with pytest.raises(ShapeError, match="y: expected points of dimension 3"):
-        geomot.energy_based_sliced_wasserstein(x, torch.randn(5, 2, dtype=D64))
-    with pytest.raises(ValidationError, match="x: empty point set"):
-        geomot.max_sliced_wasserstein(torch.zeros(0, 3, dtype=D64), y)
+@pytest.mark.parametrize(
+    ("fn", "cls", "old", "new"),
+    [
+        (MSW, geomot.MaxSlicedWasserstein, dict(n_iters=4, step=0.2), dict(max_iter=4, lr=0.2)),
+        (VMF, geomot.VmfSlicedWasserstein, dict(n_iters=2, step=0.2), dict(max_iter=2, lr=0.2)),
+        (DSW, None, dict(n_iters=2), dict(max_iter=2)),
+    ],
+)
+def test_renamed_arguments_warn_and_still_work(fn, cls, old, new):
+    x, y = cloud(15, 1), cloud(15, 2) + T
+    ref = fn(x, y, generator=gen(0), **new)
+    with pytest.warns(GeomotDeprecationWarning, match=f"'{next(iter(old))}' is deprecated.*use '{next(iter(new))}'"):
+        got = fn(x, y, generator=gen(0), **old)
+    torch.testing.assert_close(got, ref)
+    if cls is not None:
+        with pytest.warns(GeomotDeprecationWarning, match="deprecated"):
+            mod = cls(**old)
+        assert mod.settings == {**new}
+    else:
+        with pytest.warns(GeomotDeprecationWarning, match="'n_iters' is deprecated"):
+            mod = geomot.DistributionalSlicedWasserstein(dim=3, **old)
+        assert mod.settings["max_iter"] == 2
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------
@@ -215,6 +421,6 @@ def test_gradcheck_max_sw_at_its_optimum():
     x = cloud(4, 1).requires_grad_(True)
     y = (cloud(4, 2) + T).requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, b: geomot.max_sliced_wasserstein(a, b, n_iters=200, step=0.4, tol=1e-10, generator=gen(0)),
+        lambda a, b: geomot.max_sliced_wasserstein(a, b, max_iter=200, lr=0.4, tol=1e-10, generator=gen(0)),
         (x, y), atol=1e-5, rtol=1e-4,
     )
