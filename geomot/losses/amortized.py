@@ -17,6 +17,8 @@ Training solves ``min_phi max_psi E_{X ~ data} D(X, G_phi(X); f_psi)`` (ICML 202
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -280,7 +282,8 @@ class AmortizedSlicedWasserstein(LossModule):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or "optimizer" not in state:
             raise ValidationError("AmortizedSlicedWasserstein: the extra state has no 'optimizer' entry")
-        self.optimizer.load_state_dict(state["optimizer"])
+        # a copy: Optimizer.load_state_dict keeps the given tensors, which would tie two modules' states together
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
     def extra_repr(self) -> str:
         return ", ".join(filter(None, [f"lr={self.lr}, betas={self.betas}", super().extra_repr()]))

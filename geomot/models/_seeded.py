@@ -22,7 +22,7 @@ M = TypeVar("M", nn.Linear, nn.Conv1d)
 def seeded(cls: type[M], *args: int, generator: torch.Generator | None = None, **kwargs: object) -> M:
     """``cls(*args, **kwargs)`` (``nn.Linear`` or ``nn.Conv1d``) with torch's default initialisation drawn from
     ``generator``; building it does not touch the global generator when ``generator`` is given."""
-    device = generator.device if generator is not None else None
+    device = generator.device if generator is not None else torch.empty(0).device  # torch's default device
     layer = nn.utils.skip_init(cls, *args, device=device, **kwargs)
     fan_in = layer.weight[0].numel()
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
