@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import wasserstein_distance
 
-from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
+from geomot._core.errors import ConvergenceWarning, GeomotDeprecationWarning, ShapeError, ValidationError
 from geomot.metrics.emd import emd
 from geomot.structures import Measure, Mesh, PointCloud
 from tests.conftest import icosphere
@@ -61,8 +61,13 @@ def test_batched_lengths_inputs_and_reductions() -> None:
 def test_not_converged_warns() -> None:
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(60, 2, generator=g), torch.randn(60, 2, generator=g)
-    with pytest.warns(ConvergenceWarning, match="raise num_iter_max"):
-        emd(x, y, num_iter_max=2)
+    with pytest.warns(ConvergenceWarning, match="raise max_iter"):
+        emd(x, y, max_iter=2)
+    with pytest.warns(GeomotDeprecationWarning, match="'num_iter_max' is deprecated.*use 'max_iter'"):
+        old = emd(x, y, num_iter_max=10**6)
+    torch.testing.assert_close(old, emd(x, y))
+    with pytest.raises(ValidationError, match="max_iter: expected an integer >= 1, got 0"):
+        emd(x, y, max_iter=0)
 
 
 def test_bad_input() -> None:
@@ -83,3 +88,39 @@ def test_bad_input() -> None:
         emd(x, x, reduction="max")
     with pytest.raises(ValidationError, match=r"x_weights: .*non-negative"):
         emd(x, x, x_weights=-torch.ones(5))
+
+
+def test_mesh_follows_the_measure_rule() -> None:
+    from geomot.structures import mesh_to_measure
+
+    v, f = icosphere(1)
+    g = torch.Generator().manual_seed(7)
+    m1, m2 = Mesh(v, f), Mesh(v + 0.05 * torch.randn(v.shape, generator=g, dtype=v.dtype), f)
+    a, b = mesh_to_measure(m1, "varifold"), mesh_to_measure(m2, "varifold")
+    torch.testing.assert_close(emd(m1, m2), emd(a, b))
+    a, b = mesh_to_measure(m1, "vertices"), mesh_to_measure(m2, "vertices")
+    torch.testing.assert_close(emd(m1, m2, measure="vertices"), emd(a, b))
+    cloud = torch.rand(20, 3, dtype=v.dtype)
+    assert emd(m1, cloud, measure="faces").shape == (1,)
+    torch.testing.assert_close(emd(cloud, cloud, measure="faces"), emd(cloud, cloud))  # irrelevant for tensors
+    with pytest.raises(ShapeError, match=r"y: expected points of dimension 6 \(that of x, a Mesh turned into its 6-D "
+                       r"varifold by default\), got 3; pass measure='vertices', 'faces' or 'samples'"):
+        emd(m1, cloud)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_inputs_give_nan_without_checks(value: float) -> None:
+    import geomot
+
+    x = torch.rand(2, 6, 3, dtype=torch.float64)
+    bad = x.clone()
+    bad[1, 2, 0] = value
+    with geomot.data_checks(False):
+        out = emd(x, bad)
+        w = torch.ones(2, 6, dtype=torch.float64)
+        w[0, 1] = value
+        out_w = emd(x, x, x_weights=w)
+    assert bool(torch.isfinite(out[0])) and bool(torch.isnan(out[1]))
+    assert bool(torch.isnan(out_w[0])) and abs(float(out_w[1])) < 1e-12
+    big = emd((1e20 * x).float(), (1e20 * x.flip(1)).float())
+    assert not bool(torch.isfinite(big).any())  # W2^2 ~ 1e40 overflows float32: inf, never a finite value
