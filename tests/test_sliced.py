@@ -170,6 +170,40 @@ def test_module_shell_matches_function():
     mod = geomot.SlicedWasserstein(p=3.0, control_variate="upper")
     assert "control_variate='upper'" in repr(mod)
     torch.testing.assert_close(mod(x, y, projections=theta), SW(x, y, p=3.0, control_variate="upper", projections=theta))
+    qmc = geomot.SlicedWasserstein(projections="qmc", n_projections=30)
+    assert "projections='qmc'" in repr(qmc)
+    torch.testing.assert_close(qmc(x, y, generator=gen(3)), SW(x, y, projections="qmc", n_projections=30,
+                                                                 generator=gen(3)))
+    # a per-call tensor of directions takes the place of the strategy
+    torch.testing.assert_close(qmc(x, y, projections=theta), SW(x, y, projections=theta))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(n_projections=0), "n_projections: expected an integer >= 1, got 0"),
+        (dict(reduction="avg"), "reduction: unknown reduction 'avg'"),
+        (dict(p=0.5), "p: expected a value >= 1"),
+        (dict(projections="sobol"), "projections: unknown projection strategy 'sobol'"),
+        (dict(projections=torch.eye(3)), "projections: a tensor of directions is a per-call input"),
+        (dict(control_variate="middle"), "control_variate: unknown control variate 'middle'"),
+        (dict(measure="edges"), "measure: unknown mesh measure 'edges'"),
+        (dict(measure_options=3), "measure_options: expected a dict or None, got int"),
+        (dict(root="yes"), "root: expected True or False"),
+        (dict(n_projection=10), "SlicedWasserstein: unknown setting.*'n_projection'"),
+        (dict(x_weights=torch.ones(3)), "'x_weights' is a per-call input"),
+    ],
+)
+def test_module_shell_checks_settings_at_construction(kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        geomot.SlicedWasserstein(**kwargs)
+
+
+def test_module_shell_is_keyword_only_and_forward_takes_inputs_only():
+    with pytest.raises(TypeError):
+        geomot.SlicedWasserstein(2.0)
+    with pytest.raises(ValidationError, match=r"SlicedWasserstein\.forward: 'p': set it at construction"):
+        geomot.SlicedWasserstein()(cloud(5), cloud(5), p=3.0)
 
 
 # -- gradients -------------------------------------------------------------------------------------------------
@@ -259,6 +293,51 @@ def test_control_variate_expectations_are_exact_on_average():
         assert float(g.mean()) == pytest.approx(float(g_mean[0]), rel=0.01)
 
 
+# -- directions given as a tensor -------------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [SW, geomot.energy_based_sliced_wasserstein])
+def test_projection_tensors_are_normalised(fn):
+    """Only the directions of the columns matter: 2 * theta, or columns of any lengths, give the value of theta."""
+    x, y = cloud(20, seed=1), cloud(23, seed=2, shift=0.5)
+    theta = dirs(6)
+    ref = fn(x, y, projections=theta)
+    assert float(fn(x, y, projections=2.0 * theta)) == pytest.approx(float(ref), rel=1e-12)
+    lengths = torch.linspace(0.1, 30.0, 6, dtype=D64)
+    assert float(fn(x, y, projections=theta * lengths)) == pytest.approx(float(ref), rel=1e-12)
+    batched = torch.stack([theta, 3.0 * theta])
+    out = fn(torch.stack([x, x]), y, projections=batched, reduction="none")
+    torch.testing.assert_close(out, torch.stack([ref, ref]))
+
+
+def test_projection_tensor_gradient_is_tangent():
+    """Normalised directions: the gradient with respect to a column is orthogonal to it (scale invariance)."""
+    x, y = cloud(8, seed=1), cloud(8, seed=2, shift=0.5)
+    theta = (2.0 * dirs(4)).requires_grad_(True)
+    (g,) = torch.autograd.grad(SW(x, y, projections=theta), theta)
+    assert float(g.abs().max()) > 1e-3
+    torch.testing.assert_close((g * theta.detach()).sum(0), torch.zeros(4, dtype=D64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [SW, geomot.energy_based_sliced_wasserstein])
+def test_degenerate_projection_tensors(fn):
+    x, y = cloud(10), cloud(12, shift=1.0)
+    theta = dirs(5)
+    zero = theta.clone()
+    zero[:, 3] = 0.0
+    with pytest.raises(ValidationError, match=r"projections: column 3 is zero"):
+        fn(x, y, projections=zero)
+    with pytest.raises(ValidationError, match=r"projections: column 2 of item 1 is zero"):
+        batched = torch.stack([theta, theta.clone()])
+        batched[1, :, 2] = 0.0
+        fn(torch.stack([x, x]), y, projections=batched)
+    nan = theta.clone()
+    nan[1, 0] = float("nan")
+    with pytest.raises(ValidationError, match=r"projections: contains 1 NaN/Inf"):
+        fn(x, y, projections=nan)
+    with geomot.data_checks(False):  # unchecked: NaN, never a silent 0
+        assert torch.isnan(fn(x, y, projections=zero))
+        assert torch.isnan(fn(x, y, projections=nan))
+
+
 # -- bad input ---------------------------------------------------------------------------------------------------
 def test_bad_input_messages():
     x, y = cloud(10), cloud(12)
@@ -298,8 +377,31 @@ def test_bad_input_messages():
         SW(x, y, reduction="max")
     with pytest.raises(ShapeError, match=r"y: expected dtype torch\.float64"):
         SW(x, y.float())
-    with pytest.raises(ValidationError, match="measure: only meaningful for Mesh inputs"):
-        SW(x, y, measure="varifold")
+
+
+def test_measure_is_irrelevant_for_non_mesh_inputs():
+    """``measure=`` concerns meshes only: tensors (dense or weighted), PointClouds and Measures ignore it."""
+    x, y = cloud(10), cloud(12, shift=0.3)
+    a = torch.rand(10, generator=gen(1), dtype=D64) + 0.1
+    theta = dirs(7)
+    for kw in (dict(), dict(x_weights=a)):
+        ref = SW(x, y, projections=theta, **kw)
+        for measure in ("varifold", "vertices", "samples"):
+            assert float(SW(x, y, projections=theta, measure=measure, **kw)) == pytest.approx(float(ref), rel=1e-12)
+    assert float(SW(PointCloud(x), Measure(y), projections=theta, measure="faces")) == pytest.approx(
+        float(SW(x, y, projections=theta)), rel=1e-12)
+
+
+def test_mesh_against_a_cloud_names_measure_as_the_fix():
+    v, f = icosphere(1)
+    mesh, pts = Mesh(v, f), v * 1.1
+    with pytest.raises(ShapeError, match=r"6-D varifold.*measure='vertices', 'faces' or 'samples'"):
+        SW(mesh, pts)
+    with pytest.raises(ShapeError, match=r"6-D varifold.*measure='vertices', 'faces' or 'samples'"):
+        SW(PointCloud(pts), mesh)
+    theta = dirs(9)
+    assert float(SW(mesh, pts, measure="vertices", projections=theta)) == pytest.approx(
+        float(SW(mesh_to_measure(mesh, "vertices"), pts, projections=theta)), rel=1e-12)
 
 
 def test_torch_sort_path_matches_numpy_path(monkeypatch):
