@@ -11,9 +11,11 @@ from geomot.ops.directions import (
     orthogonal_directions,
     qmc_directions,
     random_directions,
+    reflect_to,
     sample_vmf,
     sphere_directions,
     vmf_mean_resultant_length,
+    vmf_samples_at_e1,
 )
 
 D64 = torch.float64
@@ -101,4 +103,21 @@ def test_bad_input():
         sample_vmf(torch.tensor([1.0, 0.0]), 0.0, 5)
     with pytest.raises(ValidationError, match="loc: the von Mises-Fisher law needs dimension >= 2"):
         sample_vmf(torch.tensor([1.0]), 1.0, 5)
+    with pytest.raises(ValidationError, match="dim: the von Mises-Fisher law needs dimension >= 2"):
+        vmf_samples_at_e1(5, 1, 1.0)
     assert DIRECTIONS.names() == ["orthogonal", "qmc", "random"]
+
+
+def test_vmf_samples_are_reflected_draws_around_e1():
+    """sample_vmf = reflect_to(vmf_samples_at_e1): the draws around e_1 can be kept while the location moves; the
+    reflection maps e_1 to the location and keeps the cosines to it."""
+    loc = torch.tensor([[0.3, -1.0, 2.0], [1.0, 0.0, 0.0]], dtype=D64)
+    base = vmf_samples_at_e1(40, 3, 4.0, batch=2, generator=gen(5), dtype=D64)
+    torch.testing.assert_close(reflect_to(base, loc), sample_vmf(loc, 4.0, 40, generator=gen(5)))
+    mu = loc / loc.norm(dim=-1, keepdim=True)
+    out = reflect_to(base, loc)
+    torch.testing.assert_close((out * mu[:, None, :]).sum(-1), base[..., 0])
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, 40, dtype=D64))
+    e1 = torch.zeros(1, 1, 3, dtype=D64)
+    e1[..., 0] = 1.0
+    torch.testing.assert_close(reflect_to(e1, loc[:1]), mu[:1, None, :])

@@ -8,6 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
+import geomot
 from geomot._core.errors import GeomotError, ShapeError, ValidationError
 from geomot.transport.ot1d import safe_root, sort_last, sort_values, wasserstein_1d
 
@@ -123,6 +124,53 @@ def test_safe_root_zero_gradient_at_zero():
     torch.testing.assert_close(s.grad, t([0.0, 0.25]))
 
 
+def test_safe_root_guards_genuine_zeros_only():
+    """NaN stays NaN (value and gradient), +inf stays +inf, -inf becomes NaN; only 0 and finite negative values
+    (an estimator's undershoot) give 0 with a zero gradient."""
+    s = t([float("nan"), float("inf"), float("-inf"), -0.5, 0.0, 9.0]).requires_grad_(True)
+    r = safe_root(s, 2.0)
+    assert torch.isnan(r[0]) and r[1] == float("inf") and torch.isnan(r[2])
+    torch.testing.assert_close(r[3:].detach(), t([0.0, 0.0, 3.0]))
+    (g,) = torch.autograd.grad(r[[0, 3, 4, 5]].sum(), s)
+    assert torch.isnan(g[0])
+    torch.testing.assert_close(g[3:], t([0.0, 0.0, 1.0 / 6.0]))
+
+
+@pytest.mark.parametrize("backend", ["radix", "numpy"])
+@pytest.mark.parametrize(("n", "m", "weighted"), [(700, 700, False), (9, 9, False), (9, 6, False), (9, 9, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, D64])
+def test_nan_in_nan_out_unchecked(backend, n, m, weighted, dtype, monkeypatch):
+    """With value checks off a NaN atom gives NaN (value and gradient) on every path, never 0 or a finite
+    number; checks on raise."""
+    _set_backend(monkeypatch, backend)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, n, generator=g, dtype=dtype)
+    y = torch.randn(2, m, generator=g, dtype=dtype)
+    x[0, 5] = float("nan")
+    w = torch.rand(2, n, generator=g, dtype=dtype) + 0.1 if weighted else None
+    with pytest.raises(ValidationError, match="x: contains 1 NaN/Inf"):
+        wasserstein_1d(x, y, x_weights=w)
+    xr = x.clone().requires_grad_(True)
+    with geomot.data_checks(False):
+        for root in (True, False):
+            val = wasserstein_1d(xr, y, x_weights=w, root=root)
+            assert torch.isnan(val[0]) and torch.isfinite(val[1]), (root, val)
+        (gx,) = torch.autograd.grad(val.sum(), xr)
+    assert torch.isnan(gx[0]).any() and torch.isfinite(gx[1]).all()
+
+
+@pytest.mark.parametrize("backend", ["radix", "numpy"])
+@pytest.mark.parametrize(("n", "m"), [(700, 700), (9, 9), (9, 6)])
+def test_float32_overflow_gives_inf_or_nan(backend, n, m, monkeypatch):
+    _set_backend(monkeypatch, backend)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=g) * 1e20
+    y = torch.randn(m, generator=g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for root in (True, False):
+            assert not torch.isfinite(wasserstein_1d(x, y, root=root))
+
+
 def test_bad_input():
     x, y = torch.randn(2, 5), torch.randn(3, 5)
     with pytest.raises(ShapeError, match="y: expected leading shape"):
@@ -135,6 +183,52 @@ def test_bad_input():
         wasserstein_1d(torch.tensor([0.0, float("nan")]), torch.zeros(2))
     with pytest.raises(ShapeError, match="x: expected a non-empty tensor"):
         wasserstein_1d(torch.zeros(0), torch.zeros(2))
+    with pytest.raises(ShapeError, match=r"y: expected dtype torch\.float32 and device cpu \(those of x\)"):
+        wasserstein_1d(x, x.double())
+
+
+def _rows(*shape):
+    return np.zeros(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda r: r.sort_rows(_rows(2, 3).astype(np.float64), with_indices=True), TypeError, "2-D float32"),
+        (lambda r: r.sort_rows(_rows(2, 3, 1), with_indices=True), TypeError, "2-D float32"),
+        (lambda r: r.sorted_power_rows(_rows(2, 3), _rows(2, 4), 2.0, need_gx=True, need_gy=True), ValueError,
+         "rows must match"),
+        (lambda r: r.projected_power(_rows(2, 3), _rows(2, 3), _rows(1, 3), 2.0, need_gx=True, need_gy=True),
+         TypeError, "3-D float32"),
+        (lambda r: r.projected_power(_rows(2, 5, 3), _rows(2, 4, 3), _rows(1, 2, 3), 2.0, need_gx=True, need_gy=True),
+         ValueError, "shapes do not match"),
+        (lambda r: r.projected_power(_rows(2, 5, 3), _rows(2, 5, 3), _rows(3, 2, 3), 2.0, need_gx=True, need_gy=True),
+         ValueError, "shapes do not match"),
+    ],
+)
+def test_radix_kernel_errors(call, error, match):
+    from geomot.transport import _radix
+
+    if not _radix.AVAILABLE:
+        pytest.skip("numba is not installed")
+    with pytest.raises(error, match=match):
+        call(_radix)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.sort_rows(_rows(2, 3), with_indices=True),
+        lambda r: r.sorted_power_rows(_rows(2, 3), _rows(2, 3), 2.0, need_gx=True, need_gy=True),
+        lambda r: r.projected_power(_rows(2, 5, 3), _rows(2, 5, 3), _rows(1, 2, 3), 2.0, need_gx=True, need_gy=True),
+    ],
+)
+def test_radix_kernels_without_numba_raise(call, monkeypatch):
+    from geomot.transport import _radix
+
+    monkeypatch.setattr(_radix, "AVAILABLE", False)
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        call(_radix)
 
 
 SORT_BACKENDS = ["radix", "numpy"]
