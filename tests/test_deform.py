@@ -120,7 +120,7 @@ def test_integrate_bad_inputs():
 def test_fit_decreases_the_loss_and_the_surface_distance():
     v, f = icosphere(2)
     tgt = (_ellipsoid(v), f)
-    res = geomot.deform.fit((v, f), tgt, steps=40, n_frames=5, progress=False)
+    res = geomot.deform.fit((v, f), tgt, max_iter=40, n_frames=5, progress=False)
     assert isinstance(res, DeformResult)
     assert res.trajectory.shape == (5, v.shape[0], 3) and res.times.shape == (5,)
     torch.testing.assert_close(res.trajectory[0], v)  # frame 0 is the source (joint frame)
@@ -135,9 +135,9 @@ def test_fit_decreases_the_loss_and_the_surface_distance():
 def test_fit_is_deterministic_for_a_seed():
     v, f = icosphere(1)
     tgt = (_ellipsoid(v), f)
-    a = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=3)
-    b = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=3)
-    c = geomot.deform.fit((v, f), tgt, steps=5, progress=False, metrics=False, seed=4)
+    a = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=3)
+    b = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=3)
+    c = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=4)
     assert torch.equal(a.trajectory, b.trajectory)
     assert not torch.equal(a.trajectory, c.trajectory)
 
@@ -148,7 +148,7 @@ def test_every_loss_and_field_runs(loss):
     tgt = (_ellipsoid(v), f)
     opts = {"n_samples": 100 if loss == "sinkhorn" else 300} if loss not in ("varifold", "surface") else {}
     for field in ("kernel", "mlp") if loss == "sw-varifold" else ("kernel",):
-        res = geomot.deform.fit((v, f), tgt, loss=loss, field=field, steps=3, progress=False, metrics=False,
+        res = geomot.deform.fit((v, f), tgt, loss=loss, field=field, max_iter=3, progress=False, metrics=False,
                                 loss_options=opts, regularizers={"edge": 0.1, "laplacian": 0.1, "normal": 0.01})
         assert torch.isfinite(res.loss_history).all() and res.mesh.verts.shape == v.shape
 
@@ -229,13 +229,13 @@ def test_fit_aligns_a_target_in_another_unit_or_far_away(caplog):
     v, f = icosphere(1)
     tgt = (_ellipsoid(v) * 1000 + 5000, f)  # metres -> millimetres, and far away
     with caplog.at_level(logging.WARNING, logger="geomot.deformation.normalize"):
-        res = geomot.deform.fit((v, f), tgt, steps=20, progress=False)
+        res = geomot.deform.fit((v, f), tgt, max_iter=20, progress=False)
     assert "target aligned onto the source" in caplog.text and "another unit" in caplog.text
     assert res.normalization.aligned and res.normalization.scale_ratio > 500
     # the result is expressed in the target's frame and lands on it
     assert res.metrics.assd < 0.5 * assd((res.trajectory[0], f), tgt)
     assert float(res.mesh.verts.mean(0)[0]) == pytest.approx(5000, abs=100)
-    joint = geomot.deform.fit((v, f), tgt, steps=1, progress=False, metrics=False, normalize="joint")
+    joint = geomot.deform.fit((v, f), tgt, max_iter=1, progress=False, metrics=False, normalize="joint")
     assert not joint.normalization.aligned
 
 
@@ -244,46 +244,10 @@ def test_fit_stops_on_a_blow_up_with_the_last_good_state():
     tgt = (_ellipsoid(v), f)
     field = _BlowUp(limit=2.5e-3)  # Adam moves w by ~1e-3 per step: steps 0-2 are fine, step 3 blows up
     with pytest.raises(NumericalError, match="blew up at optimisation step 3") as e:
-        geomot.deform.fit((v, f), tgt, field=field, steps=10, lr=1e-3, progress=False, metrics=False)
+        geomot.deform.fit((v, f), tgt, field=field, max_iter=10, lr=1e-3, progress=False, metrics=False)
     last = e.value.last_good
     assert isinstance(last, DeformResult) and last.loss_history.shape == (3,)
     assert torch.isfinite(last.trajectory).all() and float(field.w.abs().max()) <= 2.5e-3
-
-
-class _ThreadSpy(nn.Module):
-    """A constant-velocity field that records ``torch.get_num_threads()`` at every evaluation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
-        self.seen: list[int] = []
-
-    def forward(self, t, x):
-        self.seen.append(torch.get_num_threads())
-        return self.w.expand_as(x)
-
-
-def test_fit_runs_on_the_requested_threads_and_restores_them():
-    v, f = icosphere(1)
-    tgt = (_ellipsoid(v), f)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        spy = _ThreadSpy()
-        geomot.deform.fit((v, f), tgt, field=spy, loss="surface", steps=2, progress=False, metrics=False)
-        assert set(spy.seen) == {1} and torch.get_num_threads() == 2  # default: one thread, then restored
-        spy = _ThreadSpy()
-        geomot.deform.fit((v, f), tgt, field=spy, loss="surface", steps=2, progress=False, metrics=False,
-                          threads=None)
-        assert set(spy.seen) == {2}
-        blow = _BlowUp(limit=2.5e-3)
-        with pytest.raises(NumericalError):
-            geomot.deform.fit((v, f), tgt, field=blow, steps=10, lr=1e-3, progress=False, metrics=False)
-        assert torch.get_num_threads() == 2  # restored on error too
-        with pytest.raises(ValidationError, match="threads"):
-            geomot.deform.fit((v, f), tgt, steps=1, progress=False, threads=0)
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_fit_bad_inputs():
@@ -291,25 +255,25 @@ def test_fit_bad_inputs():
     bad = v.clone()
     bad[0, 1] = float("inf")
     with pytest.raises(ValidationError, match="source: verts: contains 1 NaN/Inf"):
-        geomot.deform.fit((bad, f), (v, f), steps=1, progress=False)
+        geomot.deform.fit((bad, f), (v, f), max_iter=1, progress=False)
     with pytest.raises(ValidationError, match="target: verts: contains 1 NaN/Inf"):
-        geomot.deform.fit((v, f), (bad, f), steps=1, progress=False)
+        geomot.deform.fit((v, f), (bad, f), max_iter=1, progress=False)
     fd = f.clone()
     fd[3] = torch.tensor([1, 1, 2])
     with pytest.raises(ValidationError, match="source: 1 degenerate face"):
-        geomot.deform.fit((v, fd), (v, f), steps=1, progress=False)
+        geomot.deform.fit((v, fd), (v, f), max_iter=1, progress=False)
     with pytest.raises(ValidationError, match="loss: unknown deformation loss 'emd'"):
-        geomot.deform.fit((v, f), (v, f), loss="emd", steps=1, progress=False)
+        geomot.deform.fit((v, f), (v, f), loss="emd", max_iter=1, progress=False)
     with pytest.raises(ValidationError, match="regularizers: unknown deformation regulariser 'bend'"):
-        geomot.deform.fit((v, f), (v, f), regularizers={"bend": 1.0}, steps=1, progress=False)
+        geomot.deform.fit((v, f), (v, f), regularizers={"bend": 1.0}, max_iter=1, progress=False)
     with pytest.raises(ValidationError, match="'kinetic' needs a kernel field"):
-        geomot.deform.fit((v, f), (v, f), field="mlp", regularizers={"kinetic": 1.0}, steps=1, progress=False)
+        geomot.deform.fit((v, f), (v, f), field="mlp", regularizers={"kinetic": 1.0}, max_iter=1, progress=False)
     with pytest.raises(ValidationError, match="normalize: unknown normalization 'unit'"):
-        geomot.deform.fit((v, f), (v, f), normalize="unit", steps=1, progress=False)
+        geomot.deform.fit((v, f), (v, f), normalize="unit", max_iter=1, progress=False)
     with pytest.raises(ShapeError, match="source: expected a Mesh or a \\(verts, faces\\) pair"):
-        geomot.deform.fit(v, (v, f), steps=1, progress=False)
-    with pytest.raises(ValidationError, match="steps: expected a positive value"):
-        geomot.deform.fit((v, f), (v, f), steps=0, progress=False)
+        geomot.deform.fit(v, (v, f), max_iter=1, progress=False)
+    with pytest.raises(ValidationError, match="max_iter: expected an integer >= 1, got 0"):
+        geomot.deform.fit((v, f), (v, f), max_iter=0, progress=False)
 
 
 def test_zero_area_faces_are_allowed_and_logged(caplog):
@@ -318,7 +282,7 @@ def test_zero_area_faces_are_allowed_and_logged(caplog):
     a, b, c = f[0]
     v2[c] = 0.5 * (v2[a] + v2[b])  # face 0 collapses to a segment
     with caplog.at_level(logging.WARNING, logger="geomot.deformation.fit"):
-        res = geomot.deform.fit((v, f), (v2, f), steps=2, progress=False, metrics=False)
+        res = geomot.deform.fit((v, f), (v2, f), max_iter=2, progress=False, metrics=False)
     assert "zero-area face" in caplog.text and torch.isfinite(res.trajectory).all()
 
 
@@ -338,7 +302,7 @@ def test_train_conditioned_generalises_to_unseen_targets():
 
     train = [ellipsoid(a, c) for a in (0.8, 1.0, 1.2, 1.4) for c in (0.8, 1.0, 1.2)]
     unseen = [ellipsoid(1.1, 0.9), ellipsoid(1.3, 1.1)]
-    fitted = train_conditioned((v, f), train, steps=150, batch_size=4, code_dim=8, n_points=64, n_time_steps=4,
+    fitted = train_conditioned((v, f), train, max_iter=150, batch_size=4, code_dim=8, n_points=64, n_time_steps=4,
                                progress=False, field_options={"hidden": 32, "fourier_features": 0})
     assert fitted.loss_history.shape == (150,)
     assert fitted.loss_history[-10:].mean() < 0.6 * fitted.loss_history[:10].mean()
@@ -351,7 +315,7 @@ def test_train_conditioned_generalises_to_unseen_targets():
 
 def test_train_conditioned_losses_and_regularizers():
     tpl, targets = _dataset()
-    kw = {"steps": 3, "batch_size": 2, "code_dim": 4, "n_points": 32, "n_time_steps": 2, "progress": False,
+    kw = {"max_iter": 3, "batch_size": 2, "code_dim": 4, "n_points": 32, "n_time_steps": 2, "progress": False,
           "field_options": {"hidden": 8, "fourier_features": 0}}
     # a combination takes {term: options}; its sliced term is annealed over k / steps
     fitted = train_conditioned(tpl, targets, loss="sw-varifold+surface",
@@ -373,7 +337,7 @@ def test_checkpoint_and_exact_resume(tmp_path, monkeypatch):
     kw = {"batch_size": 2, "code_dim": 8, "n_points": 64, "n_time_steps": 4, "progress": False,
           "loss": "sw-varifold+surface", "loss_options": {"sw-varifold": {"n_samples": 200}},
           "field_options": {"hidden": 16, "fourier_features": 0}}
-    straight = train_conditioned(tpl, targets, steps=6, **kw)
+    straight = train_conditioned(tpl, targets, max_iter=6, **kw)
     ckpt = tmp_path / "c.pt"
     save = ds._save_checkpoint
 
@@ -383,22 +347,22 @@ def test_checkpoint_and_exact_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ds, "_save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train_conditioned(tpl, targets, steps=6, checkpoint=ckpt, checkpoint_every=4, **kw)
+        train_conditioned(tpl, targets, max_iter=6, checkpoint=ckpt, checkpoint_every=4, **kw)
     monkeypatch.setattr(ds, "_save_checkpoint", save)
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 4 and state["history"].shape == (4,)
-    resumed = train_conditioned(tpl, targets, steps=6, checkpoint=ckpt, resume=True, **kw)
+    resumed = train_conditioned(tpl, targets, max_iter=6, checkpoint=ckpt, resume=True, **kw)
     assert resumed.n_steps == 6
     torch.testing.assert_close(resumed.loss_history, straight.loss_history)
     with pytest.raises(ValidationError, match="checkpoint: made with"):
-        train_conditioned(tpl, targets, steps=8, checkpoint=ckpt, resume=True, **{**kw, "code_dim": 4})
+        train_conditioned(tpl, targets, max_iter=8, checkpoint=ckpt, resume=True, **{**kw, "code_dim": 4})
     with pytest.raises(FileFormatError, match="checkpoint: no file"):
-        train_conditioned(tpl, targets, steps=8, checkpoint=tmp_path / "none.pt", resume=True, **kw)
+        train_conditioned(tpl, targets, max_iter=8, checkpoint=tmp_path / "none.pt", resume=True, **kw)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FileFormatError, match="checkpoint: cannot read"):
-        train_conditioned(tpl, targets, steps=8, checkpoint=tmp_path / "junk.pt", resume=True, **kw)
+        train_conditioned(tpl, targets, max_iter=8, checkpoint=tmp_path / "junk.pt", resume=True, **kw)
     with pytest.raises(ValidationError, match="targets: expected at least one target"):
-        train_conditioned(tpl, [], steps=1, **kw)
+        train_conditioned(tpl, [], max_iter=1, **kw)
 
 
 # -- trajectories and CLI ------------------------------------------------------------------------------
@@ -421,7 +385,7 @@ def test_cli_deform_writes_the_npz_and_prints_metrics(tmp_path, capsys):
     geomot.save(Mesh(v, f), tmp_path / "src.off")
     geomot.save(Mesh(_ellipsoid(v), f), tmp_path / "tgt.gii")
     out = tmp_path / "res.npz"
-    rc = main(["deform", str(tmp_path / "src.off"), str(tmp_path / "tgt.gii"), "--steps", "5", "--frames", "4",
+    rc = main(["deform", str(tmp_path / "src.off"), str(tmp_path / "tgt.gii"), "--max-iter", "5", "--frames", "4",
                "--out", str(out), "--quiet"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -443,6 +407,6 @@ def test_quick_fit_on_the_shipped_demo_pair():
     if not (data / "icosphere.off").exists() or not (data / "blob.off").exists():
         pytest.skip("data/icosphere.off and data/blob.off are generated by scripts/make_data.py")
     src, tgt = geomot.load(data / "icosphere.off"), geomot.load(data / "blob.off")
-    res = geomot.deform.quick_fit(src, tgt, steps=60, progress=False)
+    res = geomot.deform.quick_fit(src, tgt, max_iter=60, progress=False)
     assert res.metrics.assd < 0.25 * assd(src, tgt)
     assert max(res.frame_self_intersections) == 0

@@ -23,8 +23,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from geomot._core.checks import check_positive
+from geomot._core.checks import check_int, check_positive
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import FileFormatError, NumericalError, ValidationError
+from geomot.deformation.checkpoint import check_config, read_checkpoint, write_checkpoint
 from geomot.deformation.fit import DEFAULT_REGULARIZERS, as_single_mesh, lr_factor, optimizer_step
 from geomot.deformation.integrate import SOLVERS, integrate
 from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
@@ -55,6 +57,7 @@ class ConditionedDeformer(nn.Module):
         n_points: points sampled on a target for the encoder.
         method: ODE solver; ``n_time_steps``: its steps over ``[0, 1]``.
         field_options: keywords of :class:`geomot.models.ConditionedVelocity`.
+        generator: source of the initial weights (torch's global generator when None).
 
     Shapes:
         ``forward(x0: (V, 3), target_points: (B, n_points, 3)) -> (B, V, 3)`` (normalised frame).
@@ -62,14 +65,14 @@ class ConditionedDeformer(nn.Module):
 
     def __init__(
         self, *, code_dim: int = 64, n_points: int = 1024, method: str = "euler", n_time_steps: int = 8,
-        field_options: dict | None = None,
+        field_options: dict | None = None, generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         SOLVERS.get(method, arg="method")
         self.config = {"code_dim": int(code_dim), "n_points": int(check_positive(n_points, "n_points")),
                        "method": method, "n_time_steps": int(check_positive(n_time_steps, "n_time_steps"))}
-        self.encoder = PointNetEncoder(code_dim=code_dim)
-        self.field = ConditionedVelocity(code_dim=code_dim, **(field_options or {}))
+        self.encoder = PointNetEncoder(code_dim=code_dim, generator=generator)
+        self.field = ConditionedVelocity(code_dim=code_dim, generator=generator, **(field_options or {}))
 
     def trajectory(self, x0: torch.Tensor, target_points: torch.Tensor, *, times: int = 2) -> torch.Tensor:
         """``(T, B, V, 3)`` positions of the template ``x0 (V, 3)`` deformed towards each target."""
@@ -105,13 +108,14 @@ def _encoder_points(mesh: Mesh, frame: Frame, n: int, gen: torch.Generator) -> t
     return sample_surface(v, mesh.faces, n, generator=gen).points
 
 
+@renamed_kwargs(steps="max_iter")
 def train_conditioned(
     template: object,
     targets: Sequence[object],
     *,
     loss: str | dict[str, float] = DATASET_LOSS,
     regularizers: dict[str, float] | None = None,
-    steps: int = 500,
+    max_iter: int = 500,
     batch_size: int = 4,
     lr: float = 3e-3,
     code_dim: int = 64,
@@ -133,7 +137,7 @@ def train_conditioned(
     template under each target's code and minimises the mean over the batch of ``L + sum_r w_r R_r``: by default
     (:data:`DATASET_LOSS`) the exact point-to-surface term and the Laplacian of the displacement (weight 1, as in
     :func:`geomot.deform.fit`). Annealed terms of a combination (``"sw-varifold+surface"``) decay with the run's
-    progress ``k / steps``. The learning rate warms up over the first 5 % of ``steps`` then decays by a cosine
+    progress ``k / max_iter``. The learning rate warms up over the first 5 % of ``max_iter`` then decays by a cosine
     (:func:`geomot.deformation.fit.lr_factor`); it is a function of the step only, so a resumed run follows the
     same schedule.
 
@@ -148,7 +152,8 @@ def train_conditioned(
         loss: a loss spec of :func:`geomot.deformation.losses.parse_loss` (default :data:`DATASET_LOSS`).
         regularizers: ``{name: weight}`` of :data:`~geomot.deformation.losses.DEFORM_REGULARIZERS` (``None``:
             ``fit``'s default, the Laplacian with weight 1; ``{}``: none; ``"kinetic"`` is not available).
-        steps: total optimisation steps (a resumed run continues up to this number).
+        max_iter: total optimisation iterations (a resumed run continues up to this number); the old name
+            ``steps`` is deprecated.
         batch_size: targets per step.
         lr: peak Adam learning rate (warm-up, then cosine decay to ``lr / 20``).
         code_dim: size of the shape code.
@@ -156,10 +161,12 @@ def train_conditioned(
         method: ODE solver; ``n_time_steps``: its steps.
         loss_options: options of the data term (:func:`geomot.deformation.losses.make_loss`: flat for a single
             term, ``{term: options}`` for a combination); ``field_options``: of the field.
-        checkpoint: file written every ``checkpoint_every`` steps and at the end (``torch.save``).
-        checkpoint_every: steps between checkpoints.
+        checkpoint: file written every ``checkpoint_every`` iterations and at the end (``torch.save``, atomically:
+            a temporary file, then ``os.replace``).
+        checkpoint_every: iterations between checkpoints.
         resume: continue from ``checkpoint`` (read with ``torch.load(weights_only=True)``).
-        seed: seed of the initialisation, the batches, projections and samples.
+        seed: seed of the initialisation, the batches, projections and samples (``torch.Generator`` objects;
+            torch's global generator is never used).
         progress: tqdm progress bar.
 
     Returns:
@@ -180,7 +187,7 @@ def train_conditioned(
     for name, w in regs.items():
         check_positive(w, f"regularizers[{name!r}]", strict=False)
         DEFORM_REGULARIZERS.get(name, arg="regularizers")
-    steps = int(check_positive(steps, "steps"))
+    max_iter = check_int(max_iter, "max_iter", at_least=1)
     batch_size = int(min(check_positive(batch_size, "batch_size"), len(tgts)))
     every = int(check_positive(checkpoint_every, "checkpoint_every"))
     if resume and checkpoint is None:
@@ -190,10 +197,9 @@ def train_conditioned(
     f = tpl.faces
     tgt_n = [Mesh(frame.apply(t.verts.detach()).to(x0.dtype), t.faces) for t in tgts]
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ConditionedDeformer(code_dim=code_dim, n_points=n_points, method=method, n_time_steps=n_time_steps,
-                                    field_options=field_options).to(dtype=x0.dtype, device=x0.device)
+    model = ConditionedDeformer(code_dim=code_dim, n_points=n_points, method=method, n_time_steps=n_time_steps,
+                                field_options=field_options, generator=torch.Generator().manual_seed(seed))
+    model = model.to(dtype=x0.dtype, device=x0.device)
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     enc_pts = torch.stack([_encoder_points(t, frame, n_points, gen) for t in tgts]).to(x0.dtype)
     lr = check_positive(lr, "lr")
@@ -202,15 +208,15 @@ def train_conditioned(
     start = 0
     if resume:
         start, history = _load_checkpoint(checkpoint, model, opt, gen)
-    bar = tqdm(range(start, steps), desc=f"train ({loss})", disable=not progress, leave=False)
+    bar = tqdm(range(start, max_iter), desc=f"train ({loss})", disable=not progress, leave=False)
     for k in bar:
         for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(k, steps)
+            group["lr"] = lr * lr_factor(k, max_iter)
         idx = torch.randperm(len(tgts), generator=gen, device=x0.device)[:batch_size]
         pred = model(x0, enc_pts[idx])
         terms = []
         for b, i in enumerate(idx):
-            term = loss_fn(pred[b], f, tgt_n[int(i)], generator=gen, progress=k / steps)
+            term = loss_fn(pred[b], f, tgt_n[int(i)], generator=gen, progress=k / max_iter)
             for name, w in regs.items():
                 term = term + w * DEFORM_REGULARIZERS.get(name, arg="regularizers")(pred[b], f, x0)
             terms.append(term)
@@ -218,10 +224,10 @@ def train_conditioned(
         if not bool(torch.isfinite(total)):
             raise NumericalError(f"train_conditioned: the loss is NaN/Inf at step {k}; lower lr")
         optimizer_step(opt, total, history, bar if progress else None, k)
-        if checkpoint is not None and ((k + 1) % every == 0 or k + 1 == steps):
+        if checkpoint is not None and ((k + 1) % every == 0 or k + 1 == max_iter):
             _save_checkpoint(checkpoint, model, opt, gen, k + 1, history)
     bar.close()
-    n_done = max(start, steps)
+    n_done = max(start, max_iter)
     log.info("train_conditioned: %d steps on %d targets, last loss %.4g", n_done, len(tgts),
              history[-1] if history else math.nan)
     return ConditionedFit(model, frame, torch.tensor(history, dtype=torch.float64), n_done)
@@ -231,29 +237,16 @@ _FORMAT = "geomot.deformation.conditioned/2"
 
 
 def _save_checkpoint(path, model, opt, gen, step: int, history: list[float]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save({
+    write_checkpoint(path, {
         "format": _FORMAT, "config": model.config, "step": step,
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "generator": gen.get_state(), "history": torch.tensor(history, dtype=torch.float64),
-    }, tmp)
-    os.replace(tmp, p)
+    })
 
 
 def _load_checkpoint(path, model, opt, gen) -> tuple[int, list[float]]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(f"checkpoint: no file at {p} to resume from")
-    try:
-        state = torch.load(p, weights_only=True, map_location="cpu")
-    except Exception as e:  # torch raises several types for corrupted files
-        raise FileFormatError(f"checkpoint: cannot read {p}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise FileFormatError(f"checkpoint: {p} is not a geomot conditioned-deformation checkpoint ({_FORMAT})")
-    if state["config"] != model.config:
-        raise ValidationError(f"checkpoint: made with {state['config']}, this run uses {model.config}")
+    state = read_checkpoint(path, _FORMAT)
+    check_config(state, model.config)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
@@ -271,7 +264,8 @@ def load_conditioned(path: str | os.PathLike, template: object, **model_options:
     tpl = as_single_mesh(template, "template")
     frame = surface_frame(tpl.verts.detach(), tpl.faces)
     cfg = dict(state["config"])
-    model = ConditionedDeformer(**cfg, **model_options).to(dtype=tpl.dtype)  # type: ignore[arg-type]
+    model = ConditionedDeformer(**cfg, **model_options,  # type: ignore[arg-type]
+                                generator=torch.Generator()).to(dtype=tpl.dtype)  # weights replaced below
     model.load_state_dict(state["model"])
     return ConditionedFit(model, frame, state["history"], int(state["step"]))
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
+import warnings
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from geomot._core.checks import check_positive, describe
-from geomot._core.errors import NumericalError, ShapeError, ValidationError
+from geomot._core.checks import check_int, check_positive, describe
+from geomot._core.deprecation import renamed_kwargs
+from geomot._core.errors import GeomotDeprecationWarning, NumericalError, ShapeError, ValidationError
+from geomot.deformation.checkpoint import check_config, read_checkpoint, write_checkpoint
 from geomot.deformation.integrate import SOLVERS, integrate
 from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
 from geomot.deformation.normalize import Normalization, choose_frames
@@ -151,26 +155,24 @@ def make_field(
         return field
     cls = VELOCITY_FIELDS.get(field, arg="field")
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if cls is KernelVelocity:
-            opts = dict(options)
-            n_control = opts.pop("n_control", None)
-            k = x0.shape[0] if n_control is None else int(min(int(check_positive(n_control, "n_control")),
-                                                               x0.shape[0]))
-            if k == x0.shape[0]:
-                idx = torch.arange(k, device=x0.device)
-            else:
-                idx = farthest_point_sampling(x0.detach().cpu(), k, start=0).to(x0.device)
-            if opts.get("sigma") is None:
-                opts["sigma"] = float((face_areas(x0.detach(), faces).sum() / k).sqrt())
-            if opts.get("carry", True):
-                opts["control_index"] = idx
-            return KernelVelocity(x0.detach()[idx], **opts)
-        if cls is MLPVelocity:
-            opts = {"hidden": 128, "layers": 3, "fourier_features": 64, "fourier_scale": 2.0, **options}
-            return MLPVelocity(generator=g, **opts).to(device=x0.device, dtype=x0.dtype)
-        return cls(generator=g, **options).to(device=x0.device, dtype=x0.dtype)
+    if cls is KernelVelocity:
+        opts = dict(options)
+        n_control = opts.pop("n_control", None)
+        k = x0.shape[0] if n_control is None else int(min(int(check_positive(n_control, "n_control")), x0.shape[0]))
+        if k == x0.shape[0]:
+            idx = torch.arange(k, device=x0.device)
+        else:
+            idx = farthest_point_sampling(x0.detach().cpu(), k, start=0).to(x0.device)
+        factor = float(check_positive(opts.pop("sigma_factor", 1.0), "sigma_factor"))
+        if opts.get("sigma") is None:
+            opts["sigma"] = factor * float((face_areas(x0.detach(), faces).sum() / k).sqrt())
+        if opts.get("carry", True):
+            opts["control_index"] = idx
+        return KernelVelocity(x0.detach()[idx], **opts)
+    if cls is MLPVelocity:
+        opts = {"hidden": 128, "layers": 3, "fourier_features": 64, "fourier_scale": 2.0, **options}
+        return MLPVelocity(generator=g, **opts).to(device=x0.device, dtype=x0.dtype)
+    return cls(generator=g, **options).to(device=x0.device, dtype=x0.dtype)
 
 
 def _objective(field, x0, f, tgt, loss_fn, regs, gen, solver, progress):
@@ -185,13 +187,14 @@ def _objective(field, x0, f, tgt, loss_fn, regs, gen, solver, progress):
     return total
 
 
+@renamed_kwargs(steps="max_iter")
 def fit(
     source: object,
     target: object,
     *,
     loss: str | dict[str, float] = DEFAULT_LOSS,
     field: str | nn.Module = "kernel",
-    steps: int | None = None,
+    max_iter: int | None = None,
     lr: float | None = None,
     method: str = "euler",
     n_time_steps: int = 10,
@@ -205,26 +208,30 @@ def fit(
     max_time: float | None = None,
     metrics: bool = True,
     progress: bool = True,
-    threads: int | None = 1,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
+    threads: int | None = None,
 ) -> DeformResult:
     """Deform ``source`` onto ``target`` with a neural-ODE flow trained on an OT loss.
 
     Both shapes are mapped to a normalised frame (``normalize``, see
     :data:`geomot.deformation.normalize.NORMALIZATIONS`): by default the source's area-weighted centre and RMS
     radius, used for both so that their relative position is kept; a target in another unit or far away is aligned
-    and the decision logged and recorded in ``result.normalization``. Each step integrates the source vertices
+    and the decision logged and recorded in ``result.normalization``. Each iteration integrates the source vertices
     ``x_0 (V, 3)`` to ``x_1 = phi_theta(x_0)``, evaluates ``L(x_1, T) + sum_r w_r R_r(x_1)`` and takes an Adam step
     (learning rate ``lr``: linear warm-up over the first 5 % of the run, then a cosine decay to ``lr / 20``,
-    :func:`lr_factor`). Deterministic for a given ``seed`` on a given machine (field initialisation, projections
-    and samples come from generators seeded with it).
+    :func:`lr_factor`). Deterministic for a given ``seed`` on a given machine: the field's initialisation,
+    projections and samples come from ``torch.Generator`` objects seeded with it; torch's global generator and
+    thread count are never touched (set ``torch.set_num_threads`` yourself: one thread is often fastest on a
+    machine whose cores are busy, see ``docs/deformation.md``).
 
-    Default objective (``DEFAULT_LOSS``, ``DEFAULT_REGULARIZERS``): ``6 (1 - p) SW_2^2(varifolds) + surface +
-    |L(x - x_0)|^2``. The sliced-Wasserstein term between the varifolds (Le et al., ICLR 2024) is global: it
-    matches mass and orientation, so it brings far-apart shapes into correspondence, but it is a Monte-Carlo
-    estimate whose noise sets an accuracy floor; its weight decays with the run's progress ``p``
-    (:data:`~geomot.deformation.losses.ANNEALED`) while the exact, noise-free local term ``"surface"`` (squared
-    point-to-surface distances both ways) sets the final accuracy, and the Laplacian of the displacement keeps
-    the nearest-point pull from bunching vertices where an offset surface folds (deep sulci).
+    DEFAULT_OBJECTIVE_DOC
+
+    With ``checkpoint=PATH`` the state of the run (field, Adam, generator, loss history, iteration) is written
+    atomically every ``checkpoint_every`` iterations and at the end; ``resume=True`` continues from it to
+    ``max_iter`` and gives the result of the uninterrupted run (runs cut by ``max_time`` resume with the time
+    already spent).
 
     Args:
         source: a single :class:`Mesh` or ``(verts (V, 3), faces (F, 3))``.
@@ -234,7 +241,8 @@ def fit(
             ``{name: weight}`` mapping (:func:`~geomot.deformation.losses.make_loss`).
         field: ``"kernel"`` (default: Gaussian RKHS field on control points, smooth by construction), ``"mlp"``
             or an ``nn.Module`` velocity field acting in the normalised frame.
-        steps: optimisation steps (default :func:`auto_steps` of the source's vertex count).
+        max_iter: optimisation iterations (default :func:`auto_steps` of the source's vertex count); the old
+            name ``steps`` is deprecated.
         lr: Adam learning rate (default: a quarter of the kernel width for kernel fields, whose momenta are
             velocities, so that one step moves the surface by a fraction of the field's smoothing scale and
             cannot fold it; 1e-3 for networks).
@@ -244,7 +252,8 @@ def fit(
         n_frames: frames of the returned trajectory (``>= 2``).
         loss_options: options of the data term (defaults: :func:`default_loss_options`); for a combination,
             ``{term: {option: value}}``.
-        field_options: options of a named field (see :func:`make_field`).
+        field_options: options of a named field (see :func:`make_field`: ``n_control``, ``sigma``,
+            ``sigma_factor``, ``n_time_bins`` for kernel fields).
         regularizers: weights of ``"edge"``, ``"laplacian"``, ``"normal"`` (and ``"kinetic"`` for kernel fields);
             None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
         normalize: ``"auto"``, ``"joint"``, ``"separate"`` or ``"none"``.
@@ -252,22 +261,26 @@ def fit(
         max_time: stop after this many seconds of optimisation (for equal-time comparisons).
         metrics: compute :func:`geomot.metrics.surface_metrics` and per-frame self-intersections.
         progress: show a tqdm progress bar.
-        threads: torch intra-op threads during the run (``torch.set_num_threads``, process-wide; the previous
-            setting is restored on return or error); ``None`` keeps the current setting. Default 1: the steps
-            are chains of small sparse and per-point operations, where a second OpenMP thread gains little on an
-            idle machine and, on a machine whose cores are busy, costs 10x or more as the threads wait on each
-            other (measured in ``docs/deformation.md``).
+        checkpoint: file to write the run's state to (``torch.save``, atomically); None = no checkpoints.
+        checkpoint_every: iterations between checkpoints.
+        resume: continue from ``checkpoint`` (made by a run with the same settings and inputs).
+        threads: deprecated and ignored: a library call does not change torch's process-wide thread count; call
+            ``torch.set_num_threads`` before fitting.
 
     Returns:
         :class:`DeformResult`.
 
     Raises:
-        ValidationError: NaN/Inf coordinates, faces repeating a vertex, unknown names, bad hyperparameters.
-        NumericalError: the flow blew up (NaN/Inf) at an optimisation step; the message names the step and
+        ValidationError: NaN/Inf coordinates, faces repeating a vertex, unknown names, bad hyperparameters,
+            ``resume`` without a checkpoint path or from a checkpoint made with other settings.
+        FileFormatError: ``resume`` from a missing or unreadable checkpoint.
+        NumericalError: the flow blew up (NaN/Inf) at an optimisation iteration; the message names it and
             ``err.last_good`` is the :class:`DeformResult` of the last finite state.
     """
-    from tqdm.auto import tqdm
-
+    if threads is not None:
+        warnings.warn("fit: the argument 'threads' is deprecated and ignored (a library call does not change "
+                      "torch's process-wide thread count); call torch.set_num_threads before fitting",
+                      GeomotDeprecationWarning, stacklevel=3)
     src = as_single_mesh(source, "source")
     tgt = as_single_mesh(target, "target")
     if tgt.dtype != src.dtype or tgt.device != src.device:
@@ -275,7 +288,7 @@ def fit(
     loss_fn = make_loss(loss, int(src.faces.shape[0]), loss_options)
     SOLVERS.get(method, arg="method")
     n_frames = int(check_positive(n_frames, "n_frames", at_least=2))
-    steps = auto_steps(src.verts.shape[0]) if steps is None else int(check_positive(steps, "steps"))
+    max_iter = auto_steps(src.verts.shape[0]) if max_iter is None else check_int(max_iter, "max_iter", at_least=1)
     regs = dict(DEFAULT_REGULARIZERS if regularizers is None else regularizers)
     for name, w in regs.items():
         check_positive(w, f"regularizers[{name!r}]", strict=False)
@@ -283,8 +296,9 @@ def fit(
             DEFORM_REGULARIZERS.get(name, arg="regularizers")
     if max_time is not None:
         check_positive(max_time, "max_time")
-    if threads is not None:
-        threads = int(check_positive(threads, "threads"))
+    every = check_int(checkpoint_every, "checkpoint_every", at_least=1)
+    if resume and checkpoint is None:
+        raise ValidationError("resume: needs a checkpoint path (checkpoint=...)")
 
     norm = choose_frames(src.verts.detach(), src.faces, tgt.verts.detach(), tgt.faces, normalize)
     x0 = norm.source.apply(src.verts.detach())
@@ -302,49 +316,84 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     solver = {"method": method, "n_steps": n_time_steps, "adjoint": adjoint}
+    config = {"loss": repr(loss), "loss_options": repr(loss_options), "field": repr(field) if isinstance(field, str)
+              else type(field).__name__, "field_options": repr(field_options), "regularizers": repr(regs),
+              "max_iter": max_iter, "lr": lr, "seed": seed, "method": method, "n_time_steps": n_time_steps,
+              "adjoint": adjoint, "normalize": normalize, "max_time": repr(max_time),
+              "source": [int(x0.shape[0]), int(f.shape[0])], "target": [int(tgt.verts.shape[0]),
+                                                                       int(tgt.faces.shape[0])]}
+    history: list[float] = []
+    start, spent = 0, 0.0
+    if resume:
+        start, history, spent = _load_fit(checkpoint, config, fld, opt, gen)
+    k, elapsed = _optimise(fld, opt, gen, x0, f, tgt_n, loss_fn, regs, solver, lr, max_iter, max_time, start,
+                           history, spent, progress, f"deform ({loss})",
+                           lambda k, t: _save_fit(checkpoint, config, fld, opt, gen, k, history, t)
+                           if checkpoint is not None and ((k % every == 0) or k == max_iter) else None,
+                           lambda h, k, t: _finish(fld, x0, src, tgt, norm, solver, n_frames, h, k, t, metrics))
+    log.info("deform: %d iterations of %s in %.1f s, final objective %.4g", k, loss, elapsed,
+             history[-1] if history else math.nan)
+    if checkpoint is not None and k % every != 0 and k != max_iter:  # stopped by max_time
+        _save_fit(checkpoint, config, fld, opt, gen, k, history, elapsed)
+    return _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metrics)
 
-    def result(history: list[float], k: int, elapsed: float) -> DeformResult:
-        return _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metrics)
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        history: list[float] = []
+def _optimise(fld, opt, gen, x0, f, tgt_n, loss_fn, regs, solver, lr, max_iter, max_time, start, history, spent,
+              progress, desc, after_step, result) -> tuple[int, float]:
+    """Adam iterations ``start .. max_iter - 1`` (or until ``max_time``); returns (iterations done, seconds).
+    ``after_step(k, seconds)`` runs after iteration ``k - 1``; ``result(history, k, seconds)`` builds the
+    :class:`DeformResult` attached to a :class:`NumericalError`."""
+    from tqdm.auto import tqdm
+
+    good = copy.deepcopy(fld.state_dict())
+    t_start = time.perf_counter() - spent
+    bar = tqdm(range(start, max_iter), desc=desc, disable=not progress, leave=False, initial=start, total=max_iter)
+    k = start
+    for k in bar:
+        now = time.perf_counter() - t_start
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(k, max_iter, now, max_time)
+        try:
+            total = _objective(fld, x0, f, tgt_n, loss_fn, regs, gen, solver, run_progress(k, max_iter, now, max_time))
+        except NumericalError as e:
+            fld.load_state_dict(good)
+            err = NumericalError(f"fit: the flow blew up at optimisation step {k}: {e}")
+            err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
+            raise err from None
+        if not bool(torch.isfinite(total)):
+            fld.load_state_dict(good)
+            err = NumericalError(f"fit: the objective is NaN/Inf at optimisation step {k}; the field was reset "
+                                 "to the last finite state (in err.last_good); lower lr")
+            err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
+            raise err
         good = copy.deepcopy(fld.state_dict())
-        t_start = time.perf_counter()
-        bar = tqdm(range(steps), desc=f"deform ({loss})", disable=not progress, leave=False)
-        k = 0
-        for k in bar:
-            now = time.perf_counter() - t_start
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(k, steps, now, max_time)
-            try:
-                total = _objective(fld, x0, f, tgt_n, loss_fn, regs, gen, solver, run_progress(k, steps, now, max_time))
-            except NumericalError as e:
-                fld.load_state_dict(good)
-                err = NumericalError(f"fit: the flow blew up at optimisation step {k}: {e}")
-                err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
-                raise err from None
-            if not bool(torch.isfinite(total)):
-                fld.load_state_dict(good)
-                err = NumericalError(f"fit: the objective is NaN/Inf at optimisation step {k}; the field was reset "
-                                     "to the last finite state (in err.last_good); lower lr")
-                err.last_good = result(history, k, time.perf_counter() - t_start)  # type: ignore[attr-defined]
-                raise err
-            good = copy.deepcopy(fld.state_dict())
-            optimizer_step(opt, total, history, bar if progress else None, k)
-            if max_time is not None and time.perf_counter() - t_start > max_time:
-                k += 1
-                break
-        else:
-            k = steps
-        bar.close()
-        elapsed = time.perf_counter() - t_start
-        log.info("deform: %d steps of %s in %.1f s, final objective %.4g", k, loss, elapsed, history[-1])
-        return result(history, k, elapsed)
-    finally:
-        torch.set_num_threads(previous_threads)
+        optimizer_step(opt, total, history, bar if progress else None, k)
+        after_step(k + 1, time.perf_counter() - t_start)
+        if max_time is not None and time.perf_counter() - t_start > max_time:
+            k += 1
+            break
+    else:
+        k = max_iter
+    bar.close()
+    return k, time.perf_counter() - t_start
+
+
+_FIT_FORMAT = "geomot.deformation.fit/1"
+
+
+def _save_fit(path, config, fld, opt, gen, k: int, history: list[float], elapsed: float) -> None:
+    write_checkpoint(path, {"format": _FIT_FORMAT, "config": config, "step": k, "elapsed": elapsed,
+                            "field": fld.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                            "history": torch.tensor(history, dtype=torch.float64)})
+
+
+def _load_fit(path, config, fld, opt, gen) -> tuple[int, list[float], float]:
+    state = read_checkpoint(path, _FIT_FORMAT)
+    check_config(state, config)
+    fld.load_state_dict(state["field"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return int(state["step"]), [float(h) for h in state["history"]], float(state["elapsed"])
 
 
 def _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metrics) -> DeformResult:
@@ -366,7 +415,8 @@ def _finish(fld, x0, src, tgt, norm, solver, n_frames, history, k, elapsed, metr
 
 
 def quick_fit(
-    source: object, target: object, *, steps: int = 100, seed: int = 0, progress: bool = True
+    source: object, target: object, *, max_iter: int = 100, steps: int | None = None, seed: int = 0,
+    progress: bool = True,
 ) -> DeformResult:
     """A fit of a few seconds on a small pair (the ``geomot demo`` sphere -> blob): :func:`fit` with a kernel field
     on at most 300 control points, SW between varifolds with 100 projections of 2,000 samples, 8 Euler steps.
@@ -374,13 +424,14 @@ def quick_fit(
     Args:
         source: a single :class:`Mesh` or ``(verts, faces)``.
         target: likewise.
-        steps: optimisation steps.
+        max_iter: optimisation iterations.
+        steps: the same as ``max_iter`` (when given, it wins).
         seed: seed of every random choice.
         progress: tqdm progress bar.
 
     Returns:
         :class:`DeformResult` (with metrics).
     """
-    return fit(source, target, loss="sw-varifold", field="kernel", steps=steps, n_time_steps=8,
-               field_options={"n_control": 300}, loss_options={"n_projections": 100, "n_samples": 2000},
-               regularizers={}, seed=seed, progress=progress)
+    return fit(source, target, loss="sw-varifold", field="kernel", max_iter=max_iter if steps is None else steps,
+               n_time_steps=8, field_options={"n_control": 300},
+               loss_options={"n_projections": 100, "n_samples": 2000}, regularizers={}, seed=seed, progress=progress)

@@ -38,7 +38,7 @@ from geomot.losses.regularizers import normal_consistency_loss
 from geomot.losses.sinkhorn import sinkhorn_divergence
 from geomot.losses.sliced import sliced_wasserstein
 from geomot.losses.varifold import varifold_distance
-from geomot.ops.geometry import edges, vertex_areas
+from geomot.ops.geometry import edges, vertex_areas, vertex_normals
 from geomot.ops.sampling import sample_surface
 from geomot.structures import Mesh
 
@@ -204,6 +204,18 @@ def _laplacian(v, f, v0, **_):
     nb = v.new_zeros(v.shape).index_add(0, i, u[j]).index_add(0, j, u[i])
     lap = torch.where(deg[:, None] > 0, u - nb / deg.clamp_min(1.0)[:, None], torch.zeros_like(u))
     return lap.pow(2).sum(-1).mean()
+
+
+@DEFORM_REGULARIZERS.register("tangential")
+def _tangential(v, f, v0, **_):
+    """``mean_i |(I - n_i n_i^T)(x_i - x0_i)|^2``: the squared tangential part of each vertex's displacement, with
+    ``n_i`` the unit area-weighted normal of the source at vertex ``i`` (not differentiated). The data terms that
+    compare surfaces are blind to motion along the surface, so without it vertices may slide freely."""
+    with torch.no_grad():
+        n = vertex_normals(v0.detach(), f)
+    u = v - v0
+    ut = u - (u * n).sum(-1, keepdim=True) * n
+    return ut.pow(2).sum(-1).mean()
 
 
 @DEFORM_REGULARIZERS.register("normal")

@@ -12,6 +12,7 @@ from torch import nn
 
 from geomot._core.batch import mask_from_lengths, to_batched
 from geomot._core.checks import check_float_tensor, check_positive
+from geomot.models._seeded import seeded
 
 __all__ = ["PointNetEncoder"]
 
@@ -23,24 +24,29 @@ class PointNetEncoder(nn.Module):
         code_dim: size of the code ``z``.
         hidden: widths of the shared per-point MLP ``h`` (ReLU between layers, layer norm on the pooled feature).
         in_dim: dimension of the input points (3, or 6 with normals).
+        generator: source of the initial weights (torch's default initialisation of ``nn.Linear``; the global
+            generator when None, as for ``nn.Linear``).
 
     Shapes:
         ``forward(x: (N, in_dim) | (B, N, in_dim), lengths: (B,) | None) -> (code_dim,) | (B, code_dim)``
         (output mirrors the input).
     """
 
-    def __init__(self, *, code_dim: int = 64, hidden: tuple[int, ...] = (64, 128, 256), in_dim: int = 3) -> None:
+    def __init__(
+        self, *, code_dim: int = 64, hidden: tuple[int, ...] = (64, 128, 256), in_dim: int = 3,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.code_dim = int(check_positive(code_dim, "code_dim"))
         self.in_dim = int(check_positive(in_dim, "in_dim"))
         layers: list[nn.Module] = []
         width = self.in_dim
         for h in hidden:
-            layers += [nn.Linear(width, int(check_positive(h, "hidden"))), nn.ReLU()]
+            layers += [seeded(nn.Linear, width, int(check_positive(h, "hidden")), generator=generator), nn.ReLU()]
             width = int(h)
         self.point_mlp = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, self.code_dim)
+        self.head = seeded(nn.Linear, width, self.code_dim, generator=generator)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         check_float_tensor(x, "x", ndim=(2, 3), last_dim=self.in_dim)

@@ -30,6 +30,8 @@ from torch import nn
 from geomot._core.checks import check_float_tensor, check_positive
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
+from geomot.models._seeded import seeded
+from geomot.models._spectral import spectral_norm as _spectral_norm
 
 __all__ = [
     "VELOCITY_FIELDS",
@@ -49,17 +51,19 @@ _ACTIVATIONS.add("relu", nn.ReLU)
 
 
 def _mlp(
-    n_in: int, hidden: int, layers: int, n_out: int, activation: str, spectral_norm: bool
+    n_in: int, hidden: int, layers: int, n_out: int, activation: str, spectral_norm: bool,
+    generator: torch.Generator | None,
 ) -> nn.Sequential:
-    """``layers`` hidden layers of width ``hidden``; the output layer starts at zero (identity deformation)."""
+    """``layers`` hidden layers of width ``hidden`` (torch's default initialisation, drawn from ``generator``); the
+    output layer starts at zero (identity deformation)."""
     act = _ACTIVATIONS.get(activation, arg="activation")
     mods: list[nn.Module] = []
     width = n_in
     for _ in range(layers):
-        lin = nn.Linear(width, hidden)
-        mods += [nn.utils.parametrizations.spectral_norm(lin) if spectral_norm else lin, act()]
+        lin = seeded(nn.Linear, width, hidden, generator=generator)
+        mods += [_spectral_norm(lin, generator=generator) if spectral_norm else lin, act()]
         width = hidden
-    out = nn.Linear(width, n_out)
+    out = nn.utils.skip_init(nn.Linear, width, n_out)
     nn.init.zeros_(out.weight)
     nn.init.zeros_(out.bias)
     mods.append(out)
@@ -71,7 +75,8 @@ class _FourierFeatures(nn.Module):
 
     def __init__(self, n_features: int, scale: float, generator: torch.Generator | None) -> None:
         super().__init__()
-        self.register_buffer("B", torch.randn(3, n_features, generator=generator) * scale)
+        where = generator.device if generator is not None else None
+        self.register_buffer("B", torch.randn(3, n_features, generator=generator, device=where) * scale)
         self.out_dim = 3 + 2 * n_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +95,7 @@ def _feature_mlp(
     check_positive(fourier_scale, "fourier_scale")
     features = _FourierFeatures(int(check_positive(fourier_features, "fourier_features", strict=False)),
                                 fourier_scale, generator)
-    return features, _mlp(features.out_dim + 1 + n_extra, hidden, layers, 3, activation, spectral_norm)
+    return features, _mlp(features.out_dim + 1 + n_extra, hidden, layers, 3, activation, spectral_norm, generator)
 
 
 class _PointState(nn.Module):
@@ -120,7 +125,8 @@ class MLPVelocity(_PointState):
         fourier_scale: standard deviation of their frequencies (in inverse units of the normalised coordinates).
         spectral_norm: spectral normalisation of the hidden layers.
         activation: ``"softplus"`` (smooth, default), ``"tanh"``, ``"silu"`` or ``"relu"``.
-        generator: for the Fourier frequencies and the initial weights' reproducibility.
+        generator: source of the Fourier frequencies, the initial weights and the spectral normalisation's
+            starting vectors (torch's global generator when None, as for ``nn.Linear``).
 
     Shapes:
         ``forward(t: (), x: (N, 3) | (B, N, 3)) -> (N, 3) | (B, N, 3)``.
