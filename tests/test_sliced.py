@@ -371,6 +371,10 @@ def test_bad_input_messages():
         SW(x, y, projections="sobol")
     with pytest.raises(ShapeError, match=r"projections: expected shape \(3, L\)"):
         SW(x, y, projections=torch.ones(5, 3, dtype=D64))
+    with pytest.raises(ShapeError, match=r"projections: expected a batch of 2 direction sets, got \(3, 3, 4\)"):
+        SW(torch.stack([x, x]), y, projections=torch.ones(3, 3, 4, dtype=D64))
+    with pytest.raises(ShapeError, match=r"projections: expected dtype torch\.float64 on cpu, got torch\.float32"):
+        SW(x, y, projections=torch.ones(3, 4))
     with pytest.raises(ValidationError, match="control_variate: unknown control variate 'middle'"):
         SW(x, y, control_variate="middle")
     with pytest.raises(ValidationError, match="reduction: unknown reduction 'max'"):
