@@ -232,6 +232,17 @@ def test_nan_inputs_raise_or_give_nan():
     assert torch.isnan(out[0]) and torch.isfinite(out[1])
 
 
+def test_overflow_in_the_projector_raises_or_gives_nan():
+    x = clouds(2, 8).float() * 1e20
+    y = clouds(2, 8, seed=1).float()
+    p = AmortizedProjection("attention", d_k=8, generator=gen(0))
+    with pytest.raises(ValidationError, match=r"projector: non-finite direction\(s\) .* overflowed: rescale"):
+        amortized_sliced_wasserstein(x, y, p, generator=gen(0))
+    with geomot.data_checks(False):
+        out = amortized_sliced_wasserstein(x, y, p, generator=gen(0), reduction="none")
+    assert not torch.isfinite(out).any()
+
+
 def test_function_errors():
     x, y = clouds(2, 6), clouds(2, 6, seed=1)
     p = projector("attention", n_points=None)

@@ -18,14 +18,13 @@ Training solves ``min_phi max_psi E_{X ~ data} D(X, G_phi(X); f_psi)`` (ICML 202
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from geomot._core.checks import check_int, check_positive
+from geomot._core.checks import check_int, check_positive, data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.losses._shell import PAIR_INPUTS, LossModule
@@ -57,6 +56,14 @@ def _predict(pair: SlicedPair, projector: Callable[..., torch.Tensor]) -> torch.
     if not isinstance(loc, torch.Tensor) or tuple(loc.shape) != want:
         got = tuple(loc.shape) if isinstance(loc, torch.Tensor) else type(loc).__name__
         raise ShapeError(f"projector: expected one direction per pair, shape {want}, got {got}")
+    if data_checks_enabled():
+        bad = ~torch.isfinite(loc).all(dim=-1)
+        if bool(bad.any()):
+            raise ValidationError(
+                f"projector: non-finite direction(s) for pair(s) {bad.nonzero()[:, 0].tolist()} from finite inputs "
+                f"(largest |coordinate| {float(torch.maximum(pair.x.abs().amax(), pair.y.abs().amax())):.3g}; "
+                f"the projector's {loc.dtype} arithmetic overflowed: rescale the inputs)"
+            )
     return loc
 
 
