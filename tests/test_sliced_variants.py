@@ -65,6 +65,15 @@ def test_vmf_dsw_of_a_translation_closed_form():
     assert sw < got <= mx + 1e-9
 
 
+def test_vmf_dsw_stops_at_tol():
+    """One fixed set of samples moved by the ascent: a tolerance larger than any move stops after one step."""
+    x, y = cloud(30, 1), cloud(30, 2) + T
+    one = VMF(x, y, n_projections=20, max_iter=1, lr=0.2, generator=gen(0))
+    assert float(VMF(x, y, n_projections=20, max_iter=50, lr=0.2, tol=10.0, generator=gen(0))) == float(one)
+    many = VMF(x, y, n_projections=20, max_iter=50, lr=0.2, generator=gen(0))
+    assert float(many) > float(one)
+
+
 def test_dsw_improves_on_uniform_directions():
     x = cloud(150)
     y = x + T
@@ -156,6 +165,7 @@ MSW, DSW, VMF, EBSW = (geomot.max_sliced_wasserstein, geomot.distributional_slic
         (VMF, (X10, Y12), dict(kappa=-1.0), ValidationError, "kappa: expected a positive value"),
         (VMF, (X10, Y12), dict(n_projections=0), ValidationError, "n_projections: expected an integer >= 1"),
         (VMF, (X10, Y12), dict(max_iter=1.5), ValidationError, "max_iter: expected an integer >= 0"),
+        (VMF, (X10, Y12), dict(tol=-1.0), ValidationError, "tol: expected a non-negative value"),
         (VMF, (X10[:, :1], Y12[:, :1]), {}, ShapeError, "x: vmf_sliced_wasserstein needs points of dimension >= 2"),
         (DSW, (X10, Y12), dict(n_projections=0), ValidationError, "n_projections: expected an integer >= 1"),
         (DSW, (X10, Y12), dict(regularization=-1.0), ValidationError, "regularization: expected a non-negative"),
