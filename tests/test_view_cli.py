@@ -122,3 +122,41 @@ def test_errors_exit_2_with_a_message(files, capsys, args, message):
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (d / "x.png").exists()
+
+
+def test_unusable_display_exits_non_zero_with_one_line(files):
+    """DISPLAY names an X server that does not exist: exit status 2 and one line saying what to do, before VTK
+    gets to print warnings and show nothing."""
+    from geomot.viz._backend import _x_server_answers
+
+    if _x_server_answers(":99"):
+        pytest.skip("an X server answers at :99 on this machine")
+    env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "GEOMOT_OFF_SCREEN", "PYVISTA_OFF_SCREEN")}
+    env["DISPLAY"] = ":99"
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from geomot.cli import main; sys.exit(main(sys.argv[1:]))", "view",
+         str(files / "a.off")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert re.search(r"geomot view: error: cannot open a window: no display server answers at DISPLAY=':99'; write a "
+                     r"file instead \(--screenshot out\.png, --gif out\.gif or --html out\.html\), or set DISPLAY to "
+                     r"a running X server \(e\.g\. run the command under xvfb-run\)", lines[0])
+
+
+def test_display_problem_checks(monkeypatch, tmp_path):
+    from geomot.viz import _backend, display_problem
+
+    assert "DISPLAY and WAYLAND_DISPLAY are unset" in display_problem()
+    monkeypatch.setattr(_backend.ctypes.util, "find_library", lambda name: None)  # the socket path
+    monkeypatch.setenv("DISPLAY", "unix:98")
+    assert not _backend._x_server_answers("unix:98")
+    assert not _backend._x_server_answers("nonsense")
+    assert "DISPLAY='unix:98'" in display_problem()
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("WAYLAND_DISPLAY", str(tmp_path / "wayland-0"))
+    assert "no display server answers at WAYLAND_DISPLAY=" in display_problem()
+    (tmp_path / "wayland-0").write_text("")
+    assert display_problem() is None

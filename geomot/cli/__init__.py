@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from geomot import __version__
 from geomot._core.errors import GeomotError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "plain_text"]
 
 COMMANDS: tuple[str, ...] = (
     # one line per sub-command module
@@ -24,8 +25,36 @@ COMMANDS: tuple[str, ...] = (
     "distance",
     "info",
     "match",
+    "reconstruct",
+    "train",
     "view",
 )
+
+
+_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj|exc|ref|doc):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+_STRONG = re.compile(r"\*\*([^*]+)\*\*")
+
+
+def plain_text(text: str | None) -> str | None:
+    """``text`` without reStructuredText markup, for terminal help: double-backquoted literals, roles such as
+    ``:func:`name``` and ``**strong**`` become their plain words."""
+    if text is None:
+        return None
+    return _STRONG.sub(r"\1", _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text)))
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Strip markup from the description, epilog and argument help of ``parser`` and of its sub-commands."""
+    parser.description, parser.epilog = plain_text(parser.description), plain_text(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain_text(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain_text(choice.help)
+            for sub in action.choices.values():
+                _plain_help(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"geomot.cli.{name}").add_parser(sub)
+    _plain_help(parser)
     return parser
 
 

@@ -4,8 +4,9 @@
 * a ``result.npz`` written by ``geomot deform`` (``verts (T, V, 3)``): time slider and play button, or a GIF/MP4;
 * a match: ``geomot view SOURCE --target TARGET --p2p p2p.txt`` (colour transfer, the file ``geomot match`` wrote).
 
-With a screen and no output flag an interactive window opens; without a screen (``DISPLAY`` and
-``WAYLAND_DISPLAY`` unset) an output flag is required (exit status 2 otherwise) and rendering is offscreen.
+With a screen and no output flag an interactive window opens. Without a usable screen (``DISPLAY`` and
+``WAYLAND_DISPLAY`` unset, or no display server answering at them) an output flag is required: the command exits
+with status 2 and one line saying what to do; with an output flag rendering is offscreen.
 """
 
 from __future__ import annotations
@@ -21,17 +22,11 @@ import torch
 
 from geomot._core.errors import FileFormatError, ValidationError
 from geomot.io.files import load
-from geomot.viz import has_display, load_p2p, load_trajectory, show, show_correspondence, show_deformation
+from geomot.viz import display_problem, load_p2p, load_trajectory, show, show_correspondence, show_deformation
 
 __all__ = ["add_parser"]
 
 log = logging.getLogger(__name__)
-
-NO_SCREEN = (
-    "no screen to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); "
-    "write a file instead: --screenshot out.png, --gif out.gif (or .mp4) or --html out.html"
-)
-
 
 def _is_trajectory(path: Path) -> bool:
     """True for an ``.npz`` whose ``verts`` array is ``(T, V, 3)`` (what ``geomot deform`` writes)."""
@@ -70,8 +65,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def _run(args: argparse.Namespace) -> int:
     wants_file = args.screenshot is not None or args.gif is not None or args.html is not None
-    if not wants_file and not has_display():
-        print(f"geomot view: error: {NO_SCREEN}", file=sys.stderr)
+    problem = None if wants_file else display_problem()
+    if problem is not None:
+        print(f"geomot view: error: {problem}", file=sys.stderr)
         return 2
     path = Path(args.file)
     common: dict[str, Any] = {"screenshot": args.screenshot, "html": args.html, "title": args.title or path.name}

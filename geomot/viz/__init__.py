@@ -5,7 +5,7 @@ Without a screen (``DISPLAY`` and ``WAYLAND_DISPLAY`` unset) rendering is offscr
 no X server; the HTML viewer needs neither pyvista nor a network.
 """
 
-from geomot.viz._backend import VIEWS, has_display
+from geomot.viz._backend import VIEWS, display_problem, has_display
 from geomot.viz._data import Trajectory, coordinate_colors, load_p2p, load_trajectory
 from geomot.viz.export import save_correspondence_png, save_deformation_gif, save_deformation_html
 from geomot.viz.views import Rendered, show, show_correspondence, show_deformation
@@ -15,6 +15,7 @@ __all__ = [
     "Rendered",
     "Trajectory",
     "coordinate_colors",
+    "display_problem",
     "has_display",
     "load_p2p",
     "load_trajectory",

@@ -10,6 +10,7 @@ import ctypes.util
 import glob
 import logging
 import os
+import socket
 import sys
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,7 @@ from geomot._core.registry import Registry
 
 __all__ = [
     "VIEWS",
+    "display_problem",
     "frame_camera",
     "has_display",
     "import_pyvista",
@@ -46,6 +48,67 @@ def has_display() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _x_server_answers(display: str) -> bool:
+    """Whether an X server accepts a connection at ``display`` (``[host]:N[.S]``): ``XOpenDisplay`` when libX11 is
+    installed, else a connection to the server's socket (``/tmp/.X11-unix/XN``, or TCP port ``6000 + N``)."""
+    lib = ctypes.util.find_library("X11")
+    if lib is not None:
+        try:
+            x11 = ctypes.CDLL(lib)
+        except OSError:
+            x11 = None
+        if x11 is not None:
+            x11.XOpenDisplay.restype = ctypes.c_void_p
+            x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+            x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+            handle = x11.XOpenDisplay(display.encode())
+            if handle:
+                x11.XCloseDisplay(handle)
+            return bool(handle)
+    host, _, rest = display.rpartition(":")
+    try:
+        number = int(rest.split(".", 1)[0])
+    except ValueError:
+        return False
+    try:
+        if host in ("", "unix") or host.startswith("/"):
+            path = host if host.startswith("/") else f"/tmp/.X11-unix/X{number}"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(path)
+        else:
+            with socket.create_connection((host, 6000 + number), timeout=2.0):
+                pass
+    except OSError:
+        return False
+    return True
+
+
+def display_problem() -> str | None:
+    """Why no interactive window can be opened here, or ``None`` when one can.
+
+    Checks what :func:`has_display` checks, then that the screen is reachable: the Wayland socket exists, or the X
+    server named by ``DISPLAY`` accepts a connection (a stale ``DISPLAY=:99`` with no server behind it would
+    otherwise make VTK print warnings and show nothing). The message says what to do instead.
+    """
+    fix = ("write a file instead (--screenshot out.png, --gif out.gif or --html out.html), or set DISPLAY to a "
+           "running X server (e.g. run the command under xvfb-run)")
+    if not has_display():
+        return f"no screen to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); {fix}"
+    if sys.platform in ("darwin", "win32"):
+        return None
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        sock = wayland if os.path.isabs(wayland) else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)
+        if os.path.exists(sock):
+            return None
+    display = os.environ.get("DISPLAY")
+    if display and _x_server_answers(display):
+        return None
+    where = f"DISPLAY={display!r}" if display else f"WAYLAND_DISPLAY={wayland!r}"
+    return f"cannot open a window: no display server answers at {where}; {fix}"
 
 
 def offscreen_backend() -> str | None:
