@@ -10,9 +10,9 @@ Reconstruction", Nguyen, Nguyen & Ho, ICML 2023):
 - amortised vMF-DSW: ``A-vDSW_p(mu, nu) = ( E_{theta ~ vMF(f_psi(X, Y), kappa)} W_p^p(theta#mu, theta#nu) )^(1/p)``,
   estimated with ``L`` reparameterised vMF samples.
 
-Training solves ``min_phi max_psi E_{X ~ data} D(X, G_phi(X); f_psi)`` (ICML 2023, eq. 9-10): one ascent step of
-``psi`` on ``D`` with the model's output detached, then one descent step of ``phi`` with the directions detached;
-:class:`AmortizedSlicedWasserstein` runs the ascent step inside its ``forward``.
+Training solves the papers' min-max problem ``min_phi max_psi E_{X ~ data} D(X, G_phi(X); f_psi)``: one ascent
+step of ``psi`` on ``D`` with the model's output detached, then one descent step of ``phi`` with the directions
+detached; :class:`AmortizedSlicedWasserstein` runs the ascent step inside its ``forward``.
 """
 
 from __future__ import annotations
@@ -111,9 +111,10 @@ def amortized_sliced_wasserstein(
 
     With ``epsilon = f_psi(X, Y)`` (one unit location per pair):
 
-    - ``distribution="max"``: ``W_p^p(epsilon#mu, epsilon#nu)`` (amortised max-SW, NeurIPS 2022, eq. 5);
+    - ``distribution="max"``: ``W_p^p(epsilon#mu, epsilon#nu)`` (amortised max-SW of the NeurIPS 2022 paper);
     - ``distribution="vmf"``: ``(1/L) sum_l W_p^p(theta_l#mu, theta_l#nu)``, ``theta_l ~ vMF(epsilon, kappa)``
-      (amortised vMF-DSW, ICML 2023, eq. 8), reparameterised so that the value is differentiable in ``epsilon``.
+      (amortised vMF-DSW of the ICML 2023 paper), reparameterised so that the value is differentiable in
+      ``epsilon``.
 
     Each 1-D term is exact (:func:`geomot.losses.sliced.projected_costs`). The value is differentiable in the
     supports (through the projections and through the projector, which reads them as given) and in the

@@ -13,7 +13,7 @@ the :data:`AMORTIZED_PROJECTIONS` registry:
 - ``"nonlinear"``: ``normalise(h(w_0 + X^T w_x + Y^T w_y))`` with ``h`` of the same form as ``g``.
 - ``"attention"``: ``normalise((A(X)^T 1/m + A(Y)^T 1/n) / 2)`` with single-head self-attention
   ``A(X) = softmax(Q K^T / sqrt(d_k)) V``, ``Q = X W_q + b_q``, ``K = X W_k + b_k`` (width ``d_k``),
-  ``V = X W_v + b_v`` (width ``d``): the ICML 2023 paper's eq. for the self-attention amortised model.
+  ``V = X W_v + b_v`` (width ``d``): the self-attention amortised model of the ICML 2023 paper.
 - ``"efficient_attention"``: ``A(X) = softmax_row(Q) (softmax_col(K)^T V)`` ("Efficient Attention: Attention
   with Linear Complexities", Shen et al., WACV 2021): the softmax of ``Q`` over its ``d_k`` features, that of
   ``K`` over the points; time and memory linear in the number of points.
