@@ -34,7 +34,7 @@ from geomot.losses.sliced import (
     prepare_pair,
     projected_costs,
 )
-from geomot.ops.directions import random_directions, reflect_to, vmf_samples_at_e1
+from geomot.ops.directions import random_directions, reflect_to, sample_vmf
 from geomot.transport.ot1d import safe_root
 
 __all__ = [
@@ -303,7 +303,9 @@ def vmf_sliced_wasserstein(
     if dim < 2:
         raise ShapeError(f"x: vmf_sliced_wasserstein needs points of dimension >= 2, got {dim}")
     loc = random_directions(bsz, dim, generator=generator, dtype=dtype, device=device)
-    base = vmf_samples_at_e1(n_projections, dim, kappa, batch=bsz, generator=generator, dtype=dtype, device=device)
+    e1 = torch.zeros(bsz, dim, dtype=dtype, device=device)
+    e1[:, 0] = 1.0
+    base = sample_vmf(e1, kappa, n_projections, generator=generator)  # (B, L, D) draws around e_1, kept
 
     def objective(v: torch.Tensor) -> torch.Tensor:
         return safe_root(projected_costs(fixed, reflect_to(base, v), p).mean(-1), p).sum()
