@@ -26,6 +26,7 @@ from geomot.transport.ot1d import projected_sorted_power, quantile_power, safe_r
 __all__ = [
     "CONTROL_VARIATES",
     "REDUCTIONS",
+    "SlicedModule",
     "SlicedPair",
     "SlicedWasserstein",
     "check_settings",

@@ -387,7 +387,9 @@ def wasserstein_1d(
         root: return ``W_p`` (default) or ``W_p^p`` when False.
 
     Returns:
-        ``(...)`` tensor; differentiable in ``x``, ``y`` and the weights.
+        ``(...)`` tensor; differentiable in ``x``, ``y`` and the weights. NaN/Inf atoms raise while value checks
+        are on; inside ``geomot.data_checks(False)`` a row with a NaN atom gives NaN (value and gradient), an
+        infinite atom or an overflow ``inf`` or NaN, never a finite number.
     """
     x = check_float_tensor(x, "x", ndim=tuple(range(1, 9)))
     y = check_float_tensor(y, "y", ndim=tuple(range(1, 9)))
