@@ -221,7 +221,7 @@ def _tangential(v, f, v0, **_):
 @DEFORM_REGULARIZERS.register("normal")
 def _normal(v, f, v0, **_):
     """``mean_{f ~ g} 1 - <n_f, n_g>`` over faces sharing an edge."""
-    return normal_consistency_loss(v, f)
+    return normal_consistency_loss(v, faces=f)
 
 
 # -- local term: squared point-to-surface distance, both ways ----------------------------------------------------
