@@ -200,7 +200,7 @@ def test_module_shell_checks_settings_at_construction(kwargs, match):
 
 
 def test_module_shell_is_keyword_only_and_forward_takes_inputs_only():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         geomot.SlicedWasserstein(2.0)
     with pytest.raises(ValidationError, match=r"SlicedWasserstein\.forward: 'p': set it at construction"):
         geomot.SlicedWasserstein()(cloud(5), cloud(5), p=3.0)

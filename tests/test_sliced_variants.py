@@ -331,9 +331,9 @@ def test_shells_check_settings_at_construction(cls, kwargs, match):
 
 
 def test_shells_are_keyword_only():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         geomot.DistributionalSlicedWasserstein(3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         geomot.MaxSlicedWasserstein(2.0)
 
 
