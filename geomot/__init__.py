@@ -49,6 +49,8 @@ _LAZY: dict[str, str] = {
     "energy_based_sliced_wasserstein": "geomot.losses.sliced_variants",
     "EnergyBasedSlicedWasserstein": "geomot.losses.sliced_variants",
     "wasserstein_1d": "geomot.transport.ot1d",
+    "amortized_sliced_wasserstein": "geomot.losses.amortized",
+    "AmortizedSlicedWasserstein": "geomot.losses.amortized",
     # -- losses: entropic / kernel / chamfer / regularisers --------------------------------------------------
     "sinkhorn_divergence": "geomot.losses",
     "SinkhornDivergence": "geomot.losses",
@@ -81,6 +83,7 @@ _LAZY: dict[str, str] = {
 
 _SUBMODULES = {
     "ops", "structures", "transport", "losses", "correspondence", "models", "deformation", "metrics", "io", "viz",
+    "train",
 }
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]

@@ -1,5 +1,6 @@
 """L4: losses between shapes/measures: pure functions plus thin ``nn.Module`` shells."""
 
+from geomot.losses.amortized import AMORTIZED_DISTRIBUTIONS, AmortizedSlicedWasserstein, amortized_sliced_wasserstein
 from geomot.losses.chamfer import (
     ChamferLoss,
     ChamferTerms,
@@ -32,10 +33,12 @@ from geomot.losses.sliced_variants import (
 from geomot.losses.varifold import VARIFOLD_KERNELS, NormalKernel, VarifoldLoss, varifold_distance, varifold_inner
 
 __all__: list[str] = [
+    "AMORTIZED_DISTRIBUTIONS",
     "CONTROL_VARIATES",
     "ENERGIES",
     "LAPLACIAN_WEIGHTS",
     "VARIFOLD_KERNELS",
+    "AmortizedSlicedWasserstein",
     "ChamferLoss",
     "ChamferTerms",
     "DistributionalSlicedWasserstein",
@@ -48,6 +51,7 @@ __all__: list[str] = [
     "SlicedWasserstein",
     "VarifoldLoss",
     "VmfSlicedWasserstein",
+    "amortized_sliced_wasserstein",
     "chamfer_distance",
     "chamfer_terms",
     "distributional_sliced_wasserstein",
