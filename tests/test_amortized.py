@@ -390,3 +390,43 @@ def test_module_errors():
         loss_fn(clouds(2, 8), clouds(2, 8), kappa=2.0)
     with pytest.raises(ValidationError, match=r"no 'optimizer' entry"):
         loss_fn.set_extra_state({})
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_keep_one_projector(tmp_path):
+    """Under torchrun each rank sees other clouds, yet the gradient averaging keeps the projectors identical."""
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent("""
+        import torch, torch.distributed as dist
+        from geomot.losses.amortized import AmortizedSlicedWasserstein
+        from geomot.models.amortized import AmortizedProjection
+        dist.init_process_group("gloo")
+        r = dist.get_rank()
+        proj = AmortizedProjection("attention", dim=3, generator=torch.Generator().manual_seed(0))
+        loss = AmortizedSlicedWasserstein(projector=proj)
+        x = torch.randn(4, 32, 3, generator=torch.Generator().manual_seed(10 + r))
+        y = torch.randn(4, 32, 3, generator=torch.Generator().manual_seed(20 + r))
+        for _ in range(3):
+            loss(x, y, generator=torch.Generator().manual_seed(r))
+        flat = torch.cat([p.detach().flatten() for p in proj.parameters()])
+        both = [torch.zeros_like(flat) for _ in range(2)]
+        dist.all_gather(both, flat)
+        if r == 0:
+            assert torch.equal(both[0], both[1]), float((both[0] - both[1]).abs().max())
+            assert not torch.equal(flat, torch.cat([p.flatten() for p in AmortizedProjection(
+                "attention", dim=3, generator=torch.Generator().manual_seed(0)).parameters()]).detach())
+        dist.destroy_process_group()
+    """))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(script)],
+        check=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )

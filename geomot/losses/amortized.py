@@ -167,6 +167,20 @@ def _check_betas(betas: object) -> tuple[float, float]:
     return vals  # type: ignore[return-value]
 
 
+def _average_gradients_across_processes(module: nn.Module) -> None:
+    """Average the gradients of ``module`` over the processes of an initialised process group (no-op otherwise)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    world = dist.get_world_size()
+    for param in module.parameters():
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad)
+        param.grad.div_(world)
+
+
 class AmortizedSlicedWasserstein(LossModule):
     """Amortised SW loss that owns its projector and trains it by the min-max protocol of the ICML 2023 paper.
 
@@ -245,13 +259,18 @@ class AmortizedSlicedWasserstein(LossModule):
 
     def ascent_step(self, pair: SlicedPair, generator: torch.Generator | None = None) -> torch.Tensor:
         """One optimiser step of the projector maximising the batch mean of the amortised distance on
-        ``pair.detach()``; returns that mean (detached) before the step."""
+        ``pair.detach()``; returns that mean (detached) before the step.
+
+        In an initialised :mod:`torch.distributed` process group the projector's gradients are averaged over the
+        processes before the step (what DistributedDataParallel does for the model), so every rank keeps the same
+        projector."""
         detached = pair.detach()
         with torch.enable_grad():
             theta = self._directions(detached, generator)
             value = self._value(detached, theta, "mean", True)
             self.optimizer.zero_grad(set_to_none=True)
             (-value).backward()
+            _average_gradients_across_processes(self.projector)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return value.detach()
