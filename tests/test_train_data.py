@@ -85,6 +85,14 @@ def test_mesh_folder_items_are_area_samples_on_the_surface(mesh_folder):
     assert float(torch.cdist(pts, mesh.verts).min(dim=1).values.max()) < 0.2
 
 
+def test_single_shape_files_are_items(mesh_folder):
+    files = sorted((mesh_folder / "off").iterdir())
+    ds = PointSetDataset(files[1:], n_points=30)
+    assert [ds[i]["name"] for i in range(len(ds))] == ["shape_1", "shape_2"]
+    with pytest.raises(ValidationError, match="n_points: required to sample the mesh"):
+        PointSetDataset(files[0], n_points=None)
+
+
 def test_collate_pads_ragged_items_and_a_dataloader_uses_it(npy, mesh_folder):
     a = PointSetDataset(npy, n_points=16)
     b = PointSetDataset(mesh_folder, n_points=24)
@@ -104,7 +112,7 @@ def test_collate_pads_ragged_items_and_a_dataloader_uses_it(npy, mesh_folder):
         (lambda p: PointSetDataset([]), ValidationError, "sources: expected at least one"),
         (lambda p: PointSetDataset(p / "missing"), FileFormatError, "no such file or folder"),
         (lambda p: PointSetDataset(p / "empty"), FileFormatError, "no shape files found"),
-        (lambda p: PointSetDataset(p / "a.txt"), FileFormatError, "expected a .npy array of points or a folder"),
+        (lambda p: PointSetDataset(p / "a.txt"), FileFormatError, "expected a .npy array of points, a shape file or a folder"),
         (lambda p: PointSetDataset(p / "bad.npy"), FileFormatError, "not a readable .npy array"),
         (lambda p: PointSetDataset(p / "flat.npy"), ValidationError, r"expected points of shape \(B, N, 3\)"),
         (lambda p: PointSetDataset(p / "ints.npy"), ValidationError, "expected floating-point points"),

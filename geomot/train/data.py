@@ -69,6 +69,7 @@ class PointSetDataset(Dataset):
     """Point sets of ``n_points`` points each, from ``.npy`` arrays and folders of meshes.
 
     Sources (any mix, in the given order):
+        - a shape file (any format :func:`geomot.load` reads): one item;
         - a ``.npy`` file holding ``(B, N, 3)`` or ``(N, 3)`` float points: one item per row; with ``N >
           n_points`` a seeded random subset of ``n_points`` is kept, with ``N < n_points`` it raises;
         - a folder of meshes (any format :func:`geomot.load` reads, directly inside it or in its ``off/``
@@ -84,7 +85,7 @@ class PointSetDataset(Dataset):
     file stem, with ``[row]`` for array rows).
 
     Args:
-        sources: paths of ``.npy`` files and/or mesh folders.
+        sources: paths of ``.npy`` files, shape files and/or folders of shapes.
         n_points: points per item (``None``: every point of ``.npy`` rows; required for mesh folders).
         seed: base seed of the sampling.
         normalize: centre and scale each item into the unit ball.
@@ -131,8 +132,12 @@ class PointSetDataset(Dataset):
             if self.n_points is None:
                 raise ValidationError(f"n_points: required to sample the meshes of {path}, got None")
             return [_Source(p.stem, path=p) for p in files]
+        if suffix_of(path) in FORMATS and suffix_of(path) not in _ARRAY_SUFFIXES:
+            if self.n_points is None:
+                raise ValidationError(f"n_points: required to sample the mesh {path}, got None")
+            return [_Source(path.stem, path=path)]
         if suffix_of(path) != ".npy":
-            raise FileFormatError(f"{path}: expected a .npy array of points or a folder of meshes")
+            raise FileFormatError(f"{path}: expected a .npy array of points, a shape file or a folder of shapes")
         try:
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError) as e:
