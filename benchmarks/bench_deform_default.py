@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None, help="only the first N pairs of the split")
     parser.add_argument("--pair", type=int, nargs=2, action="append", default=None, metavar=("SOURCE", "TARGET"),
                         help="only these pairs of the split (repeatable)")
-    parser.add_argument("--configs", nargs="+", default=["default", "surface"])
+    parser.add_argument("--configs", nargs="*", default=["default", "surface"])
     parser.add_argument("--config", action="append", default=[], metavar="NAME=JSON",
                         help="an extra configuration: fit keywords as JSON")
     parser.add_argument("--max-iter", type=int, default=None, help="override the iteration budget of every run")
@@ -110,7 +110,15 @@ def main() -> None:
     pairs = {"dev": DEV_PAIRS, "validation": VALIDATION_PAIRS, "none": []}[args.split][: args.pairs]
     if args.pair:
         pairs = [p for p in pairs if list(p) in args.pair]
-    rows = []
+    rows: list[dict] = []
+    out = {"split": args.split, "pairs": pairs, "configs": configs, "rows": rows, "summary": {},
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
+
+    def write() -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(out, indent=1))
+
     for a, b in pairs:
         src, tgt = _shape(a), _shape(b)
         undeformed = float((src.verts - tgt.verts).norm(dim=-1).mean())
@@ -118,28 +126,24 @@ def main() -> None:
             row = {"pair": [a, b], "config": name, "undeformed_vertex_error": undeformed,
                    **run_pair(src, tgt, options)}
             rows.append(row)
+            write()  # after every row, so that a long run cut short keeps what it measured
             print(f"{a:>2} -> {b:<2} {name:24s} vertex error {row['vertex_error']:.4f} (undeformed {undeformed:.4f})"
                   f"  flipped {row['flipped_faces']:3d}  self-int {row['self_intersections']:3d}"
                   f"  ASSD {row['assd']:.4f}  {row['seconds']:6.1f} s", flush=True)
-    summary = {}
     for name in configs:
         sel = [r for r in rows if r["config"] == name]
         if sel:
-            summary[name] = {k: sum(r[k] for r in sel) / len(sel)
-                             for k in ("vertex_error", "flipped_faces", "self_intersections", "assd", "seconds")}
-            summary[name]["max_flipped_faces"] = max(r["flipped_faces"] for r in sel)
-            print(f"mean {name:24s} " + "  ".join(f"{k} {v:.4g}" for k, v in summary[name].items()))
-    out = {"split": args.split, "pairs": pairs, "configs": configs, "rows": rows, "summary": summary,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
+            summary = {k: sum(r[k] for r in sel) / len(sel)
+                       for k in ("vertex_error", "flipped_faces", "self_intersections", "assd", "seconds")}
+            summary["max_flipped_faces"] = max(r["flipped_faces"] for r in sel)
+            out["summary"][name] = summary
+            print(f"mean {name:24s} " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
     if args.cortex:
         options = {**json.loads(args.cortex_options), **({"max_iter": args.max_iter} if args.max_iter else {})}
         out["cortex_options"] = options
         out["cortex_white_to_pial"] = cortex(options)
         print("cortex white -> pial:", out["cortex_white_to_pial"], flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1))
-
+    write()
 
 if __name__ == "__main__":
     main()

@@ -135,11 +135,16 @@ def test_fit_decreases_the_loss_and_the_surface_distance():
 def test_fit_is_deterministic_for_a_seed():
     v, f = icosphere(1)
     tgt = (_ellipsoid(v), f)
-    a = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=3)
-    b = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=3)
-    c = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=4)
+    kw = {"loss": "sw-varifold+surface", "max_iter": 5, "progress": False, "metrics": False}
+    a = geomot.deform.fit((v, f), tgt, seed=3, **kw)
+    b = geomot.deform.fit((v, f), tgt, seed=3, **kw)
+    c = geomot.deform.fit((v, f), tgt, seed=4, **kw)
     assert torch.equal(a.trajectory, b.trajectory)
-    assert not torch.equal(a.trajectory, c.trajectory)
+    assert not torch.equal(a.trajectory, c.trajectory)  # the sliced term's directions and samples follow the seed
+    # the default objective has no random part: the seed does not matter
+    d = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=3)
+    e = geomot.deform.fit((v, f), tgt, max_iter=5, progress=False, metrics=False, seed=4)
+    assert torch.equal(d.trajectory, e.trajectory)
 
 
 @pytest.mark.parametrize("loss", ["sw-varifold", "sw", "varifold", "sinkhorn", "chamfer", "surface"])
@@ -229,7 +234,7 @@ def test_fit_aligns_a_target_in_another_unit_or_far_away(caplog):
     v, f = icosphere(1)
     tgt = (_ellipsoid(v) * 1000 + 5000, f)  # metres -> millimetres, and far away
     with caplog.at_level(logging.WARNING, logger="geomot.deformation.normalize"):
-        res = geomot.deform.fit((v, f), tgt, max_iter=20, progress=False)
+        res = geomot.deform.fit((v, f), tgt, max_iter=40, progress=False)
     assert "target aligned onto the source" in caplog.text and "another unit" in caplog.text
     assert res.normalization.aligned and res.normalization.scale_ratio > 500
     # the result is expressed in the target's frame and lands on it

@@ -27,7 +27,7 @@ from geomot._core.checks import check_int, check_positive
 from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import FileFormatError, NumericalError, ValidationError
 from geomot.deformation.checkpoint import check_config, read_checkpoint, write_checkpoint
-from geomot.deformation.fit import DEFAULT_REGULARIZERS, as_single_mesh, lr_factor, optimizer_step
+from geomot.deformation.fit import as_single_mesh, lr_factor, optimizer_step
 from geomot.deformation.integrate import SOLVERS, integrate
 from geomot.deformation.losses import DEFORM_REGULARIZERS, make_loss
 from geomot.deformation.normalize import Frame, surface_frame
@@ -37,8 +37,8 @@ from geomot.models.velocity import ConditionedVelocity
 from geomot.ops.sampling import sample_surface
 from geomot.structures import Mesh
 
-__all__ = ["DATASET_LOSS", "ConditionedDeformer", "ConditionedFit", "deform_conditioned", "evaluate_conditioned",
-           "load_conditioned", "train_conditioned"]
+__all__ = ["DATASET_LOSS", "DATASET_REGULARIZERS", "ConditionedDeformer", "ConditionedFit", "deform_conditioned",
+           "evaluate_conditioned", "load_conditioned", "train_conditioned"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: is not needed to bring shapes into correspondence, and its Monte-Carlo noise is not averaged out when each
 #: target is seen only every ``len(targets) / batch_size`` steps (measured in ``docs/deformation.md``).
 DATASET_LOSS = "surface"
+#: Default regularisers of :func:`train_conditioned`: the Laplacian of the displacement, weight 1.
+DATASET_REGULARIZERS: dict[str, float] = {"laplacian": 1.0}
 
 
 class ConditionedDeformer(nn.Module):
@@ -151,7 +153,8 @@ def train_conditioned(
         targets: the training targets (meshes of any connectivity).
         loss: a loss spec of :func:`geomot.deformation.losses.parse_loss` (default :data:`DATASET_LOSS`).
         regularizers: ``{name: weight}`` of :data:`~geomot.deformation.losses.DEFORM_REGULARIZERS` (``None``:
-            ``fit``'s default, the Laplacian with weight 1; ``{}``: none; ``"kinetic"`` is not available).
+            :data:`DATASET_REGULARIZERS`, the Laplacian with weight 1; ``{}``: none; ``"kinetic"`` is not
+            available).
         max_iter: total optimisation iterations (a resumed run continues up to this number); the old name
             ``steps`` is deprecated.
         batch_size: targets per step.
@@ -183,7 +186,7 @@ def train_conditioned(
         raise ValidationError("targets: expected at least one target mesh, got an empty sequence")
     tgts = [as_single_mesh(t, f"targets[{i}]") for i, t in enumerate(targets)]
     loss_fn = make_loss(loss, int(tpl.faces.shape[0]), loss_options)
-    regs = dict(DEFAULT_REGULARIZERS if regularizers is None else regularizers)
+    regs = dict(DATASET_REGULARIZERS if regularizers is None else regularizers)
     for name, w in regs.items():
         check_positive(w, f"regularizers[{name!r}]", strict=False)
         DEFORM_REGULARIZERS.get(name, arg="regularizers")
