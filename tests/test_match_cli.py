@@ -75,3 +75,17 @@ def test_match_screenshot(files):
     rc = main(["match", str(d / "src.off"), str(d / "tgt.off"), "--out", str(d / "p.txt"), *ARGS,
                "--screenshot", str(png)])
     assert rc == 0 and png.stat().st_size > 1000
+
+
+def test_match_reports_its_stages():
+    import torch as _torch
+
+    from geomot.correspondence.pipeline import match as _match
+    from geomot.structures import Mesh as _Mesh
+    from tests.conftest import icosphere as _ico
+
+    v, f = _ico(2)
+    stages: list[str] = []
+    _match(_Mesh(v, f), _Mesh(v * _torch.tensor([1.2, 1.0, 0.9], dtype=v.dtype), f), k=20, k_init=4, k_select=8,
+           n_candidates=2, n_finalists=2, n_samples=50, n_extrinsic=0, progress=stages.append)
+    assert stages == ["eigenbases", "candidates", "refinement"]

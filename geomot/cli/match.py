@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from geomot._core.errors import FileFormatError, ValidationError
+from geomot.cli._progress import Stages
 from geomot.correspondence.pipeline import match
 from geomot.io.files import load
 from geomot.io.vts import read_vts
@@ -31,10 +32,13 @@ log = logging.getLogger(__name__)
 def _run(args: argparse.Namespace) -> int:
     if (args.gt_source is None) != (args.gt_target is None):
         raise ValidationError("--gt-source/--gt-target: give both ground-truth files or neither")
-    src = load(args.source, dtype=torch.float64)
-    tgt = load(args.target, dtype=torch.float64)
-    res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic,
-                non_isometric=args.non_isometric, cache_dir=args.cache_dir)
+    with Stages(5, desc="match", enabled=not args.quiet) as stages:
+        stages.next(f"loading {Path(args.source).name}")
+        src = load(args.source, dtype=torch.float64)
+        stages.next(f"loading {Path(args.target).name}")
+        tgt = load(args.target, dtype=torch.float64)
+        res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic,
+                    non_isometric=args.non_isometric, cache_dir=args.cache_dir, progress=stages)
     out = Path(args.out)
     if out.is_dir():
         raise FileFormatError(f"--out: {out} is a directory, expected a file path")
@@ -53,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         if int(gs.max()) >= res.p2p_21.shape[0] or int(gt.max()) >= tgt.verts.shape[0]:
             raise FileFormatError("--gt-source/--gt-target: an index exceeds the vertex count of its shape")
-        err = geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt)
+        err = geodesic_error(res.p2p_21, tgt, gs, gt)
         print(f"mean geodesic error: {100 * float(err):.2f} (x100, normalised by sqrt(target area))")
     if args.screenshot is not None:
         from geomot.viz import show_correspondence
@@ -87,5 +91,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "map extrinsically within 2 edge rings, not only those whose edge stretch says so (better across "
                    "species, worse between two poses of one body)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_run)
     return p

@@ -93,6 +93,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -232,6 +233,7 @@ def match(
     refine_extrinsic: bool = True,
     non_isometric: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> MatchResult:
     """Dense correspondence between two shapes, with no training.
 
@@ -275,6 +277,8 @@ def match(
             ``refine="zoomout"`` and ``anchor_iterations > 0``: geodesic-anchor refinement on samples, then the
             smooth-deformation residual; otherwise 3: ZoomOut to ``k``, then the key of the first ranking).
         cache_dir: opt-in folder for cached eigenbases.
+        progress: called with the name of each stage as it starts (``"eigenbases"``, ``"candidates"``,
+            ``"refinement"``), e.g. to drive a progress bar.
 
     Returns:
         :class:`MatchResult` with ``p2p_21`` (a target vertex for each source vertex).
@@ -306,6 +310,8 @@ def match(
     vs, vt = _unit_area(vs, fs), _unit_area(vt, ft)
     # orientation terms compare face windings: wind both meshes with their normals outwards (positive volume)
     fs, ft = _outward(vs, fs), _outward(vt, ft)
+    if progress is not None:
+        progress("eigenbases")
     b2 = spectral_basis(vs, fs, k=k, cache_dir=cache_dir)
     b1 = spectral_basis(vt, ft, k=k, cache_dir=cache_dir)
     t1 = time.perf_counter()
@@ -313,12 +319,16 @@ def match(
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
     anchors_on = refine == "zoomout" and anchor_iterations > 0
     graphs = (shape_graph(vt, ft), shape_graph(vs, fs)) if anchors_on or (fs is not None and ft is not None) else None
+    if progress is not None:
+        progress("candidates")
     C, ratio, C_final, from_extrinsic = _initial_map(
         b1, b2, vt, ft, vs, fs, k_init=k_init, k_select=k_select, n_candidates=n_candidates, n_finalists=n_finalists,
         n_samples=n_samples, n_descriptors=n_descriptors, step=step, k_final=k, samples_final=samples2,
         n_final=n_final, n_extrinsic=n_extrinsic, anchor_iterations=anchor_iterations if anchors_on else 0,
         graphs=graphs)
     t2 = time.perf_counter()
+    if progress is not None:
+        progress("refinement")
     if refine == "zoomout":
         # the selection already ran this ZoomOut on samples (same schedule): refit on every vertex at size k
         # (float32 nearest neighbours: twice as fast, the same maps up to ties)
