@@ -697,3 +697,13 @@ def test_binary_ply_truncations_and_mixed_polygons(tmp_path, sphere_mesh):
     faces = bytes([4]) + np.array([0, 1, 2, 3], ">i4").tobytes() + bytes([3]) + np.array([0, 2, 3], ">i4").tobytes()
     m = load(_write(tmp_path, "mixed.ply", header + verts + faces), dtype=torch.float64)
     assert m.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 3]]
+
+
+def test_info_npy_batch(tmp_path, capsys):
+    arr = np.zeros((4, 10, 3))
+    arr[:, :, 0] = np.arange(10)  # each cloud spans 9 along x
+    arr[3, :, 0] *= 2  # the last one 18
+    np.save(tmp_path / "b.npy", arr)
+    rc, rows, _ = _info(capsys, str(tmp_path / "b.npy"))
+    assert rc == 0 and rows["type"] == "batch of 4 point clouds" and rows["points"] == "10 each"
+    assert rows["item extents"] == "min 9  mean 11.25  max 18 (bounding-box diagonals)"

@@ -43,6 +43,16 @@ def _describe(obj: Mesh | PointCloud) -> list[tuple[str, str]]:
             ("area", f"{float(obj.total_area()[0]):.6g}"),
             ("watertight", ("yes" if closed else "no") + detail),
         ]
+    elif len(obj) > 1:  # a (B, N, 3) batch
+        pts = obj.points_list()
+        sizes = sorted({p.shape[0] for p in pts})
+        v = torch.cat(pts)
+        extents = torch.stack([p.amax(0) - p.amin(0) for p in pts]).norm(dim=1)
+        rows = [("type", f"batch of {len(obj)} point clouds"),
+                ("points", f"{sizes[0]} each" if len(sizes) == 1 else f"{sizes[0]} .. {sizes[-1]}"),
+                ("normals", "yes" if obj.normals_list() is not None else "no"),
+                ("item extents", f"min {float(extents.min()):.6g}  mean {float(extents.mean()):.6g}  "
+                                 f"max {float(extents.max()):.6g} (bounding-box diagonals)")]
     else:
         v = obj.points_list()[0]
         rows = [("type", "point cloud"), ("points", f"{v.shape[0]}"),
