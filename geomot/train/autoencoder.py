@@ -281,7 +281,7 @@ def train_autoencoder(
         out: the run folder: ``checkpoint.pt`` after every epoch, ``log.json``.
         config: model and loss settings.
         epochs: total epochs (a resumed run continues up to it).
-        batch_size: clouds per step and process.
+        batch_size: clouds per step and process (the last, smaller batch of an epoch is skipped: batch norm).
         resume: continue from ``out/checkpoint.pt`` (it must exist and match ``config``).
         max_minutes: wall-clock budget (no epoch starts that would overrun it).
         device: None picks CUDA (``cuda:LOCAL_RANK`` under torchrun) when available, else the CPU.
@@ -302,6 +302,7 @@ def train_autoencoder(
         model=model, optimizer=optimizer, step=_step(loss), dataset=dataset, collate_fn=collate_point_sets,
         out=Path(out), kind="autoencoder", config=asdict(config), epochs=epochs, batch_size=batch_size,
         seed=config.seed, max_minutes=max_minutes, step_state=loss, context=ctx, progress=progress,
+        drop_last=True,
     )
     if resume:
         done = trainer.resume()

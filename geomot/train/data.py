@@ -79,7 +79,8 @@ class PointSetDataset(Dataset):
     Sampling is seeded per item (``seed``, item index and, with ``resample=True``, the epoch set by
     :meth:`set_epoch`), so two datasets built alike give the same points whatever the worker or rank that reads
     them. With ``normalize=True`` each item is centred and scaled into the unit ball; the item keeps ``centre`` and
-    ``scale`` so that outputs can be mapped back (``x = x' * scale + centre``).
+    ``scale`` so that outputs can be mapped back (``x = x' * scale + centre``). Shape files are read once and
+    kept in memory (their points, or with ``resample=True`` the mesh), so later epochs cost no disk reads.
 
     Items are dictionaries: ``points (n, 3)``, ``centre (3,)``, ``scale ()``, ``index ()`` int64 and ``name`` (the
     file stem, with ``[row]`` for array rows).
@@ -115,6 +116,7 @@ class PointSetDataset(Dataset):
         self.seed = check_int(seed, "seed", at_least=0)
         self.normalize, self.resample, self.dtype = bool(normalize), bool(resample), dtype
         self.epoch = 0
+        self._cache: dict[int, object] = {}
         self._items: list[_Source] = []
         for src in sources:
             self._items += self._scan(Path(src))
@@ -176,12 +178,15 @@ class PointSetDataset(Dataset):
         src, gen = self._items[index], self._generator(index)
         if src.array is not None:
             pts = self._subset(torch.as_tensor(np.array(src.array[src.row], dtype=np.float64)), gen)
+        elif not self.resample and index in self._cache:
+            pts = self._cache[index]  # type: ignore[assignment]
         else:
-            shape = load(src.path, dtype=torch.float64)
+            shape = self._cache[index] if index in self._cache else load(src.path, dtype=torch.float64)
             if isinstance(shape, Mesh):
                 pts = sample_surface(shape.verts, shape.faces, self.n_points, generator=gen).points
             else:
                 pts = self._subset(shape.points, gen)
+            self._cache[index] = shape if self.resample else pts
         if not bool(torch.isfinite(pts).all()):
             raise ValidationError(f"{src.name}: contains NaN/Inf coordinates")
         if self.normalize:

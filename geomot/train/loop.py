@@ -105,6 +105,8 @@ class Trainer:
         step_state: extra state checkpointed with the model (for example the loss Module that owns a projector).
         context: the process group; None calls :func:`distributed_context` with the model's device.
         progress: show a tqdm bar (rank 0).
+        drop_last: skip the last, smaller batch of each epoch (as models with batch norm need: a batch of one has
+            no batch statistics); ignored when a process holds fewer items than ``batch_size``.
     """
 
     model: nn.Module
@@ -122,6 +124,7 @@ class Trainer:
     step_state: StepState | None = None
     context: DistContext | None = None
     progress: bool = True
+    drop_last: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -190,7 +193,10 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def _loader(self, sampler: DistributedSampler) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
+        drop = self.drop_last and len(sampler) >= self.batch_size
+        return DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn, drop_last=drop
+        )
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dev = self.context.device  # type: ignore[union-attr]
