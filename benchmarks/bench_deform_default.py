@@ -8,9 +8,9 @@ choose the default) and validation pairs (never looked at while choosing), so th
 honest check of the choice. Configurations:
 
 - ``default``: ``fit``'s defaults (whatever they are in the code being measured);
-- ``surface``: ``loss="surface"``, the reference of the issue (the exact point-to-surface term alone, with the
-  default regularisers);
-- ``sw-varifold+surface``: the previous default objective (annealed SW between varifolds + surface);
+- ``surface``: ``loss="surface"`` with the Laplacian regulariser (weight 1), the reference of the issue
+  (``geomot deform --loss surface`` with the regularisers of that time);
+- ``sw-varifold+surface``: the previous default objective (annealed SW between varifolds + surface, Laplacian);
 - any ``NAME=JSON`` given with ``--config`` (keywords of :func:`geomot.deform.fit`).
 
 Optionally (``--cortex``) the fsaverage5 white -> pial fit with the default (ASSD in mm, self-intersections of
@@ -46,8 +46,8 @@ VALIDATION_PAIRS = [(21, 25), (55, 7), (33, 23), (28, 50), (44, 22), (12, 57), (
 
 CONFIGS: dict[str, dict] = {
     "default": {},
-    "surface": {"loss": "surface"},
-    "sw-varifold+surface": {"loss": "sw-varifold+surface"},
+    "surface": {"loss": "surface", "regularizers": {"laplacian": 1.0}},
+    "sw-varifold+surface": {"loss": "sw-varifold+surface", "regularizers": {"laplacian": 1.0}},
 }
 
 
