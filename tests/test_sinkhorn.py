@@ -339,7 +339,7 @@ def test_bad_inputs():
         sinkhorn_from_cost(torch.zeros(0, 4, dtype=F64), eps=0.1)
     with pytest.raises(ShapeError, match="x_weights: expected shape"):
         sinkhorn_from_cost(c.abs().nan_to_num(), eps=0.1, x_weights=a[:5])
-    with pytest.raises(ShapeError, match="y: expected dimension D = 2"):
+    with pytest.raises(ShapeError, match="y: expected points of dimension 2"):
         sinkhorn(x, torch.rand(5, 3, dtype=F64), eps=0.1)
     with pytest.raises(ValidationError, match="init: unknown sinkhorn initialiser 'nope'"):
         sinkhorn(x, y, eps=0.1, init="nope")

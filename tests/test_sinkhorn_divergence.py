@@ -22,7 +22,7 @@ def test_zero_on_identical_positive_otherwise():
     x, y = _clouds()
     assert abs(float(sinkhorn_divergence(x, x, eps=0.01, tol=1e-10))) < 1e-9
     assert float(sinkhorn_divergence(x, y, eps=0.01, tol=1e-10)) > 1e-3
-    assert float(sinkhorn_divergence(x, x + 1e-3, eps=0.01, tol=1e-8, max_iter=20000)) > 0
+    assert float(sinkhorn_divergence(x, x + 1e-3, eps=0.01, tol=1e-6, max_iter=5000)) > 0
 
 
 def test_matches_geomloss():
@@ -39,7 +39,7 @@ def test_tends_to_w2_and_symmetric():
     import ot
 
     w2 = ot.emd2([], [], (torch.cdist(x, y) ** 2).numpy())
-    s = float(sinkhorn_divergence(x, y, eps=1e-3, tol=1e-9, method="sns", max_iter=500))
+    s = float(sinkhorn_divergence(x, y, eps=1e-3, tol=1e-9, max_iter=5000))
     assert s == pytest.approx(w2, rel=3e-2)
     assert float(sinkhorn_divergence(y, x, eps=0.05, tol=1e-11)) == pytest.approx(
         float(sinkhorn_divergence(x, y, eps=0.05, tol=1e-11)), rel=1e-8)

@@ -15,7 +15,6 @@ Padding is handled through the log-weights: ``log b_j = -inf`` on padded columns
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -23,53 +22,7 @@ import torch
 
 from geomot._core.registry import Registry
 
-__all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "flush_denormal", "one_thread", "pairwise_cost", "threads"]
-
-
-@contextlib.contextmanager
-def flush_denormal():
-    """Flush subnormal floats to zero on CPU while solving.
-
-    ``exp`` of very negative arguments (far pairs of a small-eps kernel) lands in the subnormal range, where
-    x86 arithmetic is ~50x slower; flushing them to 0 changes no result above ~1e-38 (1e-308 in float64).
-    PyTorch has no getter for this flag, so it is restored to its default (off).
-    """
-    changed = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if changed:
-            torch.set_flush_denormal(False)
-
-@contextlib.contextmanager
-def threads(n: int):
-    """Run a block with ``n`` intra-op threads (restored afterwards)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run a block of small tensor ops on one intra-op thread (restored afterwards).
-
-    A ``(2000, 3) @ (3, 3)`` product takes ~0.02 ms on one thread but can take ~50 ms with two when the cores are
-    shared with other processes (the BLAS/OpenMP hand-off waits for a descheduled thread); ops this small never
-    gain from threads.
-    """
-    before = torch.get_num_threads()
-    if before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if before > 1:
-            torch.set_num_threads(before)
+__all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "pairwise_cost"]
 
 
 COSTS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("cost")

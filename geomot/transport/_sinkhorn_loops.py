@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from geomot.transport._kernels import one_thread, safe_exp, threads
+from geomot.transport._kernels import safe_exp
 
 __all__ = ["LoopState", "log_loop", "scaling_loop", "symmetric_loop"]
 
@@ -328,10 +328,6 @@ def scaling_loop(
     the first column update is the exact soft c-transform of ``f`` without a log-domain pass. One host sync per
     iteration reads the range of the scalings and the error together.
     """
-    # iterations on one intra-op thread: the memory-bound matrix-vector products gain nothing from a second
-    # thread, and the small vector ops around them only pay its hand-off (milliseconds per op on a shared CPU);
-    # kernels (GEMM + exp, compute-bound) are built with all threads
-    nt = torch.get_num_threads()
     with torch.no_grad():
         f = torch.where(row_mask, f.detach(), 0.0)
         normalize = g is None
@@ -345,14 +341,13 @@ def scaling_loop(
             budget = max_iter - n_iters if final else stage_iters
             omega = (1.0 if relax == "auto" else relax) if final else 1.0
             auto = _AutoRelax(_PROBE, torch.finfo(f.dtype).eps) if final and relax == "auto" else None
-            st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega, normalize, nt)
+            st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega, normalize)
             normalize = False
             it = 0
             while it < budget:
                 u_prev, v_prev = st.u, st.v
-                with one_thread():
-                    st.step()
-                    stats = st.stats(final)
+                st.step()
+                stats = st.stats(final)
                 it += 1
                 n_iters += 1
                 if not stats[0]:
@@ -361,8 +356,7 @@ def scaling_loop(
                     f, g = st.absorb()
                     f = torch.where(row_mask, lx * geom.softmin_rows(g, lb, e), 0.0)
                     g = torch.where(col_mask, ly * geom.softmin_cols(f, la, e), 0.0)
-                    st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega,
-                                  n_threads=nt)
+                    st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega)
                     continue
                 if final:
                     err = st.err
@@ -372,8 +366,7 @@ def scaling_loop(
                         omega = st.relax = auto(stats[2])
                 if stats[1]:
                     f, g = st.absorb()
-                    st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega,
-                                  n_threads=nt)
+                    st = _Scaling(geom, kernel, a, b, f, g, e, lx, ly, tau_x, row_mask, col_mask, tau_y, omega)
             f, g = st.absorb()
         sums = st.sums(geom)
         del kernel, st
@@ -389,22 +382,21 @@ class _Scaling:
     """
 
     def __init__(self, geom, kernel, a, b, f0, g0, eps, lx, ly, tau_x, row_mask, col_mask, tau_y=math.inf,
-                 relax=1.0, normalize=False, n_threads=None):
+                 relax=1.0, normalize=False):
         padded = not (bool(row_mask.all()) and bool(col_mask.all()))
         pair = row_mask[:, :, None] & col_mask[:, None, :] if padded else None
-        with threads(n_threads or torch.get_num_threads()):
-            t = geom.log_kernel_(f0, g0, eps, out=kernel)
-            if normalize:
-                if padded:
-                    t.masked_fill_(~pair, float("-inf"))
-                m = t.amax(1)
-                m = torch.where(torch.isfinite(m) & col_mask, m, 0.0)
-                t.sub_(m[:, None, :])
-                g0 = g0 - eps * m
-            self.kernel = safe_exp(t, inplace=True)
+        t = geom.log_kernel_(f0, g0, eps, out=kernel)
+        if normalize:
             if padded:
-                # padded rows/columns may hold overflowing entries; they are never read with a non-zero weight
-                self.kernel.masked_fill_(~pair, 0.0)
+                t.masked_fill_(~pair, float("-inf"))
+            m = t.amax(1)
+            m = torch.where(torch.isfinite(m) & col_mask, m, 0.0)
+            t.sub_(m[:, None, :])
+            g0 = g0 - eps * m
+        self.kernel = safe_exp(t, inplace=True)
+        if padded:
+            # padded rows/columns may hold overflowing entries; they are never read with a non-zero weight
+            self.kernel.masked_fill_(~pair, 0.0)
         self.a, self.b, self.f0, self.g0, self.eps = a, b, f0, g0, eps
         self.lx, self.ly, self.tau_x, self.tau_y, self.relax = lx, ly, tau_x, tau_y, relax
         self.row_mask, self.col_mask = row_mask, col_mask

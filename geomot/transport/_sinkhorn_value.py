@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -96,6 +97,12 @@ class SinkhornPlan:
         self._geom, self._f, self._g, self._la, self._lb, self._eps = geom, f, g, la, lb, eps
         self._batched, self._y, self._shift = batched, y, shift
         self.row_lengths, self.col_lengths = row_lengths, col_lengths
+
+    def _unbatch(self) -> SinkhornPlan:
+        """The same plan for an unbatched problem (shapes without the leading ``B = 1``)."""
+        out = copy.copy(self)
+        out._batched = False
+        return out
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -28,11 +28,18 @@ from typing import NamedTuple
 import torch
 
 from geomot._core.batch import mask_from_lengths
-from geomot._core.checks import check_float_tensor, check_lengths, check_positive, check_weights, describe
+from geomot._core.checks import (
+    check_float_tensor,
+    check_lengths,
+    check_positive,
+    check_weights,
+    describe,
+)
 from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.structures.convert import as_measure
-from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry, flush_denormal, one_thread
+from geomot.transport._debiased import dimension_error, screen_inputs, tolerance_floor, user_stacklevel
+from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry
 from geomot.transport._sinkhorn_loops import log_loop, scaling_loop, symmetric_loop
 from geomot.transport._sinkhorn_value import SinkhornPlan, dual_value
 from geomot.transport.sinkhorn_init import SINKHORN_INITS
@@ -129,9 +136,11 @@ def _check_options(eps, tol, max_iter, eps_scaling, eps_scaling_iters, method, g
 
 def _solve(
     geom, a, b, row_mask, col_mask, *, x, y, cost_name, eps, tau, tol, max_iter, eps_scaling, eps_start,
-    eps_scaling_iters, init, method, grad, batched, warn, sns_options, relaxation, shift=0.0,
+    eps_scaling_iters, init, method, grad, batched, warn, sns_options, relaxation, shift=0.0, scale=None,
 ) -> SinkhornResult:
     tau_x, tau_y = _tau_pair(tau)
+    if scale is not None:  # the dtype cannot certify marginals below its floor (see tolerance_floor)
+        tol = max(tol, tolerance_floor(a.dtype, scale, eps))
     la = torch.log(a.detach()).masked_fill(~row_mask, float("-inf"))
     lb = torch.log(b.detach()).masked_fill(~col_mask, float("-inf"))
     if method == "auto":
@@ -167,21 +176,21 @@ def _solve(
         raise ValidationError("sns_options: only used with method='sns'")
     la_l, lb_l = (la, lb)
     if grad == "unroll":
-        with torch.enable_grad(), flush_denormal():
+        with torch.enable_grad():
             la_l = torch.log(a).masked_fill(~row_mask, float("-inf"))
             lb_l = torch.log(b).masked_fill(~col_mask, float("-inf"))
             st = loop(geom, a, b, la_l, lb_l, f0, g0, **kwargs)
     else:
-        with torch.no_grad(), flush_denormal():
+        with torch.no_grad():
             st = loop(geom, a.detach(), b.detach(), la, lb, f0, g0, **kwargs)
     converged = st.error <= tol
     if warn and not bool(converged.all()):
         warnings.warn(
             f"sinkhorn: stopped after {st.n_iters} iterations with marginal error {float(st.error.max()):.3g} > "
-            f"tol={tol:g}; raise max_iter, keep eps-scaling on (eps_scaling=0.5), use a larger eps, loosen tol, "
+            f"tol={tol:.3g}; raise max_iter, keep eps-scaling on (eps_scaling=0.5), use a larger eps, loosen tol, "
             "or try method='sns' (dense, balanced)",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     logger.debug("sinkhorn(%s): %d iterations, marginal error %.3g", method, st.n_iters, float(st.error.max()))
     f, g = (st.f, st.g) if grad == "unroll" else (st.f.detach(), st.g.detach())
@@ -210,7 +219,7 @@ def _solve(
 def _initial_potentials(init, x, y, a, b, cost_name, row_mask, col_mask):
     if isinstance(init, str):
         fn = SINKHORN_INITS.get(init, arg="init")
-        with torch.no_grad(), one_thread():  # O(N D^2) work: threads only add hand-off latency
+        with torch.no_grad():
             xd = None if x is None else x.detach()
             yd = None if y is None else y.detach()
             out = fn(xd, yd, a.detach(), b.detach(), cost=cost_name)
@@ -258,6 +267,7 @@ def sinkhorn(
     measure: str | None = None,
     sns_options: dict | None = None,
     warn: bool = True,
+    measure_options: dict | None = None,
 ) -> SinkhornResult:
     """Entropic OT between two (batches of) discrete measures on ``R^D``, in the log domain.
 
@@ -274,7 +284,7 @@ def sinkhorn(
 
     Args:
         x: ``(N, D)`` / ``(B, N, D)`` tensor, PointCloud, Measure or Mesh (``measure`` picks how a Mesh becomes a
-            measure, default ``"vertices"``).
+            measure; default: its oriented varifold in ``R^6``, as in every loss).
         y: same for the target, ``M`` points.
         eps: entropic regularisation (> 0), in the units of the cost (``blur^2`` for the squared distance).
         x_weights: ``(N,)`` / ``(B, N)`` non-negative masses (normalised per item); uniform when None.
@@ -284,7 +294,9 @@ def sinkhorn(
         cost: a name of :data:`geomot.transport._kernels.COSTS`.
         tau: marginal relaxation (unbalanced OT): a number, a pair ``(tau_x, tau_y)`` (``None``/``inf`` = hard
             marginal on that side) or None (balanced).
-        tol: stopping threshold on ``marginal_error``.
+        tol: stopping threshold on ``marginal_error``, raised to what the dtype can certify,
+            ``16 u (1 + c / eps)`` with ``u = torch.finfo(dtype).eps`` and ``c`` the squared (or plain, for
+            ``cost="euclidean"``) diagonal of the data's bounding box (see ``docs/sinkhorn.md``).
         max_iter: iteration budget (all stages together).
         eps_scaling: annealing ratio in ``(0, 1)``, or None to start directly at ``eps``.
         eps_start: first eps of the annealing (default: the largest cost for ``init="zero"``, else ``eps``).
@@ -306,15 +318,19 @@ def sinkhorn(
             a path needs it), ``"online"`` (recompute kernel blocks of ``chunk_bytes``, one pass per iteration;
             memory ``O((N + M) D + chunk)``) or ``"auto"`` (dense below ~1 GiB of cost and kernel).
         chunk_bytes: block size of the online backend.
-        measure: how Mesh inputs become measures (see :func:`geomot.mesh_to_measure`).
+        measure: how Mesh inputs become measures (see :func:`geomot.mesh_to_measure`); ignored for other inputs.
         sns_options: keyword options of :func:`geomot.transport.sns.sns_loop` for ``method="sns"``.
-        warn: emit a :class:`ConvergenceWarning` when ``converged`` is False.
+        warn: emit a :class:`ConvergenceWarning` when ``converged`` is False (Python shows it once per call site).
+        measure_options: extra keywords of :func:`geomot.mesh_to_measure` (``n_samples``, ``generator``...).
 
     Returns:
-        :class:`SinkhornResult`; unbatched ``(N, D)`` inputs give unbatched outputs.
+        :class:`SinkhornResult`; unbatched ``(N, D)`` inputs give unbatched outputs. With
+        :func:`geomot.data_checks` off, an item with a NaN/Inf coordinate or weight, or whose squared extent
+        overflows the dtype, gets NaN ``value``, ``transport_cost`` and potentials.
 
     Raises:
-        ValidationError: non-positive ``eps``, negative weights, NaN inputs, empty inputs, unknown names.
+        ValidationError: non-positive ``eps``, negative weights, NaN/Inf inputs or overflowing coordinates (checks
+            on), empty inputs, unknown names.
         ShapeError: mismatched shapes, dtypes or devices.
     """
     eps, tol = _check_options(eps, tol, max_iter, eps_scaling, eps_scaling_iters, method, grad, relaxation)
@@ -323,18 +339,19 @@ def sinkhorn(
         init = "gaussian" if cost == "sqeuclidean" else "zero"
     if backend not in _BACKENDS:
         raise ValidationError(f"backend: expected one of {', '.join(_BACKENDS)}, got {backend!r}")
-    mx, bx = as_measure(x, weights=x_weights, lengths=x_lengths, measure=measure, default_mesh_measure="vertices",
-                        name="x")
-    my, by = as_measure(y, weights=y_weights, lengths=y_lengths, measure=measure, default_mesh_measure="vertices",
-                        name="y")
+    opts = dict(measure_options or {})
+    mx, bx = as_measure(x, weights=x_weights, lengths=x_lengths, measure=measure, name="x", **opts)
+    my, by = as_measure(y, weights=y_weights, lengths=y_lengths, measure=measure, name="y", **opts)
     xs, ys = mx.support, my.support
     if xs.shape[-1] != ys.shape[-1]:
-        raise ShapeError(f"y: expected dimension D = {xs.shape[-1]} (that of x), got shape {tuple(ys.shape)}")
+        raise dimension_error(xs.shape[-1], ys.shape[-1], x, y)
     if xs.shape[0] != ys.shape[0]:
         raise ShapeError(f"y: expected batch size {xs.shape[0]} (that of x), got shape {tuple(ys.shape)}")
     if xs.dtype != ys.dtype or xs.device != ys.device:
         raise ShapeError(f"y: expected dtype {xs.dtype} and device {xs.device} (those of x), got {describe(ys)}")
     a, b = mx.weights, my.weights
+    bad, xs, ys, a, b, scale = screen_inputs(xs, ys, a, b, mx.mask, my.mask, eps=eps,
+                                             power=2.0 if cost == "sqeuclidean" else 1.0)
     # centring leaves the (translation-invariant) costs unchanged and keeps |x|^2 + |y|^2 - 2<x,y> accurate
     center = (a[:, :, None] * xs).sum(1, keepdim=True).detach()
     xs, ys = xs - center, ys - center
@@ -350,11 +367,22 @@ def sinkhorn(
                 geom = DenseGeometry(COSTS.get(cost)(xs, ys))
     else:
         geom = OnlineGeometry(xs, ys, cost, chunk_bytes=chunk_bytes)
-    return _solve(geom, a, b, mx.mask, my.mask, x=xs, y=ys, cost_name=cost, eps=eps, tau=tau, tol=tol,
-                  max_iter=max_iter, eps_scaling=eps_scaling, eps_start=eps_start,
-                  eps_scaling_iters=eps_scaling_iters, init=init, method=method, grad=grad,
-                  batched=bx or by, warn=warn, sns_options=sns_options, relaxation=relaxation,
-                  shift=center.detach())
+    res = _solve(geom, a, b, mx.mask, my.mask, x=xs, y=ys, cost_name=cost, eps=eps, tau=tau, tol=tol,
+                 max_iter=max_iter, eps_scaling=eps_scaling, eps_start=eps_start,
+                 eps_scaling_iters=eps_scaling_iters, init=init, method=method, grad=grad,
+                 batched=True, warn=warn, sns_options=sns_options, relaxation=relaxation,
+                 shift=center.detach(), scale=scale)
+    if bool(bad.any()):  # non-finite or overflowing items (checks off): NaN, never a finite number
+        nan = float("nan")
+        res = res._replace(value=torch.where(bad, nan, res.value),
+                           transport_cost=torch.where(bad, nan, res.transport_cost),
+                           f=torch.where(bad[:, None], nan, res.f), g=torch.where(bad[:, None], nan, res.g),
+                           converged=res.converged & ~bad,
+                           marginal_error=torch.where(bad, nan, res.marginal_error))
+    if bx or by:
+        return res
+    return SinkhornResult(res.value[0], res.transport_cost[0], res.f[0], res.g[0], res.n_iters, res.converged[0],
+                          res.marginal_error[0], res.plan._unbatch())
 
 
 def sinkhorn_from_cost(

@@ -23,7 +23,7 @@ import torch
 
 from geomot._core.checks import check_positive
 from geomot._core.errors import ValidationError
-from geomot.transport._kernels import one_thread, safe_exp
+from geomot.transport._kernels import safe_exp
 from geomot.transport._sinkhorn_loops import LoopState, scaling_loop
 
 __all__ = ["sns_loop"]
@@ -154,8 +154,7 @@ def sns_loop(
         def matvec(v, rows=rows, cols=cols, diag=diag, n=n):
             return diag * v + torch.cat([rows(v[:, n:]), cols(v[:, :n])], 1)
 
-        with one_thread():  # gather/scatter products on N k entries: too small for a thread hand-off per op
-            d, its = _cg(matvec, rhs, diag, cg_tol, cg_max_iter)
+        d, its = _cg(matvec, rhs, diag, cg_tol, cg_max_iter)
         d = torch.where(torch.isfinite(d) & active, d, 0.0)
         cg_total += its
         df, dg = eps * d[:, :n], eps * d[:, n:]

@@ -1,0 +1,393 @@
+"""The three entropic problems of the debiased Sinkhorn divergence, solved together in one eps-annealing loop.
+
+``S_eps(alpha, beta) = OT_eps(alpha, beta) - OT_eps(alpha, alpha) / 2 - OT_eps(beta, beta) / 2`` (Feydy et al.,
+"Interpolating between Optimal Transport and MMD using Sinkhorn Divergences", AISTATS 2019) needs the potentials
+``(f, g)`` of ``alpha -> beta`` and the symmetric potentials ``p`` of ``alpha -> alpha`` and ``q`` of
+``beta -> beta``. All four are updated in the same loop, on the same schedule:
+
+1. **eps schedule** from the data's diameter ``d`` (largest extent of the bounding box of both supports):
+   ``eps_0 = d^r`` (``r = 2`` for the squared Euclidean cost, 1 for the Euclidean one), then
+   ``eps_{k+1} = eps_k * eps_scaling`` down to the target ``eps``, one iteration per level (Feydy 2020, Sec. 3.3;
+   GeomLoss's ``diameter``/``blur``/``scaling``). At ``eps_0`` the potentials are the exact soft c-transforms of 0.
+2. **annealing updates** (one per level, all four potentials from the same state, averaged):
+   ``f <- (f + l S_xy(g)) / 2``, ``g <- (g + l S_yx(f)) / 2``, ``p <- (p + l S_xx(p)) / 2``,
+   ``q <- (q + l S_yy(q)) / 2`` with ``S_xy(g)_i = -eps log sum_j b_j exp((g_j - C(x_i, y_j)) / eps)`` and
+   ``l = tau / (tau + eps)`` (1 when balanced).
+3. **final level**: alternating updates for ``(f, g)``, over-relaxed with the adaptive factor of
+   :class:`geomot.transport._sinkhorn_loops._AutoRelax` (``f <- f + w (l S_xy(g) - f)``, the log-domain form of
+   Thibault et al. 2021), and averaged ones for ``p``, ``q`` until every
+   marginal error is below ``tol`` (raised to the dtype's floor, :func:`tolerance_floor`) or ``max_iter``; a
+   problem that has converged is no longer updated.
+4. **value** with envelope gradients: one last update of every potential with autograd on, from detached
+   potentials, and with the second argument of the cost detached (``C(x, y.detach())`` for ``f``,
+   ``C(y, x.detach())`` for ``g``, ...), so that ``d S / d x_i = sum_j P_ij d_1 C(x_i, y_j) -
+   sum_k P^xx_ik d_1 C(x_i, x_k)`` exactly at convergence; the backward pass costs one pass over each kernel.
+   Balanced: ``S = <a, f - p> + <b, g - q>``; unbalanced: ``S = (tau + eps / 2) (<a, e^{-p/tau} - e^{-f/tau}> +
+   <b, e^{-q/tau} - e^{-g/tau}>)`` (Séjourné et al. 2019), differentiated with the factor ``tau + eps``.
+
+Kernels are never stored: each soft-min is computed by row blocks of at most ``chunk_bytes`` (one GEMM on
+augmented coordinates for the squared Euclidean cost, then one exp pass shifted by the previous potential), and
+the backward of the squared Euclidean value is a custom autograd function that recomputes the blocks, so memory is
+``O((N + M) D + chunk)`` for any size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import NamedTuple
+
+import torch
+
+from geomot._core.checks import data_checks_enabled
+from geomot._core.errors import ShapeError, ValidationError
+from geomot.transport._kernels import COSTS, exp_floor
+from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
+
+__all__ = ["DebiasedResult", "debiased_sinkhorn", "dimension_error", "screen_inputs", "tolerance_floor",
+           "user_stacklevel"]
+
+_FLOOR_FACTOR = 16.0  # marginal-error floor = this * float eps * (1 + cost scale / eps); see tolerance_floor
+_BIG = 1e30  # stands for -log(0) on padding (finite: keeps GEMMs free of inf * 0)
+
+
+class DebiasedResult(NamedTuple):
+    """Output of :func:`debiased_sinkhorn` (batched shapes).
+
+    Attributes:
+        value: ``(B,)`` the divergence ``S_eps`` (differentiable in points and weights).
+        n_iters: iterations run (annealing levels and final-level iterations).
+        converged: ``(B,)`` bool, every marginal error below ``tol``.
+        marginal_error: ``(B,)`` largest L1 marginal error of the three problems.
+        tol: the tolerance applied (the requested one, raised to the dtype's floor).
+        eps_list: the schedule run.
+    """
+
+    value: torch.Tensor
+    n_iters: int
+    converged: torch.Tensor
+    marginal_error: torch.Tensor
+    tol: float
+    eps_list: list[float]
+
+
+def tolerance_floor(dtype: torch.dtype, scale: float, eps: float) -> float:
+    """Smallest L1 marginal error that log-domain Sinkhorn can certify in ``dtype``.
+
+    A soft-min ``-eps log sum_j exp((g_j - C_ij) / eps)`` adds arguments of size ``scale / eps`` (``scale``: the
+    largest cost, ``diameter^r``), each rounded to a relative ``u = torch.finfo(dtype).eps``, so the potentials
+    carry an error ``~ u scale`` and the marginals ``a_i exp((f_i - S(g)_i) / eps)`` a relative error
+    ``~ u scale / eps``. The floor is ``16 u (1 + scale / eps)``: float32 at ``scale / eps = 1200`` (unit cube,
+    ``eps = 0.05^2``) gives ``2.3e-3``; float64 stays below ``1e-11`` up to ``scale / eps = 10^4``.
+    """
+    return _FLOOR_FACTOR * torch.finfo(dtype).eps * (1.0 + scale / eps)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # geomot/
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` issued by the caller of this function that points at the first frame
+    outside geomot and torch (the user's line), so that Python's default filter shows it once per call site."""
+    frame = sys._getframe(2)
+    level = 2
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(_PACKAGE) or path.startswith(_TORCH)):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 2
+
+
+def dimension_error(dx: int, dy: int, x: object, y: object) -> ShapeError:
+    """The error for supports of different dimensions; names ``measure=`` when a Mesh is involved."""
+    msg = f"y: expected points of dimension {dx} (that of x), got {dy}"
+    if any(type(v).__name__ == "Mesh" for v in (x, y)):
+        msg += ('; a Mesh without measure= becomes its 6-D oriented varifold: pass measure="vertices", "faces" or '
+                '"samples" to compare it with 3-D points')
+    return ShapeError(msg)
+
+
+def screen_inputs(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, row_mask: torch.Tensor,
+                  col_mask: torch.Tensor, *, eps: float, power: float):
+    """Find the items that cannot be solved in their dtype and measure the cost scale.
+
+    An item is bad when a real coordinate or weight is NaN/Inf, or when ``8 * diag^power / eps`` overflows the
+    dtype (``diag``: the diagonal of the bounding box of both supports; float32 coordinates beyond ~1e18).
+    With :func:`geomot.data_checks` on a bad item raises :class:`ValidationError` naming it; otherwise it is
+    replaced by a harmless measure (uniform at 0) and flagged, and the caller reports NaN for it.
+
+    Returns:
+        ``(bad (B,), x, y, a, b, scale)`` with ``scale = max diag^power`` over the good items (a float).
+    """
+    bad = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for name, pts, w, mask in (("x", x, a, row_mask), ("y", y, b, col_mask)):
+        ok = (torch.isfinite(pts) | ~mask[..., None]).flatten(1).all(1) & (torch.isfinite(w) | ~mask).all(1)
+        if data_checks_enabled() and not bool(ok.all()):
+            i = int((~ok).nonzero()[0])
+            raise ValidationError(f"{name}: item {i} has a non-finite coordinate or weight (NaN or Inf)")
+        bad |= ~ok
+    big = torch.finfo(x.dtype).max
+    xd = torch.where(bad[:, None, None], 0.0, x.detach())
+    yd = torch.where(bad[:, None, None], 0.0, y.detach())
+    lo = torch.minimum(xd.masked_fill(~row_mask[..., None], big).amin(1),
+                       yd.masked_fill(~col_mask[..., None], big).amin(1))
+    hi = torch.maximum(xd.masked_fill(~row_mask[..., None], -big).amax(1),
+                       yd.masked_fill(~col_mask[..., None], -big).amax(1))
+    ext = hi - lo
+    sq = (ext * ext).sum(1)  # in the input dtype: inf when squared distances overflow
+    size = sq if power == 2.0 else sq.sqrt()
+    over = ~torch.isfinite(size * (8.0 / eps)) & ~bad
+    if bool(over.any()):
+        i = int(over.nonzero()[0])
+        if data_checks_enabled():
+            raise ValidationError(f"x: item {i}'s squared distances overflow {x.dtype} (coordinates up to "
+                                  f"{float(ext[i].abs().max()):.3g} apart); rescale the coordinates or use float64")
+        bad |= over
+    if bool(bad.any()):
+        x = torch.where(bad[:, None, None], 0.0, x)
+        y = torch.where(bad[:, None, None], 0.0, y)
+        a = torch.where(bad[:, None], row_mask.to(a.dtype) / row_mask.sum(1, keepdim=True).to(a.dtype), a)
+        b = torch.where(bad[:, None], col_mask.to(b.dtype) / col_mask.sum(1, keepdim=True).to(b.dtype), b)
+    good = size[~bad]
+    scale = float(good.max()) if good.numel() else 0.0
+    return bad, x, y, a, b, scale
+
+
+def eps_schedule(eps: float, start: float, ratio: float) -> list[float]:
+    """``[start, start * ratio, ...]`` (the levels above ``eps``), then ``eps``."""
+    out = []
+    e = start
+    while e > eps and len(out) < 200:
+        out.append(e)
+        e *= ratio
+    return [*out, eps]
+
+
+def _lam(tau: float, eps: float) -> float:
+    return 1.0 if math.isinf(tau) else tau / (tau + eps)
+
+
+class _Side:
+    """Points ``(B, N, D)`` of one measure with what the soft-min needs (squared norms, log-weights)."""
+
+    def __init__(self, pts: torch.Tensor, w: torch.Tensor, mask: torch.Tensor) -> None:
+        self.x = pts
+        self.w = w
+        self.mask = mask
+        self.sq = (pts * pts).sum(-1)
+        self.logw = torch.where(mask & (w > 0), torch.log(w), -_BIG)
+
+
+def _softmin_block(p: torch.Tensor, psq: torch.Tensor, qa: torch.Tensor, eps: float, hint: torch.Tensor | None,
+                   buf: torch.Tensor | None) -> torch.Tensor:
+    """``-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps)`` for a row block ``p (B, n, D)``; ``qa (B, M, D + 2)`` holds
+    ``[q, 1, h - |q|^2 / eps]``. Shifted by ``hint`` (``~`` the result) to skip a max pass; rows whose sum leaves
+    the float range are redone with a max shift."""
+    shift = hint if hint is not None else torch.zeros_like(psq)
+    pa = torch.cat([p * (2.0 / eps), ((shift - psq) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
+    t = torch.bmm(pa, qa.transpose(1, 2), out=buf)  # t_ij = h_j + (shift_i - |p_i - q_j|^2) / eps
+    if hint is not None:
+        s = t.clamp_min_(exp_floor(t.dtype)).exp_().sum(2)
+        ok = torch.isfinite(s) & (s > 1e-30)
+        if bool(ok.all()):
+            return shift - eps * s.log()
+        t = torch.bmm(pa, qa.transpose(1, 2), out=buf)
+    m = t.amax(2, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    s = t.sub_(m).clamp_min_(exp_floor(t.dtype)).exp_().sum(2)
+    return shift - eps * (s.log() + m.squeeze(2))
+
+
+class _Solver:
+    """Soft-min operators between the sides, computed by row blocks (no stored kernel)."""
+
+    def __init__(self, cost: str, chunk_bytes: int) -> None:
+        self.cost = cost
+        self.chunk_bytes = chunk_bytes
+        self._buf: torch.Tensor | None = None
+
+    def _rows(self, b: int, n: int, m: int, itemsize: int) -> int:
+        return max(1, min(n, self.chunk_bytes // max(1, b * m * itemsize)))
+
+    def _buffer(self, shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+        size = math.prod(shape)
+        if self._buf is None or self._buf.numel() < size or self._buf.dtype != like.dtype:
+            self._buf = like.new_empty(size)
+        return self._buf[:size].view(shape)
+
+    def softmin(self, p: _Side, q: _Side, v: torch.Tensor, eps: float, hint: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``(B, N)``: ``-eps log sum_j b_j exp((v_j - C(p_i, q_j)) / eps)`` (no autograd)."""
+        h = torch.where(q.mask, v / eps + q.logw, -_BIG)
+        bsz, n, m = p.x.shape[0], p.x.shape[1], q.x.shape[1]
+        step = self._rows(bsz, n, m, p.x.element_size())
+        if self.cost == "sqeuclidean":
+            qa = torch.cat([q.x, q.x.new_ones(bsz, m, 1), (h - q.sq / eps)[..., None]], -1)
+            out = []
+            for i in range(0, n, step):
+                s = slice(i, min(n, i + step))
+                buf = self._buffer((bsz, s.stop - s.start, m), p.x)
+                out.append(_softmin_block(p.x[:, s], p.sq[:, s], qa, eps, None if hint is None else hint[:, s], buf))
+            res = torch.cat(out, 1) if len(out) > 1 else out[0]
+        else:
+            fn = COSTS.get(self.cost)
+            res = torch.cat([-eps * torch.logsumexp(h[:, None, :] - fn(p.x[:, i:i + step], q.x) / eps, 2)
+                             for i in range(0, n, step)], 1)
+        return torch.where(p.mask, res, 0.0)
+
+
+class _SqSoftmin(torch.autograd.Function):
+    """``f_i = -eps log sum_j exp(h_j - |x_i - y_j|^2 / eps)`` with ``y`` and ``h`` constant; the backward is
+    ``d f_i / d x_i = 2 (x_i - sum_j w_ij y_j)`` (``w``: the soft-min weights), by row blocks."""
+
+    @staticmethod
+    def forward(ctx, x, y, h, eps, step):
+        ctx.eps, ctx.step = eps, step
+        ctx.save_for_backward(x, y, h)
+        return _sq_softmin_blocks(x, y, h, eps, step)[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, h = ctx.saved_tensors
+        _, bary = _sq_softmin_blocks(x, y, h, ctx.eps, ctx.step, bary=True)
+        return 2.0 * grad[..., None] * (x - bary), None, None, None, None
+
+
+def _sq_softmin_blocks(x, y, h, eps, step, bary=False):
+    n = x.shape[1]
+    ya = torch.cat([y, y.new_ones(*y.shape[:2], 1), (h - (y * y).sum(-1) / eps)[..., None]], -1)
+    fs, bs = [], []
+    for i in range(0, n, step):
+        xs = x[:, i:i + step]
+        xa = torch.cat([xs * (2.0 / eps), (-(xs * xs).sum(-1) / eps)[..., None], xs.new_ones(*xs.shape[:2], 1)], -1)
+        t = torch.bmm(xa, ya.transpose(1, 2))
+        m = t.amax(2, keepdim=True)
+        m = torch.where(torch.isfinite(m), m, 0.0)
+        e = t.sub_(m).clamp_min_(exp_floor(t.dtype)).exp_()
+        s = e.sum(2)
+        fs.append(-eps * (s.log() + m.squeeze(2)))
+        if bary:
+            bs.append(torch.bmm(e, y) / s[..., None])
+    f = torch.cat(fs, 1)
+    return f, (torch.cat(bs, 1) if bary else None)
+
+
+def _extrapolate(solver: _Solver, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, ly: torch.Tensor,
+                 mask_x: torch.Tensor, mask_y: torch.Tensor, eps: float) -> torch.Tensor:
+    """One soft-min with autograd to ``x`` only (``y`` and the potential ``v`` are detached)."""
+    h = torch.where(mask_y, v.detach() / eps + ly, -_BIG)
+    if solver.cost == "sqeuclidean":
+        step = solver._rows(x.shape[0], x.shape[1], y.shape[1], x.element_size())
+        out = _SqSoftmin.apply(x, y.detach(), h, eps, step)
+    else:
+        fn = COSTS.get(solver.cost)
+        out = -eps * torch.logsumexp(h[:, None, :] - fn(x, y.detach()) / eps, 2)
+    return torch.where(mask_x, out, 0.0)
+
+
+class _UnbalancedWeight(torch.autograd.Function):
+    """Forward ``(tau + eps / 2) t``, backward ``(tau + eps) g``: the envelope gradient of the unbalanced value
+    (Séjourné et al. 2019; GeomLoss)."""
+
+    @staticmethod
+    def forward(ctx, t, tau, eps):
+        ctx.k = tau + eps
+        return (tau + 0.5 * eps) * t
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.k * g, None, None
+
+
+def _error(w: torch.Tensor, pot: torch.Tensor, new: torch.Tensor, eps: float, tau: float) -> torch.Tensor:
+    """``sum_i w_i |exp((pot_i - new_i / l) / eps) - exp(-pot_i / tau)|`` (row marginal violation of the plan at
+    ``pot``, given its soft-min update ``new = l S(.)``)."""
+    lam = _lam(tau, eps)
+    target = 1.0 if math.isinf(tau) else torch.exp(-pot / tau)
+    return (w * (torch.exp((pot - new / lam) / eps) - target).abs()).sum(1)
+
+
+def debiased_sinkhorn(
+    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, row_mask: torch.Tensor,
+    col_mask: torch.Tensor, *, eps: float, cost: str, tau: float, eps_scaling: float, diameter: float,
+    tol: float, max_iter: int, chunk_bytes: int, track: bool,
+) -> DebiasedResult:
+    """Solve the three problems of ``S_eps`` together (see the module docstring). Inputs are batched and padded,
+    finite, centred; ``a``, ``b`` are normalised weights (0 on padding); ``diameter^r`` is the cost scale."""
+    r = 2.0 if cost == "sqeuclidean" else 1.0
+    scale = diameter**r
+    floor = tolerance_floor(x.dtype, scale, eps)
+    tol_eff = max(tol, floor)
+    eps_list = eps_schedule(eps, max(scale, eps), eps_scaling)
+    solver = _Solver(cost, chunk_bytes)
+    with torch.no_grad():
+        sx = _Side(x.detach(), a.detach(), row_mask)
+        sy = _Side(y.detach(), b.detach(), col_mask)
+        e0 = eps_list[0]
+        lam = _lam(tau, e0)
+        zx, zy = torch.zeros_like(sx.sq), torch.zeros_like(sy.sq)
+        f = lam * solver.softmin(sx, sy, zy, e0)
+        g = lam * solver.softmin(sy, sx, zx, e0)
+        p = lam * solver.softmin(sx, sx, zx, e0)
+        q = lam * solver.softmin(sy, sy, zy, e0)
+        n_iters = 0
+        for e in eps_list[:-1] if len(eps_list) > 1 else []:
+            lam = _lam(tau, e)
+            ft = lam * solver.softmin(sx, sy, g, e, hint=f)
+            gt = lam * solver.softmin(sy, sx, f, e, hint=g)
+            pt = lam * solver.softmin(sx, sx, p, e, hint=p)
+            qt = lam * solver.softmin(sy, sy, q, e, hint=q)
+            f, g, p, q = 0.5 * (f + ft), 0.5 * (g + gt), 0.5 * (p + pt), 0.5 * (q + qt)
+            n_iters += 1
+        e = eps
+        lam = _lam(tau, e)
+        err = {k: torch.full_like(a[:, 0], math.inf) for k in ("xy", "xx", "yy")}
+        # identical inputs: the three problems are one symmetric problem (alternating updates would crawl)
+        same = x.shape == y.shape and torch.equal(sx.x, sy.x) and torch.equal(sx.w, sy.w)
+        live = {"xy": not same, "xx": True, "yy": not same}
+        relax = _AutoRelax(_PROBE, torch.finfo(x.dtype).eps)
+        omega = 1.0
+        while True:
+            if live["xy"]:
+                gt = lam * solver.softmin(sy, sx, f, e, hint=g)
+                err_g = _error(sy.w, g, gt, e, tau)
+                g = g + omega * (gt - g)
+                ft = lam * solver.softmin(sx, sy, g, e, hint=f)
+                err["xy"] = err_g + _error(sx.w, f, ft, e, tau)
+                f = f + omega * (ft - f)
+                omega = relax(float(err["xy"].max()))
+            if live["xx"]:
+                pt = lam * solver.softmin(sx, sx, p, e, hint=p)
+                err["xx"] = _error(sx.w, p, pt, e, tau)
+                p = 0.5 * (p + pt)
+            if live["yy"]:
+                qt = lam * solver.softmin(sy, sy, q, e, hint=q)
+                err["yy"] = _error(sy.w, q, qt, e, tau)
+                q = 0.5 * (q + qt)
+            n_iters += 1
+            worst = {k: float(v.max()) for k, v in err.items() if live[k]}
+            for k, v in worst.items():
+                if not v > tol_eff:
+                    live[k] = False
+            if not any(live.values()) or n_iters >= max_iter or any(math.isnan(v) for v in worst.values()):
+                break
+        if same:
+            f = g = q = p
+            err["xy"] = err["yy"] = err["xx"]
+        error = torch.stack(list(err.values())).amax(0)
+    with torch.set_grad_enabled(track):
+        fx = lam * _extrapolate(solver, x, y, g, sy.logw, row_mask, col_mask, eps)
+        gy = lam * _extrapolate(solver, y, x, f, sx.logw, col_mask, row_mask, eps)
+        px = lam * _extrapolate(solver, x, x, p, sx.logw, row_mask, row_mask, eps)
+        qy = lam * _extrapolate(solver, y, y, q, sy.logw, col_mask, col_mask, eps)
+        if math.isinf(tau):
+            value = (a * (fx - px)).sum(1) + (b * (gy - qy)).sum(1)
+        else:
+            t = (a * (torch.exp(-px / tau) - torch.exp(-fx / tau))).sum(1) + (
+                b * (torch.exp(-qy / tau) - torch.exp(-gy / tau))).sum(1)
+            value = _UnbalancedWeight.apply(t, tau, eps)
+    return DebiasedResult(value, n_iters, error <= tol_eff, error, tol_eff, eps_list)
