@@ -124,3 +124,20 @@ def test_non_finite_inputs_give_nan_without_checks(value: float) -> None:
     assert bool(torch.isnan(out_w[0])) and abs(float(out_w[1])) < 1e-12
     big = emd((1e20 * x).float(), (1e20 * (x + 1)).float())
     assert not bool(torch.isfinite(big).any())  # W2^2 ~ 1e40 overflows float32: inf, never a finite value
+
+
+def test_early_stop_warns_once_without_touching_the_warnings_filters(monkeypatch):
+    import warnings
+
+    def no_filters(*args, **kwargs):
+        raise AssertionError("a library call changed the warnings filters")
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 3, generator=g), torch.randn(60, 3, generator=g)
+    with pytest.warns(ConvergenceWarning, match="stopped early \\(max_iter reached\\)") as record:
+        with monkeypatch.context() as m:
+            m.setattr(warnings, "filterwarnings", no_filters)
+            m.setattr(warnings, "simplefilter", no_filters)
+            m.setattr(warnings, "catch_warnings", no_filters)
+            emd(x, y, max_iter=5)
+    assert all(issubclass(r.category, ConvergenceWarning) for r in record)

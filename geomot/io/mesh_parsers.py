@@ -16,7 +16,6 @@ Nothing else escapes: no ``ValueError`` from numpy, no ``UnicodeDecodeError``, n
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -105,9 +104,10 @@ def _off_fast(text: str) -> RawShape | None:
         nv, nf = int(counts[0]), int(counts[1])
         if nv <= 0 or nf < 0 or len(lines) < start + nv + nf:
             return None
-        with warnings.catch_warnings(record=True):  # an empty chunk warns; it is then rejected below
-            v = np.loadtxt(lines[start:start + nv], dtype=np.float64, ndmin=2)
-            f = np.loadtxt(lines[start + nv:start + nv + nf], dtype=np.int64, ndmin=2) if nf else None
+        # both chunks are non-empty here (nv > 0, and the faces are read only when nf > 0), so loadtxt never
+        # warns about empty input
+        v = np.loadtxt(lines[start:start + nv], dtype=np.float64, ndmin=2)
+        f = np.loadtxt(lines[start + nv:start + nv + nf], dtype=np.int64, ndmin=2) if nf else None
     except (ValueError, IndexError):
         return None
     if v.shape != (nv, v.shape[1]) or v.shape[1] < 3:

@@ -30,6 +30,25 @@ __all__ = ["emd"]
 logger = logging.getLogger(__name__)
 
 
+_SIMPLEX_STATUS = {0: "infeasible problem", 2: "unbounded problem", 3: "max_iter reached"}
+
+
+def _network_simplex(a: np.ndarray, b: np.ndarray, cost: np.ndarray, max_iter: int) -> tuple[float, str]:
+    """Exact OT cost by POT's network simplex and a status message ("" when optimal).
+
+    POT's C solver is called directly so that its status is read here rather than emitted as a ``UserWarning``
+    that would need a (process-wide) warnings filter to replace; ``ot.emd2`` is the fallback.
+    """
+    try:
+        from ot.lp.emd_wrap import emd_c
+    except ImportError:  # pragma: no cover - other POT layouts
+        import ot
+
+        return float(ot.emd2(a, b, cost, numItermax=max_iter)), ""
+    _, value, _, _, code = emd_c(a, b, cost, max_iter, 1)
+    return float(value), _SIMPLEX_STATUS.get(int(code), "")
+
+
 @renamed_kwargs(num_iter_max="max_iter")
 def emd(
     x: object,
@@ -100,12 +119,10 @@ def emd(
         if p != 1:
             cost = cost**p
         a, w = a / a.sum(), w / w.sum()
-        with warnings.catch_warnings():  # POT's own warning is replaced by a ConvergenceWarning below
-            warnings.filterwarnings("ignore", message="numItermax reached", category=UserWarning)
-            val, log = ot.emd2(a, w, cost, numItermax=int(max_iter), log=True)
-        if log.get("warning"):
+        val, status = _network_simplex(a, w, np.ascontiguousarray(cost), int(max_iter))
+        if status:
             warnings.warn(
-                f"emd: item {b}: the network simplex stopped early ({log['warning']}); raise max_iter",
+                f"emd: item {b}: the network simplex stopped early ({status}); raise max_iter",
                 ConvergenceWarning,
                 stacklevel=2,
             )
