@@ -32,7 +32,7 @@ Cases (float32, d = 3):
    vertices, ``sum_ij a_i b_j exp(-|c_i - c_j|^2 / sigma^2) <n_i, n_j>^2`` for the three pairs); with pykeops
    importable the ``"torch"`` backend is timed too.
 5. ``amortized``: (a) distributional SW between N = M = 20,000 points with a push-forward of the directions kept
-   across calls (``DistributionalSlicedWasserstein(3, n_projections=100, n_iters=5)``: five inner Adam steps on
+   across calls (``DistributionalSlicedWasserstein(dim=3, n_projections=100, max_iter=5)``: five inner Adam steps on
    the directions, then the loss), against plain ``sliced_wasserstein`` with 100 random directions (the ratio is
    the price of learning the directions); (b) one Adam step of the amortised deformation model
    (``ConditionedDeformer``: PointNet code of 8 targets of 1,024 points -> conditioned velocity field -> 8 Euler
@@ -404,7 +404,7 @@ def case_amortized(n: int, subdiv: int, bsz: int, args) -> dict:
     # a) DSW with a persistent push-forward vs plain SW
     x = torch.randn(n, 3, generator=g).to(DEVICE)
     y = (torch.randn(n, 3, generator=g) * 0.7 + 0.5).to(DEVICE)
-    dsw = geomot.DistributionalSlicedWasserstein(3, n_projections=100, n_iters=5).to(DEVICE)
+    dsw = geomot.DistributionalSlicedWasserstein(dim=3, n_projections=100, max_iter=5).to(DEVICE)
     gen = torch.Generator(device=DEVICE).manual_seed(args.seed)
     runs = {"geomot SW (100 random directions)":
             fwd_bwd(lambda a: geomot.sliced_wasserstein(a, y, n_projections=100, generator=gen), x),

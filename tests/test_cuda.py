@@ -236,7 +236,7 @@ def test_max_sliced_cuda_matches_cpu(dtype):
 
     def fn(x, y):
         with _host_draws(5):
-            return geomot.max_sliced_wasserstein(x, y, n_iters=30, step=0.2, tol=0.0, reduction="none")
+            return geomot.max_sliced_wasserstein(x, y, max_iter=30, lr=0.2, tol=0.0, reduction="none")
 
     rtol, grad_rtol = (1e-4, SLICED_GRAD_F32) if dtype == F32 else (1e-8, 1e-6)
     _assert_cuda_agrees(fn, {"x": x, "y": y}, ("x", "y"), dtype=dtype, rtol=rtol, grad_rtol=grad_rtol)
@@ -256,7 +256,7 @@ def test_distributional_sliced_cuda_matches_cpu(dtype):
     def fn(x, y):
         f = copy.deepcopy(f0).to(x.device)
         with _host_draws(11):
-            out = geomot.distributional_sliced_wasserstein(x, y, push_forward=f, n_projections=50, n_iters=5,
+            out = geomot.distributional_sliced_wasserstein(x, y, push_forward=f, n_projections=50, max_iter=5,
                                                            lr=0.05, reduction="none")
         trained.append(f.weight.detach().cpu())
         return out
@@ -273,7 +273,7 @@ def test_vmf_sliced_cuda_matches_cpu(dtype):
 
     def fn(x, y):
         with _host_draws(13):
-            return geomot.vmf_sliced_wasserstein(x, y, n_projections=40, kappa=8.0, n_iters=5, step=0.2,
+            return geomot.vmf_sliced_wasserstein(x, y, n_projections=40, kappa=8.0, max_iter=5, lr=0.2,
                                                  reduction="none")
 
     rtol, grad_rtol = (1e-4, SLICED_GRAD_F32) if dtype == F32 else (1e-8, 1e-6)
@@ -283,9 +283,9 @@ def test_vmf_sliced_cuda_matches_cpu(dtype):
 _DRAWING = {
     "sw": lambda x, y, g: geomot.sliced_wasserstein(x, y, n_projections=32, generator=g),
     "sw-qmc": lambda x, y, g: geomot.sliced_wasserstein(x, y, n_projections=32, projections="qmc", generator=g),
-    "max": lambda x, y, g: geomot.max_sliced_wasserstein(x, y, n_iters=2, generator=g),
-    "dsw": lambda x, y, g: geomot.distributional_sliced_wasserstein(x, y, n_projections=32, n_iters=2, generator=g),
-    "vmf": lambda x, y, g: geomot.vmf_sliced_wasserstein(x, y, n_projections=32, n_iters=2, generator=g),
+    "max": lambda x, y, g: geomot.max_sliced_wasserstein(x, y, max_iter=2, generator=g),
+    "dsw": lambda x, y, g: geomot.distributional_sliced_wasserstein(x, y, n_projections=32, max_iter=2, generator=g),
+    "vmf": lambda x, y, g: geomot.vmf_sliced_wasserstein(x, y, n_projections=32, max_iter=2, generator=g),
     "ebsw": lambda x, y, g: geomot.energy_based_sliced_wasserstein(x, y, n_projections=32, generator=g),
 }
 
@@ -566,12 +566,12 @@ def test_mesh_regularizers_cuda_match_cpu(dtype):
 
     def fn(verts, faces, open_faces):
         return (
-            geomot.edge_length_loss(verts, faces, reduction="none"),
-            geomot.edge_length_loss(verts, faces, target_length=0.2, reduction="none"),
-            geomot.laplacian_smoothing_loss(verts, faces, method="uniform", reduction="none"),
-            geomot.laplacian_smoothing_loss(verts, faces, method="cotangent", reduction="none"),
-            geomot.laplacian_smoothing_loss(verts[0], open_faces, method="cotangent", exclude_boundary=True),
-            geomot.normal_consistency_loss(verts, faces, reduction="none"),
+            geomot.edge_length_loss(verts, faces=faces, reduction="none"),
+            geomot.edge_length_loss(verts, faces=faces, target_length=0.2, reduction="none"),
+            geomot.laplacian_smoothing_loss(verts, faces=faces, method="uniform", reduction="none"),
+            geomot.laplacian_smoothing_loss(verts, faces=faces, method="cotangent", reduction="none"),
+            geomot.laplacian_smoothing_loss(verts[0], faces=open_faces, method="cotangent", exclude_boundary=True),
+            geomot.normal_consistency_loss(verts, faces=faces, reduction="none"),
             geomot.MeshRegularizer(edge=1.0, laplacian=0.5, normal=0.1, method="cotangent",
                                    reduction="none")(Mesh(verts[1], faces)),
         )
