@@ -302,8 +302,7 @@ def test_default_fit_moves_vertices_to_their_counterparts_without_folding():
     """A sphere grows a radial bump (same vertices, so each vertex's counterpart is known): the default reaches the
     counterparts (the previous default, SW-varifold + surface, dragged vertices sideways towards the bump's extra
     area: after 60 iterations on a 642-vertex sphere with a narrower bump (width 0.25), vertex error 0.265 against
-    0.018 undeformed,
-    where the default reached 0.0022)."""
+    0.018 undeformed, where the default reached 0.0022)."""
     from geomot.metrics import flipped_faces
 
     v, f = icosphere(2)
