@@ -80,7 +80,7 @@ def study_pair(ds, a: str, b: str, cache: dict, cache_dir: str | None = None, n_
     for h in aligned.fit.cost.argsort()[:n_kept].tolist():
         images = aligned.images(h, s2)
         C = fmap_from_p2p(images, e1f[:, :64], e2f[s2, :64])
-        ref = anchor_refine(C, e1f, e2f, b1.mass.float(), b2.mass.float(), v1, f1, v2, f2, n_anchors=128, n_iter=2,
+        ref = anchor_refine(C, e1f, e2f, b1.mass.float(), b2.mass.float(), v1, f1, v2, f2, n_anchors=128, max_iter=2,
                             graph1=g1, graph2=g2, samples2=s2, source_features=feats)
         feats = ref.source_features
         p = ref.p2p_21

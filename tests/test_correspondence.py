@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.errors import GeomotDeprecationWarning, ShapeError, ValidationError
 from geomot.correspondence import (
     bijective_zoomout,
     descriptor_operators,
@@ -248,8 +248,11 @@ def test_fixed_size_iterations_refit_a_noisy_map(shape, permuted):
     acc = float((r.p2p_21 == perm).double().mean())
     assert acc0 < 0.5 and acc > 0.95
     assert r.fmap_12.shape == (30, 30) and torch.allclose(r.fmap_12, C, atol=1e-6)
-    with pytest.raises(ValidationError, match="n_iter"):
-        fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=-1)
+    with pytest.raises(ValidationError, match="max_iter: expected an integer >= 0, got -1"):
+        fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, max_iter=-1)
+    with pytest.warns(GeomotDeprecationWarning, match="'n_iter' is deprecated.*'max_iter'"):
+        old = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=1)
+    assert torch.equal(old.p2p_21, fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, max_iter=1).p2p_21)
     with pytest.raises(ShapeError, match="mass2"):
         fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass[:5])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.errors import GeomotDeprecationWarning, ShapeError, ValidationError
 from geomot.correspondence import AnchorRefineResult, anchor_refine, fmap_from_p2p, knn_indices
 from geomot.io.synthetic import icosphere
 from geomot.ops.sampling import farthest_point_sampling
@@ -95,8 +95,10 @@ def test_bad_inputs(ellipsoid):
     v, f, b, swapped = ellipsoid
     C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)
     args = (C, b.evecs, b.evecs, b.mass, b.mass, v, f, v, f)
-    with pytest.raises(ValidationError, match="n_iter"):
-        anchor_refine(*args, n_iter=0)
+    with pytest.raises(ValidationError, match="max_iter: expected an integer >= 1, got 0"):
+        anchor_refine(*args, max_iter=0)
+    with pytest.warns(GeomotDeprecationWarning, match="'n_iter' is deprecated.*'max_iter'"):
+        assert torch.equal(anchor_refine(*args, n_iter=1).p2p_21, anchor_refine(*args, max_iter=1).p2p_21)
     with pytest.raises(ValidationError, match="n_anchors"):
         anchor_refine(*args, n_anchors=v.shape[0] + 1)
     with pytest.raises(ValidationError, match="sigma"):

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.errors import GeomotDeprecationWarning, ShapeError, ValidationError
 from geomot.correspondence import extrinsic_refine, frame_hypotheses, match, nonrigid_icp, principal_frame
 from geomot.io.synthetic import bumpy_pair, icosphere
 from geomot.ops.geometry import vertex_normals
@@ -101,8 +101,10 @@ def test_nonrigid_icp_bad_inputs(shape):
         nonrigid_icp(v, v, basis.evecs[:10], basis.evals)
     with pytest.raises(ShapeError, match="phi"):
         nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 40))
-    with pytest.raises(ValidationError, match="n_iter"):
-        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), n_iter=0)
+    with pytest.raises(ValidationError, match="max_iter, reg: expected >= 1"):
+        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), max_iter=0)
+    with pytest.warns(GeomotDeprecationWarning, match="'n_iter' is deprecated.*'max_iter'"):
+        nonrigid_icp(v, v, basis.evecs, basis.evals, levels=(0, 4), n_iter=1)
     with pytest.raises(ShapeError, match="source"):
         nonrigid_icp(v[None, None], v, basis.evecs, basis.evals, levels=(0, 4))
 

@@ -14,7 +14,7 @@ agree, ``g_a = h_a o T``, when ``T`` is an isometry. The new map is the nearest 
 
 ``T'(x) = argmin_y |Phi_2(x) - Phi_1(y) C^T|^2 + w^2 |g(x) - h(y)|^2``,
 
-then ``C <- Phi_2^T M_2 Phi_1[T']``, repeated ``n_iter`` times. Anchors that the current map sends to the wrong
+then ``C <- Phi_2^T M_2 Phi_1[T']``, repeated ``max_iter`` times. Anchors that the current map sends to the wrong
 side are a minority; the Gaussian keeps each one's influence local (a wrong anchor perturbs the features within a
 few ``sigma`` of itself). The features are heat-kernel-like functions of geodesic distance (Ovsjanikov et al.
 2010, "One point isometric matching with the heat kernel"), here from many anchors given by the map itself.
@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
+from geomot._core.checks import check_float_tensor, check_index_tensor, check_int, check_positive
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap
 from geomot.ops.graph import edge_graph, graph_distances, knn_graph
@@ -59,6 +60,7 @@ def shape_graph(verts: torch.Tensor, faces: torch.Tensor | None, *, k: int = 8) 
     return knn_graph(verts, k) if faces is None else edge_graph(verts, faces)
 
 
+@renamed_kwargs(n_iter="max_iter")
 def anchor_refine(
     fmap_12: torch.Tensor,
     evecs1: torch.Tensor,
@@ -74,7 +76,7 @@ def anchor_refine(
     n_anchors: int = 128,
     sigma: float = 0.3,
     weight: float = 10.0,
-    n_iter: int = 2,
+    max_iter: int = 2,
     graph1: Any = None,
     graph2: Any = None,
     samples2: torch.Tensor | None = None,
@@ -96,7 +98,7 @@ def anchor_refine(
         n_anchors: number of anchors (farthest-point samples of shape 2).
         sigma: width of the distance features, relative to ``sqrt(area)``.
         weight: weight ``w`` of the distance features against the spectral embedding.
-        n_iter: number of refinement steps (``>= 1``).
+        max_iter: number of refinement steps (``>= 1``; ``n_iter`` is a deprecated alias).
         graph1, graph2: precomputed :func:`shape_graph` of each shape (built when None).
         samples2: ``(S,)`` vertex indices of shape 2: when given, only these vertices are matched (the anchors
             are farthest-point samples among them, and the functional map is the least-squares fit
@@ -124,8 +126,7 @@ def anchor_refine(
             )
     if isinstance(n_anchors, bool) or not isinstance(n_anchors, int) or not 1 <= n_anchors <= verts2.shape[0]:
         raise ValidationError(f"n_anchors: expected an integer in [1, {verts2.shape[0]}], got {n_anchors!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValidationError(f"n_iter: expected an integer >= 1, got {n_iter!r}")
+    max_iter = check_int(max_iter, "max_iter", at_least=1)
     sigma = check_positive(sigma, "sigma")
     weight = check_positive(weight, "weight")
     dtype = evecs2.dtype
@@ -163,7 +164,7 @@ def anchor_refine(
     C = fmap_12.to(dtype)
     # with every vertex, the M-orthogonal projection; on samples, the least-squares fit (as ZoomOut on samples)
     m2 = mass2.to(dtype) if samples2 is None else None
-    for _ in range(n_iter):
+    for _ in range(max_iter):
         emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
         p2p = knn_indices(emb2, emb1)
         C = fmap_from_p2p(p2p, e1, e2, mass2=m2)

@@ -16,7 +16,7 @@ a head, four legs, a tail. This module aligns them extrinsically, without using 
    2020), fitted to closest points in both directions (source to target and target to source, so that the
    deformed source covers the target instead of collapsing onto part of it). The basis grows level by level,
    from the rigid motion alone to ``levels[-1]`` eigenfunctions, and the closest points are recomputed
-   ``n_iter`` times a level. The remaining symmetric Chamfer distance ranks the alignments;
+   ``max_iter`` times a level. The remaining symmetric Chamfer distance ranks the alignments;
 3. :func:`extrinsic_refine` polishes a dense map between shapes that differ by more than an isometry: it fits
    the same deformation model to the map's correspondences and moves every source vertex to the target vertex
    closest to its deformed position, a few times per basis size (the extrinsic half of the final alignment of
@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.alignment import corresponding_points_alignment
@@ -146,6 +147,7 @@ def _fit_motion(
     return rot, shift, torch.linalg.solve(gram, ph.transpose(1, 2) @ resid)
 
 
+@renamed_kwargs(n_iter="max_iter")
 def nonrigid_icp(
     source: torch.Tensor,
     target: torch.Tensor,
@@ -153,7 +155,7 @@ def nonrigid_icp(
     evals: torch.Tensor,
     *,
     levels: Sequence[int] = (0, 4, 8, 16, 32),
-    n_iter: int = 4,
+    max_iter: int = 4,
     reg: float = 1e-3,
     source_normals: torch.Tensor | None = None,
     target_normals: torch.Tensor | None = None,
@@ -162,7 +164,7 @@ def nonrigid_icp(
     """Deform ``source`` onto ``target`` by a rigid motion and a smooth displacement, coarse to fine.
 
     Minimises over ``R`` (proper rotation), ``t`` and ``A (K, 3)`` (``K = levels[-1]``), with ``p = x R + t + Phi A``
-    and closest points recomputed ``n_iter`` times per level:
+    and closest points recomputed ``max_iter`` times per level:
 
     ``sum_s |p_s - y_{nn(s)}|^2 + sum_y |p_{nn(y)} - y|^2 + reg (S + Y) sum_j (lambda_j / lambda_1) |A_j|^2``
 
@@ -181,7 +183,7 @@ def nonrigid_icp(
         phi: ``(S, K0)`` the source's Laplace-Beltrami eigenfunctions at the points, ``K0 >= levels[-1]``.
         evals: ``(K0,)`` their eigenvalues (ascending).
         levels: increasing basis sizes, from 0.
-        n_iter: closest-point updates per level.
+        max_iter: closest-point updates per level (``n_iter`` is a deprecated alias).
         reg: weight of the smoothness penalty.
         source_normals: unit normals of the source points, the shape of ``source`` (needed when
             ``normal_weight > 0``); target_normals: ``(Y, 3)``.
@@ -201,8 +203,8 @@ def nonrigid_icp(
     bsz, n_s = x.shape[:2]
     levels = _check_schedule(levels, phi, evals, n_s, lowest=0)
     kmax = levels[-1]
-    if n_iter < 1 or not reg >= 0:
-        raise ValidationError(f"n_iter, reg: expected >= 1 and >= 0, got {n_iter}, {reg}")
+    if max_iter < 1 or not reg >= 0:
+        raise ValidationError(f"max_iter, reg: expected >= 1 and >= 0, got {max_iter}, {reg}")
     if not normal_weight >= 0:
         raise ValidationError(f"normal_weight: expected >= 0, got {normal_weight}")
     if normal_weight > 0:
@@ -227,7 +229,7 @@ def nonrigid_icp(
         return x @ rot + shift[:, None] + phi @ coef
 
     for k in levels:
-        for _ in range(n_iter):
+        for _ in range(max_iter):
             p = deformed()
             if normal_weight > 0:  # (B, S, Y) squared distances of positions and weighted normals
                 d2 = pairwise_cost(torch.cat([p, normal_weight * n_x @ rot], 2), y6)
@@ -257,6 +259,7 @@ class ExtrinsicRefineResult(NamedTuple):
     points: torch.Tensor
 
 
+@renamed_kwargs(n_iter="max_iter")
 def extrinsic_refine(
     source: torch.Tensor,
     target: torch.Tensor,
@@ -265,7 +268,7 @@ def extrinsic_refine(
     evals: torch.Tensor,
     *,
     levels: Sequence[int] = (32, 64),
-    n_iter: int = 3,
+    max_iter: int = 3,
     reg: float = 1e-4,
     source_faces: torch.Tensor | None = None,
     target_faces: torch.Tensor | None = None,
@@ -283,7 +286,7 @@ def extrinsic_refine(
     previous step), then replaces ``T(s)`` by the target point closest to ``p_s`` (with ``normal_weight = w > 0``:
     closest in ``|p_s - y|^2 + w^2 |n_s - n_y|^2``, ``n`` the unit vertex normals of the deformed source mesh and of
     the target, so that a point does not snap onto the far side of a thin part or onto a touching part that faces
-    the other way); ``n_iter`` steps per basis size in ``levels``. With ``symmetric=True`` the fits after the first
+    the other way); ``max_iter`` steps per basis size in ``levels``. With ``symmetric=True`` the fits after the first
     also pull, for each target vertex ``y``, its closest deformed source vertex ``p_{s(y)}`` towards it (the terms
     ``sum_y |p_{s(y)} - y|^2`` join the sum above, as in two-sided Chamfer fitting), so that the deformed source
     covers the target: a long leg mapped onto a short one is drawn to the foot it would otherwise stop above.
@@ -303,7 +306,7 @@ def extrinsic_refine(
         p2p_21: ``(S,)`` the initial map, a target index per source vertex.
         phi: ``(S, K0)`` the source's Laplace-Beltrami eigenfunctions, ``K0 >= levels[-1]``; evals: ``(K0,)``.
         levels: increasing basis sizes (positive).
-        n_iter: fit-and-snap steps per size.
+        max_iter: fit-and-snap steps per size (``n_iter`` is a deprecated alias).
         reg: weight of the smoothness penalty (shapes at unit area).
         source_faces: ``(F2, 3)`` the source's triangles; target_faces: ``(F1, 3)`` the target's (both needed when
             ``normal_weight > 0``).
@@ -318,7 +321,7 @@ def extrinsic_refine(
 
     Raises:
         ShapeError: wrong shapes of the inputs or of the faces.
-        ValidationError: a bad schedule, ``n_iter < 1``, ``reg <= 0``, ``normal_weight < 0`` or without faces,
+        ValidationError: a bad schedule, ``max_iter < 1``, ``reg <= 0``, ``normal_weight < 0`` or without faces,
             ``window < 0`` or ``window > 0`` without ``target_faces``.
     """
     check_float_tensor(source, "source", ndim=2, last_dim=3)
@@ -329,8 +332,8 @@ def extrinsic_refine(
         raise ShapeError(f"p2p_21: expected ({n_s},) (one target index per source vertex), got {tuple(p2p.shape)}")
     levels = _check_schedule(levels, phi, evals, n_s, lowest=1)
     kmax = levels[-1]
-    if n_iter < 1 or not reg > 0:
-        raise ValidationError(f"n_iter, reg: expected >= 1 and > 0, got {n_iter}, {reg}")
+    if max_iter < 1 or not reg > 0:
+        raise ValidationError(f"max_iter, reg: expected >= 1 and > 0, got {max_iter}, {reg}")
     if not normal_weight >= 0:
         raise ValidationError(f"normal_weight: expected >= 0, got {normal_weight}")
     if normal_weight > 0:
@@ -351,7 +354,7 @@ def extrinsic_refine(
     points = source
     nearest_source = None  # (Y,) the closest deformed source vertex of each target vertex (symmetric fits)
     for k in levels:
-        for _ in range(n_iter):
+        for _ in range(max_iter):
             xs, goal, ph = x, y[p2p][None], phi[..., :k]
             if nearest_source is not None:
                 xs = torch.cat([x, x[:, nearest_source]], 1)

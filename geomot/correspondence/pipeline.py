@@ -337,9 +337,9 @@ def match(
         if anchors_on:
             assert graphs is not None
             C_final = anchor_refine(C_final, e1, e2, b1.mass.float(), m2, vt, ft, vs, fs,
-                                    n_anchors=min(128, vs.shape[0]), n_iter=anchor_iterations,
+                                    n_anchors=min(128, vs.shape[0]), max_iter=anchor_iterations,
                                     graph1=graphs[0], graph2=graphs[1]).fmap_12
-        res_f = fixed_size_iterations(C_final, e1, e2, m2, n_iter=final_iterations)
+        res_f = fixed_size_iterations(C_final, e1, e2, m2, max_iter=final_iterations)
         fmap, p2p = res_f.fmap_12.double(), res_f.p2p_21
         # the extrinsic polish (see the module docstring) and its snap window (None: no polish). An extrinsic
         # initial map (shapes better related by a smooth deformation in space than by an isometry) snaps anywhere;
@@ -497,7 +497,7 @@ def _initial_map(
         feats = None  # the source's distance features, the same for every candidate
         for ext, sc, C2, ratio in finalists:
             ref = anchor_refine(C2.float(), e1, e2, m1, m2, v1, f1, v2, f2,
-                                n_anchors=min(128, rank_samples.shape[0]), n_iter=anchor_iterations,
+                                n_anchors=min(128, rank_samples.shape[0]), max_iter=anchor_iterations,
                                 graph1=select.g1, graph2=select.g2, samples2=rank_samples, source_features=feats)
             feats = ref.source_features
             key = (sc[0], _deformation_residual(v2[rank_samples].float(), v1[ref.p2p_21].float(), phi_rank))

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.transport import sinkhorn
@@ -55,6 +56,7 @@ def _soft_average(
     return pv / rows.clamp_min(torch.finfo(values.dtype).tiny)[:, None], float(res.marginal_error)
 
 
+@renamed_kwargs(n_iters="max_iter")
 def sinkhorn_zoomout(
     fmap_12: torch.Tensor,
     evecs1: torch.Tensor,
@@ -68,7 +70,7 @@ def sinkhorn_zoomout(
     samples2: torch.Tensor | None = None,
     eps_start: float = 0.1,
     eps_end: float = 0.01,
-    n_iters: int = 100,
+    max_iter: int = 100,
 ) -> SinkhornZoomOutResult:
     """ZoomOut with Sinkhorn filtering (Pai et al. 2021).
 
@@ -86,7 +88,8 @@ def sinkhorn_zoomout(
             ``(S2, S1)`` matrices applied lazily by :func:`geomot.transport.sinkhorn`; subsample beyond a few thousand
             vertices).
         eps_start, eps_end: relative entropic regularisation at the first and the last step.
-        n_iters: Sinkhorn iteration budget per step (:func:`geomot.transport.sinkhorn`, eps-scaling included).
+        max_iter: Sinkhorn iteration budget per step (:func:`geomot.transport.sinkhorn`, eps-scaling included;
+            ``n_iters`` is a deprecated alias).
 
     Returns:
         :class:`SinkhornZoomOutResult`.
@@ -125,7 +128,7 @@ def sinkhorn_zoomout(
         Y = evecs2[s2, :k]
         scale = float((Y * Y).sum(1).mean() + (X * X).sum(1).mean())  # mean squared distance of independent pairs
         eps = scale * e0 * (e1 / e0) ** (t / max(1, n - 1))
-        target, err = _soft_average(Y, X, a, b, eps, int(n_iters), evecs1[s1, :k_new])
+        target, err = _soft_average(Y, X, a, b, eps, int(max_iter), evecs1[s1, :k_new])
         C = torch.linalg.lstsq(evecs2[s2, :k_new], target).solution
         k = k_new
     logger.debug("sinkhorn zoomout: final column-marginal error %.3g", err)

@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import torch
 
-from geomot._core.checks import check_float_tensor, check_index_tensor
+from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
+from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import p2p_from_fmap
 
@@ -109,18 +110,19 @@ def zoomout(
     return ZoomOutResult(C, p2p_from_fmap(C, evecs1[:, :k], full[:, :k], adjoint=adjoint))
 
 
+@renamed_kwargs(n_iter="max_iter")
 def fixed_size_iterations(
     fmap_12: torch.Tensor,
     evecs1: torch.Tensor,
     evecs2: torch.Tensor,
     mass2: torch.Tensor,
     *,
-    n_iter: int = 2,
+    max_iter: int = 2,
 ) -> ZoomOutResult:
     """ZoomOut iterations at a fixed basis size on every vertex (the last step of ZoomOut, repeated).
 
     ``p2p_21 = NN(Phi_1 C^T, Phi_2)`` over all vertices, then ``C <- Phi_2^T M_2 Phi_1[p2p_21]`` (the
-    ``M_2``-orthogonal projection of the pulled-back basis, exact for an ``M_2``-orthonormal ``Phi_2``), ``n_iter``
+    ``M_2``-orthogonal projection of the pulled-back basis, exact for an ``M_2``-orthonormal ``Phi_2``), ``max_iter``
     times, then a last nearest-neighbour map. ZoomOut run on samples of shape 2 (its fast variant) ends with a map
     fitted to those samples only; these iterations refit it to the whole surface at a cost of one dense
     nearest-neighbour search each (Melzi et al. 2019, Alg. 1 at constant ``k``).
@@ -129,14 +131,14 @@ def fixed_size_iterations(
         fmap_12: ``(k, k)``.
         evecs1: ``(V1, K1)``; evecs2: ``(V2, K2)`` with ``K1, K2 >= k``; evecs2 must hold every vertex of shape 2.
         mass2: ``(V2,)`` lumped mass of shape 2.
-        n_iter: number of refits (``0``: the nearest-neighbour map of ``fmap_12`` only).
+        max_iter: number of refits (``0``: the nearest-neighbour map of ``fmap_12`` only; ``n_iter`` is a
+            deprecated alias).
 
     Returns:
         :class:`ZoomOutResult` with ``fmap_12 (k, k)`` (the last refit) and ``p2p_21 (V2,)``.
     """
     k = _check(fmap_12, evecs1, evecs2, "fmap_12")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
-        raise ValidationError(f"n_iter: expected an integer >= 0, got {n_iter!r}")
+    max_iter = check_int(max_iter, "max_iter", at_least=0)
     if k > min(evecs1.shape[1], evecs2.shape[1]):
         raise ShapeError(f"fmap_12: size {k} exceeds the bases ({evecs1.shape[1]}, {evecs2.shape[1]} columns)")
     check_float_tensor(mass2, "mass2", ndim=1)
@@ -146,7 +148,7 @@ def fixed_size_iterations(
     me2 = (mass2.to(e2.dtype)[:, None] * e2).T  # (k, V2)
     C = fmap_12
     p2p = p2p_from_fmap(C, e1, e2)
-    for _ in range(n_iter):
+    for _ in range(max_iter):
         C = me2 @ e1[p2p]
         p2p = p2p_from_fmap(C, e1, e2)
     return ZoomOutResult(C, p2p)
