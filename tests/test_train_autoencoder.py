@@ -35,7 +35,15 @@ def clouds(tmp_path_factory) -> Path:
 
 
 def _config(loss: str = "sw", **kw) -> AutoencoderConfig:
-    return AutoencoderConfig(loss=loss, n_points=48, latent_dim=8, n_projections=16, **kw)
+    settings = dict(n_points=48, latent_dim=8, encoder_widths=(16, 32), decoder_widths=(32,), n_projections=16)
+    return AutoencoderConfig(loss=loss, **{**settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(clouds, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained")
+    train_autoencoder([clouds], run, config=_config(), epochs=1, batch_size=32, progress=False)
+    return run
 
 
 def test_every_loss_name_builds_and_a_step_is_finite(clouds, tmp_path):
@@ -81,7 +89,8 @@ def test_reconstruct_maps_back_to_the_inputs_coordinates(clouds, tmp_path):
 def test_cli_trains_two_epochs_then_reconstructs(clouds, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "autoencoder", "--data", str(clouds), "--loss", "sw", "--points", "48", "--epochs", "2",
-            "--batch-size", "16", "--latent-dim", "8", "--n-projections", "16", "--out", str(run), "--quiet"]
+            "--batch-size", "16", "--latent-dim", "8", "--encoder-widths", "16", "32", "--decoder-widths", "32",
+            "--n-projections", "16", "--out", str(run), "--quiet"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 2
     out = tmp_path / "rec.npy"
@@ -100,7 +109,8 @@ def test_two_gloo_ranks_under_torchrun(clouds, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), "-m", "geomot.cli", "train", "autoencoder", "--data", str(clouds), "--points", "48",
-           "--epochs", "2", "--batch-size", "8", "--latent-dim", "8", "--n-projections", "16", "--out",
+           "--epochs", "2", "--batch-size", "8", "--latent-dim", "8", "--encoder-widths", "16", "32",
+           "--decoder-widths", "32", "--n-projections", "16", "--out",
            str(tmp_path), "--quiet", "--device", "cpu"]
     subprocess.run(cmd, check=True, cwd=ROOT, env=env, timeout=300)
     log = json.loads((tmp_path / "log.json").read_text())
@@ -115,6 +125,7 @@ def test_two_gloo_ranks_under_torchrun(clouds, tmp_path):
         (lambda p, c: _config("amortized-transformer-vmf"), ValidationError, "unknown amortised loss"),
         (lambda p, c: _config("amortized-attention-mean"), ValidationError, "amortized-KIND-max or amortized-KIND-vmf"),
         (lambda p, c: _config(kappa=0.0), ValidationError, "kappa: expected a positive value"),
+        (lambda p, c: _config(decoder_widths=()), ValidationError, "decoder_widths: expected a non-empty sequence"),
         (
             lambda p, c: train_autoencoder([p / "empty"], p / "run", config=_config(), progress=False),
             FileFormatError,
@@ -135,9 +146,11 @@ def test_two_gloo_ranks_under_torchrun(clouds, tmp_path):
         (lambda p, c: reconstruct(p / "truncated", c), FileFormatError, "not a readable checkpoint"),
     ],
 )
-def test_trainer_errors_leave_files_alone(clouds, tmp_path, make, error, message):
+def test_trainer_errors_leave_files_alone(clouds, trained, tmp_path, make, error, message):
+    import shutil
+
     (tmp_path / "empty").mkdir()
-    train_autoencoder([clouds], tmp_path / "other", config=_config(), epochs=1, batch_size=32, progress=False)
+    shutil.copytree(trained, tmp_path / "other")
     save_checkpoint(tmp_path / "matcher" / "checkpoint.pt", kind="matcher", config={}, state={})
     good = (tmp_path / "other" / "checkpoint.pt").read_bytes()
     (tmp_path / "truncated").mkdir()

@@ -16,7 +16,8 @@ __all__ = ["add_parser"]
 
 def _run_autoencoder(args: argparse.Namespace) -> int:
     config = AutoencoderConfig(
-        loss=args.loss, n_points=args.points, latent_dim=args.latent_dim, n_projections=args.n_projections,
+        loss=args.loss, n_points=args.points, latent_dim=args.latent_dim, encoder_widths=tuple(args.encoder_widths),
+        decoder_widths=tuple(args.decoder_widths), n_projections=args.n_projections,
         kappa=args.kappa, lr=args.lr, seed=args.seed,
     )
     history = train_autoencoder(
@@ -47,6 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ae.add_argument("--batch-size", type=int, default=32, help="clouds per step and process (default: 32)")
     ae.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     ae.add_argument("--latent-dim", type=int, default=256, help="width of the code (default: 256)")
+    ae.add_argument("--encoder-widths", type=int, nargs="+", default=[64, 64, 64, 128, 1024], metavar="W",
+                    help="widths of the encoder's per-point layers (default: 64 64 64 128 1024)")
+    ae.add_argument("--decoder-widths", type=int, nargs="+", default=[1024, 1024], metavar="W",
+                    help="hidden widths of the decoder (default: 1024 1024)")
     ae.add_argument("--n-projections", type=int, default=100, help="directions of the sliced losses (default: 100)")
     ae.add_argument("--kappa", type=float, default=10.0, help="vMF concentration of the vMF losses (default: 10)")
     ae.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and directions (default: 0)")

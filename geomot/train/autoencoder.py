@@ -62,6 +62,8 @@ class AutoencoderConfig:
         loss: a name of :data:`AUTOENCODER_LOSSES` or ``amortized-KIND-max|vmf``.
         n_points: points per input cloud and per reconstruction.
         latent_dim: width of the L2-normalised code.
+        encoder_widths: output widths of the per-point layers of the encoder (the paper's 64-64-64-128-1024).
+        decoder_widths: hidden widths of the decoder (the paper's 1024-1024).
         n_projections: ``L`` of the sliced losses.
         kappa: vMF concentration of ``vmf-dsw`` and ``amortized-*-vmf``.
         lr: Adam learning rate of the autoencoder.
@@ -71,6 +73,8 @@ class AutoencoderConfig:
     loss: str = "sw"
     n_points: int = 2048
     latent_dim: int = 256
+    encoder_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
+    decoder_widths: tuple[int, ...] = (1024, 1024)
     n_projections: int = 100
     kappa: float = 10.0
     lr: float = 1e-3
@@ -79,6 +83,11 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         check_int(self.n_points, "n_points", at_least=1)
         check_int(self.latent_dim, "latent_dim", at_least=1)
+        for name in ("encoder_widths", "decoder_widths"):
+            widths = tuple(getattr(self, name))
+            if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+                raise ValidationError(f"{name}: expected a non-empty sequence of integers >= 1, got {widths!r}")
+            object.__setattr__(self, name, widths)
         check_int(self.n_projections, "n_projections", at_least=1)
         check_positive(self.kappa, "kappa")
         check_positive(self.lr, "lr")
@@ -251,7 +260,10 @@ def build_autoencoder(cfg: AutoencoderConfig, device: torch.device | str = "cpu"
     from geomot.models.autoencoder import PointNetAutoencoder
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    return PointNetAutoencoder(n_out=cfg.n_points, latent_dim=cfg.latent_dim, generator=gen).to(device)
+    return PointNetAutoencoder(
+        n_out=cfg.n_points, latent_dim=cfg.latent_dim, encoder_widths=cfg.encoder_widths,
+        decoder_widths=cfg.decoder_widths, generator=gen,
+    ).to(device)
 
 
 def _step(loss: nn.Module) -> Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]:
