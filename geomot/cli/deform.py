@@ -45,14 +45,15 @@ _FIELD_OPTIONS = {
 }
 
 
-def _weights(text: str | None) -> dict[str, float] | None:
-    """``"edge=0.1,laplacian=1"`` -> ``{"edge": 0.1, "laplacian": 1.0}``; None -> None (the defaults of
+def _weights(text: str | None) -> dict[str, float | tuple[float, float]] | None:
+    """``"edge=0.1,laplacian=1,displacement=0.1:0"`` -> ``{"edge": 0.1, "laplacian": 1.0, "displacement": (0.1,
+    0.0)}`` (``START:END``: a weight moved linearly over the run); None -> None (the defaults of
     :func:`geomot.deform.fit`); ``"none"`` -> ``{}``."""
     if text is None:
         return None
     if text.strip().lower() == "none":
         return {}
-    out: dict[str, float] = {}
+    out: dict[str, float | tuple[float, float]] = {}
     for item in (text or "").split(","):
         if not item.strip():
             continue
@@ -60,10 +61,20 @@ def _weights(text: str | None) -> dict[str, float] | None:
         if not sep:
             raise ValidationError(f"--regularize: expected NAME=WEIGHT items, got {item!r}")
         try:
-            out[name.strip()] = float(value)
+            parts = [float(x) for x in value.split(":")]
         except ValueError:
-            raise ValidationError(f"--regularize: weight of {name.strip()!r} is not a number: {value!r}") from None
+            raise ValidationError(f"--regularize: weight of {name.strip()!r} is not a number or START:END pair: "
+                                  f"{value!r}") from None
+        if len(parts) > 2:
+            raise ValidationError(f"--regularize: weight of {name.strip()!r} is not a number or START:END pair: "
+                                  f"{value!r}")
+        out[name.strip()] = parts[0] if len(parts) == 1 else (parts[0], parts[1])
     return out
+
+
+def _weight_text(w: float | tuple[float, float]) -> str:
+    """A regulariser weight as ``--regularize`` reads it: ``W`` or ``START:END``."""
+    return f"{w[0]:g}:{w[1]:g}" if isinstance(w, tuple) else f"{w:g}"
 
 
 def _field_options(args: argparse.Namespace) -> dict:
@@ -146,8 +157,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         f"(default {DEFAULT_LOSS})")
     p.add_argument("--regularize", default=None,
                    help=f"weighted regularisers NAME=W,... ({', '.join(sorted(DEFORM_REGULARIZERS.names()))}, "
-                        f"kinetic); 'none' for none (default: "
-                        f"{','.join(f'{k}={v:g}' for k, v in DEFAULT_REGULARIZERS.items())})")
+                        f"kinetic); W=START:END moves the weight linearly from START to END over the run; 'none' "
+                        f"for none (default: "
+                        f"{','.join(f'{k}={_weight_text(v)}' for k, v in DEFAULT_REGULARIZERS.items())})")
     p.add_argument("--max-iter", type=int, default=None, metavar="N",
                    help="optimisation iterations (default: from the vertex count, 100 to 300)")
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # deprecated alias of --max-iter

@@ -4,8 +4,8 @@
 ``dx/dt = v_theta(x, t)`` (:func:`geomot.deformation.integrate`) applied to the source vertices, ``L`` a data term
 of :data:`geomot.deformation.losses.DEFORM_LOSSES` (by default the exact point-to-surface distance; OT terms such
 as sliced Wasserstein between varifolds, Le et al., ICLR 2024, on request) and ``R_r`` mesh regularisers (by
-default the Laplacian and the tangential part of the displacement). Optimiser: Adam with a warm-up and a cosine
-learning-rate decay.
+default the Laplacian of the displacement and its squared length, with a weight that decays to 0 over the run).
+Optimiser: Adam with a warm-up and a cosine learning-rate decay.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from geomot.ops.geometry import face_areas
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.structures import Mesh
 
-__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "fit", "lr_factor", "make_field", "quick_fit",
-           "run_progress"]
+__all__ = ["DeformResult", "as_single_mesh", "auto_steps", "check_regularizers", "fit", "lr_factor", "make_field",
+           "quick_fit", "regularizer_weight", "run_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ def auto_steps(n_verts: int) -> int:
 #: ``docs/deformation.md`` for why).
 DEFAULT_LOSS = "surface"
 #: Default regularisers of :func:`fit` (``regularizers=None``): the squared uniform Laplacian of the displacement
-#: (weight 1: a squared length like the data term, so the weight is unit-free) against folds, and the squared
-#: tangential part of the displacement (weight 10) against sliding along the surface, which no surface-to-surface
-#: term sees.
-DEFAULT_REGULARIZERS: dict[str, float] = {"laplacian": 1.0, "tangential": 10.0}
+#: (weight 1: a squared length like the data term, so the weight is unit-free) against folds, and the squared length
+#: of the displacement with a weight going linearly from 0.1 to 0 over the run (a continuation towards the shortest
+#: deformation that fits), against sliding along the surface, which no surface-to-surface term sees.
+DEFAULT_REGULARIZERS: dict[str, float | tuple[float, float]] = {"laplacian": 1.0, "displacement": (0.1, 0.0)}
 
 #: Fraction of the run over which the learning rate warms up linearly, and the final fraction of it after the cosine.
 WARMUP, FINAL_LR = 0.05, 0.05
@@ -180,11 +180,40 @@ def make_field(
     return cls(generator=g, **options).to(device=x0.device, dtype=x0.dtype)
 
 
+def check_regularizers(regularizers: dict) -> dict[str, float | tuple[float, float]]:
+    """Validated ``{name: weight}``: a weight is a number ``>= 0`` or a pair ``(start, end)`` of them, interpolated
+    linearly over the run's progress (:func:`regularizer_weight`)."""
+    regs: dict[str, float | tuple[float, float]] = {}
+    for name, w in dict(regularizers).items():
+        if isinstance(w, (tuple, list)):
+            if len(w) != 2:
+                raise ValidationError(f"regularizers[{name!r}]: expected a weight or a (start, end) pair, got {w!r}")
+            regs[name] = (float(check_positive(w[0], f"regularizers[{name!r}][0]", strict=False)),
+                          float(check_positive(w[1], f"regularizers[{name!r}][1]", strict=False)))
+        else:
+            regs[name] = float(check_positive(w, f"regularizers[{name!r}]", strict=False))
+        if name != "kinetic":
+            DEFORM_REGULARIZERS.get(name, arg="regularizers")
+    return regs
+
+
+def regularizer_weight(weight: float | tuple[float, float], progress: float) -> float:
+    """Weight of a regulariser at the run's progress ``p in [0, 1]``: ``w`` for a number, ``(1 - p) w_0 + p w_1``
+    for a pair ``(w_0, w_1)`` (a continuation: e.g. ``(1, 0)`` starts stiff and ends free)."""
+    if isinstance(weight, tuple):
+        p = min(max(float(progress), 0.0), 1.0)
+        return (1.0 - p) * weight[0] + p * weight[1]
+    return float(weight)
+
+
 def _objective(field, x0, f, tgt, loss_fn, regs, gen, solver, progress):
     traj = integrate(field, x0, times=2, **solver)
     x = traj.points[-1]
     total = loss_fn(x, f, tgt, generator=gen, progress=progress)
     for name, w in regs.items():
+        w = regularizer_weight(w, progress)
+        if w == 0:
+            continue
         if name == "kinetic":
             total = total + w * field.kinetic_energy()
         else:
@@ -231,12 +260,16 @@ def fit(
     thread count are never touched (set ``torch.set_num_threads`` yourself: one thread is often fastest on a
     machine whose cores are busy, see ``docs/deformation.md``).
 
-    Default objective (``DEFAULT_LOSS``, ``DEFAULT_REGULARIZERS``): ``surface + |L(x - x_0)|^2 + 10 |P_t(x -
-    x_0)|^2``. The exact point-to-surface term (squared distances both ways) measures how far the surfaces are and
-    nothing else: it is blind to vertices sliding along the surface. The squared uniform Laplacian of the
-    displacement keeps the nearest-point pull from bunching vertices where an offset surface folds; the squared
-    tangential part of the displacement (``P_t`` projects onto the source's tangent plane at each vertex) makes
-    the vertices reach the target along their normals instead of sliding. A sliced-Wasserstein term between the
+    Default objective (``DEFAULT_LOSS``, ``DEFAULT_REGULARIZERS``): ``surface + |L(x - x_0)|^2 + 0.1 (1 - p)
+    |x - x_0|^2`` at the run's progress ``p``. The exact point-to-surface term (squared distances both ways)
+    measures how far the surfaces are and nothing else: it is blind to vertices sliding along the surface. The
+    squared uniform Laplacian of the displacement keeps the nearest-point pull from bunching vertices where an
+    offset surface folds; the squared length of the displacement (mean over vertices) selects, among the
+    deformations that fit equally well, the shortest one (the kinetic-energy prior of LDDMM for a straight path),
+    so vertices do not slide; it uses no normal or frame, so a bump that grows and one that retracts are treated
+    alike. Its weight decays linearly to 0 (a continuation, as the stiffness schedule of non-rigid ICP, Amberg et
+    al., CVPR 2007): early it keeps the correspondence short, at the end it no longer pulls the surface off the
+    target. A sliced-Wasserstein term between the
     varifolds (``"sw-varifold+surface"``, the previous default) transports *mass*: where the target has more area
     (a bump), it drags vertices sideways towards it, which folds the mesh; it remains available for shapes that
     are far apart (measured in ``docs/deformation.md``).
@@ -267,8 +300,9 @@ def fit(
             ``{term: {option: value}}``.
         field_options: options of a named field (see :func:`make_field`: ``n_control``, ``sigma``,
             ``sigma_factor``, ``n_time_bins`` for kernel fields).
-        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"normal"`` (and ``"kinetic"`` for kernel fields);
-            None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
+        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"displacement"``, ``"tangential"``, ``"normal"``
+            (and ``"kinetic"`` for kernel fields); a weight is a number or a pair ``(start, end)`` moved linearly
+            over the run (:func:`regularizer_weight`); None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
         normalize: ``"auto"``, ``"joint"``, ``"separate"`` or ``"none"``.
         seed: seed of every random choice.
         max_time: stop after this many seconds of optimisation (for equal-time comparisons).
@@ -302,11 +336,7 @@ def fit(
     SOLVERS.get(method, arg="method")
     n_frames = int(check_positive(n_frames, "n_frames", at_least=2))
     max_iter = auto_steps(src.verts.shape[0]) if max_iter is None else check_int(max_iter, "max_iter", at_least=1)
-    regs = dict(DEFAULT_REGULARIZERS if regularizers is None else regularizers)
-    for name, w in regs.items():
-        check_positive(w, f"regularizers[{name!r}]", strict=False)
-        if name != "kinetic":
-            DEFORM_REGULARIZERS.get(name, arg="regularizers")
+    regs = check_regularizers(DEFAULT_REGULARIZERS if regularizers is None else regularizers)
     if max_time is not None:
         check_positive(max_time, "max_time")
     every = check_int(checkpoint_every, "checkpoint_every", at_least=1)

@@ -15,7 +15,8 @@ Data terms (:data:`DEFORM_LOSSES`) compare the deformed mesh ``phi(S)`` with the
 
 Regularisers (:data:`DEFORM_REGULARIZERS`, weighted terms, from :mod:`geomot.losses.regularizers`): ``"edge"``
 (squared deviation of edge lengths from the source's mean edge length), ``"laplacian"`` (squared uniform
-Laplacian of the displacement ``x - x_0``), ``"normal"`` (normal consistency of adjacent faces).
+Laplacian of the displacement ``x - x_0``), ``"displacement"`` (its squared length), ``"tangential"`` (its squared
+part along the source's tangent planes), ``"normal"`` (normal consistency of adjacent faces).
 
 The loss modules live in ``geomot.losses`` (layer L4) and are imported when a term is first used, so a missing
 optional module fails with a message naming the term rather than at ``import geomot.deformation``.
@@ -216,6 +217,14 @@ def _tangential(v, f, v0, **_):
     u = v - v0
     ut = u - (u * n).sum(-1, keepdim=True) * n
     return ut.pow(2).sum(-1).mean()
+
+
+@DEFORM_REGULARIZERS.register("displacement")
+def _displacement(v, f, v0, **_):
+    """``mean_i |x_i - x0_i|^2``: the squared length of each vertex's displacement, a discrete kinetic energy of
+    the straight path (the LDDMM prior: among the deformations that fit, the shortest). Independent of any
+    frame or normal, so it treats a bump that grows and a bump that retracts alike."""
+    return (v - v0).pow(2).sum(-1).mean()
 
 
 @DEFORM_REGULARIZERS.register("normal")
