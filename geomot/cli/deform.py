@@ -11,7 +11,7 @@ import warnings
 import torch
 
 from geomot._core.errors import GeomotDeprecationWarning, ValidationError
-from geomot.deformation.fit import DEFAULT_LOSS, DEFAULT_REGULARIZERS, fit
+from geomot.deformation.fit import DEFAULT_LOSS, DEFAULT_REGULARIZERS, DEFAULT_TIME_STEPS, fit
 from geomot.deformation.integrate import SOLVERS
 from geomot.deformation.losses import DEFORM_LOSSES, DEFORM_REGULARIZERS, parse_loss
 from geomot.deformation.normalize import NORMALIZATIONS
@@ -187,8 +187,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--fourier-features", type=int, default=None, metavar="N",
                    help="mlp field: random Fourier features of the input (default 64; 0 = raw coordinates)")
     g.add_argument("--method", default="euler", choices=sorted(SOLVERS.names()), help="ODE solver (default euler)")
-    g.add_argument("--time-steps", type=int, default=10, metavar="N",
-                   help="steps of a fixed-step solver over the flow's time (default 10)")
+    g.add_argument("--time-steps", type=int, default=DEFAULT_TIME_STEPS, metavar="N",
+                   help=f"steps of a fixed-step solver over the flow's time (default {DEFAULT_TIME_STEPS})")
     o = p.add_argument_group("output and run")
     o.add_argument("--frames", type=int, default=11, help="frames written to the trajectory (default 11)")
     o.add_argument("--normalize", default="auto", choices=sorted(NORMALIZATIONS.names()),
