@@ -170,3 +170,28 @@ def test_convergence_warning_once_per_call_site():
             call()
     hits = [w for w in rec if issubclass(w.category, ConvergenceWarning)]
     assert len(hits) == 1 and hits[0].filename == __file__
+
+
+def test_default_stops_when_the_value_settles_within_one_percent(monkeypatch):
+    import geomot.transport._debiased as debiased
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(4, 200, 3, generator=g), torch.rand(4, 200, 3, generator=g)
+    ref = sinkhorn_divergence(x.double(), y.double(), eps=0.05**2, tol=1e-9, max_iter=20000, reduction="none")
+    calls = [0]
+    original = debiased._Solver.softmin
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(debiased._Solver, "softmin", counted)
+    fast = sinkhorn_divergence(x, y, eps=0.05**2, reduction="none")
+    n_fast, calls[0] = calls[0], 0
+    slow = sinkhorn_divergence(x, y, eps=0.05**2, reduction="none", rtol=0.0)
+    n_slow = calls[0]
+    assert float(((fast.double() - ref) / ref).abs().max()) < 1e-2
+    assert float(((slow.double() - ref) / ref).abs().max()) < 1e-3
+    assert n_fast < 0.75 * n_slow
+    with pytest.raises(ValidationError, match="rtol: expected a non-negative value"):
+        sinkhorn_divergence(x, y, eps=0.05**2, rtol=-1.0)

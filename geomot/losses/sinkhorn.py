@@ -31,16 +31,21 @@ from geomot.transport._kernels import COSTS
 
 __all__ = ["SinkhornDivergence", "sinkhorn_divergence"]
 
+_DEFAULT_TOL = 1e-6  # marginal L1 error of a plan-grade solve
+_DEFAULT_RTOL = 1e-4  # value settling of a training step: value to ~1e-3, gradient to a few percent
 _SOLVER_ONLY = ("method", "init", "relaxation", "backend", "grad", "eps_start", "eps_scaling_iters", "sns_options")
 
 
-def _check_options(eps, cost, tau, reduction, tol, max_iter, eps_scaling, diameter, chunk_bytes) -> None:
+def _check_options(eps, cost, tau, reduction, tol, max_iter, eps_scaling, diameter, chunk_bytes, rtol=0.0) -> None:
     check_positive(eps, "eps")
     COSTS.get(cost, arg="cost")
     if tau is not None and not (isinstance(tau, (int, float)) and math.isinf(tau)):
         check_positive(tau, "tau")
     check_reduction(reduction)
-    check_positive(tol, "tol")
+    if tol is not None:
+        check_positive(tol, "tol")
+    if rtol is not None:
+        check_positive(rtol, "rtol", strict=False)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValidationError(f"max_iter: expected a positive integer, got {max_iter!r}")
     if not 0.0 < check_positive(eps_scaling, "eps_scaling") < 1.0:
@@ -80,7 +85,8 @@ def sinkhorn_divergence(
     reduction: str = "mean",
     measure: str | None = None,
     measure_options: dict | None = None,
-    tol: float = 1e-6,
+    tol: float | None = None,
+    rtol: float | None = None,
     max_iter: int = 1000,
     eps_scaling: float = 0.25,
     diameter: float | None = None,
@@ -95,7 +101,14 @@ def sinkhorn_divergence(
     ``cost="sqeuclidean"``, 1 for ``"euclidean"``), is multiplied by ``eps_scaling`` at each iteration down to
     ``eps``, then iterations continue at ``eps`` until every marginal error is below ``tol`` (raised to the
     dtype's floor ``16 u (1 + diameter^r / eps)``, ``u = torch.finfo(dtype).eps``: float32 cannot certify
-    more) or ``max_iter``. Gradients follow the envelope theorem (one last soft-min with autograd on), so the
+    more), or until the value settles (its relative change stays below ``rtol`` over two successive
+    iterations, in every item), or ``max_iter``. The value is stationary in the potentials, so it settles long
+    before the marginals. Defaults are for a training step: with neither ``tol`` nor ``rtol`` given, the run
+    stops when the value settles at ``rtol = 1e-4`` (value to about ``1e-3``, gradient to a few percent; see
+    ``docs/sinkhorn.md``) or when the marginals reach ``1e-6`` (raised to the floor). Giving ``tol`` alone asks
+    for marginal convergence (no value stop, exact envelope gradients at convergence, what gradcheck needs);
+    giving ``rtol`` sets the value stop explicitly (``rtol=0``: off).
+    Gradients follow the envelope theorem (one last soft-min with autograd on), so the
     backward pass costs about one iteration; they reach points and weights. No kernel is stored: memory is
     ``O((N + M) D + chunk_bytes)``.
 
@@ -119,7 +132,10 @@ def sinkhorn_divergence(
             (default for a Mesh: its oriented varifold, face centroids and unit normals in ``R^6`` with area
             weights); ignored for tensors, PointClouds and Measures.
         measure_options: extra keywords of :func:`geomot.mesh_to_measure` (``n_samples``, ``generator``...).
-        tol: L1 marginal error at which the iterations at ``eps`` stop (raised to the dtype's floor).
+        tol: L1 marginal error at which the iterations at ``eps`` stop (raised to the dtype's floor); None:
+            ``1e-6``.
+        rtol: relative change of the value over two successive iterations at which they stop; None: ``1e-4``
+            when ``tol`` is None, else 0 (off).
         max_iter: iteration budget (annealing levels included).
         eps_scaling: ratio ``eps_{k+1} / eps_k`` of the annealing, in ``(0, 1)`` (0.25: GeomLoss's
             ``scaling=0.5`` for ``p = 2``).
@@ -144,9 +160,13 @@ def sinkhorn_divergence(
         if known:
             raise ValidationError(
                 f"sinkhorn_divergence: {', '.join(map(repr, known))} is an option of geomot.sinkhorn, not of the "
-                "divergence's joint loop (its options: tol, max_iter, eps_scaling, diameter, chunk_bytes)")
+                "divergence's joint loop (its options: tol, rtol, max_iter, eps_scaling, diameter, chunk_bytes)")
         raise TypeError(f"sinkhorn_divergence() got unexpected keyword argument(s) {', '.join(map(repr, bad))}")
-    _check_options(eps, cost, tau, reduction, tol, max_iter, eps_scaling, diameter, chunk_bytes)
+    _check_options(eps, cost, tau, reduction, tol, max_iter, eps_scaling, diameter, chunk_bytes, rtol)
+    if rtol is None:
+        rtol = _DEFAULT_RTOL if tol is None else 0.0
+    if tol is None:
+        tol = _DEFAULT_TOL
     tau_f = math.inf if tau is None else float(tau)
     _masses(x_weights, "x_weights", x_lengths)
     _masses(y_weights, "y_weights", y_lengths)
@@ -171,7 +191,8 @@ def sinkhorn_divergence(
         diameter = scale ** (1.0 / r) if scale > 0 else (eps ** (1.0 / r))
     track = torch.is_grad_enabled() and any(t.requires_grad for t in (xs, ys, a, b))
     res = debiased_sinkhorn(xs, ys, a, b, rm, cm, eps=float(eps), cost=cost, tau=tau_f, eps_scaling=eps_scaling,
-                            diameter=diameter, tol=tol, max_iter=max_iter, chunk_bytes=chunk_bytes, track=track)
+                            diameter=diameter, tol=tol, max_iter=max_iter, chunk_bytes=chunk_bytes, track=track,
+                            rtol=rtol)
     div = res.value
     if bool(bad.any()):
         div = torch.where(bad, float("nan"), div)
@@ -201,9 +222,9 @@ class SinkhornDivergence(LossModule):
     def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         if "eps" not in settings:
             raise ValidationError("SinkhornDivergence: eps is required (entropic regularisation, in the cost's units)")
-        defaults = {"cost": "sqeuclidean", "tau": None, "reduction": "mean", "tol": 1e-6, "max_iter": 1000,
-                    "eps_scaling": 0.25, "diameter": None, "chunk_bytes": 64 * 2**20}
+        defaults = {"cost": "sqeuclidean", "tau": None, "reduction": "mean", "tol": None, "rtol": None,
+                    "max_iter": 1000, "eps_scaling": 0.25, "diameter": None, "chunk_bytes": 64 * 2**20}
         s = {**defaults, **settings}
         _check_options(s["eps"], s["cost"], s["tau"], s["reduction"], s["tol"], s["max_iter"], s["eps_scaling"],
-                       s["diameter"], s["chunk_bytes"])
+                       s["diameter"], s["chunk_bytes"], s["rtol"])
         return settings

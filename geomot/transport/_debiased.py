@@ -16,8 +16,11 @@
 3. **final level**: alternating updates for ``(f, g)``, over-relaxed with the adaptive factor of
    :class:`geomot.transport._sinkhorn_loops._AutoRelax` (``f <- f + w (l S_xy(g) - f)``, the log-domain form of
    Thibault et al. 2021), and averaged ones for ``p``, ``q`` until every
-   marginal error is below ``tol`` (raised to the dtype's floor, :func:`tolerance_floor`) or ``max_iter``; a
-   problem that has converged is no longer updated.
+   marginal error is below ``tol`` (raised to the dtype's floor, :func:`tolerance_floor`), or until the
+   divergence's value ``<a, f - p> + <b, g - q>`` changes by less than ``rtol`` (relative) over two successive
+   iterations in every item, or ``max_iter``; a problem that has converged is no longer updated. The value is
+   stationary in the potentials (the envelope theorem), so it settles long before the marginals: the value
+   criterion is what a training step needs, the marginal one what a transport plan needs.
 4. **value** with envelope gradients: one last update of every potential with autograd on, from detached
    potentials, and with the second argument of the cost detached (``C(x, y.detach())`` for ``f``,
    ``C(y, x.detach())`` for ``g``, ...), so that ``d S / d x_i = sum_j P_ij d_1 C(x_i, y_j) -
@@ -58,7 +61,8 @@ class DebiasedResult(NamedTuple):
     Attributes:
         value: ``(B,)`` the divergence ``S_eps`` (differentiable in points and weights).
         n_iters: iterations run (annealing levels and final-level iterations).
-        converged: ``(B,)`` bool, every marginal error below ``tol``.
+        converged: ``(B,)`` bool, every marginal error below ``tol``, or the divergence's value settled (its change
+            over each of the last two iterations below ``rtol`` relative).
         marginal_error: ``(B,)`` largest L1 marginal error of the three problems.
         tol: the tolerance applied (the requested one, raised to the dtype's floor).
         eps_list: the schedule run.
@@ -303,6 +307,14 @@ class _UnbalancedWeight(torch.autograd.Function):
         return ctx.k * g, None, None
 
 
+def _value_estimate(a, b, f, g, p, q, tau: float) -> torch.Tensor:
+    """``(B,)`` the divergence at the current potentials (without the final extrapolation)."""
+    if math.isinf(tau):
+        return (a * (f - p)).sum(1) + (b * (g - q)).sum(1)
+    return (a * (torch.exp(-p / tau) - torch.exp(-f / tau))).sum(1) + (
+        b * (torch.exp(-q / tau) - torch.exp(-g / tau))).sum(1)
+
+
 def _error(w: torch.Tensor, pot: torch.Tensor, new: torch.Tensor, eps: float, tau: float) -> torch.Tensor:
     """``sum_i w_i |exp((pot_i - new_i / l) / eps) - exp(-pot_i / tau)|`` (row marginal violation of the plan at
     ``pot``, given its soft-min update ``new = l S(.)``)."""
@@ -314,7 +326,7 @@ def _error(w: torch.Tensor, pot: torch.Tensor, new: torch.Tensor, eps: float, ta
 def debiased_sinkhorn(
     x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, row_mask: torch.Tensor,
     col_mask: torch.Tensor, *, eps: float, cost: str, tau: float, eps_scaling: float, diameter: float,
-    tol: float, max_iter: int, chunk_bytes: int, track: bool,
+    tol: float, max_iter: int, chunk_bytes: int, track: bool, rtol: float = 0.0,
 ) -> DebiasedResult:
     """Solve the three problems of ``S_eps`` together (see the module docstring). Inputs are batched and padded,
     finite, centred; ``a``, ``b`` are normalised weights (0 on padding); ``diameter^r`` is the cost scale."""
@@ -351,6 +363,9 @@ def debiased_sinkhorn(
         live = {"xy": not same, "xx": True, "yy": not same}
         relax = _AutoRelax(_PROBE, torch.finfo(x.dtype).eps)
         omega = 1.0
+        use_value = rtol > 0 and not same  # identical inputs: f, g, q are p, checked by the marginal criterion
+        previous = torch.full_like(a[:, 0], math.nan)
+        settled = torch.zeros_like(a[:, 0], dtype=torch.bool)
         while True:
             if live["xy"]:
                 gt = lam * solver.softmin(sy, sx, f, e, hint=g)
@@ -373,12 +388,21 @@ def debiased_sinkhorn(
             for k, v in worst.items():
                 if not v > tol_eff:
                     live[k] = False
-            if not any(live.values()) or n_iters >= max_iter or any(math.isnan(v) for v in worst.values()):
+            if use_value:
+                current = _value_estimate(a, b, f, g, p, q, tau)
+                step_ok = (current - previous).abs() <= rtol * current.abs() + tol_eff * e
+                stop_value = bool((settled & step_ok).all())
+                settled, previous = step_ok, current
+            else:
+                stop_value = False
+            if (not any(live.values()) or stop_value or n_iters >= max_iter
+                    or any(math.isnan(v) for v in worst.values())):
                 break
         if same:
             f = g = q = p
             err["xy"] = err["yy"] = err["xx"]
         error = torch.stack(list(err.values())).amax(0)
+        converged = (error <= tol_eff) | (settled if use_value else torch.zeros_like(settled))
     with torch.set_grad_enabled(track):
         fx = lam * _extrapolate(solver, x, y, g, sy.logw, row_mask, col_mask, eps)
         gy = lam * _extrapolate(solver, y, x, f, sx.logw, col_mask, row_mask, eps)
@@ -390,4 +414,4 @@ def debiased_sinkhorn(
             t = (a * (torch.exp(-px / tau) - torch.exp(-fx / tau))).sum(1) + (
                 b * (torch.exp(-qy / tau) - torch.exp(-gy / tau))).sum(1)
             value = _UnbalancedWeight.apply(t, tau, eps)
-    return DebiasedResult(value, n_iters, error <= tol_eff, error, tol_eff, eps_list)
+    return DebiasedResult(value, n_iters, converged, error, tol_eff, eps_list)
