@@ -64,7 +64,7 @@ def main() -> None:
     x = x0.clone().requires_grad_()
     lap = DEFORM_REGULARIZERS.get("laplacian")
     rows["laplacian regulariser, fwd + bwd"] = _time(lambda: lap(x * 1.01, f, x0).backward(), args.repeat)
-    res = geomot.deform.fit(white, pial, steps=args.steps + 1, metrics=False, progress=False)
+    res = geomot.deform.fit(white, pial, max_iter=args.steps + 1, metrics=False, progress=False)
     rows[f"fit step, defaults (mean of {args.steps + 1})"] = res.wall_time / res.n_steps
     print(f"threads: {torch.get_num_threads()}; vertices: {x0.shape[0]}; neighbour searches in the fit: "
           f"{res.field.n_searches}")

@@ -71,7 +71,7 @@ def cortex(budget: float, tasks: list[str], losses: list[str]) -> None:
             t0 = time.perf_counter()
             # same field (kernel on every vertex), solver, regulariser (Laplacian, weight 1), seed and schedule
             # (warm-up + cosine over the time budget); only the data term changes
-            res = geomot.deform.fit(src, tgt, loss=loss, max_time=budget, steps=100_000, progress=False)
+            res = geomot.deform.fit(src, tgt, loss=loss, max_time=budget, max_iter=100_000, progress=False)
             m = res.metrics
             rows[loss] = {"assd": m.assd, "hd90": m.hd90, "hausdorff": m.hausdorff,
                           "self_intersections": max(res.frame_self_intersections),
@@ -105,7 +105,7 @@ def dataset(steps: int, n_per_shape: int, per_shape_steps: int | None, loss: str
     test = [shapes[i] for i in test_idx]
     t0 = time.perf_counter()
     regs = {"laplacian": laplacian} if laplacian > 0 else {}
-    fitted = train_conditioned(template, train, loss=loss, lr=lr, regularizers=regs, steps=steps, batch_size=4,
+    fitted = train_conditioned(template, train, loss=loss, lr=lr, regularizers=regs, max_iter=steps, batch_size=4,
                                code_dim=64, n_time_steps=5,
                                field_options={"hidden": 128, "fourier_features": 16},
                                checkpoint=ROOT / "out" / "deform_sph_model.pt", checkpoint_every=100)
@@ -117,7 +117,7 @@ def dataset(steps: int, n_per_shape: int, per_shape_steps: int | None, loss: str
     undeformed = [surface_metrics(template, t) for t in test]
     per_shape = []
     for t in test[:n_per_shape]:
-        res = geomot.deform.fit(template, t, steps=per_shape_steps, progress=False)
+        res = geomot.deform.fit(template, t, max_iter=per_shape_steps, progress=False)
         per_shape.append({"assd": res.metrics.assd, "hd90": res.metrics.hd90, "seconds": res.wall_time,
                           "steps": res.n_steps, "self_intersections": max(res.frame_self_intersections)})
         log.info("per-shape fit: %s", per_shape[-1])

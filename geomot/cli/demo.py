@@ -154,7 +154,7 @@ def step_deform(ctx: dict[str, Any]) -> dict[str, Any]:
 
     src, tgt = ctx["shapes"]["icosphere"], ctx["shapes"]["blob"]
     before = surface_metrics(src, tgt)
-    res = quick_fit(src, tgt, steps=ctx["deform_steps"], progress=False)
+    res = quick_fit(src, tgt, max_iter=ctx["deform_steps"], progress=False)
     traj = res.trajectory.detach().to(torch.float32).numpy()
     npz = ctx["out"] / "deform.npz"
     np.savez(npz, verts=traj, faces=src.faces.numpy().astype(np.int64), times=res.times.numpy())
