@@ -22,11 +22,10 @@ from typing import Any
 import torch
 
 from geomot._core.checks import check_positive, data_checks_enabled
-from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
+from geomot._core.errors import ConvergenceWarning, ValidationError
 from geomot._core.reduction import check_reduction, reduce
 from geomot.losses._shell import LossModule
-from geomot.structures.convert import as_measure
-from geomot.transport._debiased import debiased_sinkhorn, dimension_error, screen_inputs, user_stacklevel
+from geomot.transport._debiased import debiased_sinkhorn, measure_pair, screen_inputs, user_stacklevel
 from geomot.transport._kernels import COSTS
 
 __all__ = ["SinkhornDivergence", "sinkhorn_divergence"]
@@ -170,17 +169,9 @@ def sinkhorn_divergence(
     tau_f = math.inf if tau is None else float(tau)
     _masses(x_weights, "x_weights", x_lengths)
     _masses(y_weights, "y_weights", y_lengths)
-    opts = dict(measure_options or {})
-    mx, bx = as_measure(x, weights=x_weights, lengths=x_lengths, measure=measure, name="x", **opts)
-    my, by = as_measure(y, weights=y_weights, lengths=y_lengths, measure=measure, name="y", **opts)
+    mx, bx, my, by = measure_pair(x, y, x_weights=x_weights, y_weights=y_weights, x_lengths=x_lengths,
+                                  y_lengths=y_lengths, measure=measure, measure_options=measure_options)
     xs, ys = mx.support, my.support
-    if xs.shape[-1] != ys.shape[-1]:
-        raise dimension_error(xs.shape[-1], ys.shape[-1], x, y)
-    if xs.shape[0] != ys.shape[0]:
-        raise ShapeError(f"y: expected batch size {xs.shape[0]} (that of x), got shape {tuple(ys.shape)}")
-    if xs.dtype != ys.dtype or xs.device != ys.device:
-        raise ShapeError(f"y: expected dtype {xs.dtype} and device {xs.device} (those of x), got {ys.dtype} on "
-                         f"{ys.device}")
     rm, cm = mx.mask, my.mask
     r = 2.0 if cost == "sqeuclidean" else 1.0
     bad, xs, ys, a, b, scale = screen_inputs(xs, ys, mx.weights, my.weights, rm, cm, eps=eps, power=r)

@@ -45,11 +45,12 @@ import torch
 
 from geomot._core.checks import data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.structures.convert import as_measure
 from geomot.transport._kernels import COSTS, exp_floor
 from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
 
-__all__ = ["DebiasedResult", "debiased_sinkhorn", "dimension_error", "screen_inputs", "tolerance_floor",
-           "user_stacklevel"]
+__all__ = ["DebiasedResult", "debiased_sinkhorn", "dimension_error", "measure_pair", "screen_inputs",
+           "tolerance_floor", "user_stacklevel"]
 
 _FLOOR_FACTOR = 16.0  # marginal-error floor = this * float eps * (1 + cost scale / eps); see tolerance_floor
 _BIG = 1e30  # stands for -log(0) on padding (finite: keeps GEMMs free of inf * 0)
@@ -159,6 +160,23 @@ def screen_inputs(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Te
     good = size[~bad]
     scale = float(good.max()) if good.numel() else 0.0
     return bad, x, y, a, b, scale
+
+
+def measure_pair(x: object, y: object, *, x_weights, y_weights, x_lengths, y_lengths, measure, measure_options):
+    """Both inputs of a Sinkhorn solve as measures (:func:`geomot.structures.as_measure`, the project's Mesh rule)
+    with one batch size, point dimension, dtype and device; returns ``(mx, x_batched, my, y_batched)``."""
+    opts = dict(measure_options or {})
+    mx, bx = as_measure(x, weights=x_weights, lengths=x_lengths, measure=measure, name="x", **opts)
+    my, by = as_measure(y, weights=y_weights, lengths=y_lengths, measure=measure, name="y", **opts)
+    xs, ys = mx.support, my.support
+    if xs.shape[-1] != ys.shape[-1]:
+        raise dimension_error(xs.shape[-1], ys.shape[-1], x, y)
+    if xs.shape[0] != ys.shape[0]:
+        raise ShapeError(f"y: expected batch size {xs.shape[0]} (that of x), got shape {tuple(ys.shape)}")
+    if xs.dtype != ys.dtype or xs.device != ys.device:
+        raise ShapeError(f"y: expected dtype {xs.dtype} and device {xs.device} (those of x), got {ys.dtype} on "
+                         f"{ys.device}")
+    return mx, bx, my, by
 
 
 def eps_schedule(eps: float, start: float, ratio: float) -> list[float]:

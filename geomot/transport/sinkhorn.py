@@ -37,8 +37,7 @@ from geomot._core.checks import (
 )
 from geomot._core.errors import ConvergenceWarning, ShapeError, ValidationError
 from geomot._core.registry import Registry
-from geomot.structures.convert import as_measure
-from geomot.transport._debiased import dimension_error, screen_inputs, tolerance_floor, user_stacklevel
+from geomot.transport._debiased import measure_pair, screen_inputs, tolerance_floor, user_stacklevel
 from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry
 from geomot.transport._sinkhorn_loops import log_loop, scaling_loop, symmetric_loop
 from geomot.transport._sinkhorn_value import SinkhornPlan, dual_value
@@ -339,16 +338,9 @@ def sinkhorn(
         init = "gaussian" if cost == "sqeuclidean" else "zero"
     if backend not in _BACKENDS:
         raise ValidationError(f"backend: expected one of {', '.join(_BACKENDS)}, got {backend!r}")
-    opts = dict(measure_options or {})
-    mx, bx = as_measure(x, weights=x_weights, lengths=x_lengths, measure=measure, name="x", **opts)
-    my, by = as_measure(y, weights=y_weights, lengths=y_lengths, measure=measure, name="y", **opts)
+    mx, bx, my, by = measure_pair(x, y, x_weights=x_weights, y_weights=y_weights, x_lengths=x_lengths,
+                                  y_lengths=y_lengths, measure=measure, measure_options=measure_options)
     xs, ys = mx.support, my.support
-    if xs.shape[-1] != ys.shape[-1]:
-        raise dimension_error(xs.shape[-1], ys.shape[-1], x, y)
-    if xs.shape[0] != ys.shape[0]:
-        raise ShapeError(f"y: expected batch size {xs.shape[0]} (that of x), got shape {tuple(ys.shape)}")
-    if xs.dtype != ys.dtype or xs.device != ys.device:
-        raise ShapeError(f"y: expected dtype {xs.dtype} and device {xs.device} (those of x), got {describe(ys)}")
     a, b = mx.weights, my.weights
     bad, xs, ys, a, b, scale = screen_inputs(xs, ys, a, b, mx.mask, my.mask, eps=eps,
                                              power=2.0 if cost == "sqeuclidean" else 1.0)
