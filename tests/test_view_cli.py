@@ -149,6 +149,10 @@ def test_unusable_display_exits_non_zero_with_one_line(files):
 def test_display_problem_checks(monkeypatch, tmp_path):
     from geomot.viz import _backend, display_problem
 
+    monkeypatch.setenv("PYVISTA_OFF_SCREEN", "true")
+    assert "off-screen mode is forced (PYVISTA_OFF_SCREEN is set)" in display_problem()
+    for var in ("GEOMOT_OFF_SCREEN", "PYVISTA_OFF_SCREEN", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
     assert "DISPLAY and WAYLAND_DISPLAY are unset" in display_problem()
     monkeypatch.setattr(_backend.ctypes.util, "find_library", lambda name: None)  # the socket path
     monkeypatch.setenv("DISPLAY", "unix:98")

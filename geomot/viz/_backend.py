@@ -36,15 +36,21 @@ log = logging.getLogger(__name__)
 _VTK_WINDOW_ENV = "VTK_DEFAULT_OPENGL_WINDOW"
 
 
+_OFF_SCREEN_VARS = ("GEOMOT_OFF_SCREEN", "PYVISTA_OFF_SCREEN")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def has_display() -> bool:
     """True when an interactive window can be opened.
 
     On Linux and the BSDs this means ``DISPLAY`` (X11) or ``WAYLAND_DISPLAY`` is set; macOS and Windows always
     have a window server. ``GEOMOT_OFF_SCREEN=1`` (or pyvista's ``PYVISTA_OFF_SCREEN=true``) forces "no screen".
     """
-    for var in ("GEOMOT_OFF_SCREEN", "PYVISTA_OFF_SCREEN"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return False
+    if any(_truthy(os.environ.get(var, "")) for var in _OFF_SCREEN_VARS):
+        return False
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -95,6 +101,9 @@ def display_problem() -> str | None:
     """
     fix = ("write a file instead (--screenshot out.png, --gif out.gif or --html out.html), or set DISPLAY to a "
            "running X server (e.g. run the command under xvfb-run)")
+    forced = [v for v in _OFF_SCREEN_VARS if _truthy(os.environ.get(v, ""))]
+    if forced:
+        return f"no screen to open a window on: off-screen mode is forced ({forced[0]} is set); {fix}"
     if not has_display():
         return f"no screen to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); {fix}"
     if sys.platform in ("darwin", "win32"):
