@@ -22,7 +22,7 @@ def test_zero_on_identical_positive_otherwise():
     x, y = _clouds()
     assert abs(float(sinkhorn_divergence(x, x, eps=0.01, tol=1e-10))) < 1e-9
     assert float(sinkhorn_divergence(x, y, eps=0.01, tol=1e-10)) > 1e-3
-    assert float(sinkhorn_divergence(x, x + 1e-3, eps=0.01, tol=1e-6, max_iter=5000)) > 0
+    assert float(sinkhorn_divergence(x, x + 1e-3, eps=0.01)) == pytest.approx(3e-6, rel=0.05)  # |shift|^2
 
 
 def test_matches_geomloss():
