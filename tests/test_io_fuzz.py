@@ -48,8 +48,13 @@ def _valid_bytes() -> dict[str, bytes]:
 VALID = _valid_bytes()
 
 
-def _read(name: str, data: bytes) -> None:
-    """Read ``data`` as a file called ``name``; only the documented geomot errors may come out."""
+OUTCOMES = {"read", "rejected", "non-finite"}
+
+
+def _read(name: str, data: bytes) -> str:
+    """Read ``data`` as a file called ``name``: ``"read"``, ``"rejected"`` (a :class:`FileFormatError` naming the
+    file) or ``"non-finite"`` (the documented NaN/Inf ``ValidationError``). Any other exception propagates and
+    fails the calling test."""
     suffix = "." + name.rsplit(".", 1)[-1]
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / f"f{suffix}"
@@ -66,13 +71,16 @@ def _read(name: str, data: bytes) -> None:
                 load(p)
         except FileFormatError as e:
             assert str(p) in str(e)
+            return "rejected"
         except ValidationError as e:  # the file parsed; its numbers are NaN/Inf (value check, names the file)
             assert str(p) in str(e) and "NaN/Inf" in str(e), repr(e)
+            return "non-finite"
+        return "read"
 
 
 def test_valid_files_load():
     for name, data in VALID.items():
-        _read(name, data)
+        assert _read(name, data) == "read", name
     with tempfile.TemporaryDirectory() as d:
         for name in ("ascii.ply", "ascii.stl"):
             p = Path(d) / f"f.{name.rsplit('.', 1)[-1]}"
@@ -83,7 +91,7 @@ def test_valid_files_load():
 @FUZZ
 @given(name=st.sampled_from(sorted(VALID)), data=st.binary(max_size=400))
 def test_random_bytes(name, data):
-    _read(name, data)
+    assert _read(name, data) in OUTCOMES
 
 
 @FUZZ
@@ -91,7 +99,7 @@ def test_random_bytes(name, data):
 def test_truncations(name, data):
     full = VALID[name]
     cut = data.draw(st.integers(min_value=0, max_value=len(full) - 1))
-    _read(name, full[:cut])
+    assert _read(name, full[:cut]) in OUTCOMES
 
 
 @FUZZ
@@ -100,7 +108,7 @@ def test_single_byte_corruptions(name, data):
     full = bytearray(VALID[name])
     i = data.draw(st.integers(min_value=0, max_value=len(full) - 1))
     full[i] = data.draw(st.integers(min_value=0, max_value=255))
-    _read(name, bytes(full))
+    assert _read(name, bytes(full)) in OUTCOMES
 
 
 @FUZZ
@@ -114,7 +122,7 @@ def test_text_files_with_garbled_tokens(name, data):
     j = data.draw(st.integers(min_value=0, max_value=len(tok) - 1))
     tok[j] = data.draw(st.sampled_from(["", "x", "-1", "1e999", "nan", "3.5", "99999", "0x1f", "1/2/3"]))
     lines[i] = " ".join(tok)
-    _read(name, "\n".join(lines).encode())
+    assert _read(name, "\n".join(lines).encode()) in OUTCOMES
 
 
 def test_float_overflow_in_a_text_file_is_a_value_error(tmp_path):
@@ -123,3 +131,13 @@ def test_float_overflow_in_a_text_file_is_a_value_error(tmp_path):
     with pytest.raises(ValidationError, match=r"big\.off: verts: contains 1 NaN/Inf"):
         load(p)
 
+
+
+def test_npy_header_that_python_cannot_parse_is_a_file_format_error(tmp_path):
+    """numpy parses the header with Python's tokenizer: a null byte in place of ``{`` makes it raise TokenError."""
+    data = bytearray(VALID[".npy"])
+    data[data.index(b"{")] = 0  # numpy then fails in tokenize (TokenError), not with a ValueError
+    p = tmp_path / "bad.npy"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="corrupted header"):
+        load(p)

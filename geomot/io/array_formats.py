@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def _np_load(path: Path, what: str) -> object:
         raise FileFormatError(f"{path}: cannot read as {what}: truncated or corrupted file ({e})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise FileFormatError(f"{path}: cannot read as {what}: not a NumPy file or a truncated one ({e})") from None
+    except (SyntaxError, tokenize.TokenError) as e:  # numpy parses the header with ast.literal_eval
+        raise FileFormatError(f"{path}: cannot read as {what}: corrupted header ({e})") from None
 
 
 def read_npy(path: Path) -> RawShape:

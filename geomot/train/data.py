@@ -9,6 +9,7 @@ which pads a list of items of different sizes into the project's ragged-batch co
 from __future__ import annotations
 
 import os
+import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -142,7 +143,7 @@ class PointSetDataset(Dataset):
             raise FileFormatError(f"{path}: expected a .npy array of points, a shape file or a folder of shapes")
         try:
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SyntaxError, tokenize.TokenError) as e:  # the header is parsed by literal_eval
             raise FileFormatError(f"{path}: not a readable .npy array ({e})") from e
         if arr.ndim == 2:
             arr = arr[None]
