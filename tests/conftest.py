@@ -63,3 +63,19 @@ def icosphere(subdiv: int = 2, dtype: torch.dtype = torch.float64) -> tuple[torc
 @pytest.fixture
 def sphere() -> tuple[torch.Tensor, torch.Tensor]:
     return icosphere(2)
+
+
+@pytest.fixture
+def deform_fit_kwargs(monkeypatch) -> dict:
+    """The keywords ``geomot deform`` passes to ``deform.fit`` (the fit still runs), filled in by the call."""
+    import importlib
+
+    fit = importlib.import_module("geomot.deformation.fit").fit
+    seen: dict = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr("geomot.cli.deform.fit", spy)
+    return seen

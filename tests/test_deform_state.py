@@ -227,15 +227,8 @@ def mesh_files(tmp_path):
     return str(tmp_path / "src.off"), str(tmp_path / "tgt.off")
 
 
-def test_cli_deform_passes_the_field_options(mesh_files, tmp_path, monkeypatch, capsys):
-    seen = {}
-    real = fit_module.fit
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("geomot.cli.deform.fit", spy)
+def test_cli_deform_passes_the_field_options(mesh_files, tmp_path, deform_fit_kwargs, capsys):
+    seen = deform_fit_kwargs
     out = str(tmp_path / "r.npz")
     assert main(["deform", *mesh_files, "--out", out, "--quiet", "--max-iter", "2", "--control-points", "20",
                  "--sigma-factor", "2", "--time-bins", "2", "--time-steps", "4", "--lr", "0.01"]) == 0
