@@ -11,18 +11,14 @@ from pathlib import Path
 import torch
 
 from geomot._core.errors import FileFormatError, ValidationError
+from geomot._core.files import atomic_torch_save, config_differences
 
 __all__ = ["check_config", "read_checkpoint", "write_checkpoint"]
 
 
 def write_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically (``path.tmp`` then ``os.replace``); return the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, p)
-    return p
+    """Write ``state`` to ``path`` atomically (:func:`geomot._core.files.atomic_torch_save`); return the path."""
+    return atomic_torch_save(state, path)
 
 
 def read_checkpoint(path: str | os.PathLike, fmt: str, *, name: str = "checkpoint") -> dict:
@@ -47,5 +43,5 @@ def check_config(state: dict, config: dict, *, name: str = "checkpoint") -> None
     """Raise :class:`ValidationError` naming the differing settings when ``state["config"] != config``."""
     saved = state.get("config", {})
     if saved != config:
-        diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        diff = config_differences(saved, config)
         raise ValidationError(f"{name}: made with {saved}, this run uses {config} (different: {', '.join(diff)})")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from geomot._core.errors import FileFormatError, ValidationError
+from geomot._core.files import atomic_torch_save
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
@@ -44,20 +44,8 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, config: dict[str, Any
     reserved = {"format", "kind", "config"} & set(state)
     if reserved:
         raise ValidationError(f"state: keys {sorted(reserved)} are reserved for the checkpoint header")
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": dict(config), **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return atomic_torch_save(payload, path)
 
 
 def load_checkpoint(

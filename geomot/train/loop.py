@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from geomot._core.checks import check_int, check_positive
 from geomot._core.errors import FileFormatError, NumericalError, ValidationError
+from geomot._core.files import config_differences
 from geomot.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "DistContext", "StepState", "Trainer", "distributed_context"]
@@ -177,8 +178,7 @@ class Trainer:
             raise FileFormatError(f"{self.out}: --resume given but there is no {CHECKPOINT_NAME} to resume from")
         data = load_checkpoint(self.checkpoint_path, kind=self.kind, map_location="cpu")
         if data["config"] != self.config:
-            keys = set(data["config"]) | set(self.config)
-            diff = sorted(k for k in keys if data["config"].get(k) != self.config.get(k))
+            diff = config_differences(data["config"], self.config)
             raise ValidationError(
                 f"{self.checkpoint_path}: written for another configuration (differs in {', '.join(diff)}); "
                 "use a new --out folder or the same settings"
