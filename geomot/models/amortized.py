@@ -30,6 +30,7 @@ points and ignore padding. The first three need exactly ``n_points`` points on e
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 
@@ -115,14 +116,15 @@ def _masked_mean(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return v.sum(1) / mask.sum(1, keepdim=True).to(v.dtype)
 
 
-class _SetPooling(nn.Module):
+class _SetPooling(nn.Module, abc.ABC):
     """``(pool(X) + pool(Y)) / 2`` for a per-set pooling ``pool(X, mask) -> (B, D)``; padding rows are zeroed
     first so that whatever they hold cannot reach the result."""
 
     ordered = False
 
+    @abc.abstractmethod
     def pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """``(B, D)`` summary of the set ``x`` ``(B, N, D)`` (``mask``: ``(B, N)`` real points, or None)."""
 
     def forward(self, x, y, x_mask, y_mask):
         if x_mask is not None:
