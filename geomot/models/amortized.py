@@ -43,6 +43,7 @@ from geomot._core.checks import check_float_tensor, check_int
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.models._seeded import seeded, uniform_parameter
+from geomot.ops.attention import pooled_attention_weights
 
 __all__ = ["AMORTIZED_PROJECTIONS", "AmortizedProjection", "unit_directions"]
 
@@ -135,7 +136,13 @@ class _SetPooling(nn.Module, abc.ABC):
 
 
 class _Attention(_SetPooling):
-    """Mean over the points of ``softmax(Q K^T / sqrt(d_k)) V`` (the softmax skips padded keys)."""
+    """Mean over the points of ``softmax(Q K^T / sqrt(d_k)) V`` (the softmax skips padded keys).
+
+    The scores have rank at most ``D + 1``: with ``x~ = [x, 1]``, ``q_i . k_j = x~_i^T G x~_j`` for
+    ``G = [W_q, b_q]^T [W_k, b_k]`` (``(D+1) x (D+1)``), so they are formed from ``x~ G / sqrt(d_k)`` and ``x~``
+    whenever ``d_k > D + 1`` (the same values, ``d_k / (D + 1)`` times fewer multiplications), and pooled by
+    :func:`geomot.ops.attention.pooled_attention_weights` without an ``N x N`` matrix.
+    """
 
     def __init__(self, dim: int, d_k: int, generator: torch.Generator | None) -> None:
         super().__init__()
@@ -144,11 +151,19 @@ class _Attention(_SetPooling):
         self.to_k = seeded(nn.Linear, dim, d_k, generator=generator)
         self.to_v = seeded(nn.Linear, dim, dim, generator=generator)
 
+    def _queries_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = 1.0 / math.sqrt(self.d_k)
+        if self.d_k <= x.shape[-1] + 1:
+            return self.to_q(x) * scale, self.to_k(x)
+        aq = torch.cat([self.to_q.weight, self.to_q.bias[:, None]], dim=1)  # (d_k, D + 1)
+        ak = torch.cat([self.to_k.weight, self.to_k.bias[:, None]], dim=1)
+        xt = torch.cat([x, x.new_ones((*x.shape[:-1], 1))], dim=-1)  # (B, N, D + 1)
+        return xt @ (aq.T @ ak * scale), xt
+
     def pool(self, x, mask):
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
-        attn_mask = None if mask is None else mask[:, None, :]  # (B, 1, N): keys that take part
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, N, D), no N x N kept
-        return _masked_mean(out, mask)
+        q, k = self._queries_keys(x)
+        w = pooled_attention_weights(q, k, query_mask=mask, key_mask=mask)  # (B, N)
+        return torch.bmm(w[:, None, :], self.to_v(x)).squeeze(1)
 
 
 class _EfficientAttention(_SetPooling):
