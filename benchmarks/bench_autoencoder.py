@@ -126,6 +126,11 @@ def main() -> None:
             rows.append(row)
             print(f"{loss:36s} CD {row['chamfer']:.5f}  SW2x100 {row['sw2_x100']:.3f}  EMD {row['emd_w2']:.4f}  "
                   f"{row['seconds_per_epoch']:.2f} s/epoch", flush=True)
+            write(args, rows)
+
+
+def write(args: argparse.Namespace, rows: list[dict]) -> None:
+    """Write the results so far (after every loss, so that a long run that is stopped keeps what it measured)."""
     base = next((r for r in rows if r["loss"] == "sw"), None)
     if base is not None:
         for r in rows:
