@@ -12,13 +12,13 @@ repeats what ``match`` does with the extrinsic candidates and scores each step a
 2. the ``--kept`` first (2, as ``match``) are refined on 1,000 samples
    (``anchor_refine``, as in ``match``) and scored by the deformation residual, by that residual divided by the
    share of distinct target vertices among the images of the samples (coverage), by the Chamfer order, and by the
-   pick of ``match`` (since the twelfth session the residual weighted by the error on the areas of geodesic balls,
-   ``_pick_extrinsic``). Reported: for each key, the mean error (same proxy, on the ground-truth vertices among
-   the samples) of the candidate it picks and the number of pairs where it picks one worse than the best kept by
-   more than 0.2 (a body aligned head to tail scores about 0.5).
+   pick of ``match`` (the residual weighted by the error on the areas of geodesic balls, ``_pick_extrinsic``).
+   Reported: for each key, the mean error (same proxy, on the ground-truth vertices among the samples) of the
+   candidate it picks and the number of pairs where it picks one worse than the best kept by more than 0.2 (a
+   body aligned head to tail scores about 0.5).
 
 Errors here are Euclidean proxies at unit area (not the geodesic x100 of ``bench_matching.py``): they only serve
-to tell a right alignment from a wrong one. Results: ``docs/matching.md`` (eleventh and twelfth sessions).
+to tell a right alignment from a wrong one. Results: ``docs/notes/matching-development.md`` (2026-11-26).
 
 Run (split over processes with ``--part``, then merge):
 ``python benchmarks/study_extrinsic_candidates.py --part 0 --parts 2 --jsonl out/ext0.jsonl`` (and part 1), then

@@ -82,8 +82,8 @@ Pipeline:
    or always with ``non_isometric=True``. The spectral maps of related species (a
    cow and a horse) are right part by part but jittered, and the polish evens them out; between humans in
    different poses the smooth fit is less accurate than the intrinsic map (FAUST_r +0.12, TOSCA_r +0.35 on
-   development pairs when every spectral map is polished), hence the gate. Measured in ``docs/matching.md``
-   (fourteenth session).
+   development pairs when every spectral map is polished), hence the gate. Measurements:
+   ``docs/notes/matching-development.md``.
 """
 
 from __future__ import annotations
