@@ -1,12 +1,25 @@
 """L4: dense correspondence: spectral descriptors, functional maps, point-to-point maps, ZoomOut, entropic
-refinement, extrinsic alignment (principal axes, smooth non-rigid ICP) and the training-free matching pipeline
-(:func:`match`).
+refinement, extrinsic alignment (principal axes, smooth non-rigid ICP), the training-free matching pipeline
+(:func:`match`) and the differentiable deep-functional-map layer with soft point maps
+(:mod:`~geomot.correspondence.deep`).
 
 Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions on shape 1 to shape 2,
 ``p2p_21`` gives for each vertex of shape 2 its match on shape 1.
 """
 
 from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
+from geomot.correspondence.deep import (
+    FMAP_MASKS,
+    SOFT_MAP_COSTS,
+    SOFT_MAPS,
+    DeepFmapOutput,
+    DeepFunctionalMap,
+    FmapPair,
+    fmap_from_soft_map,
+    fmap_layer,
+    soft_map_sinkhorn,
+    soft_map_softmax,
+)
 from geomot.correspondence.descriptors import descriptor_scales, geodesic_ball_areas, hks, wks
 from geomot.correspondence.extrinsic import (
     ExtrinsicRefineResult,
@@ -33,9 +46,15 @@ from geomot.correspondence.refine import SinkhornZoomOutResult, sinkhorn_zoomout
 from geomot.correspondence.zoomout import ZoomOutResult, bijective_zoomout, fixed_size_iterations, zoomout
 
 __all__ = [
+    "FMAP_MASKS",
+    "SOFT_MAPS",
+    "SOFT_MAP_COSTS",
     "AnchorRefineResult",
     "AxiomaticFmap",
+    "DeepFmapOutput",
+    "DeepFunctionalMap",
     "ExtrinsicRefineResult",
+    "FmapPair",
     "MatchResult",
     "NonrigidICPResult",
     "SinkhornZoomOutResult",
@@ -49,6 +68,8 @@ __all__ = [
     "fmap_energy",
     "fmap_from_descriptors",
     "fmap_from_p2p",
+    "fmap_from_soft_map",
+    "fmap_layer",
     "frame_hypotheses",
     "geodesic_ball_areas",
     "hks",
@@ -64,6 +85,8 @@ __all__ = [
     "resolvent_mask",
     "sinkhorn_zoomout",
     "soft_fmap",
+    "soft_map_sinkhorn",
+    "soft_map_softmax",
     "wks",
     "zoomout",
 ]
