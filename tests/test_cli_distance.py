@@ -117,3 +117,19 @@ def test_help_is_plain_text():
     for text in texts:
         assert "``" not in text and ":func:" not in text and ":class:" not in text and ":mod:" not in text, text
     assert plain_text("see :func:`geomot.load`, ``x`` and **y**") == "see geomot.load, x and y"
+
+
+def test_sinkhorn_distance_is_within_one_percent_of_a_converged_float64_solve():
+    """The CLI's Sinkhorn (float32, value-based stop) against marginal convergence in float64 on the same atoms."""
+    from geomot.cli.distance import _extent
+    from geomot.losses.sinkhorn import sinkhorn_divergence
+    from geomot.structures import mesh_to_measure
+
+    v, f = icosphere(2)
+    a, b = Mesh(v, f), Mesh(v * torch.tensor([1.3, 1.0, 0.8], dtype=v.dtype) + 0.1, f)
+    got = compute_distance(a, b, loss="sinkhorn", max_atoms=0)
+    ma, mb = mesh_to_measure(a, "varifold"), mesh_to_measure(b, "varifold")
+    ref = sinkhorn_divergence(ma.to(torch.float64), mb.to(torch.float64), eps=(0.05 * _extent(mb)) ** 2, tol=1e-7,
+                              max_iter=20000)
+    assert isinstance(got, float)
+    assert got == pytest.approx(float(ref), rel=1e-2)

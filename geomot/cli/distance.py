@@ -80,8 +80,10 @@ DISTANCES.add("ebsw", lambda a, b, o: energy_based_sliced_wasserstein(
     a, b, n_projections=o.n_projections, **_common(o)))
 DISTANCES.add("varifold", lambda a, b, o: varifold_distance(  # needs 6-D varifold measures; sigma = 10% of b's extent
     a, b, sigma=0.1 * _extent(b), reduction=o.reduction))
-DISTANCES.add("sinkhorn", lambda a, b, o: sinkhorn_divergence(  # debiased, eps = (5% of b's extent)^2; marginals
-    a, b, eps=(0.05 * _extent(b)) ** 2, tol=1e-4, reduction=o.reduction))  # to 1e-4: the value to ~1e-8
+DISTANCES.add("sinkhorn", lambda a, b, o: sinkhorn_divergence(  # debiased, eps = (5% of b's extent)^2, stopped when
+    # the value settles (rtol 1e-4); in float32: 5-8x faster than float64 on a CPU, and its ~0.5% difference (two
+    # FAUST meshes) is below the sampling error of the --max-atoms estimate (0.5% between two draws)
+    a.to(torch.float32), b.to(torch.float32), eps=(0.05 * _extent(b)) ** 2, reduction=o.reduction).double())
 DISTANCES.add("chamfer", lambda a, b, o: chamfer_distance(
     a.support[..., :3], b.support[..., :3], x_lengths=a.lengths, y_lengths=b.lengths, reduction=o.reduction))
 
