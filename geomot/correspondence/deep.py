@@ -37,7 +37,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from geomot._core.batch import mask_from_lengths
-from geomot._core.checks import check_finite, check_float_tensor, check_int, check_lengths, check_positive, describe
+from geomot._core.checks import (
+    check_finite,
+    check_float_tensor,
+    check_int,
+    check_lengths,
+    check_positive,
+    check_weights,
+    describe,
+)
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.registry import Registry
 from geomot.correspondence.fmaps import project, regularized_fmap
@@ -332,8 +340,11 @@ def _sinkhorn_potentials(s1: _Side, s2: _Side, *, eps, cost, max_iter, tol, grad
     weights ``(log a (B, V2), log b (B, V1))`` of the balanced entropic plan
     ``P_ji = a_j b_i exp((f_j + g_i - C_ji) / eps)``."""
     f1, f2 = s1.tensors[0], s2.tensors[0]
-    w1 = s1.tensors[1] if len(s1.tensors) > 1 else s1.mask.to(f1.dtype)
-    w2 = s2.tensors[1] if len(s2.tensors) > 1 else s2.mask.to(f2.dtype)
+    w1, w2 = s1.mask.to(f1.dtype), s2.mask.to(f2.dtype)
+    if len(s1.tensors) > 1:
+        w1 = check_weights(s1.tensors[1], "weights_1", shape=tuple(w1.shape), mask=s1.mask)
+    if len(s2.tensors) > 1:
+        w2 = check_weights(s2.tensors[1], "weights_2", shape=tuple(w2.shape), mask=s2.mask)
     pair = (s2.mask[:, :, None] & s1.mask[:, None, :]).to(f1.dtype)
     c = SOFT_MAP_COSTS.get(cost, arg="cost")(f1, f2, pair)
     # the padded cost stays finite (sinkhorn_from_cost ignores it beyond the lengths)

@@ -90,10 +90,10 @@ def _batched(x: object, name: str, *, batched: bool, rank: int, like: torch.Tens
 
 
 def _expect(t: torch.Tensor, name: str, want: tuple[int | None, ...], given: object, batched: bool) -> None:
-    """Raise unless ``t.shape`` matches ``want`` (None: any size)."""
+    """Raise unless ``t.shape`` matches ``want`` (None: any number of vertices, shown as ``V``)."""
     if len(want) != t.dim() or any(w is not None and w != n for w, n in zip(want, t.shape)):
-        shown = tuple("*" if w is None else w for w in (want if batched else want[1:]))
-        raise ShapeError(f"{name}: expected shape {shown}, got {tuple(given.shape)}")  # type: ignore[attr-defined]
+        shown = ", ".join("V" if w is None else str(w) for w in (want if batched else want[1:]))
+        raise ShapeError(f"{name}: expected shape ({shown}), got {tuple(given.shape)}")  # type: ignore[attr-defined]
 
 
 def _masked(t: torch.Tensor, name: str, *lengths: torch.Tensor) -> torch.Tensor:
