@@ -25,21 +25,33 @@ from geomot.ops.geometry import (
 )
 from geomot.ops.knn import KNNResult, knn_gather, knn_points
 from geomot.ops.laplacian import cotangent_laplacian, cotangent_weights, uniform_laplacian
+from geomot.ops.operators import (
+    DiffusionBatch,
+    DiffusionOperators,
+    batch_operators,
+    diffusion_operators,
+    spatial_gradient,
+    tangent_frames,
+)
 from geomot.ops.sampling import SurfaceSamples, farthest_point_sampling, sample_surface
 from geomot.ops.spectral import LAPLACIANS, SpectralBasis, laplacian_and_mass, non_manifold_edges, spectral_basis
 
 __all__ = [
     "DIRECTIONS",
     "LAPLACIANS",
+    "DiffusionBatch",
+    "DiffusionOperators",
     "KNNResult",
     "RigidTransform",
     "SpectralBasis",
     "SurfaceSamples",
+    "batch_operators",
     "boundary_loops",
     "center_and_scale",
     "corresponding_points_alignment",
     "cotangent_laplacian",
     "cotangent_weights",
+    "diffusion_operators",
     "edges",
     "face_areas",
     "face_areas_normals",
@@ -56,8 +68,10 @@ __all__ = [
     "remove_unreferenced_vertices",
     "sample_surface",
     "sample_vmf",
+    "spatial_gradient",
     "spectral_basis",
     "sphere_directions",
+    "tangent_frames",
     "total_area",
     "uniform_laplacian",
     "vertex_areas",
