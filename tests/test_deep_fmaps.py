@@ -435,6 +435,12 @@ def test_nan_raises_with_checks_and_propagates_without():
     c_nan[0, 0] = float("nan")
     with pytest.raises(ValidationError, match="fmap_12: contains 1 NaN"):
         orthogonality_loss(c_nan)
+    pi_nan = torch.full((6, 7), 1 / 7, dtype=DT)
+    pi_nan[3, 4] = float("nan")
+    with pytest.raises(ValidationError, match="soft_map_21: contains 1 NaN"):
+        coupling_loss(c, pi_nan, t["phi1"], t["phi2"], t["m2"])
+    with pytest.raises(ValidationError, match="soft_map_21: contains 1 NaN"):
+        sw_alignment_loss(t["f1"], t["f2"], pi_nan)
     with geomot.data_checks(False):
         out = fmap_layer(*args)
         assert torch.isnan(out.fmap_12).all() and torch.isnan(out.fmap_21).all()

@@ -31,7 +31,15 @@ import torch
 from torch import nn
 
 from geomot._core.batch import mask_from_lengths
-from geomot._core.checks import check_finite, check_float_tensor, check_int, check_lengths, check_positive, describe
+from geomot._core.checks import (
+    check_finite,
+    check_float_tensor,
+    check_int,
+    check_lengths,
+    check_positive,
+    data_checks_enabled,
+    describe,
+)
 from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.reduction import check_reduction, reduce
 from geomot.losses.sliced import make_directions, sliced_wasserstein
@@ -96,16 +104,30 @@ def _expect(t: torch.Tensor, name: str, want: tuple[int | None, ...], given: obj
         raise ShapeError(f"{name}: expected shape ({shown}), got {tuple(given.shape)}")  # type: ignore[attr-defined]
 
 
-def _masked(t: torch.Tensor, name: str, *lengths: torch.Tensor) -> torch.Tensor:
-    """Zero the entries beyond ``lengths[0]`` along dim 1 (and ``lengths[1]`` along dim 2), then check the values."""
+def _masked(t: torch.Tensor, name: str, *lengths: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Zero the entries beyond ``lengths[0]`` along dim 1 (and ``lengths[1]`` along dim 2), then check the values
+    (``check=False``: the caller checks them, see :func:`_apply_map`)."""
     keep = None
     for axis, ln in enumerate(lengths, start=1):
+        if not bool((ln != t.shape[axis]).any()):
+            continue
         m = mask_from_lengths(ln, t.shape[axis])
         m = m.view(t.shape[0], *([1] * (axis - 1)), t.shape[axis], *([1] * (t.dim() - axis - 1)))
         keep = m if keep is None else keep & m
-    if keep is not None and not bool(keep.all()):
+    if keep is not None:
         t = torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
-    return check_finite(t, name)
+    return check_finite(t, name) if check else t
+
+
+def _apply_map(pi: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``pi @ x`` for a soft map ``pi (B, R, C)`` and finite ``x (B, C, c)``. The value check of ``pi`` is done on
+    the product, ``c / R`` times smaller: a NaN/Inf entry of ``pi`` makes its row of the product non-finite (IEEE:
+    ``NaN * 0 = inf * 0 = NaN``), and only then is ``pi`` itself scanned, to name it."""
+    out = pi @ x
+    if data_checks_enabled() and not bool(torch.isfinite(out).all()):
+        check_finite(pi, name)
+        raise ValidationError(f"{name}: applying it to finite values overflowed (shape {tuple(pi.shape)})")
+    return out
 
 
 def _lengths(lengths: torch.Tensor | None, name: str, *, batch: int, size: int, batched: bool, device) -> torch.Tensor:
@@ -204,9 +226,11 @@ def laplacian_commutativity_loss(
 # -- coupling of functional and soft point maps ----------------------------------------------------------------------
 
 
-def _induced(pi: torch.Tensor, phi_src: torch.Tensor, phi_dst: torch.Tensor, mass_dst: torch.Tensor) -> torch.Tensor:
+def _induced(
+    pi: torch.Tensor, phi_src: torch.Tensor, phi_dst: torch.Tensor, mass_dst: torch.Tensor, name: str
+) -> torch.Tensor:
     """``Phi_dst^T M_dst Pi Phi_src`` ``(B, k_dst, k_src)``."""
-    return phi_dst.transpose(-1, -2) @ (mass_dst[..., None] * (pi @ phi_src))
+    return phi_dst.transpose(-1, -2) @ (mass_dst[..., None] * _apply_map(pi, phi_src, name))
 
 
 def coupling_loss(
@@ -258,15 +282,15 @@ def coupling_loss(
     p21 = _batched(soft_map_21, "soft_map_21", batched=batched, rank=3, like=c12)
     _expect(p21, "soft_map_21", (bsz, v2, v1), soft_map_21, batched)
     phi1, phi2 = _masked(phi1, "evecs_1", l1), _masked(phi2, "evecs_2", l2)
-    m2, p21 = _masked(m2, "mass_2", l2), _masked(p21, "soft_map_21", l2, l1)
-    value = (c12 - _induced(p21, phi1, phi2, m2)).square().sum((-2, -1))
+    m2, p21 = _masked(m2, "mass_2", l2), _masked(p21, "soft_map_21", l2, l1, check=False)
+    value = (c12 - _induced(p21, phi1, phi2, m2, "soft_map_21")).square().sum((-2, -1))
     if c21 is not None:
         m1 = _batched(mass_1, "mass_1", batched=batched, rank=2, like=c12)
         _expect(m1, "mass_1", (bsz, v1), mass_1, batched)
         p12 = _batched(soft_map_12, "soft_map_12", batched=batched, rank=3, like=c12)
         _expect(p12, "soft_map_12", (bsz, v1, v2), soft_map_12, batched)
-        m1, p12 = _masked(m1, "mass_1", l1), _masked(p12, "soft_map_12", l1, l2)
-        value = value + (c21 - _induced(p12, phi2, phi1, m1)).square().sum((-2, -1))
+        m1, p12 = _masked(m1, "mass_1", l1), _masked(p12, "soft_map_12", l1, l2, check=False)
+        value = value + (c21 - _induced(p12, phi2, phi1, m1, "soft_map_12")).square().sum((-2, -1))
     return reduce(value, reduction, batched=batched)
 
 
@@ -326,15 +350,18 @@ def sw_alignment_loss(
         _expect(p12, "soft_map_12", (bsz, v1, v2), soft_map_12, batched)
     l1 = _lengths(lengths_1, "lengths_1", batch=bsz, size=v1, batched=batched, device=f1.device)
     l2 = _lengths(lengths_2, "lengths_2", batch=bsz, size=v2, batched=batched, device=f1.device)
-    f1, f2, p21 = _masked(f1, "feat_1", l1), _masked(f2, "feat_2", l2), _masked(p21, "soft_map_21", l2, l1)
+    f1, f2 = _masked(f1, "feat_1", l1), _masked(f2, "feat_2", l2)
+    p21 = _masked(p21, "soft_map_21", l2, l1, check=False)
     theta = make_directions(None, n_projections, d, batch=bsz, generator=generator, dtype=f1.dtype,
                             device=f1.device).T  # (d, L)
     lens = {} if lengths_1 is None and lengths_2 is None else {"x_lengths": l2, "y_lengths": l2}
-    value = sliced_wasserstein(f2, p21 @ f1, p=p, projections=theta, reduction="none", **lens)
+    value = sliced_wasserstein(f2, _apply_map(p21, f1, "soft_map_21"), p=p, projections=theta, reduction="none",
+                               **lens)
     if p12 is not None:
-        p12 = _masked(p12, "soft_map_12", l1, l2)
+        p12 = _masked(p12, "soft_map_12", l1, l2, check=False)
         lens = {} if not lens else {"x_lengths": l1, "y_lengths": l1}
-        value = value + sliced_wasserstein(f1, p12 @ f2, p=p, projections=theta, reduction="none", **lens)
+        value = value + sliced_wasserstein(f1, _apply_map(p12, f2, "soft_map_12"), p=p, projections=theta,
+                                           reduction="none", **lens)
     return reduce(value, reduction, batched=batched)
 
 
