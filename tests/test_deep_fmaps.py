@@ -4,6 +4,7 @@ and zeros of the losses, gradcheck in float64, NaN propagation and the error mes
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from geomot.correspondence import (
     soft_map_softmax,
     wks,
 )
+from geomot.correspondence.deep import _SOFT_DEFAULTS
 from geomot.io.synthetic import bumpy_sphere
 from geomot.losses import (
     UnsupervisedFmapLoss,
@@ -337,6 +339,10 @@ def test_deep_functional_map_module_matches_the_functions(iso):
     one_way = DeepFunctionalMap(bidirectional=False)(*_layer_args(s1, s2))
     assert one_way.fmap_21 is None and one_way.soft_map_12 is None
     assert "lambda_=10.0" in repr(DeepFunctionalMap(lambda_=10.0))
+    # the shell's soft-map defaults are the functions' own
+    for kind, fn in (("softmax", soft_map_softmax), ("sinkhorn", soft_map_sinkhorn)):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in _SOFT_DEFAULTS[kind]} == _SOFT_DEFAULTS[kind]
 
 
 # -- gradients ---------------------------------------------------------------------------------------------------------

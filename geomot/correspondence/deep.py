@@ -485,18 +485,22 @@ def fmap_from_soft_map(
 SOFT_MAPS: Registry[Callable[..., torch.Tensor]] = Registry("soft map")
 SOFT_MAPS.add("softmax", soft_map_softmax)
 SOFT_MAPS.add("sinkhorn", soft_map_sinkhorn)
-_SOFT_SETTINGS = {"softmax": {"tau", "normalize"}, "sinkhorn": {"eps", "cost", "max_iter", "tol", "grad", "warn"}}
+# the keyword settings of each soft map and their defaults (those of the functions' signatures)
+_SOFT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "softmax": {"tau": 0.07, "normalize": True},
+    "sinkhorn": {"eps": 0.07, "cost": "cosine", "max_iter": 100, "tol": 1e-4, "grad": "envelope", "warn": True},
+}
 
 
 def _soft_map_pair(kind: str, s1: _Side, s2: _Side, options: dict[str, Any], *, both: bool):
     """``(soft_map_21, soft_map_12 or None)`` from one similarity matrix or one Sinkhorn solve."""
+    opts = {**_SOFT_DEFAULTS[kind], **options}
     if kind == "softmax":
-        tau = check_positive(options.get("tau", 0.07), "tau")
-        logits = _softmax_logits(s1.tensors[0], s2.tensors[0], tau, options.get("normalize", True))
+        tau = check_positive(opts["tau"], "tau")
+        logits = _softmax_logits(s1.tensors[0], s2.tensors[0], tau, opts["normalize"])
         p21 = _masked_softmax(logits, s2, s1)
         p12 = _masked_softmax(logits, s1, s2, transposed=True) if both else None
         return p21, p12
-    opts = {"eps": 0.07, "cost": "cosine", "max_iter": 100, "tol": 1e-4, "grad": "envelope", "warn": True, **options}
     eps = _check_sinkhorn_settings(opts["eps"], opts["cost"], opts["max_iter"], opts["tol"], opts["grad"])
     c, f, g, log_a, log_b = _sinkhorn_potentials(s1, s2, eps=eps, cost=opts["cost"], max_iter=opts["max_iter"],
                                                  tol=opts["tol"], grad=opts["grad"], warn=opts["warn"])
@@ -542,14 +546,15 @@ class DeepFunctionalMap(nn.Module):
         _check_fmap_settings(lambda_, gamma, mask)
         SOFT_MAPS.get(soft_map, arg="soft_map")
         options = dict(soft_map_options or {})
-        unknown = sorted(set(options) - _SOFT_SETTINGS[soft_map])
+        valid = _SOFT_DEFAULTS[soft_map]
+        unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValidationError(f"soft_map_options: unknown setting(s) {', '.join(map(repr, unknown))} for "
-                                  f"soft_map={soft_map!r}; valid: {', '.join(sorted(_SOFT_SETTINGS[soft_map]))}")
+                                  f"soft_map={soft_map!r}; valid: {', '.join(sorted(valid))}")
+        o = {**valid, **options}
         if soft_map == "softmax":
-            check_positive(options.get("tau", 0.07), "tau")
+            check_positive(o["tau"], "tau")
         else:
-            o = {"eps": 0.07, "cost": "cosine", "max_iter": 100, "tol": 1e-4, "grad": "envelope", **options}
             _check_sinkhorn_settings(o["eps"], o["cost"], o["max_iter"], o["tol"], o["grad"])
         if mass_marginals and soft_map != "sinkhorn":
             raise ValidationError("mass_marginals: only used with soft_map='sinkhorn'")
