@@ -1,0 +1,291 @@
+"""The learned matcher: DiffusionNet features -> deep functional maps -> soft point maps.
+
+``DeepMatcher`` is the network of unsupervised deep functional maps as in ULRSSM (Cao, Roetzer & Bernard,
+"Unsupervised Learning of Robust Spectral Shape Matching", SIGGRAPH 2023) and in Le et al. ("Integrating Efficient
+Optimal Transport and Functional Maps For Unsupervised Shape Correspondence Learning", CVPR 2024): a shared
+:class:`~geomot.models.DiffusionNet` maps the input features of each shape (WKS or centred XYZ) to per-vertex
+features ``F_1, F_2``; :class:`~geomot.correspondence.DeepFunctionalMap` turns them into the regularised functional
+maps ``C_12, C_21`` on the first ``k_fmap`` eigenfunctions and the soft point maps ``Pi_21, Pi_12`` (row softmax of
+the cosine similarity at temperature ``tau``). The unsupervised loss of :func:`geomot.losses.unsupervised_fmap_loss`
+is computed from these outputs by the trainer (:mod:`geomot.train.matcher`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from geomot._core.checks import check_int, check_positive
+from geomot._core.errors import ValidationError
+from geomot.correspondence.deep import DeepFmapOutput, DeepFunctionalMap
+from geomot.correspondence.p2p import fmap_from_p2p, knn_indices
+from geomot.correspondence.pipeline import MatchResult, _as_shape, _unit_area
+from geomot.correspondence.zoomout import zoomout
+from geomot.losses.fmap import unsupervised_fmap_loss
+from geomot.models.diffusionnet import DiffusionNet, wks_input, xyz_input
+from geomot.ops.operators import DiffusionBatch, DiffusionOperators, batch_operators, diffusion_operators
+from geomot.ops.sampling import farthest_point_sampling
+
+__all__ = ["MATCHER_INPUTS", "DeepMatcher", "MatcherOutput", "PreparedShape", "prepare_shape"]
+
+#: input features of the matcher: name -> number of channels given the settings
+MATCHER_INPUTS = ("wks", "xyz")
+
+
+class PreparedShape(NamedTuple):
+    """A shape as the matcher reads it.
+
+    Attributes:
+        verts: ``(V, 3)`` float64, scaled to unit total area (meshes) or unit mean squared radius about the centroid
+            (point clouds), so that learned diffusion times mean the same on every shape.
+        faces: ``(F, 3)`` int64 or None.
+        operators: its :class:`~geomot.ops.operators.DiffusionOperators` (float64, CPU).
+        device: the device the shape's vertices came on (results are returned there).
+    """
+
+    verts: torch.Tensor
+    faces: torch.Tensor | None
+    operators: DiffusionOperators
+    device: torch.device
+
+
+def prepare_shape(shape: Any, *, k_eig: int, cache_dir: str | os.PathLike | None = None,
+                  name: str = "shape") -> PreparedShape:
+    """Normalise the scale of ``shape`` and compute its DiffusionNet operators (cached in ``cache_dir``).
+
+    Args:
+        shape: ``Mesh``, ``PointCloud``, ``(verts, faces)`` or ``(V, 3)`` tensor.
+        k_eig: eigenpairs to compute (at least the model's ``k_eig``).
+        cache_dir: opt-in on-disk cache of the operators (:func:`geomot.ops.operators.diffusion_operators`).
+        name: the argument's name in error messages.
+    """
+    v, f, device = _as_shape(shape, name)
+    if v.shape[0] < k_eig:
+        raise ValidationError(f"{name}: {v.shape[0]} vertices, fewer than the k_eig={k_eig} eigenpairs the matcher "
+                              "uses; give a finer shape or a model with a smaller k_eig")
+    v = _unit_area(v, f)
+    return PreparedShape(v, f, diffusion_operators(v, f, k_eig=k_eig, cache_dir=cache_dir), device)
+
+
+class MatcherOutput(NamedTuple):
+    """Result of :meth:`DeepMatcher.forward`.
+
+    Attributes:
+        feat_1, feat_2: ``(B, V1, C)`` / ``(B, V2, C)`` per-vertex features (zero on padding).
+        fmaps: the :class:`~geomot.correspondence.deep.DeepFmapOutput` (``fmap_12 (B, k, k)``, ``fmap_21``,
+            ``soft_map_21 (B, V2, V1)``, ``soft_map_12 (B, V1, V2)``).
+    """
+
+    feat_1: torch.Tensor
+    feat_2: torch.Tensor
+    fmaps: DeepFmapOutput
+
+
+class DeepMatcher(nn.Module):
+    """DiffusionNet features and the deep functional-map block (see the module docstring).
+
+    Args:
+        input: ``"wks"`` (wave kernel signatures, invariant to rigid motions: the default) or ``"xyz"``.
+        n_wks: WKS energies (input channels with ``input="wks"``; ULRSSM: 128).
+        out_channels: feature channels (ULRSSM: 256).
+        width, n_blocks, k_eig, dropout: DiffusionNet's settings (Sharp et al. 2022: 128, 4, 128).
+        k_fmap: eigenfunctions of the functional maps (``<= k_eig`` of the operators).
+        lambda_, gamma: the regularised solve's weight and resolvent exponent (ULRSSM: 100, 0.5).
+        tau: temperature of the soft point maps (ULRSSM: 0.07).
+        generator: source of the initial weights.
+
+    Shapes:
+        ``forward(ops_1: DiffusionBatch, ops_2: DiffusionBatch, verts_1=None, verts_2=None) -> MatcherOutput``;
+        ``verts_*`` ``(B, V, 3)`` are needed with ``input="xyz"`` only.
+    """
+
+    def __init__(
+        self,
+        *,
+        input: str = "wks",
+        n_wks: int = 128,
+        out_channels: int = 256,
+        width: int = 128,
+        n_blocks: int = 4,
+        k_eig: int = 128,
+        dropout: float = 0.5,
+        k_fmap: int = 50,
+        lambda_: float = 100.0,
+        gamma: float = 0.5,
+        tau: float = 0.07,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if input not in MATCHER_INPUTS:
+            raise ValidationError(f"input: unknown input features {input!r}; valid: {', '.join(MATCHER_INPUTS)}")
+        if not isinstance(k_fmap, int) or isinstance(k_fmap, bool) or not 1 <= k_fmap <= k_eig:
+            raise ValidationError(f"k_fmap: expected an integer in [1, k_eig={k_eig}], got {k_fmap!r}")
+        self.input, self.n_wks, self.k_fmap = input, int(n_wks), int(k_fmap)
+        self._settings = {"input": input, "n_wks": self.n_wks, "out_channels": out_channels, "width": width,
+                          "n_blocks": n_blocks, "k_eig": k_eig, "dropout": dropout, "k_fmap": self.k_fmap,
+                          "lambda_": float(lambda_), "gamma": float(gamma), "tau": float(tau)}
+        in_channels = self.n_wks if input == "wks" else 3
+        self.features = DiffusionNet(in_channels, out_channels, width=width, n_blocks=n_blocks, k_eig=k_eig,
+                                     dropout=dropout, generator=generator)
+        self.fmap = DeepFunctionalMap(lambda_=lambda_, gamma=gamma, soft_map="softmax",
+                                      soft_map_options={"tau": tau})
+
+    @property
+    def k_eig(self) -> int:
+        return self.features.k_eig
+
+    def input_features(self, ops: DiffusionBatch, verts: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, V, C_in)`` input of the feature network: WKS of the operators, or centred ``verts``."""
+        if self.input == "wks":
+            return wks_input(ops, n_scales=self.n_wks)
+        if verts is None:
+            raise ValidationError("verts: required by a matcher with input='xyz'")
+        return xyz_input(verts, ops)
+
+    def extract(self, ops: DiffusionBatch, verts: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, V, C)`` per-vertex features of a batch of shapes."""
+        return self.features(self.input_features(ops, verts), ops)
+
+    def forward(self, ops_1: DiffusionBatch, ops_2: DiffusionBatch, verts_1: torch.Tensor | None = None,
+                verts_2: torch.Tensor | None = None) -> MatcherOutput:
+        f1, f2 = self.extract(ops_1, verts_1), self.extract(ops_2, verts_2)
+        k = self.k_fmap
+        out = self.fmap(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
+                        ops_1.evals[..., :k], ops_2.evals[..., :k], lengths_1=ops_1.lengths, lengths_2=ops_2.lengths)
+        return MatcherOutput(f1, f2, out)
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments (without ``generator``), as written into checkpoints."""
+        return dict(self._settings)
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    def adapt(self, target: PreparedShape, source: PreparedShape, *, steps: int, lr: float = 1e-3,
+              generator: torch.Generator | None = None, **loss_weights: float) -> list[float]:
+        """Test-time adaptation: ``steps`` Adam steps of the unsupervised loss on the pair, with the soft maps of
+        log-domain Sinkhorn (``eps = tau``, cosine cost: the balanced version of the training soft map).
+
+        The weights are changed in place (:meth:`match` restores them afterwards). Returns the loss of each step.
+        """
+        param = next(self.parameters())
+        ops_1 = batch_operators([target.operators], dtype=param.dtype, device=param.device)
+        ops_2 = batch_operators([source.operators], dtype=param.dtype, device=param.device)
+        v1 = target.verts.to(param.device, param.dtype)[None]
+        v2 = source.verts.to(param.device, param.dtype)[None]
+        fm = DeepFunctionalMap(lambda_=self._settings["lambda_"], gamma=self._settings["gamma"], soft_map="sinkhorn",
+                               soft_map_options={"eps": self._settings["tau"], "warn": False})
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        k = self.k_fmap
+        losses = []
+        was_training = self.training
+        self.eval()  # no dropout: adapt the features the map is read from
+        try:
+            for _ in range(steps):
+                with torch.enable_grad():
+                    f1, f2 = self.extract(ops_1, v1), self.extract(ops_2, v2)
+                    out = fm(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
+                             ops_1.evals[..., :k], ops_2.evals[..., :k])
+                    loss = unsupervised_fmap_loss(
+                        out.fmap_12, out.fmap_21, soft_map_21=out.soft_map_21, soft_map_12=out.soft_map_12,
+                        feat_1=f1, feat_2=f2, evecs_1=ops_1.evecs[..., :k], evecs_2=ops_2.evecs[..., :k],
+                        mass_1=ops_1.mass, mass_2=ops_2.mass, evals_1=ops_1.evals[..., :k],
+                        evals_2=ops_2.evals[..., :k], generator=generator, **loss_weights).total
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                losses.append(float(loss.detach()))
+        finally:
+            self.train(was_training)
+        return losses
+
+    @torch.no_grad()
+    def match(
+        self,
+        source: Any,
+        target: Any,
+        *,
+        refine: str = "zoomout",
+        k_final: int | None = None,
+        step: int = 4,
+        n_samples: int = 1000,
+        adapt_steps: int = 0,
+        adapt_lr: float = 1e-3,
+        cache_dir: str | os.PathLike | None = None,
+        generator: torch.Generator | None = None,
+        **loss_weights: float,
+    ) -> MatchResult:
+        """Dense correspondence with the learned features: ``p2p_21`` for every source vertex.
+
+        ``p2p_21[j] = argmax_i cos(F_2[j], F_1[i])`` (shape 1 is the target, shape 2 the source), its functional
+        map ``fmap_12 = Phi_2^T M_2 Phi_1[p2p_21]`` on ``k_fmap`` eigenfunctions, then ZoomOut (Melzi et al. 2019)
+        up to ``k_final`` eigenfunctions (``refine="zoomout"``; ``"none"`` keeps the feature map). With
+        ``adapt_steps > 0`` the network is first adapted to the pair (:meth:`adapt`) and its weights are restored
+        afterwards.
+
+        Args:
+            source, target: ``Mesh``, ``PointCloud``, ``(verts, faces)`` or ``(V, 3)`` tensor, each with at least
+                ``k_eig`` vertices.
+            refine: ``"zoomout"`` or ``"none"``.
+            k_final: ZoomOut's final size (default: the model's ``k_eig``).
+            step: ZoomOut's increase of the basis size per iteration.
+            n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps (the last map
+                is computed on every vertex).
+            adapt_steps, adapt_lr: test-time adaptation steps and learning rate (0: none).
+            cache_dir: opt-in cache of the operators.
+            generator: random directions of the adaptation's sliced-Wasserstein term.
+            loss_weights: weights of the adaptation loss (:func:`geomot.losses.unsupervised_fmap_loss`).
+
+        Returns:
+            :class:`geomot.correspondence.MatchResult` (``orientation_ratio`` is NaN: not computed here).
+        """
+        if refine not in ("zoomout", "none"):
+            raise ValidationError(f"refine: expected 'zoomout' or 'none', got {refine!r}")
+        check_int(adapt_steps, "adapt_steps", at_least=0)
+        check_positive(adapt_lr, "adapt_lr")
+        k_final = self.k_eig if k_final is None else check_int(k_final, "k_final", at_least=self.k_fmap)
+        if k_final > self.k_eig:
+            raise ValidationError(f"k_final: at most the model's k_eig={self.k_eig}, got {k_final}")
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        tgt = prepare_shape(target, k_eig=self.k_eig, cache_dir=cache_dir, name="target")
+        src = prepare_shape(source, k_eig=self.k_eig, cache_dir=cache_dir, name="source")
+        times["basis"] = time.perf_counter() - t0
+        saved = copy.deepcopy(self.state_dict()) if adapt_steps else None
+        try:
+            if adapt_steps:
+                t1 = time.perf_counter()
+                self.adapt(tgt, src, steps=adapt_steps, lr=adapt_lr, generator=generator, **loss_weights)
+                times["adapt"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            was_training = self.training
+            self.eval()
+            param = next(self.parameters())
+            f1 = self.extract(batch_operators([tgt.operators], dtype=param.dtype, device=param.device),
+                              tgt.verts.to(param.device, param.dtype)[None])[0]
+            f2 = self.extract(batch_operators([src.operators], dtype=param.dtype, device=param.device),
+                              src.verts.to(param.device, param.dtype)[None])[0]
+            self.train(was_training)
+        finally:
+            if saved is not None:
+                self.load_state_dict(saved)
+        f1 = nn.functional.normalize(f1.double().cpu(), dim=-1)
+        f2 = nn.functional.normalize(f2.double().cpu(), dim=-1)
+        p2p_21 = knn_indices(f2, f1)
+        e1, e2 = tgt.operators.evecs, src.operators.evecs
+        k = self.k_fmap
+        fmap_12 = fmap_from_p2p(p2p_21, e1[:, :k], e2[:, :k], mass2=src.operators.mass)
+        times["init"] = time.perf_counter() - t1
+        if refine == "zoomout" and k_final > k:
+            t1 = time.perf_counter()
+            samples = None
+            if n_samples and e2.shape[0] > n_samples:
+                samples = farthest_point_sampling(src.verts, n_samples, start=0)
+            res = zoomout(fmap_12, e1[:, :k_final], e2[:, :k_final], k_final=k_final, step=step, samples2=samples)
+            p2p_21, fmap_12 = res.p2p_21, res.fmap_12
+            times["refine"] = time.perf_counter() - t1
+        times["total"] = time.perf_counter() - t0
+        return MatchResult(p2p_21.to(src.device), fmap_12.to(src.device), float("nan"), times)

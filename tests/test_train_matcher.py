@@ -1,0 +1,172 @@
+"""The learned matcher: training on generated shapes, exact resume, matching with a checkpoint, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from geomot._core.errors import FileFormatError, ValidationError
+from geomot.io import save
+from geomot.models.matcher import DeepMatcher
+from geomot.ops.simplify import decimate
+from geomot.structures import Mesh
+from geomot.train.autoencoder import AutoencoderConfig, train_autoencoder
+from geomot.train.matcher import MatcherConfig, ShapePairDataset, load_matcher, train_matcher
+
+from .conftest import icosphere
+
+
+def bumpy(seed: int, subdiv: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """An asymmetric blob: an icosphere with smooth radial bumps of random phases (no symmetry to confuse a map)."""
+    v, f = icosphere(subdiv)
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(4, generator=g, dtype=v.dtype) * 2 * math.pi
+    r = 1 + 0.25 * torch.sin(2 * v[:, 0] + a[0]) * torch.cos(3 * v[:, 1] + a[1]) + 0.15 * torch.sin(4 * v[:, 2] + a[2])
+    return v * r[:, None] * torch.tensor([1.4, 1.0, 0.8], dtype=v.dtype), f
+
+
+SMALL = dict(k_eig=24, k_fmap=12, n_wks=16, width=16, out_channels=16, n_blocks=2, pairs_per_epoch=4,
+             n_projections=16, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    (root / "off").mkdir()
+    for i in range(4):
+        v, f = bumpy(i)
+        save(Mesh(v.float(), f), root / "off" / f"blob_{i}.off")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train_matcher([folder], out, config=MatcherConfig(**SMALL), epochs=2, progress=False)
+    return out
+
+
+def test_training_writes_checkpoint_log_and_operator_cache(run):
+    assert (run / "checkpoint.pt").is_file() and (run / "log.json").is_file()
+    assert len(list((run / "operators").glob("*.npz"))) == 4
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(folder, run, tmp_path):
+    import json
+
+    full = json.loads((run / "log.json").read_text())
+    train_matcher([folder], tmp_path, config=MatcherConfig(**SMALL), epochs=1, progress=False)
+    resumed = train_matcher([folder], tmp_path, config=MatcherConfig(**SMALL), epochs=2, resume=True, progress=False)
+    assert [e["epoch"] for e in resumed] == [1, 2]
+    assert resumed[1]["loss"] == pytest.approx(full[1]["loss"], rel=1e-6)
+
+
+def test_pairs_are_ordered_distinct_and_redrawn_each_epoch(folder):
+    from geomot.train.matcher import ShapeCollection
+
+    shapes = ShapeCollection([folder], k_eig=8, progress=False)
+    ds = ShapePairDataset(shapes, pairs_per_epoch=100, seed=3)
+    assert len(ds) == 12  # all 4 * 3 ordered pairs
+    assert sorted(map(tuple, ds.pairs)) == [(i, j) for i in range(4) for j in range(4) if i != j]
+    ds = ShapePairDataset(shapes, pairs_per_epoch=5, seed=3)
+    first = list(ds.pairs)
+    ds.set_epoch(1)
+    assert len(ds) == 5 and ds.pairs != first and all(i != j for i, j in ds.pairs)
+
+
+def test_match_with_a_checkpoint_recovers_a_permuted_copy(run):
+    """DiffusionNet is equivariant to vertex order, so a shape and a permuted copy get the same features."""
+    model, config = load_matcher(run)
+    assert config == MatcherConfig(**SMALL) and not model.training
+    v, f = bumpy(7)
+    perm = torch.randperm(v.shape[0], generator=torch.Generator().manual_seed(0))
+    res = model.match((v[perm], torch.argsort(perm)[f]), (v, f))
+    assert res.p2p_21.shape == (v.shape[0],) and res.p2p_21.dtype == torch.int64
+    assert (res.p2p_21 == perm).double().mean() > 0.95
+    assert set(res.timings) >= {"basis", "init", "refine", "total"}
+
+
+def test_adaptation_changes_nothing_after_the_call(run):
+    model, _ = load_matcher(run)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    v, f = bumpy(5)
+    w, g = bumpy(6)
+    res = model.match((v, f), (w, g), adapt_steps=2, generator=torch.Generator().manual_seed(0))
+    assert "adapt" in res.timings
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_adaptation_lowers_the_unsupervised_loss(run):
+    from geomot.models.matcher import prepare_shape
+
+    model, config = load_matcher(run)
+    a = prepare_shape(bumpy(5), k_eig=config.k_eig)
+    b = prepare_shape(bumpy(6), k_eig=config.k_eig)
+    losses = model.adapt(a, b, steps=6, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    assert losses[-1] < losses[0]
+
+
+def test_decimate_reaches_the_target_and_keeps_small_meshes():
+    v, f = icosphere(4)  # 2562 vertices
+    w, g = decimate(v, f, 500)
+    assert abs(w.shape[0] - 500) <= 10 and g.max() < w.shape[0] and w.dtype == v.dtype
+    assert decimate(v, f, 5000)[0] is v
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"k_fmap": 200}, "k_fmap: at most k_eig"),
+        ({"input": "shot"}, "input: unknown input features 'shot'"),
+        ({"max_vertices": 10}, "max_vertices: 0 .no decimation. or at least k_eig"),
+        ({"tau": 0.0}, "tau"),
+        ({"w_sw": -1.0}, "w_sw"),
+    ],
+)
+def test_bad_config_raises(settings, match):
+    with pytest.raises(ValidationError, match=match):
+        MatcherConfig(**settings)
+
+
+def test_bad_data_and_checkpoints_raise_and_overwrite_nothing(folder, run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileFormatError, match="no shape files in"):
+        train_matcher([empty], tmp_path / "r1", config=MatcherConfig(**SMALL), progress=False)
+    with pytest.raises(FileFormatError, match=r"--resume given but there is no checkpoint\.pt"):
+        train_matcher([folder], tmp_path / "r2", config=MatcherConfig(**SMALL), resume=True, progress=False)
+    coarse = tmp_path / "coarse"
+    coarse.mkdir()
+    for i in range(2):
+        v, f = icosphere(1)  # 42 vertices
+        save(Mesh(v.float() * (1 + i), f), coarse / f"c{i}.off")
+    with pytest.raises(ValidationError, match="42 vertices, fewer than the k_eig=64"):
+        train_matcher([coarse], tmp_path / "r3", config=MatcherConfig(**{**SMALL, "k_eig": 64}), progress=False)
+    good = (run / "checkpoint.pt").read_bytes()
+    (tmp_path / "trunc").mkdir()
+    (tmp_path / "trunc" / "checkpoint.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(FileFormatError, match="not a readable checkpoint"):
+        load_matcher(tmp_path / "trunc")
+    assert (run / "checkpoint.pt").read_bytes() == good
+    ae = tmp_path / "ae"
+    import numpy as np
+
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(8, 16, 3)).astype(np.float32))
+    train_autoencoder([tmp_path / "c.npy"], ae, config=AutoencoderConfig(n_points=16, latent_dim=4,
+                      encoder_widths=(8,), decoder_widths=(8,)), epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValidationError, match="a checkpoint of a 'autoencoder' model, expected 'matcher'"):
+        load_matcher(ae)
+
+
+def test_model_rejects_bad_settings_and_coarse_shapes():
+    with pytest.raises(ValidationError, match="k_fmap: expected an integer in"):
+        DeepMatcher(k_eig=16, k_fmap=32)
+    model = DeepMatcher(k_eig=64, k_fmap=8, width=8, n_wks=8, out_channels=8, n_blocks=1)
+    v, f = icosphere(1)
+    with pytest.raises(ValidationError, match="source: 42 vertices, fewer than the k_eig=64"):
+        model.match((v, f), bumpy(0))
+    with pytest.raises(ValidationError, match="refine: expected 'zoomout' or 'none'"):
+        model.match(bumpy(0), bumpy(1), refine="icp")
