@@ -169,7 +169,7 @@ def show(
 
     Raises:
         ShapeError / ValidationError: bad shapes, faces out of range, wrong scalars, an output folder that does
-        not exist or a wrong file suffix.
+            not exist or a wrong file suffix.
     """
     shapes = as_shapes(shape, faces)
     scene = shapes_scene(
