@@ -170,3 +170,33 @@ def test_model_rejects_bad_settings_and_coarse_shapes():
         model.match((v, f), bumpy(0))
     with pytest.raises(ValidationError, match="refine: expected 'zoomout' or 'none'"):
         model.match(bumpy(0), bumpy(1), refine="icp")
+
+
+def test_cli_trains_and_matches_with_the_checkpoint(folder, tmp_path, capsys):
+    import numpy as np
+
+    from geomot.cli import main
+
+    out = tmp_path / "cli_run"
+    assert main(["train", "matcher", "--data", str(folder), "--out", str(out), "--epochs", "1", "--k-eig", "24",
+                 "--k-fmap", "12", "--width", "16", "--blocks", "1", "--out-channels", "16",
+                 "--pairs-per-epoch", "2", "--quiet"]) == 0
+    assert '"epoch": 1' in capsys.readouterr().out
+    a, b = sorted((folder / "off").glob("*.off"))[:2]
+    assert main(["match", str(a), str(b), "--checkpoint", str(out), "--out", str(tmp_path / "p2p.txt"),
+                 "--adapt-steps", "1", "--quiet"]) == 0
+    p2p = np.loadtxt(tmp_path / "p2p.txt", dtype=np.int64)
+    assert p2p.shape == (642,) and p2p.min() >= 0 and p2p.max() < 642
+    assert main(["match", str(a), str(b), "--adapt-steps", "2", "--out", str(tmp_path / "x.txt"), "--quiet"]) == 2
+    assert "--adapt-steps: test-time adaptation needs a learned matcher" in capsys.readouterr().err
+
+
+def test_geomot_match_takes_a_model(run):
+    from geomot.correspondence import match
+
+    model, _ = load_matcher(run)
+    v, f = bumpy(3)
+    res = match((v, f), (v, f), model=model)
+    assert (res.p2p_21 == torch.arange(v.shape[0])).double().mean() > 0.95
+    with pytest.raises(ValidationError, match="model: expected a learned matcher with a match"):
+        match((v, f), (v, f), model=object())

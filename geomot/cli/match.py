@@ -1,4 +1,5 @@
-"""``geomot match SOURCE TARGET --out p2p.txt``: training-free dense correspondence between two shape files.
+"""``geomot match SOURCE TARGET --out p2p.txt [--checkpoint RUN_DIR]``: dense correspondence between two shape
+files, training-free or with a learned matcher.
 
 Writes one line per SOURCE vertex holding the 0-based index of its matched TARGET vertex (the ``p2p_21`` of
 :func:`geomot.correspondence.match`). With ``--gt-source A.vts --gt-target B.vts`` (1-based ``.vts`` files whose
@@ -37,8 +38,17 @@ def _run(args: argparse.Namespace) -> int:
         src = load(args.source, dtype=torch.float64)
         stages.next(f"loading {Path(args.target).name}")
         tgt = load(args.target, dtype=torch.float64)
+        model = None
+        if args.checkpoint is not None:
+            from geomot.train.matcher import load_matcher
+
+            stages.next(f"loading {Path(args.checkpoint).name}")
+            model, _ = load_matcher(args.checkpoint)
+        elif args.adapt_steps:
+            raise ValidationError("--adapt-steps: test-time adaptation needs a learned matcher (--checkpoint)")
         res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic,
-                    non_isometric=args.non_isometric, cache_dir=args.cache_dir, progress=stages)
+                    non_isometric=args.non_isometric, cache_dir=args.cache_dir, progress=stages, model=model,
+                    adapt_steps=args.adapt_steps)
     out = Path(args.out)
     if out.is_dir():
         raise FileFormatError(f"--out: {out} is a directory, expected a file path")
@@ -69,10 +79,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "match", help="dense vertex map between two shapes (functional maps, no training)",
+        "match", help="dense vertex map between two shapes (functional maps; training-free or learned)",
         description="Match two meshes / point clouds (any format geomot.load reads) with spectral descriptors, an "
-        "orientation-aware initialisation, extrinsic alignments and ZoomOut. Writes one line per SOURCE vertex: "
-        "the 0-based index of its matched TARGET vertex.",
+        "orientation-aware initialisation, extrinsic alignments and ZoomOut, or with a learned matcher "
+        "(--checkpoint). Writes one line per SOURCE vertex: the 0-based index of its matched TARGET vertex.",
     )
     p.add_argument("source", help="source shape file")
     p.add_argument("target", help="target shape file")
@@ -90,6 +100,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="the shapes differ by more than a change of pose (e.g. two species): polish every spectral "
                    "map extrinsically within 2 edge rings, not only those whose edge stretch says so (better across "
                    "species, worse between two poses of one body)")
+    p.add_argument("--checkpoint", default=None, metavar="RUN_DIR",
+                   help="match with a learned matcher (a run folder or checkpoint of geomot train matcher) instead "
+                   "of the training-free pipeline; --k, --refine, --extrinsic and --non-isometric are then unused")
+    p.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                   help="with --checkpoint: N steps of test-time adaptation to the pair (default: 0)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_run)

@@ -234,8 +234,10 @@ def match(
     non_isometric: bool = False,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    model: Any = None,
+    adapt_steps: int = 0,
 ) -> MatchResult:
-    """Dense correspondence between two shapes, with no training.
+    """Dense correspondence between two shapes: training-free, or with a learned matcher (``model=``).
 
     It runs on the CPU (scipy's eigensolver and shortest paths); inputs on another device (CUDA) are accepted and
     ``p2p_21`` and ``fmap_12`` are returned on the source's device. The result does not change when a shape is
@@ -279,6 +281,12 @@ def match(
         cache_dir: opt-in folder for cached eigenbases.
         progress: called with the name of each stage as it starts (``"eigenbases"``, ``"candidates"``,
             ``"refinement"``), e.g. to drive a progress bar.
+        model: a learned matcher, an object with a ``match(source, target, *, adapt_steps, cache_dir)`` method
+            returning a :class:`MatchResult`, such as :class:`geomot.models.DeepMatcher` (load a trained one with
+            :func:`geomot.train.load_matcher`). When given, the pipeline above is replaced by the model's: learned
+            features, their point map, ZoomOut; the training-free settings are then unused.
+        adapt_steps: with ``model``, steps of test-time adaptation to the pair (the model's weights are restored
+            afterwards); 0 for none.
 
     Returns:
         :class:`MatchResult` with ``p2p_21`` (a target vertex for each source vertex).
@@ -287,6 +295,11 @@ def match(
         ShapeError / ValidationError: bad inputs (the message names the argument), meshes with isolated vertices.
         NumericalError: the eigensolver failed for every shift.
     """
+    if model is not None:
+        if not callable(getattr(model, "match", None)):
+            raise ValidationError(f"model: expected a learned matcher with a match() method (geomot.models."
+                                  f"DeepMatcher), got {type(model).__name__}")
+        return model.match(source, target, adapt_steps=adapt_steps, cache_dir=cache_dir)
     t0 = time.perf_counter()
     if n_final is None:
         n_final = 6 if refine == "zoomout" and anchor_iterations else 3
