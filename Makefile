@@ -1,11 +1,14 @@
 # The two commands: `make demo` and `make test`. Both set everything up first (`make setup`).
+# `make docs` builds the documentation site into site/ (mkdocs --strict; installs the docs extra on first use).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.geomot-setup-stamp
+DOCS_STAMP := $(VENV)/.geomot-docs-stamp
+SITE ?= site
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all demo lint format bench clean
+.PHONY: setup test test-all demo docs dist lint format bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +26,21 @@ test-all: setup
 demo: setup
 	$(VENV)/bin/geomot demo --out out/demo
 
+# the docs extra (mkdocs-material, mkdocstrings), with torch pinned to the installed build so that no CUDA wheel comes in
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	@echo "torch==$$($(PY) -c 'import torch; print(torch.__version__)')" > $(VENV)/.torch-constraint.txt
+	$(PY) -m pip install -q -c $(VENV)/.torch-constraint.txt -e ".[docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	MPLBACKEND=Agg NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(SITE)
+
+# sdist + wheel in dist/, checked by twine
+dist: setup
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -33,4 +51,4 @@ bench: setup
 	$(PY) benchmarks/bench_sliced.py
 
 clean:
-	rm -rf out .pytest_cache .ruff_cache
+	rm -rf out .pytest_cache .ruff_cache site dist build
