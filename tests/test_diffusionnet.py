@@ -155,6 +155,28 @@ def test_spatial_gradient_rows_match_a_dense_least_squares():
     assert torch.allclose(torch.stack([(gx @ u)[i], (gy @ u)[i]]), g, rtol=1e-12, atol=1e-14)
 
 
+def test_frame_and_gradient_errors():
+    v, f = icosphere(1)
+    fr = tangent_frames(v)
+    pairs = torch.stack([f[:, 0], f[:, 1]])
+    with pytest.raises(
+        ValidationError, match="normals: expected unit vectors, got norms that differ from 1 by up to 1"
+    ):
+        tangent_frames(2 * v)
+    with pytest.raises(ShapeError, match="normals: expected last dimension 3"):
+        tangent_frames(v[:, :2])
+    with pytest.raises(ShapeError, match=r"frames: expected shape \(42, 3, 3\) and dtype torch.float64"):
+        spatial_gradient(v, fr.float(), pairs)
+    with pytest.raises(ShapeError, match=r"frames: expected shape \(42, 3, 3\)"):
+        spatial_gradient(v, fr[:5], pairs)
+    with pytest.raises(ShapeError, match=r"neighbors: expected a \(2, P\) integer tensor"):
+        spatial_gradient(v, fr, pairs.t())
+    with pytest.raises(ValidationError, match="neighbors: index 42 out of range"):
+        spatial_gradient(v, fr, torch.tensor([[0], [42]]))
+    with pytest.raises(ShapeError, match="verts: expected last dimension 3"):
+        spatial_gradient(v[:, :2], fr, pairs)
+
+
 def test_operators_shapes_dtypes_and_basis(bumpy, bumpy_ops):
     v, f = bumpy
     ops = bumpy_ops
@@ -309,7 +331,9 @@ def test_batch_layout(two_shapes):
     B, Vm = 2, max(n)
     assert isinstance(b, DiffusionBatch) and b.lengths.tolist() == n
     assert b.evecs.shape == (B, Vm, K) and b.mass.shape == (B, Vm) and b.evals.shape == (B, K)
-    assert b.gradient.layout == torch.sparse_csr and b.gradient.shape == (2 * B * Vm, B * Vm)
+    assert (
+        b.gradient.layout == torch.sparse_coo and b.gradient.is_coalesced() and b.gradient.shape == (2 * B * Vm, B * Vm)
+    )
     assert float(b.mass[1, n[1] :].abs().sum()) == 0 and float(b.evecs[1, n[1] :].abs().sum()) == 0
     dense = b.gradient.to_dense()
     assert torch.equal(b.gradient_t.to_dense(), dense.T)
@@ -374,7 +398,7 @@ def test_padding_changes_nothing(two_shapes):
     x = torch.full((2, max(n), 3), float("nan"), dtype=torch.float64)  # NaN padding must not leak
     for i, (v, o) in enumerate(two_shapes):
         x[i, : n[i]] = xyz_input(v, o)
-    y = net(x, b)
+    y = net(x, b).detach()
     assert y.shape == (2, max(n), 6)
     for i in range(2):
         assert torch.allclose(y[i, : n[i]], singles[i], atol=1e-12)
