@@ -25,8 +25,9 @@ signatures, invariant to rigid motions) are the two of the paper. Operators come
 the shape whenever its input features are.
 
 Cost per block for ``B`` shapes of ``V`` vertices: ``4 B V k W`` flops for the diffusion, one sparse product with
-``~14 V`` nonzeros per channel for the gradients, ``B V (3 W h_1 + h_1 h_2 + h_2 W)`` for the MLP. The default
-model (width 128, 4 blocks, k 128) on one 5k-vertex mesh takes ~0.1-0.3 s forward + backward on 2 CPU cores.
+``~14 V`` nonzeros per channel for the gradients, ``B V (3 W h_1 + h_1 h_2 + h_2 W + 4 W^2)`` multiply-adds for
+the MLP and the gradient features. The default model (width 128, 4 blocks, k 128) in float32 on one 5k-vertex mesh
+takes ~0.6 s forward + backward and ~0.15 s forward on one CPU thread (``docs/diffusionnet.md``).
 """
 
 from __future__ import annotations
@@ -155,13 +156,12 @@ class DiffusionNetBlock(nn.Module):
         self.with_gradient_rotations = bool(with_gradient_rotations)
         device = generator.device if generator is not None else None
         self.diffusion_time = nn.Parameter(torch.zeros(self.width, device=device))
+        self.a_re: nn.Linear | None = None
+        self.a_im: nn.Linear | None = None
         if self.with_gradient_features:
             self.a_re = seeded(nn.Linear, self.width, self.width, bias=False, generator=generator)
-            self.a_im = (
-                seeded(nn.Linear, self.width, self.width, bias=False, generator=generator)
-                if self.with_gradient_rotations
-                else None
-            )
+            if self.with_gradient_rotations:
+                self.a_im = seeded(nn.Linear, self.width, self.width, bias=False, generator=generator)
         n_in = (3 if self.with_gradient_features else 2) * self.width
         self.mlp = _mlp([n_in, *mlp_hidden, self.width], dropout, generator)
 
