@@ -200,3 +200,57 @@ def test_geomot_match_takes_a_model(run):
     assert (res.p2p_21 == torch.arange(v.shape[0])).double().mean() > 0.95
     with pytest.raises(ValidationError, match="model: expected a learned matcher with a match"):
         match((v, f), (v, f), model=object())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three permuted copies of one blob, with .vts ground truth (line k: the vertex of template vertex k)."""
+    root = tmp_path_factory.mktemp("dataset")
+    (root / "off").mkdir()
+    (root / "corres").mkdir()
+    v, f = bumpy(11)
+    for i in range(3):
+        perm = torch.randperm(v.shape[0], generator=torch.Generator().manual_seed(i))
+        inv = torch.argsort(perm)
+        save(Mesh(v[perm].float(), inv[f]), root / "off" / f"s{i}.off")
+        (root / "corres" / f"s{i}.vts").write_text("\n".join(str(int(j) + 1) for j in inv) + "\n")
+    return root
+
+
+def test_evaluate_scores_a_dataset_with_a_checkpoint_in_shards(dataset, run, tmp_path, capsys):
+    import json
+
+    from geomot.cli import main
+    from geomot.train.evaluate import select_pairs
+
+    parts = []
+    for i in range(2):
+        out = tmp_path / f"part{i}.json"
+        assert main(["evaluate", str(run), "--data", str(dataset), "--pairs", "4", "--shard", f"{i}/2", "--out",
+                     str(out), "--quiet"]) == 0
+        parts.append(out)
+    rows = [json.loads(p.read_text()) for p in parts]
+    assert [r["summary"]["n_pairs"] for r in rows] == [2, 2]
+    assert main(["evaluate", "--merge", *map(str, parts), "--out", str(tmp_path / "all.json"),
+                 "--plot", str(tmp_path / "pck.png")]) == 0
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert merged["summary"]["n_pairs"] == 4 and merged["summary"]["mean"] < 1.0  # copies of one shape
+    assert merged["summary"]["pck"][-1] > 0.99 and (tmp_path / "pck.png").stat().st_size > 1000
+    assert select_pairs(["a", "b", "c"], shard=(1, 2)) == [("a", "c"), ("b", "c"), ("c", "b")]
+
+
+def test_evaluate_in_processes_matches_in_process(dataset, run):
+    from geomot.train.evaluate import evaluate_dataset
+
+    one = evaluate_dataset(dataset, checkpoint=run, n_pairs=2, progress=False)
+    two = evaluate_dataset(dataset, checkpoint=run, n_pairs=2, jobs=2, progress=False)
+    assert [(r.source, r.target, r.error) for r in one] == [(r.source, r.target, r.error) for r in two]
+
+
+def test_evaluate_bad_input(tmp_path, folder):
+    from geomot.cli import main
+    from geomot.train.evaluate import evaluate_dataset
+
+    with pytest.raises(ValidationError, match=r"shape\(s\) with a corres/ ground truth; need two"):
+        evaluate_dataset(folder)
+    assert main(["evaluate", "--data", str(folder), "--shard", "3/2", "--quiet"]) == 2

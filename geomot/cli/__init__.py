@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "deform",
     "distance",
+    "evaluate",
     "info",
     "match",
     "reconstruct",
