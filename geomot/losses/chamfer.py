@@ -222,7 +222,7 @@ def chamfer_distance(
         normal_weight: weight of the normal term ``CN``; when ``> 0`` both inputs need normals (tensors via
             ``x_normals`` / ``y_normals``, PointClouds with normals, or Meshes with a ``measure`` other than
             ``"samples"``).
-        The other arguments are those of :func:`chamfer_terms`.
+        other arguments: those of :func:`chamfer_terms`.
 
     Returns:
         ``()``, or ``(B,)`` with ``reduction="none"`` (``()`` for ``(N, D)`` tensors).
