@@ -202,3 +202,23 @@ def test_the_package_is_typed():
     assert (ROOT / "geomot" / "py.typed").exists()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["geomot"]
+
+
+def _markup():
+    spec = importlib.util.spec_from_file_location("geomot_griffe_docstrings", ROOT / "scripts" / "griffe_docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstring_roles_become_code_spans():
+    roles_to_code = _markup().roles_to_code
+    assert roles_to_code("see :func:`match` and :class:`~geomot.structures.Mesh`.") == "see `match` and `Mesh`."
+    assert roles_to_code(":meth:`Mesh.update_verts` keeps ``faces``") == "`Mesh.update_verts` keeps ``faces``"
+
+
+def test_docstring_prompts_become_fenced_blocks():
+    text = "Example:\n    >>> x = f(\n    ...     1)\n    >>> g(x)\n    text after"
+    assert _markup().prompts_to_fences(text) == (
+        "Example:\n    ```python\n    x = f(\n        1)\n    g(x)\n    ```\n    text after"
+    )
