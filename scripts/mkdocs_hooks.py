@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-OPTIONAL_PAGES = ("diffusionnet.md", "deep-fmaps.md")
+OPTIONAL_PAGES = ("diffusionnet.md", "deep-fmaps.md", "learned-matching.md")
 CPU_MACHINE = "2-core x86_64 CPU (Linux)"
 FILE_NOTES = (  # (file name prefix, what the file holds), first match wins
     ("autoencoder", "`benchmarks/bench_autoencoder.py`: reconstruction errors of the autoencoder per loss"),
@@ -581,8 +581,17 @@ def benchmarks_markdown() -> tuple[str, dict[str, bytes]]:
 # MkDocs events
 
 
+def _nav_files(item: Any) -> set[str]:
+    if isinstance(item, dict):
+        return set().union(*(_nav_files(v) for v in item.values()))
+    if isinstance(item, list):
+        return set().union(*(_nav_files(i) for i in item)) if item else set()
+    return {item} if isinstance(item, str) else set()
+
+
 def on_config(config: Any) -> Any:
-    """Drop the optional pages that are not in ``docs/`` from the navigation."""
+    """Drop the optional pages that are not in ``docs/`` from the navigation, and list the pages of ``docs/`` that
+    the navigation does not name under a last section, "More" (so that a new page is never left out)."""
     docs = Path(config["docs_dir"])
 
     def keep(item: Any) -> Any:
@@ -597,7 +606,13 @@ def on_config(config: Any) -> Any:
         return item
 
     if config.get("nav"):
-        config["nav"] = keep(config["nav"])
+        nav = keep(config["nav"])
+        named = _nav_files(nav)
+        extra = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.md"))
+        extra = [page for page in extra if page not in named]
+        if extra:
+            nav.append({"More": extra})
+        config["nav"] = nav
     return config
 
 

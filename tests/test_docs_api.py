@@ -181,13 +181,23 @@ def test_the_cli_page_has_every_command_and_option():
 
 def test_the_optional_pages_leave_the_navigation_only_when_absent(tmp_path):
     hooks = _hooks()
-    (tmp_path / "present.md").write_text("# p\n")
+    for page in ("present.md", "other.md"):
+        (tmp_path / page).write_text("# p\n")
     hooks.OPTIONAL_PAGES = ("present.md", "absent.md")
     config = {
         "docs_dir": str(tmp_path),
         "nav": [{"Guide": [{"P": "present.md"}, {"A": "absent.md"}, "other.md"]}, {"Gone": "absent.md"}],
     }
     assert hooks.on_config(config)["nav"] == [{"Guide": [{"P": "present.md"}, "other.md"]}]
+
+
+def test_a_page_missing_from_the_navigation_is_listed_under_more(tmp_path):
+    hooks = _hooks()
+    (tmp_path / "notes").mkdir()
+    for page in ("a.md", "new.md", "notes/n.md"):
+        (tmp_path / page).write_text("# p\n")
+    config = {"docs_dir": str(tmp_path), "nav": [{"A": "a.md"}]}
+    assert hooks.on_config(config)["nav"] == [{"A": "a.md"}, {"More": ["new.md", "notes/n.md"]}]
 
 
 def test_the_version_is_written_once():
