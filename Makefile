@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.geomot-docs-stamp
 SITE ?= site
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all demo docs dist lint format bench clean
+.PHONY: setup test test-all demo docs dist lint format bench matcher clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/bench_sliced.py
+
+# the default learned matcher, trained for an hour on the FAUST_r meshes of ../shared/data into out/ (never committed:
+# FAUST forbids redistribution); use it with: geomot match A B --checkpoint out/matcher_faust --out p2p.txt
+MATCHER_DATA ?= ../shared/data/FAUST_r
+matcher: setup
+	@test -d $(MATCHER_DATA) || { echo "make matcher: $(MATCHER_DATA) not found (set MATCHER_DATA=DIR)"; exit 2; }
+	$(VENV)/bin/geomot train matcher --data $(MATCHER_DATA) --out out/matcher_faust --max-minutes 60 --epochs 1000
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache site dist build
