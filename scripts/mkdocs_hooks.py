@@ -35,6 +35,7 @@ FILE_NOTES = (  # (file name prefix, what the file holds), first match wins
     ("deform_default_cortex", "`benchmarks/bench_deform_default.py --cortex`: fsaverage5 white -> pial"),
     ("deform_default_dev", "`benchmarks/bench_deform_default.py --split dev`: the development pairs of the default"),
     ("deform_default_validation", "`benchmarks/bench_deform_default.py --split validation`: 10 deform_sph pairs"),
+    ("learned_matching", "`benchmarks/bench_learned_matching.py`: the learned matcher on held-out shapes"),
     ("matching_edge_stretch_gate", "`geomot.match` at its defaults, per pair (FAUST_r, TOSCA_r, SMAL_r)"),
     ("matching_faust_r_pyfm", "`benchmarks/bench_matching.py --peer-only`: pyFM on FAUST_r"),
     ("matching_smal_tosca_pyfm", "`benchmarks/bench_matching.py --peer-only`: pyFM on SMAL_r and TOSCA_r"),
@@ -365,6 +366,53 @@ def _sinkhorn(out: list[str]) -> None:
         out.append("")
 
 
+def _autoencoder(out: list[str]) -> None:
+    data = _load("autoencoder_reconstruction.json")
+    if not data or not data.get("rows"):
+        return
+    paper = data.get("paper_modelnet40", {})
+    out += [
+        "### Point-cloud autoencoders, one budget for all losses",
+        "",
+        _caption("autoencoder_reconstruction.json", data, CPU_MACHINE + f", {data.get('threads')} threads"),
+        "",
+        f"PointNet autoencoders trained {data['epochs']} epochs on {data['points']} points per cloud (batch "
+        f"{data['batch_size']}), scored on held-out shapes: Chamfer, SW_2 x 100 (L = 100) and exact W_2 (EMD) between "
+        "a test cloud and its reconstruction; seconds per training epoch and the ratios to the SW autoencoder. The "
+        "last column is the paper's ModelNet40 row (CD x 100 / SW_2 x 100 / EMD / s per epoch on their GPU).",
+        "",
+        "| loss | Chamfer | SW_2 x 100 | EMD | s / epoch | SW_2 / SW's | time / SW's | paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        ref = paper.get(r["loss"])
+        out.append(
+            f"| {r['loss']} | {r['chamfer']:.4f} | {r['sw2_x100']:.2f} | {r['emd_w2']:.4f} | "
+            f"{r['seconds_per_epoch']:.1f} | {r.get('sw2_vs_sw', float('nan')):.3f} | "
+            f"{r.get('time_vs_sw', float('nan')):.2f} | {' / '.join(map(str, ref)) if ref else ''} |"
+        )
+    out.append("")
+
+
+def _learned_matching(out: list[str]) -> None:
+    rows = [(p.name, _load(p.name)) for p in sorted(RESULTS.glob("learned_matching_*.json"))]
+    rows = [(n, d) for n, d in rows if d]
+    if not rows:
+        return
+    out += ["### Learned matching on held-out shapes", ""]
+    for name, d in rows:
+        out += [
+            _caption(name, d, CPU_MACHINE + f", {d.get('torch_threads')} threads"),
+            "",
+            f"{d['dataset']}: trained {d['train_seconds'] / 60:.0f} min ({d['epochs_done']} epochs) on "
+            f"{d['train_shapes']} shapes without correspondences, evaluated on {d['n_pairs']} ordered pairs of "
+            f"{d['test_shapes']} held-out shapes (test-time adaptation: {d['adapt_steps']} steps): mean geodesic error "
+            f"{d['mean']:.2f}, median {d['median']:.2f}, max {d['max']:.2f} (x100), "
+            f"{100 * d['share_above_10']:.0f}% of pairs above 10, median {d['median_seconds']:.1f} s a pair.",
+            "",
+        ]
+
+
 def _matching(out: list[str]) -> list[tuple[str, list[float]]]:
     curves: list[tuple[str, list[float]]] = []
     data = _load("matching_edge_stretch_gate.json")
@@ -558,8 +606,10 @@ def benchmarks_markdown() -> tuple[str, dict[str, bytes]]:
     out += ["![time of one SW forward + backward](benchmarks_sliced.png)", ""]
     _cuda(out)
     _sinkhorn(out)
+    _autoencoder(out)
     curves = _matching(out)
     out += ["![per-pair matching errors](benchmarks_matching.png)", ""]
+    _learned_matching(out)
     _deformation(out)
     listed = sorted(p.name for p in RESULTS.glob("*.json"))
     out += ["## Every result file", "", "| file | what | date | size |", "|---|---|---|---|"]
