@@ -1,20 +1,25 @@
-"""Small file helpers shared by the layers that write checkpoints (deformation fits, trainers)."""
+"""Small file helpers shared by the layers that write checkpoints (deformation fits, trainers) and caches
+(spectral bases, DiffusionNet operators)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 
-__all__ = ["atomic_torch_save", "config_differences"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["atomic_savez", "atomic_torch_save", "atomic_write", "config_differences"]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to a temporary file in ``path``'s folder (created), flushed to disk, then renamed over
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(fh)`` into a temporary file in ``path``'s folder (created), flushed to disk, then renamed over
     ``path`` with :func:`os.replace`: a process killed during the write leaves the previous file intact, and the
     temporary file is removed on any failure. Returns the path."""
     dest = Path(path)
@@ -22,7 +27,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
@@ -30,6 +35,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`. Returns the path."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, what: str) -> bool:
+    """``numpy.savez`` of ``arrays`` to ``path`` through :func:`atomic_write`, for caches: an ``OSError`` (a full or
+    read-only disk) is logged as a warning naming ``what`` and returns False instead of raising."""
+    try:
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    except OSError as e:
+        logger.warning("%s: could not write the cache file %s (%s)", what, path, e)
+        return False
+    return True
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

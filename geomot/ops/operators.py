@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +41,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
 from geomot._core.errors import ShapeError, ValidationError
+from geomot._core.files import atomic_savez
 from geomot.ops.geometry import edges, vertex_normals
 from geomot.ops.knn import knn_points
 from geomot.ops.spectral import LAPLACIANS, laplacian_and_mass, non_manifold_edges, spectral_basis
@@ -329,17 +329,7 @@ def _cache_save(path: Path, ops: DiffusionOperators) -> None:
         "L_index": ops.laplacian.indices(),
         "L_values": ops.laplacian.values(),
     }
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{name: x.detach().cpu().numpy() for name, x in arrays.items()})
-        os.replace(tmp, path)
-    except OSError as e:
-        logger.warning("diffusion_operators: could not write the cache file %s (%s)", path, e)
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_savez(path, {name: x.detach().cpu().numpy() for name, x in arrays.items()}, what="diffusion_operators")
 
 
 def diffusion_operators(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +36,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import MissingDependencyError, NumericalError, ShapeError, ValidationError
+from geomot._core.files import atomic_savez
 from geomot._core.registry import Registry
 from geomot.ops.geometry import vertex_areas
 from geomot.ops.laplacian import cotangent_laplacian
@@ -230,16 +230,7 @@ def _cache_load(path: Path, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _cache_save(path: Path, evals: np.ndarray, evecs: np.ndarray, mass: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, evals=evals, evecs=evecs, mass=mass)
-        os.replace(tmp, path)
-    except OSError as e:
-        logger.warning("could not write the spectral cache file %s (%s)", path, e)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_savez(path, {"evals": evals, "evecs": evecs, "mass": mass}, what="spectral_basis")
 
 
 def spectral_basis(
