@@ -159,6 +159,19 @@ class DeepMatcher(nn.Module):
                         ops_1.evals[..., :k], ops_2.evals[..., :k], lengths_1=ops_1.lengths, lengths_2=ops_2.lengths)
         return MatcherOutput(f1, f2, out)
 
+    def unsupervised_loss(self, out: MatcherOutput, ops_1: DiffusionBatch, ops_2: DiffusionBatch, *,
+                          generator: torch.Generator | None = None, **weights: Any) -> torch.Tensor:
+        """The total of :func:`geomot.losses.unsupervised_fmap_loss` on the output of :meth:`forward` (both
+        directions; ``weights``: its ``w_*`` weights and ``n_projections``), mean over the pairs."""
+        k = self.k_fmap
+        fm = out.fmaps
+        return unsupervised_fmap_loss(
+            fm.fmap_12, fm.fmap_21, soft_map_21=fm.soft_map_21, soft_map_12=fm.soft_map_12, feat_1=out.feat_1,
+            feat_2=out.feat_2, evecs_1=ops_1.evecs[..., :k], evecs_2=ops_2.evecs[..., :k], mass_1=ops_1.mass,
+            mass_2=ops_2.mass, evals_1=ops_1.evals[..., :k], evals_2=ops_2.evals[..., :k], lengths_1=ops_1.lengths,
+            lengths_2=ops_2.lengths, generator=generator, **weights,
+        ).total
+
     def settings(self) -> dict[str, Any]:
         """The constructor arguments (without ``generator``), as written into checkpoints."""
         return dict(self._settings)
@@ -189,11 +202,8 @@ class DeepMatcher(nn.Module):
                     f1, f2 = self.extract(ops_1, v1), self.extract(ops_2, v2)
                     out = fm(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
                              ops_1.evals[..., :k], ops_2.evals[..., :k])
-                    loss = unsupervised_fmap_loss(
-                        out.fmap_12, out.fmap_21, soft_map_21=out.soft_map_21, soft_map_12=out.soft_map_12,
-                        feat_1=f1, feat_2=f2, evecs_1=ops_1.evecs[..., :k], evecs_2=ops_2.evecs[..., :k],
-                        mass_1=ops_1.mass, mass_2=ops_2.mass, evals_1=ops_1.evals[..., :k],
-                        evals_2=ops_2.evals[..., :k], generator=generator, **loss_weights).total
+                    loss = self.unsupervised_loss(MatcherOutput(f1, f2, out), ops_1, ops_2, generator=generator,
+                                                  **loss_weights)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

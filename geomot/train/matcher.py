@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 from geomot._core.checks import check_int, check_positive
 from geomot._core.errors import FileFormatError, ValidationError
 from geomot.io.files import load
-from geomot.losses.fmap import unsupervised_fmap_loss
 from geomot.models.matcher import MATCHER_INPUTS, DeepMatcher, PreparedShape, prepare_shape
 from geomot.ops.operators import batch_operators
 from geomot.ops.simplify import decimate
@@ -217,13 +216,7 @@ def matcher_loss(model: torch.nn.Module, batch: dict[str, Any], generator: torch
     ops_1, ops_2 = batch["ops_1"].to(param.device), batch["ops_2"].to(param.device)
     net = model.module if hasattr(model, "module") else model  # DDP
     out = model(ops_1, ops_2, batch["verts_1"], batch["verts_2"])
-    k = net.k_fmap
-    return unsupervised_fmap_loss(
-        out.fmaps.fmap_12, out.fmaps.fmap_21, soft_map_21=out.fmaps.soft_map_21, soft_map_12=out.fmaps.soft_map_12,
-        feat_1=out.feat_1, feat_2=out.feat_2, evecs_1=ops_1.evecs[..., :k], evecs_2=ops_2.evecs[..., :k],
-        mass_1=ops_1.mass, mass_2=ops_2.mass, evals_1=ops_1.evals[..., :k], evals_2=ops_2.evals[..., :k],
-        lengths_1=ops_1.lengths, lengths_2=ops_2.lengths, generator=generator, **settings,
-    ).total
+    return net.unsupervised_loss(out, ops_1, ops_2, generator=generator, **settings)
 
 
 def _step(settings: dict[str, Any]):
