@@ -14,12 +14,15 @@ Part 2 (``--part dataset``), ``deform_sph`` (64 deformed spheres, 1,922 vertices
   velocity, trained on the exact point-to-surface term + Laplacian) deforms the template into 47 training shapes
   and is evaluated on the 16 it never saw, against fitting unseen shapes one by one with ``fit``'s defaults.
 
-Results go to ``docs/deformation_cortex.json`` and ``docs/deformation_cortex.png``. Data are read in place from
-``../shared/data`` (fsaverage5 also ships inside nilearn); nothing is copied.
+Results go to ``deformation_cortex.json`` and ``deformation_cortex.png`` in ``--out`` (default
+``out/deform_cortex``; ``--docs`` writes the files the docs show, ``docs/deformation_cortex.*``). The figure is a
+bar chart of the metrics, with no picture of the data. Data are read in place from ``../shared/data``
+(fsaverage5 also ships inside nilearn); nothing is copied.
 
-    python examples/deform_cortex.py --part cortex --budget 60 --threads 1
-    python examples/deform_cortex.py --part dataset --threads 1
-    python examples/deform_cortex.py --part figure
+    python examples/deform_cortex.py --part cortex --budget 60 --threads 1 --docs
+    python examples/deform_cortex.py --part dataset --threads 1 --docs
+    python examples/deform_cortex.py --part figure --docs
+    python examples/deform_cortex.py --quick       # white -> pial, sw-varifold for 2 s, then the figure
 """
 
 from __future__ import annotations
@@ -41,16 +44,17 @@ from geomot.structures import Mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
-OUT_JSON = ROOT / "docs" / "deformation_cortex.json"
-OUT_PNG = ROOT / "docs" / "deformation_cortex.png"
+JSON_NAME, PNG_NAME = "deformation_cortex.json", "deformation_cortex.png"
 LOSSES = ("sw-varifold", "sw", "varifold", "chamfer", "surface", "sw-varifold+surface")
 log = logging.getLogger("deform_cortex")
 
 
-def _update(key: str, value: object) -> None:
-    data = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+def _update(out: Path, key: str, value: object) -> None:
+    path = out / JSON_NAME
+    data = json.loads(path.read_text()) if path.exists() else {}
     data[key] = value
-    OUT_JSON.write_text(json.dumps(data, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
 
 
 def _fsaverage(surface: str) -> Mesh:
@@ -58,7 +62,7 @@ def _fsaverage(surface: str) -> Mesh:
     return geomot.load_fsaverage5(surface, root=root if root.is_dir() else None)
 
 
-def cortex(budget: float, tasks: list[str], losses: list[str]) -> None:
+def cortex(out: Path, budget: float, tasks: list[str], losses: list[str]) -> None:
     white, pial, sphere = _fsaverage("white"), _fsaverage("pial"), _fsaverage("sphere")
     fw, fs = surface_frame(white.verts, white.faces), surface_frame(sphere.verts, sphere.faces)
     sphere_on_white = Mesh((sphere.verts - fs.center) / fs.scale * fw.scale + fw.center, sphere.faces)
@@ -81,7 +85,7 @@ def cortex(budget: float, tasks: list[str], losses: list[str]) -> None:
                           "loss_history": res.loss_history[:: max(1, res.n_steps // 50)].tolist()}
             log.info("%s %s: ASSD %.3f HD90 %.3f SI %d in %d steps", task, loss, m.assd, m.hd90,
                      max(res.frame_self_intersections), res.n_steps)
-        _update(task, {"budget_seconds": budget, "threads": torch.get_num_threads(), "rows": rows})
+        _update(out, task, {"budget_seconds": budget, "threads": torch.get_num_threads(), "rows": rows})
 
 
 def _deform_sph() -> tuple[Mesh, list[Mesh], list[str]]:
@@ -95,20 +99,25 @@ def _deform_sph() -> tuple[Mesh, list[Mesh], list[str]]:
     return template, shapes[1:], names[1:]
 
 
-def dataset(steps: int, n_per_shape: int, per_shape_steps: int | None, loss: str = "surface", lr: float = 3e-3,
-            laplacian: float = 1.0) -> None:
+def dataset(out: Path, steps: int, n_per_shape: int, per_shape_steps: int | None, loss: str = "surface",
+            lr: float = 3e-3, laplacian: float = 1.0, n_shapes: int | None = None) -> None:
     template, shapes, names = _deform_sph()
+    if n_shapes is not None:  # a smaller run: the first shapes, a quarter of them held out
+        shapes, names = shapes[:n_shapes], names[:n_shapes]
+    n_test = 16 if n_shapes is None else max(1, len(shapes) // 4)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(shapes), generator=g).tolist()
-    test_idx, train_idx = perm[:16], perm[16:]
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
     train = [shapes[i] for i in train_idx]
     test = [shapes[i] for i in test_idx]
+    checkpoint_dir = ROOT / "out" if out == ROOT / "docs" else out  # the model never goes into docs/
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     regs = {"laplacian": laplacian} if laplacian > 0 else {}
     fitted = train_conditioned(template, train, loss=loss, lr=lr, regularizers=regs, max_iter=steps, batch_size=4,
                                code_dim=64, n_time_steps=5,
                                field_options={"hidden": 128, "fourier_features": 16},
-                               checkpoint=ROOT / "out" / "deform_sph_model.pt", checkpoint_every=100)
+                               checkpoint=checkpoint_dir / "deform_sph_model.pt", checkpoint_every=100)
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
     learned = evaluate_conditioned(fitted, template, test)
@@ -145,20 +154,20 @@ def dataset(steps: int, n_per_shape: int, per_shape_steps: int | None, loss: str
     }
     log.info("dataset: %s", summary)
     # only the default training run goes to the JSON read by the docs; variants are printed
-    if (loss, lr, laplacian) == ("surface", 3e-3, 1.0):
-        _update("deform_sph", summary)
+    if (loss, lr, laplacian, n_shapes) == ("surface", 3e-3, 1.0, None):
+        _update(out, "deform_sph", summary)
 
 
-def figure() -> None:
-    import matplotlib
+def figure(out: Path) -> None:
+    from matplotlib.figure import Figure  # no pyplot: no backend chosen, no global state changed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = json.loads(OUT_JSON.read_text())
+    data = json.loads((out / JSON_NAME).read_text())
     tasks = [t for t in ("white->pial", "sphere->white") if t in data]
-    fig, axes = plt.subplots(1, 2 * len(tasks), figsize=(5 * 2 * len(tasks), 3.6))
-    axes = np.atleast_1d(axes)
+    if not tasks:
+        log.info("no cortex results in %s: no figure", out / JSON_NAME)
+        return
+    fig = Figure(figsize=(5 * 2 * len(tasks), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, 2 * len(tasks)))
     for k, task in enumerate(tasks):
         rows = data[task]["rows"]
         names = ["undeformed", *[n for n in LOSSES if n in rows]]
@@ -169,13 +178,14 @@ def figure() -> None:
             ax.set_title(f"{task}: {metric.upper()} (mm), {data[task]['budget_seconds']:.0f} s each")
             ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(OUT_PNG, dpi=110)
-    log.info("wrote %s", OUT_PNG)
+    fig.savefig(out / PNG_NAME, dpi=110)
+    log.info("wrote %s", out / PNG_NAME)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["cortex", "dataset", "figure"], required=True)
+    parser.add_argument("--part", choices=["cortex", "dataset", "figure"], default=None,
+                        help="required, except with --quick (cortex, then figure)")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of fitting per loss (cortex)")
     parser.add_argument("--tasks", default="white->pial,sphere->white")
     parser.add_argument("--losses", default=",".join(LOSSES), help="data terms compared (cortex)")
@@ -185,17 +195,32 @@ def main() -> None:
     parser.add_argument("--loss", default="surface", help="training data term (dataset)")
     parser.add_argument("--lr", type=float, default=3e-3, help="training peak learning rate (dataset)")
     parser.add_argument("--laplacian", type=float, default=1.0, help="training Laplacian weight, 0 = none (dataset)")
+    parser.add_argument("--n-shapes", type=int, default=None, help="use the first N shapes only (dataset)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "deform_cortex", help="folder of the results")
+    parser.add_argument("--docs", action="store_true", help="write into docs/ (the files the docs show)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: cortex on white->pial with sw-varifold for 2 s (dataset: 5 "
+                             "steps on 8 shapes, no per-shape fits), then the figure")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.part is None and not args.quick:
+        parser.error("--part is required (or --quick)")
+    out = ROOT / "docs" if args.docs else args.out
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.part == "cortex":
-        cortex(args.budget, args.tasks.split(","), args.losses.split(","))
-    elif args.part == "dataset":
-        dataset(args.steps, args.per_shape, args.per_shape_steps, args.loss, args.lr, args.laplacian)
-    else:
-        figure()
+    if args.quick:
+        args.budget, args.tasks, args.losses = 2.0, "white->pial", "sw-varifold"
+        args.steps, args.per_shape, args.n_shapes = 5, 0, args.n_shapes or 8
+    parts = ["cortex", "figure"] if args.part is None else [args.part]
+    for part in parts:
+        if part == "cortex":
+            cortex(out, args.budget, args.tasks.split(","), args.losses.split(","))
+        elif part == "dataset":
+            dataset(out, args.steps, args.per_shape, args.per_shape_steps, args.loss, args.lr, args.laplacian,
+                    n_shapes=args.n_shapes)
+        else:
+            figure(out)
 
 
 if __name__ == "__main__":

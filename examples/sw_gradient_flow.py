@@ -11,11 +11,14 @@ and ``100``) at the start of the flow and at two intermediate states of the SW f
 
 Run::
 
-    python examples/sw_gradient_flow.py            # ~ a few minutes on CPU
-    python examples/sw_gradient_flow.py --steps 500 --repeats 50   # quick look
+    python examples/sw_gradient_flow.py            # ~ a few minutes on CPU, writes into out/sw_gradient_flow/
+    python examples/sw_gradient_flow.py --docs     # the same, writing the docs' files (docs/sw_gradient_flow.*)
+    python examples/sw_gradient_flow.py --quick    # 300 steps of 512-point clouds, 20 repeats: a smoke run
+    python examples/sw_gradient_flow.py --replot docs/sw_gradient_flow.json --docs   # the figure again, no run
 
-Writes ``docs/sw_gradient_flow.json`` and ``docs/sw_gradient_flow.png`` (``--out`` to change the folder).
-The data file is research-only: it is read in place from ``../shared/data`` and never copied.
+Writes ``sw_gradient_flow.json`` and ``sw_gradient_flow.png`` (the exact ``W_2^2`` curves; no picture of the
+clouds) into ``--out`` (default ``out/sw_gradient_flow``; ``docs/`` only with ``--docs``). The data file is
+research-only: it is read in place from ``../shared/data``, never copied, and never drawn.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +40,8 @@ from geomot.ops.directions import random_directions
 
 log = logging.getLogger("sw_gradient_flow")
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "shapenet50"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "shapenet50"
 FILE = "reconstruct_random_50_shapenetcore55.npy"
 REPORT_STEPS = (0, 3000, 4000, 5000, 6000, 8000)
 PAPER = {  # W2^2 of the official code (paper, Table / Fig. 2), same steps
@@ -90,40 +95,35 @@ def estimator_variance(x, y, *, n_proj, repeats, seed):
     return out
 
 
-def plot(results, snaps, target, path: Path) -> None:
-    import matplotlib
+def plot(w2: dict[str, dict[int, float]], n_projections: int, path: Path) -> None:
+    """The exact ``W_2^2`` along each flow (log scale) with the paper's values; nothing of the clouds themselves."""
+    from matplotlib.figure import Figure  # no pyplot: no backend chosen, no global state changed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, res in results.items():
-        steps = sorted(int(s) for s in res["w2"])
-        axes[0].semilogy(steps, [max(res["w2"][s], 1e-12) for s in steps], marker="o", ms=3, label=name)
+    fig = Figure(figsize=(6.2, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for name, curve in w2.items():
+        steps = sorted(curve)
+        ax.semilogy(steps, [max(curve[s], 1e-12) for s in steps], marker="o", ms=3, label=name)
     for name, vals in PAPER.items():
-        axes[0].semilogy(REPORT_STEPS, vals, ls=":", marker="x", label=f"{name} (paper)")
-    axes[0].set_xlabel("SGD step")
-    axes[0].set_ylabel("exact $W_2^2$ to the target")
-    axes[0].set_title("Gradient flow, L = 10")
-    axes[0].legend(fontsize=8)
-    ax = axes[1]
-    t = target.numpy()
-    ax.scatter(t[:, 0], t[:, 1], s=1, c="k", label="target")
-    for name, col in zip(snaps, ("tab:blue", "tab:orange", "tab:green")):
-        for s, alpha in ((3000, 0.25), (6000, 0.7)):
-            if s in snaps[name]:
-                p = snaps[name][s].numpy()
-                ax.scatter(p[:, 0], p[:, 1], s=1, color=col, alpha=alpha,
-                           label=f"{name} step {s}" if name == "SW" or s == 6000 else None)
-    ax.set_title("x-y view of the flowing clouds")
-    ax.set_aspect("equal")
-    ax.legend(fontsize=7, markerscale=5)
-    fig.tight_layout()
+        shown = [(s, v) for s, v in zip(REPORT_STEPS, vals) if s <= max(max(c) for c in w2.values())]
+        ax.semilogy(*zip(*shown), ls=":", marker="x", label=f"{name} (paper)")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("exact $W_2^2$ to the target")
+    ax.set_title(f"Gradient flow, L = {n_projections}")
+    ax.legend(fontsize=8)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
-def main() -> None:
+def replot(json_path: Path, out: Path) -> None:
+    """Draw the figure again from a JSON file written by this script."""
+    payload = json.loads(json_path.read_text())
+    w2 = {k: {int(s): v for s, v in curve.items()} for k, curve in payload["w2"].items()}
+    out.mkdir(parents=True, exist_ok=True)
+    plot(w2, payload["settings"]["n_projections"], out / "sw_gradient_flow.png")
+    print(f"wrote {out / 'sw_gradient_flow.png'}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA / FILE)
     parser.add_argument("--steps", type=int, default=8000)
@@ -132,17 +132,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
-    args = parser.parse_args()
+    parser.add_argument("--points", type=int, default=None, help="keep the first N points of each cloud")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "sw_gradient_flow")
+    parser.add_argument("--docs", action="store_true", help="write into docs/ (the files the docs show)")
+    parser.add_argument("--replot", type=Path, default=None, metavar="JSON", help="only redraw the figure")
+    parser.add_argument("--quick", action="store_true", help="300 steps, 512 points, 20 repeats")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
+    if args.docs:
+        args.out = ROOT / "docs"
+    if args.replot is not None:
+        replot(args.replot, args.out)
+        return
+    if args.quick:
+        args.steps, args.eval_every, args.repeats, args.points = 300, 100, 20, args.points or 512
+    if args.threads:
+        torch.set_num_threads(args.threads)  # a process-wide setting: the application's choice
+    if not args.data.exists():
+        sys.exit(f"{args.data}: not found (the ShapeNet clouds of ../shared/data; --data to point elsewhere)")
 
     clouds = np.load(args.data)
-    source = torch.from_numpy(clouds[32] * 2 - 10)
-    target = torch.from_numpy(clouds[33] * 2 + 10)
+    source = torch.from_numpy(clouds[32, : args.points] * 2 - 10)
+    target = torch.from_numpy(clouds[33, : args.points] * 2 + 10)
     eval_steps = set(range(0, args.steps + 1, args.eval_every)) | {s for s in REPORT_STEPS if s <= args.steps}
 
-    results, snaps = {}, {}
+    results, snaps = {}, {}  # the snapshots feed the variance study; they are never drawn
     for name, cv in METHODS.items():
         w2, sn, secs = flow(source, target, cv=cv, steps=args.steps, lr=args.lr, n_proj=args.n_projections,
                             seed=args.seed, eval_steps=eval_steps)
@@ -170,7 +185,7 @@ def main() -> None:
         "paper": PAPER,
     }
     (args.out / "sw_gradient_flow.json").write_text(json.dumps(payload, indent=1))
-    plot(results, snaps, target, args.out / "sw_gradient_flow.png")
+    plot({k: r["w2"] for k, r in results.items()}, args.n_projections, args.out / "sw_gradient_flow.png")
 
     shown = [s for s in REPORT_STEPS if s <= args.steps]
     print("| method | " + " | ".join(f"step {s}" for s in shown) + " |")
