@@ -254,3 +254,21 @@ def test_evaluate_bad_input(tmp_path, folder):
     with pytest.raises(ValidationError, match=r"shape\(s\) with a corres/ ground truth; need two"):
         evaluate_dataset(folder)
     assert main(["evaluate", "--data", str(folder), "--shard", "3/2", "--quiet"]) == 2
+
+
+def test_adaptation_runs_on_decimated_copies(run, monkeypatch):
+    model, _ = load_matcher(run)
+    seen = []
+    original = DeepMatcher.adapt
+
+    def spy(self, target, source, **kw):
+        seen.append((target.verts.shape[0], source.verts.shape[0]))
+        return original(self, target, source, **kw)
+
+    monkeypatch.setattr(DeepMatcher, "adapt", spy)
+    fine = bumpy(1, subdiv=4)  # 2562 vertices
+    res = model.match(fine, bumpy(2, subdiv=4), adapt_steps=1, adapt_vertices=600)
+    assert res.p2p_21.shape == (2562,)
+    assert all(abs(n - 600) <= 10 for pair in seen for n in pair)
+    model.match(fine, bumpy(2, subdiv=4), adapt_steps=1, adapt_vertices=0)
+    assert seen[-1] == (2562, 2562)

@@ -30,6 +30,7 @@ from geomot.losses.fmap import unsupervised_fmap_loss
 from geomot.models.diffusionnet import DiffusionNet, wks_input, xyz_input
 from geomot.ops.operators import DiffusionBatch, DiffusionOperators, batch_operators, diffusion_operators
 from geomot.ops.sampling import farthest_point_sampling
+from geomot.ops.simplify import decimate
 
 __all__ = ["MATCHER_INPUTS", "DeepMatcher", "MatcherOutput", "PreparedShape", "prepare_shape"]
 
@@ -70,6 +71,14 @@ def prepare_shape(shape: Any, *, k_eig: int, cache_dir: str | os.PathLike | None
                               "uses; give a finer shape or a model with a smaller k_eig")
     v = _unit_area(v, f)
     return PreparedShape(v, f, diffusion_operators(v, f, k_eig=k_eig, cache_dir=cache_dir), device)
+
+
+def _coarse(shape: PreparedShape, n_vertices: int, k_eig: int, cache_dir: str | os.PathLike | None) -> PreparedShape:
+    """``shape`` decimated to about ``n_vertices`` vertices (meshes above that size; 0: unchanged)."""
+    if not n_vertices or shape.faces is None or shape.verts.shape[0] <= max(n_vertices, k_eig):
+        return shape
+    v, f = decimate(shape.verts, shape.faces, max(n_vertices, k_eig))
+    return prepare_shape((v, f), k_eig=k_eig, cache_dir=cache_dir)
 
 
 class MatcherOutput(NamedTuple):
@@ -224,6 +233,7 @@ class DeepMatcher(nn.Module):
         n_samples: int = 1000,
         adapt_steps: int = 0,
         adapt_lr: float = 1e-3,
+        adapt_vertices: int = 1500,
         cache_dir: str | os.PathLike | None = None,
         generator: torch.Generator | None = None,
         **loss_weights: float,
@@ -245,6 +255,8 @@ class DeepMatcher(nn.Module):
             n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps (the last map
                 is computed on every vertex).
             adapt_steps, adapt_lr: test-time adaptation steps and learning rate (0: none).
+            adapt_vertices: meshes are adapted on copies decimated to this many vertices (as in training: the
+                loss's soft maps cost ``O(V^2)``; 0 adapts on the full meshes).
             cache_dir: opt-in cache of the operators.
             generator: random directions of the adaptation's sliced-Wasserstein term.
             loss_weights: weights of the adaptation loss (:func:`geomot.losses.unsupervised_fmap_loss`).
@@ -255,6 +267,7 @@ class DeepMatcher(nn.Module):
         if refine not in ("zoomout", "none"):
             raise ValidationError(f"refine: expected 'zoomout' or 'none', got {refine!r}")
         check_int(adapt_steps, "adapt_steps", at_least=0)
+        check_int(adapt_vertices, "adapt_vertices", at_least=0)
         check_positive(adapt_lr, "adapt_lr")
         k_final = self.k_eig if k_final is None else check_int(k_final, "k_final", at_least=self.k_fmap)
         if k_final > self.k_eig:
@@ -268,7 +281,8 @@ class DeepMatcher(nn.Module):
         try:
             if adapt_steps:
                 t1 = time.perf_counter()
-                self.adapt(tgt, src, steps=adapt_steps, lr=adapt_lr, generator=generator, **loss_weights)
+                pair = [_coarse(s, adapt_vertices, self.k_eig, cache_dir) for s in (tgt, src)]
+                self.adapt(*pair, steps=adapt_steps, lr=adapt_lr, generator=generator, **loss_weights)
                 times["adapt"] = time.perf_counter() - t1
             t1 = time.perf_counter()
             was_training = self.training
