@@ -272,3 +272,27 @@ def test_adaptation_runs_on_decimated_copies(run, monkeypatch):
     assert all(abs(n - 600) <= 10 for pair in seen for n in pair)
     model.match(fine, bumpy(2, subdiv=4), adapt_steps=1, adapt_vertices=0)
     assert seen[-1] == (2562, 2562)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_under_torchrun(folder, tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "geomot.cli", "train", "matcher", "--data", str(folder), "--out", str(tmp_path), "--epochs", "2",
+           "--k-eig", "24", "--k-fmap", "12", "--width", "16", "--blocks", "1", "--out-channels", "16",
+           "--pairs-per-epoch", "4", "--quiet", "--device", "cpu"]
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(cmd, check=True, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [e["epoch"] for e in log] == [1, 2] and all(math.isfinite(e["loss"]) for e in log)
+    model, _ = load_matcher(tmp_path)  # rank 0 wrote a checkpoint of the unwrapped model
+    assert not any(k.startswith("module.") for k in model.state_dict())
