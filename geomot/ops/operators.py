@@ -44,7 +44,8 @@ from geomot._core.errors import ShapeError, ValidationError
 from geomot._core.files import atomic_savez
 from geomot.ops.geometry import edges, vertex_normals
 from geomot.ops.knn import knn_points
-from geomot.ops.spectral import LAPLACIANS, laplacian_and_mass, non_manifold_edges, spectral_basis
+from geomot.ops.spectral import _check_inputs, laplacian_and_mass, non_manifold_edges, spectral_basis
+from geomot.ops.spectral import _resolve_method as _spectral_method
 
 __all__ = [
     "DiffusionBatch",
@@ -211,31 +212,16 @@ def spatial_gradient(
 # one shape
 
 
-def _check_shape(verts: object, faces: object) -> tuple[torch.Tensor, torch.Tensor | None]:
-    v = check_float_tensor(verts, "verts", ndim=2, last_dim=3)
-    if faces is None:
-        return v, None
-    f = check_index_tensor(faces, "faces", size=v.shape[0], ncols=3)
-    if f.dim() != 2 or f.shape[0] == 0:
-        raise ShapeError(f"faces: expected a non-empty (F, 3) integer tensor, got shape {tuple(f.shape)}")
-    return v, f.long()
-
-
 def _resolve_method(method: str, faces: torch.Tensor | None) -> str:
-    if method != "auto":
-        LAPLACIANS.get(method, arg="method")
-        return method
-    if faces is None:
-        return "pointcloud"
-    n_bad = non_manifold_edges(faces)
-    if n_bad:
+    """:func:`geomot.ops.spectral`'s choice of Laplacian, saying so when ``"auto"`` falls back to the robust one."""
+    name = _spectral_method(method, faces)
+    if method == "auto" and name == "robust":
         logger.warning(
             "diffusion_operators: the mesh has %d non-manifold edge(s) (shared by more than two faces); using the "
             "robust Laplacian (Sharp & Crane 2020) instead of the cotangent one",
-            n_bad,
+            non_manifold_edges(faces),
         )
-        return "robust"
-    return "cotan"
+    return name
 
 
 def _neighbor_pairs(v: torch.Tensor, f: torch.Tensor | None, n_neighbors: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,7 +352,7 @@ def diffusion_operators(
             than ``k_eig``), an unknown method, isolated or zero-area vertices.
         NumericalError: the eigensolver failed (see :func:`geomot.ops.spectral.spectral_basis`).
     """
-    v, f = _check_shape(verts, faces)
+    v, f = _check_inputs(verts, faces)
     k_eig = check_int(k_eig, "k_eig", at_least=1)
     n_neighbors = check_int(n_neighbors, "n_neighbors", at_least=2)
     V = v.shape[0]
