@@ -598,8 +598,8 @@ def benchmarks_markdown() -> tuple[str, dict[str, bytes]]:
         "",
         "The development notes keep the runs behind the choices of the defaults: "
         "[shape matching](notes/matching-development.md), [sliced Wasserstein](notes/sliced-speed.md), "
-        "[Sinkhorn](notes/sinkhorn-measurements.md), [deformation](notes/deformation-measurements.md) and "
-        "[its default objective](notes/deformation-default.md).",
+        "[Sinkhorn](notes/sinkhorn-measurements.md), [deformation](notes/deformation-measurements.md), "
+        "[its default objective](notes/deformation-default.md) and [the learned matcher](notes/learned-matching.md).",
         "",
     ]
     _sliced(out)
