@@ -69,7 +69,11 @@ def load_checkpoint(
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise FileFormatError(f"{p}: not a readable checkpoint (truncated or corrupted file: {e})") from e
+        if isinstance(e, pickle.UnpicklingError):  # torch's text is about weights_only, not about the file
+            reason = "not a file written by torch.save, or one holding more than tensors and plain containers"
+        else:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FileFormatError(f"{p}: not a readable checkpoint (truncated or corrupted file: {reason})") from e
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise FileFormatError(f"{p}: not a geomot checkpoint (no {CHECKPOINT_FORMAT!r} header)")
     if kind is not None and data.get("kind") != kind:
