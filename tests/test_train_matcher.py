@@ -151,6 +151,9 @@ def test_bad_data_and_checkpoints_raise_and_overwrite_nothing(folder, run, tmp_p
     with pytest.raises(FileFormatError, match="not a readable checkpoint"):
         load_matcher(tmp_path / "trunc")
     assert (run / "checkpoint.pt").read_bytes() == good
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint\n")
+    with pytest.raises(FileFormatError, match=r"not a readable checkpoint \(truncated or corrupted file: not a file"):
+        load_matcher(tmp_path / "garbage.pt")
     ae = tmp_path / "ae"
     import numpy as np
 
