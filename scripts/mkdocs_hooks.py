@@ -389,7 +389,8 @@ def _autoencoder(out: list[str]) -> None:
         out.append(
             f"| {r['loss']} | {r['chamfer']:.4f} | {r['sw2_x100']:.2f} | {r['emd_w2']:.4f} | "
             f"{r['seconds_per_epoch']:.1f} | {r.get('sw2_vs_sw', float('nan')):.3f} | "
-            f"{r.get('time_vs_sw', float('nan')):.2f} | {' / '.join(map(str, ref)) if ref else ''} |"
+            f"{'later run' if 'note' in r else format(r.get('time_vs_sw', float('nan')), '.2f')} | "
+            f"{' / '.join(map(str, ref)) if ref else ''} |"
         )
     out.append("")
 
