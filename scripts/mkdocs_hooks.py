@@ -384,6 +384,8 @@ def _autoencoder(out: list[str]) -> None:
         "| loss | Chamfer | SW_2 x 100 | EMD | s / epoch | SW_2 / SW's | time / SW's | paper |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if data.get("note"):
+        out[-3:-3] = ["", str(data["note"])]
     for r in data["rows"]:
         ref = paper.get(r["loss"])
         out.append(
@@ -393,6 +395,19 @@ def _autoencoder(out: list[str]) -> None:
             f"{' / '.join(map(str, ref)) if ref else ''} |"
         )
     out.append("")
+    times = _load("autoencoder_epoch_time.json")
+    if times and times.get("rows"):
+        out += [
+            _caption("autoencoder_epoch_time.json", times, CPU_MACHINE + ", idle"),
+            "",
+            f"Seconds per epoch, {times['epochs']} epochs of each loss in one process on an otherwise idle machine:",
+            "",
+            "| loss | s / epoch | time / SW's |",
+            "|---|---|---|",
+        ]
+        out += [f"| {r['loss']} | {r['seconds_per_epoch']:.1f} | {r.get('time_vs_sw', float('nan')):.2f} |"
+                for r in times["rows"]]
+        out.append("")
 
 
 def _learned_matching(out: list[str]) -> None:
