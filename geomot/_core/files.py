@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -15,7 +16,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_savez", "atomic_torch_save", "atomic_write", "config_differences"]
+__all__ = ["atomic_savez", "atomic_torch_save", "atomic_write", "config_differences", "geometry_key"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -56,3 +57,15 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, w
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Sorted names of the settings whose values differ between two configurations (missing counts as None)."""
     return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
+def geometry_key(version: str, settings: str, verts: np.ndarray, faces: np.ndarray | None) -> str:
+    """SHA-256 (hex) of a cache format ``version``, the ``settings`` string and the geometry (vertices read as
+    float64, faces as int64): the key of the on-disk caches of spectral bases and DiffusionNet operators."""
+    h = hashlib.sha256()
+    h.update(version.encode())
+    h.update(settings.encode())
+    h.update(np.ascontiguousarray(verts, dtype=np.float64).tobytes())
+    if faces is not None:
+        h.update(np.ascontiguousarray(faces, dtype=np.int64).tobytes())
+    return h.hexdigest()

@@ -29,7 +29,6 @@ an unreadable file is recomputed with a logged warning.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
 from geomot._core.errors import ShapeError, ValidationError
-from geomot._core.files import atomic_savez
+from geomot._core.files import atomic_savez, geometry_key
 from geomot.ops.geometry import edges, vertex_normals
 from geomot.ops.knn import knn_points
 from geomot.ops.spectral import _check_inputs, laplacian_and_mass, non_manifold_edges, spectral_basis
@@ -255,13 +254,7 @@ def _coo(index: np.ndarray, values: np.ndarray, n: int, device: torch.device) ->
 
 
 def _cache_key(v: np.ndarray, f: np.ndarray | None, method: str, n_neighbors: int) -> str:
-    h = hashlib.sha256()
-    h.update(_CACHE_VERSION.encode())
-    h.update(f"{method}|{n_neighbors}|{v.shape}|{None if f is None else f.shape}".encode())
-    h.update(np.ascontiguousarray(v, dtype=np.float64).tobytes())
-    if f is not None:
-        h.update(np.ascontiguousarray(f, dtype=np.int64).tobytes())
-    return h.hexdigest()
+    return geometry_key(_CACHE_VERSION, f"{method}|{n_neighbors}|{v.shape}|{None if f is None else f.shape}", v, f)
 
 
 _FIELDS = ("mass", "evals", "evecs", "frames", "gx_index", "gx_values", "gy_index", "gy_values", "L_index", "L_values")

@@ -21,7 +21,6 @@ caller chooses (nothing is written unless ``cache_dir`` is given), keyed by a ha
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -36,7 +35,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor
 from geomot._core.errors import MissingDependencyError, NumericalError, ShapeError, ValidationError
-from geomot._core.files import atomic_savez
+from geomot._core.files import atomic_savez, geometry_key
 from geomot._core.registry import Registry
 from geomot.ops.geometry import vertex_areas
 from geomot.ops.laplacian import cotangent_laplacian
@@ -206,13 +205,7 @@ def _solve_eigs(L: sp.csr_matrix, mass: np.ndarray, k: int, shifts: tuple[float,
 
 
 def _cache_key(v: np.ndarray, f: np.ndarray | None, method: str, n_neighbors: int) -> str:
-    h = hashlib.sha256()
-    h.update(_CACHE_VERSION.encode())
-    h.update(f"{method}|{n_neighbors}|{v.shape}".encode())
-    h.update(np.ascontiguousarray(v, dtype=np.float64).tobytes())
-    if f is not None:
-        h.update(np.ascontiguousarray(f, dtype=np.int64).tobytes())
-    return h.hexdigest()[:40]
+    return geometry_key(_CACHE_VERSION, f"{method}|{n_neighbors}|{v.shape}", v, f)[:40]
 
 
 def _cache_load(path: Path, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
