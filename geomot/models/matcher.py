@@ -161,10 +161,11 @@ class DeepMatcher(nn.Module):
         return self.features(self.input_features(ops, verts), ops)
 
     def forward(self, ops_1: DiffusionBatch, ops_2: DiffusionBatch, verts_1: torch.Tensor | None = None,
-                verts_2: torch.Tensor | None = None) -> MatcherOutput:
+                verts_2: torch.Tensor | None = None, *, fmap: DeepFunctionalMap | None = None) -> MatcherOutput:
+        """Features of both batches and their functional / soft maps (by ``fmap``, default the model's block)."""
         f1, f2 = self.extract(ops_1, verts_1), self.extract(ops_2, verts_2)
         k = self.k_fmap
-        out = self.fmap(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
+        out = (fmap or self.fmap)(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
                         ops_1.evals[..., :k], ops_2.evals[..., :k], lengths_1=ops_1.lengths, lengths_2=ops_2.lengths)
         return MatcherOutput(f1, f2, out)
 
@@ -201,18 +202,14 @@ class DeepMatcher(nn.Module):
         fm = DeepFunctionalMap(lambda_=self._settings["lambda_"], gamma=self._settings["gamma"], soft_map="sinkhorn",
                                soft_map_options={"eps": self._settings["tau"], "warn": False})
         opt = torch.optim.Adam(self.parameters(), lr=lr)
-        k = self.k_fmap
         losses = []
         was_training = self.training
         self.eval()  # no dropout: adapt the features the map is read from
         try:
             for _ in range(steps):
                 with torch.enable_grad():
-                    f1, f2 = self.extract(ops_1, v1), self.extract(ops_2, v2)
-                    out = fm(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
-                             ops_1.evals[..., :k], ops_2.evals[..., :k])
-                    loss = self.unsupervised_loss(MatcherOutput(f1, f2, out), ops_1, ops_2, generator=generator,
-                                                  **loss_weights)
+                    out = self(ops_1, ops_2, v1, v2, fmap=fm)
+                    loss = self.unsupervised_loss(out, ops_1, ops_2, generator=generator, **loss_weights)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
