@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import griffe
+try:
+    import griffe
+except ModuleNotFoundError:  # the rewrites below work (and are tested) without the docs extra
+    griffe = None
 
 ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj|exc|ref|doc|py:\w+):`~?([^`<]+?)(?:\s*<[^>]+>)?`")
 PROMPT = re.compile(r"^(\s*)(>>>|\.\.\.)( |$)")
@@ -50,9 +53,11 @@ def prompts_to_fences(text: str) -> str:
     return "\n".join(out)
 
 
-class DocstringMarkup(griffe.Extension):
-    """Rewrites the reStructuredText habits of every loaded docstring (see the module docstring)."""
+if griffe is not None:
 
-    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        if obj.docstring is not None:
-            obj.docstring.value = prompts_to_fences(roles_to_code(obj.docstring.value))
+    class DocstringMarkup(griffe.Extension):
+        """Rewrites the reStructuredText habits of every loaded docstring (see the module docstring)."""
+
+        def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = prompts_to_fences(roles_to_code(obj.docstring.value))

@@ -242,9 +242,9 @@ def test_fixed_size_iterations_refit_a_noisy_map(shape, permuted):
     noisy = C + torch.randn(C.shape, generator=torch.Generator().manual_seed(1), dtype=C.dtype) / 30**0.5
     e1, e2 = b.evecs[:, :30], b2.evecs[:, :30]
     acc0 = float((p2p_from_fmap(noisy, e1, e2) == perm).double().mean())
-    r0 = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=0)
+    r0 = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, max_iter=0)
     assert torch.equal(r0.p2p_21, p2p_from_fmap(noisy, e1, e2)) and torch.equal(r0.fmap_12, noisy)
-    r = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, n_iter=3)
+    r = fixed_size_iterations(noisy, b.evecs, b2.evecs, b2.mass, max_iter=3)
     acc = float((r.p2p_21 == perm).double().mean())
     assert acc0 < 0.5 and acc > 0.95
     assert r.fmap_12.shape == (30, 30) and torch.allclose(r.fmap_12, C, atol=1e-6)

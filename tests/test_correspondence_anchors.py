@@ -73,8 +73,8 @@ def test_on_samples_the_map_of_the_samples_is_refined(ellipsoid):
     before = float((v[swapped[samples]] - v[samples]).norm(dim=1).mean())
     assert float((v[res.p2p_21] - v[samples]).norm(dim=1).mean()) < 0.1 * before
     # farthest-point samples give the same anchors as the full shape: the first step is the full map on them
-    one = _refine(v, f, b, swapped, samples2=samples, n_iter=1)
-    assert torch.equal(one.p2p_21, _refine(v, f, b, swapped, n_iter=1).p2p_21[samples])
+    one = _refine(v, f, b, swapped, samples2=samples, max_iter=1)
+    assert torch.equal(one.p2p_21, _refine(v, f, b, swapped, max_iter=1).p2p_21[samples])
     # the functional map fitted on the samples sends the whole shape back too
     full = knn_indices(b.evecs, b.evecs @ res.fmap_12.T)
     assert _err(v, full) < 0.1 * _err(v, swapped)

@@ -72,7 +72,7 @@ def test_nonrigid_icp_recovers_a_rigid_motion(shape):
     v, _, basis = shape
     rot, t = _rotation(2, angle=0.3), torch.tensor([0.05, -0.02, 0.1], dtype=v.dtype)
     target = v @ rot + t
-    fit = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0,), n_iter=30)
+    fit = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0,), max_iter=30)
     assert fit.points.shape == (1, v.shape[0], 3) and fit.A.shape == (1, 0, 3)
     assert torch.allclose(fit.R[0], rot, atol=1e-6) and torch.allclose(fit.t[0], t, atol=1e-6)
     assert float(fit.cost[0]) < 1e-6
@@ -82,14 +82,14 @@ def test_nonrigid_icp_follows_a_smooth_deformation_and_ranks_alignments(shape):
     v, _, basis = shape
     scale = float((v - v.mean(0)).norm(dim=1).mean())
     target = v + 0.15 * scale * basis.evecs[:, 1:4] / basis.evecs[:, 1:4].abs().max(0).values
-    rigid = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0,), n_iter=10)
-    smooth = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0, 4, 8), n_iter=10, reg=1e-6)
+    rigid = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0,), max_iter=10)
+    smooth = nonrigid_icp(v, target, basis.evecs, basis.evals, levels=(0, 4, 8), max_iter=10, reg=1e-6)
     assert float(smooth.cost[0]) < 0.25 * float(rigid.cost[0])
     # a batch of alignments: the right one (identity) costs less than a half-turn about the long axis
     x, _ = principal_frame(v)
     y, _ = principal_frame(target)
     turned = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=v.dtype))
-    both = nonrigid_icp(torch.stack([x, x @ turned]), y, basis.evecs, basis.evals, levels=(0, 4, 8), n_iter=5)
+    both = nonrigid_icp(torch.stack([x, x @ turned]), y, basis.evecs, basis.evals, levels=(0, 4, 8), max_iter=5)
     assert both.points.shape == (2, v.shape[0], 3) and float(both.cost[0]) < float(both.cost[1])
 
 
@@ -131,7 +131,7 @@ def test_extrinsic_refine_repairs_a_corrupted_map_of_a_smooth_deformation(shape)
         p2p = truth.clone()
         bad = torch.rand(v.shape[0], generator=g) < 0.1
         p2p[bad] = torch.randint(0, v.shape[0], (int(bad.sum()),), generator=g)
-        res = extrinsic_refine(v, target, p2p, basis.evecs, basis.evals, levels=(4, 8, 16), n_iter=8)
+        res = extrinsic_refine(v, target, p2p, basis.evecs, basis.evals, levels=(4, 8, 16), max_iter=8)
         assert res.p2p_21.shape == (v.shape[0],) and res.p2p_21.dtype == torch.int64
         assert res.points.shape == v.shape
         assert float((res.p2p_21 == truth).double().mean()) > 0.99
@@ -167,7 +167,7 @@ def test_extrinsic_refine_window_slides_along_the_surface(shape):
     far = truth.clone()
     bad = torch.rand(v.shape[0], generator=g) < 0.1
     far[bad] = torch.randint(0, v.shape[0], (int(bad.sum()),), generator=g)
-    kw = dict(levels=(4,), n_iter=1, target_faces=faces_t)
+    kw = dict(levels=(4,), max_iter=1, target_faces=faces_t)
     free = extrinsic_refine(v, target, far, basis.evecs, basis.evals, **kw).p2p_21
     local = extrinsic_refine(v, target, far, basis.evecs, basis.evals, window=1, **kw).p2p_21
     assert not bool(within_one_ring(far, free).all())  # the free snap jumps
@@ -178,7 +178,7 @@ def test_extrinsic_refine_window_slides_along_the_surface(shape):
     pick = torch.randint(0, ring.shape[1], (v.shape[0],), generator=g) % in_ring.sum(1)
     jitter[moved] = ring[truth, pick][moved]
     assert float((jitter == truth).double().mean()) < 0.8
-    res = extrinsic_refine(v, target, jitter, basis.evecs, basis.evals, levels=(4, 8), n_iter=3, window=1,
+    res = extrinsic_refine(v, target, jitter, basis.evecs, basis.evals, levels=(4, 8), max_iter=3, window=1,
                            target_faces=faces_t)
     assert float((res.p2p_21 == truth).double().mean()) > 0.99
 
@@ -270,13 +270,13 @@ def test_nonrigid_icp_with_normals_keeps_the_sides_of_a_thin_shell_apart():
     basis = spectral_basis(v, f, k=10)
     lift = torch.tensor([0.0, 0.0, 0.1], dtype=v.dtype)
     n = vertex_normals(v, f)
-    plain = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1)
-    aware = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1, source_normals=n,
+    plain = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), max_iter=1)
+    aware = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), max_iter=1, source_normals=n,
                          target_normals=n, normal_weight=0.5)
     assert float((plain.t[0] + lift).norm()) > 0.015
     assert float((aware.t[0] + lift).norm()) < 1e-9
     # a zero weight is the positions-only ICP, normals or not
-    zero = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), n_iter=1, source_normals=n,
+    zero = nonrigid_icp(v + lift, v, basis.evecs, basis.evals, levels=(0,), max_iter=1, source_normals=n,
                         target_normals=n, normal_weight=0.0)
     assert torch.equal(zero.points, plain.points)
 

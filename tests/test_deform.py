@@ -227,7 +227,7 @@ def test_cached_regularizers_match_the_losses_module():
     torch.testing.assert_close(lap, (laplacian_residual(v, f) - laplacian_residual(v0, f)).pow(2).sum(-1).mean())
     e = edges(f)
     length = float((v0[e[:, 0]] - v0[e[:, 1]]).norm(dim=-1).mean())
-    torch.testing.assert_close(DEFORM_REGULARIZERS.get("edge")(v, f, v0), edge_length_loss(v, f, target_length=length))
+    torch.testing.assert_close(DEFORM_REGULARIZERS.get("edge")(v, f, v0), edge_length_loss(v, faces=f, target_length=length))
 
 
 def test_fit_aligns_a_target_in_another_unit_or_far_away(caplog):

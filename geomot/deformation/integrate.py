@@ -62,7 +62,7 @@ class _Guarded(nn.Module):
         v = self.field(t, y)
         if not bool(torch.isfinite(v).all()):
             self._fail(t, "velocity")
-        self.last_good = (float(t), y.detach())
+        self.last_good = (float(t.detach()), y.detach())
         return v
 
     def _fail(self, t: torch.Tensor, what: str) -> None:
