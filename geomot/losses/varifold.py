@@ -27,8 +27,13 @@ masses); or a position tensor ``(N, d)`` / ``(B, N, d)`` with ``x_normals`` of t
 ``x_weights`` (default ``1/N``). ``normalize=True`` divides each item's masses by their total.
 
 Backends: ``"torch"`` works on blocks of ``chunk_size`` rows (never an ``N x M`` matrix; each block is
-re-computed in the backward pass through activation checkpointing), ``"keops"`` uses ``pykeops`` LazyTensors
-(compiled C++/CUDA on first use, cached afterwards), ``"auto"`` picks KeOps only for CUDA tensors with at least
+re-computed in the backward pass through activation checkpointing; the exponents are clamped at half the dtype's
+``exp`` floor, -42 in float32, which keeps ``exp`` and the products after it off x86's slow subnormal path and
+changes each term by less than ``1e-18`` of the largest), ``"keops"`` uses ``pykeops`` LazyTensors (compiled
+C++/CUDA on first use, cached afterwards), ``"triton"`` runs one streaming Triton kernel for the value and two for
+the gradients (:mod:`geomot.ops._triton_kernels`; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``;
+memory ``O(B (N + M))``; the built-in normal kernels only). ``"auto"`` picks Triton for CUDA tensors when
+:func:`geomot._core.accel.triton_usable` says it can run, else KeOps for CUDA tensors with at least
 :data:`KEOPS_MIN_PAIRS` pairs when pykeops is importable, and torch otherwise — the default never compiles on CPU.
 """
 
@@ -40,15 +45,18 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from geomot._core.accel import triton_usable
 from geomot._core.batch import block_rows, list_to_padded, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor, check_positive, describe
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
 from geomot._core.reduction import check_reduction, reduce
 from geomot._core.registry import Registry
 from geomot.losses._shell import PAIR_INPUTS, LossModule
+from geomot.ops._triton_kernels import varifold_sum_triton
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud
 from geomot.structures.convert import resolve_mesh_measure
+from geomot.transport._kernels import exp_floor
 
 __all__ = ["KEOPS_MIN_PAIRS", "VARIFOLD_KERNELS", "NormalKernel", "VarifoldLoss", "varifold_distance", "varifold_inner"]
 
@@ -65,25 +73,30 @@ class NormalKernel(NamedTuple):
             LazyTensors share, so that both backends evaluate the same expression.
         log_linear: for kernels of the form ``k_n(t) = exp(alpha t + beta)``, ``sigma_n -> (alpha, beta)``; the torch
             backend then folds the normal kernel into the exponent of the spatial one (one matmul per block).
+        fused: the closed form the Triton kernel implements (a name of
+            :data:`geomot.ops._triton_kernels.VARIFOLD_KINDS`: ``"linear"``, ``"binet"``, ``"exp_linear"`` with the
+            ``log_linear`` coefficients), or None when only the torch and KeOps backends can evaluate it.
     """
 
     fn: Callable[[Any, float], Any]
     log_linear: Callable[[float], tuple[float, float]] | None = None
+    fused: str | None = None
 
 
 #: Normal kernels by name: ``"linear"`` (currents), ``"binet"`` (varifolds), ``"gaussian_oriented"``.
 VARIFOLD_KERNELS: Registry[NormalKernel] = Registry("varifold kernel")
-VARIFOLD_KERNELS.add("linear", NormalKernel(lambda t, sigma_n: t))
-VARIFOLD_KERNELS.add("binet", NormalKernel(lambda t, sigma_n: t * t))
+VARIFOLD_KERNELS.add("linear", NormalKernel(lambda t, sigma_n: t, fused="linear"))
+VARIFOLD_KERNELS.add("binet", NormalKernel(lambda t, sigma_n: t * t, fused="binet"))
 VARIFOLD_KERNELS.add(
     "gaussian_oriented",
     NormalKernel(
         lambda t, sigma_n: ((t - 1.0) * (2.0 / sigma_n**2)).exp(),
         lambda sigma_n: (2.0 / sigma_n**2, -2.0 / sigma_n**2),
+        fused="exp_linear",
     ),
 )
 
-_Varifold = tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]
+_Varifold = tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, torch.Tensor]
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -94,7 +107,7 @@ def _as_varifold(
     weights: torch.Tensor | None,
     lengths: torch.Tensor | None,
 ) -> _Varifold:
-    """``(positions (B, N, d), normals (B, N, d), masses (B, N) zero on padding, batched)``."""
+    """``(positions (B, N, d), normals (B, N, d), masses (B, N) zero on padding, batched, lengths (B,))``."""
     if not isinstance(x, torch.Tensor):
         given = [k for k, v in (("normals", normals), ("weights", weights), ("lengths", lengths)) if v is not None]
         if given:
@@ -106,7 +119,8 @@ def _as_varifold(
             pos.append(face_centroids(v, f))
             nor.append(nrm)
             mass.append(areas)
-        return list_to_padded(pos)[0], list_to_padded(nor)[0], list_to_padded(mass)[0], True
+        pp, lengths = list_to_padded(pos)
+        return pp, list_to_padded(nor)[0], list_to_padded(mass)[0], True, lengths
     if isinstance(x, PointCloud):
         if x.normals_padded() is None:
             raise ValidationError(f"{name}: a PointCloud needs normals to define a varifold")
@@ -114,14 +128,14 @@ def _as_varifold(
         w = x.weights_padded()
         if w is None:
             w = mask.to(x.dtype) / x.lengths[:, None].to(x.dtype)
-        return x.points_padded(), x.normals_padded(), w.masked_fill(~mask, 0.0), True
+        return x.points_padded(), x.normals_padded(), w.masked_fill(~mask, 0.0), True, x.lengths
     if isinstance(x, Measure):
         if x.dim % 2:
             raise ShapeError(
                 f"{name}: a varifold Measure needs support (B, N, 2d) = positions + normals, got D={x.dim}"
             )
         d = x.dim // 2
-        return x.support[..., :d], x.support[..., d:], x.weights, True
+        return x.support[..., :d], x.support[..., d:], x.weights, True, x.lengths
     if not isinstance(x, torch.Tensor):
         raise ShapeError(f"{name}: expected a Mesh, PointCloud, Measure or tensor, got {describe(x)}")
     check_float_tensor(x, name, ndim=(2, 3), finite=False)
@@ -146,7 +160,7 @@ def _as_varifold(
         w = (weights if batched else weights.unsqueeze(0)).masked_fill(~mask, 0.0)
         if bool((w < 0).any()):
             raise ValidationError(f"{name}_weights: must be non-negative, got min {float(w.min()):.3g}")
-    return xb, nb, w, batched
+    return xb, nb, w, batched, lb
 
 
 # -- backends ----------------------------------------------------------------------------------------------
@@ -170,7 +184,9 @@ def _block(
     kern: NormalKernel, sigma_n: float, folded: bool,
 ) -> torch.Tensor:
     """``sum_{i in block, j} a_i b_j exp(<xa_i, ya_j>) [k_n(<n_i, m_j>)]`` for each item: ``(B,)``."""
-    e = torch.bmm(xa, ya.transpose(1, 2))
+    # exponents are clamped at the dtype's floor (-85 in float32): below it exp underflows to (sub)normals that
+    # x86's exp computes on a slow path (~10x per element); the clamp changes a term by < 1e-37 of the largest
+    e = torch.bmm(xa, ya.transpose(1, 2)).clamp_min_(0.5 * exp_floor(xa.dtype))
     if torch.is_grad_enabled():
         k = e.exp()
         if not folded:
@@ -185,9 +201,11 @@ def _block(
 def _inner_torch(
     x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, y: torch.Tensor, m: torch.Tensor, b: torch.Tensor,
     inv_s2: float, kern: NormalKernel, sigma_n: float, chunk_size: int, symmetric: bool = False,
+    lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``<x, y>`` by row blocks. ``symmetric=True`` (``y`` is ``x``): each block only meets the columns from its
-    own on, the later ones counted twice (``K`` is symmetric), which halves the work of a self term."""
+    """``<x, y>`` by row blocks (padding has zero mass; ``lengths`` is not needed). ``symmetric=True`` (``y`` is
+    ``x``): each block only meets the columns from its own on, the later ones counted twice (``K`` is symmetric),
+    which halves the work of a self term."""
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, n, a, y, m, b))
     xa, ya, folded = _augment(x, n, y, m, inv_s2, kern, sigma_n)
     out = x.new_zeros(x.shape[0])
@@ -211,6 +229,7 @@ def _inner_torch(
 def _inner_keops(
     x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, y: torch.Tensor, m: torch.Tensor, b: torch.Tensor,
     inv_s2: float, kern: NormalKernel, sigma_n: float, chunk_size: int, symmetric: bool = False,
+    lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     try:
         from pykeops.torch import LazyTensor
@@ -223,9 +242,30 @@ def _inner_keops(
     return (a * (k * bj).sum(dim=2)[..., 0]).sum(-1)
 
 
+def _inner_triton(
+    x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, y: torch.Tensor, m: torch.Tensor, b: torch.Tensor,
+    inv_s2: float, kern: NormalKernel, sigma_n: float, chunk_size: int, symmetric: bool = False,
+    lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``<x, y>`` by the streaming Triton kernel (forward and backward; padding skipped through ``lengths``)."""
+    if kern.fused is None:
+        raise ValidationError("backend: 'triton' evaluates the built-in normal kernels only; use 'torch' or 'keops'")
+    if not triton_usable(x):
+        raise ValidationError(
+            f"backend: 'triton' needs CUDA tensors and triton (or TRITON_INTERPRET=1 for CPU), got {x.device}"
+        )
+    alpha, beta = kern.log_linear(sigma_n) if kern.log_linear is not None else (0.0, 0.0)
+    if lengths is None:
+        full_x = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+        lengths = (full_x, torch.full_like(full_x, y.shape[1]))
+    return varifold_sum_triton(x, n, a, y, m, b, lengths[0], lengths[1], inv_s2=inv_s2, kind=kern.fused,
+                               alpha=alpha, beta=beta, symmetric=symmetric)
+
+
 _BACKENDS: Registry[Callable[..., torch.Tensor]] = Registry("varifold backend")
 _BACKENDS.add("torch", _inner_torch)
 _BACKENDS.add("keops", _inner_keops)
+_BACKENDS.add("triton", _inner_triton)
 
 
 def _keops_available() -> bool:
@@ -236,10 +276,12 @@ def _keops_available() -> bool:
     return True
 
 
-def _pick_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
+def _pick_backend(backend: str, x: torch.Tensor, y: torch.Tensor, kern: NormalKernel) -> str:
     if backend != "auto":
         _BACKENDS.get(backend, arg="backend")
         return backend
+    if x.is_cuda and kern.fused is not None and triton_usable(x):
+        return "triton"
     if x.is_cuda and x.shape[1] * y.shape[1] >= KEOPS_MIN_PAIRS and _keops_available():
         return "keops"
     return "torch"
@@ -283,8 +325,8 @@ def _prepare(
     if px.dtype != py.dtype or px.device != py.device:
         raise ShapeError(f"y: expected dtype {px.dtype} on {px.device} (that of x), got {py.dtype} on {py.device}")
     if normalize:
-        vx = (vx[0], vx[1], vx[2] / vx[2].sum(-1, keepdim=True), vx[3])
-        vy = (vy[0], vy[1], vy[2] / vy[2].sum(-1, keepdim=True), vy[3])
+        vx = (vx[0], vx[1], vx[2] / vx[2].sum(-1, keepdim=True), vx[3], vx[4])
+        vy = (vy[0], vy[1], vy[2] / vy[2].sum(-1, keepdim=True), vy[3], vy[4])
     if chunk_size is None:
         chunk_size = block_rows(px.shape[0] * max(px.shape[1], py.shape[1]), px.device)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -321,9 +363,10 @@ def varifold_inner(
         x, y, kernel, sigma, sigma_normal, chunk_size,
         x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize, measure,
     )
-    fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0]))
+    fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0], k_n))
     centre = _centre(vy[0], vy[2])  # translation invariance; reduces cancellation in |x|^2 - 2<x,y>
-    val = fn(vx[0] - centre, vx[1], vx[2], vy[0] - centre, vy[1], vy[2], 1.0 / sigma**2, k_n, sigma_normal, chunk_size)
+    val = fn(vx[0] - centre, vx[1], vx[2], vy[0] - centre, vy[1], vy[2], 1.0 / sigma**2, k_n, sigma_normal, chunk_size,
+             lengths=(vx[4], vy[4]))
     return val if (vx[3] or vy[3]) else val[0]
 
 
@@ -369,7 +412,7 @@ def varifold_distance(
         y_lengths: same for ``y``.
         normalize: divide each item's masses by their total (compares shapes regardless of area).
         reduction: ``"mean"`` / ``"sum"`` over the batch, or ``"none"``: ``(B,)`` (``()`` for ``(N, d)`` tensors).
-        backend: ``"auto"``, ``"torch"`` (blocked) or ``"keops"``.
+        backend: ``"auto"``, ``"torch"`` (blocked), ``"keops"`` or ``"triton"`` (module docstring).
         chunk_size: rows per block of the torch backend (the default keeps a block under ``2^22`` entries on the CPU
             and ``2^26`` on CUDA).
         measure: how a Mesh input becomes a measure: ``None`` or ``"varifold"`` (its faces' varifold, the only
@@ -389,13 +432,13 @@ def varifold_distance(
         x_normals, y_normals, x_weights, y_weights, x_lengths, y_lengths, normalize, measure,
     )
     check_reduction(reduction)
-    fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0]))
+    fn = _BACKENDS.get(_pick_backend(backend, vx[0], vy[0], k_n))
     centre = _centre(vy[0], vy[2])
     px, py = vx[0] - centre, vy[0] - centre
     args = (1.0 / sigma**2, k_n, sigma_normal, chunk_size)
-    xx = fn(px, vx[1], vx[2], px, vx[1], vx[2], *args, symmetric=True)
-    yy = fn(py, vy[1], vy[2], py, vy[1], vy[2], *args, symmetric=True)
-    xy = fn(px, vx[1], vx[2], py, vy[1], vy[2], *args)
+    xx = fn(px, vx[1], vx[2], px, vx[1], vx[2], *args, symmetric=True, lengths=(vx[4], vx[4]))
+    yy = fn(py, vy[1], vy[2], py, vy[1], vy[2], *args, symmetric=True, lengths=(vy[4], vy[4]))
+    xy = fn(px, vx[1], vx[2], py, vy[1], vy[2], *args, lengths=(vx[4], vy[4]))
     return reduce(xx + yy - 2.0 * xy, reduction, batched=vx[3] or vy[3])
 
 

@@ -10,7 +10,12 @@ Backends:
     - ``"kdtree"``: :class:`scipy.spatial.cKDTree` per batch item (CPU); ``O((N + M) log M)``, the fastest choice
       on CPU for large low-dimensional sets.
     - ``"pytorch3d"``: ``pytorch3d.ops.knn_points`` (CUDA kernels), imported lazily.
-    - ``"auto"``: pytorch3d on CUDA when importable, the k-d tree on CPU for ``D <= 8`` and more than
+    - ``"triton"``: one streaming Triton kernel (:func:`geomot.ops._triton_kernels.knn_triton`) for ``D <= 8`` and
+      ``k <= 16``: each program keeps the ``k`` best of a block of queries in registers while it streams over
+      ``y``; ``O(B N M (D + k))`` work and ``O(B (N + M))`` memory. CUDA tensors, or CPU tensors under
+      ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
+    - ``"auto"``: Triton on CUDA when :func:`geomot._core.accel.triton_usable` allows it (``D <= 8``,
+      ``k <= 16``), else pytorch3d on CUDA when importable; the k-d tree on CPU for ``D <= 8`` and more than
       :data:`KDTREE_MIN_PAIRS` point pairs, else torch.
 """
 
@@ -22,10 +27,12 @@ from typing import NamedTuple
 
 import torch
 
+from geomot._core.accel import triton_usable
 from geomot._core.batch import block_rows, mask_from_lengths, to_batched
 from geomot._core.checks import check_finite, check_float_tensor
 from geomot._core.errors import MissingDependencyError, ShapeError, ValidationError
 from geomot._core.registry import Registry
+from geomot.ops._triton_kernels import KNN_MAX_DIM, KNN_MAX_K, knn_triton
 
 __all__ = ["KDTREE_MIN_PAIRS", "KNN_BACKENDS", "KNNResult", "knn_gather", "knn_points"]
 
@@ -119,6 +126,19 @@ def _knn_pytorch3d(
     return p3d_knn(x, y, lengths1=x_lengths, lengths2=y_lengths, K=k, return_nn=False).idx
 
 
+@KNN_BACKENDS.register("triton")
+def _knn_triton(
+    x: torch.Tensor, y: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor, k: int, chunk_size: int
+) -> torch.Tensor:
+    """Indices ``(B, N, k)`` from the streaming Triton kernel (coordinates rescaled first, as for torch)."""
+    if not triton_usable(x):
+        raise ValidationError(
+            f"backend: 'triton' needs CUDA tensors and triton (or TRITON_INTERPRET=1 for CPU), got {x.device}"
+        )
+    xs, ys = _rescaled(x, y, mask_from_lengths(x_lengths, x.shape[1]), mask_from_lengths(y_lengths, y.shape[1]))
+    return knn_triton(xs, ys, x_lengths, y_lengths, k)[1]
+
+
 def _has_pytorch3d() -> bool:
     try:
         import pytorch3d.ops  # noqa: F401
@@ -127,7 +147,9 @@ def _has_pytorch3d() -> bool:
     return True
 
 
-def _auto_backend(x: torch.Tensor, y: torch.Tensor) -> str:
+def _auto_backend(x: torch.Tensor, y: torch.Tensor, k: int) -> str:
+    if x.is_cuda and x.shape[-1] <= KNN_MAX_DIM and k <= KNN_MAX_K and triton_usable(x):
+        return "triton"
     if x.is_cuda:
         return "pytorch3d" if _has_pytorch3d() else "torch"
     if x.device.type == "cpu" and x.shape[-1] <= 8 and x.shape[0] * x.shape[1] * y.shape[1] > KDTREE_MIN_PAIRS:
@@ -177,7 +199,8 @@ def knn_points(
         return_nn: also return the neighbours' coordinates.
         chunk_size: query rows per block for the torch backend; the default keeps a block under ``2^22`` entries on
             the CPU and ``2^26`` on CUDA (``geomot._core.batch.BLOCK_ENTRIES``).
-        backend: ``"auto"``, or a name of :data:`KNN_BACKENDS` (``"torch"``, ``"kdtree"``, ``"pytorch3d"``).
+        backend: ``"auto"``, or a name of :data:`KNN_BACKENDS` (``"torch"``, ``"kdtree"``, ``"pytorch3d"``,
+            ``"triton"``); see the module docstring.
 
     Returns:
         a :class:`KNNResult` ``(dists (B, N, k), idx (B, N, k), knn (B, N, k, D) | None)``; the batch axis is
@@ -215,7 +238,7 @@ def knn_points(
         chunk_size = block_rows(B * M, xb.device)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValidationError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    name = _auto_backend(xb, yb) if backend == "auto" else backend
+    name = _auto_backend(xb, yb, k) if backend == "auto" else backend
     fn = KNN_BACKENDS.get(name, arg="backend")
     with torch.no_grad():
         idx = fn(xb.detach(), yb.detach(), xl, yl, k, chunk_size)
