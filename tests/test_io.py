@@ -291,9 +291,9 @@ def test_truncated_binary_files(tmp_path, sphere_mesh):
         ("oor.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                     "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n",
          FileFormatError, r"oor\.ply: a face refers to vertex 5, but the file has 3 vertices"),
-        ("nan.off", "OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n", ValidationError, r"nan\.off: verts: contains 1 NaN/Inf"),
-        ("inf.obj", "v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", ValidationError, r"inf\.obj: verts: contains 1 NaN/Inf"),
-        ("inf.xyz", "0 0 0\n1 inf 0\n", ValidationError, r"inf\.xyz: points: contains 1 NaN/Inf"),
+        ("nan.off", "OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n", FileFormatError, r"nan\.off: verts: contains 1 NaN/Inf"),
+        ("inf.obj", "v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", FileFormatError, r"inf\.obj: verts: contains 1 NaN/Inf"),
+        ("inf.xyz", "0 0 0\n1 inf 0\n", FileFormatError, r"inf\.xyz: points: contains 1 NaN/Inf"),
     ],
 )
 def test_bad_geometry_names_the_file(tmp_path, name, content, err, match):
@@ -304,10 +304,10 @@ def test_bad_geometry_names_the_file(tmp_path, name, content, err, match):
 def test_bad_npz_and_npy_contents(tmp_path):
     v = np.eye(3)
     np.savez(tmp_path / "neg.npz", verts=v, faces=np.array([[0, 1, -1]]))
-    with pytest.raises(ValidationError, match=r"neg\.npz: faces: negative index -1"):
+    with pytest.raises(FileFormatError, match=r"neg\.npz: faces: negative index -1"):
         load(tmp_path / "neg.npz")
     np.savez(tmp_path / "oor.npz", verts=v, faces=np.array([[0, 1, 3]]))
-    with pytest.raises(ValidationError, match=r"oor\.npz: faces: index 3 out of range for 3 vertices"):
+    with pytest.raises(FileFormatError, match=r"oor\.npz: faces: index 3 out of range for 3 vertices"):
         load(tmp_path / "oor.npz")
     np.savez(tmp_path / "float_faces.npz", verts=v, faces=np.array([[0.0, 1.0, 2.0]]))
     with pytest.raises(FileFormatError, match=r"float_faces\.npz: array 'faces' must be an integer"):
@@ -325,7 +325,7 @@ def test_bad_npz_and_npy_contents(tmp_path):
     with pytest.raises(FileFormatError, match=r"none\.npy: the file holds no vertices"):
         load(tmp_path / "none.npy")
     np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan, 0.0]]))
-    with pytest.raises(ValidationError, match=r"nan\.npy: points: contains 1 NaN/Inf"):
+    with pytest.raises(FileFormatError, match=r"nan\.npy: points: contains 1 NaN/Inf"):
         load(tmp_path / "nan.npy")
     with zipfile.ZipFile(tmp_path / "zip.npz", "w") as z:
         z.writestr("points.npy", b"not an array")
@@ -451,7 +451,7 @@ def test_pcd_with_nan_point_names_the_file(tmp_path):
     o3d = pytest.importorskip("open3d")
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0]])))
     o3d.io.write_point_cloud(str(tmp_path / "nan.pcd"), pc)
-    with pytest.raises(ValidationError, match=r"nan\.pcd: points: contains 1 NaN/Inf"):
+    with pytest.raises(FileFormatError, match=r"nan\.pcd: points: contains 1 NaN/Inf"):
         load(tmp_path / "nan.pcd")
 
 
@@ -498,7 +498,7 @@ def test_npz_keeps_cloud_weights_and_other_formats_warn(tmp_path, caplog):
     assert "PLY files do not store point weights" in caplog.text
     assert load(tmp_path / "w.ply").weights_padded() is None
     np.savez(tmp_path / "neg.npz", points=np.eye(3), weights=np.array([1.0, -1.0, 1.0]))
-    with pytest.raises(ValidationError, match=r"neg\.npz: weights: must be non-negative, got min -1"):
+    with pytest.raises(FileFormatError, match=r"neg\.npz: weights: must be non-negative, got min -1"):
         load(tmp_path / "neg.npz")
     np.savez(tmp_path / "short.npz", points=np.eye(3), weights=np.ones(2))
     with pytest.raises(FileFormatError, match=r"short\.npz: array 'weights' must be numeric of shape \(3,\)"):

@@ -1,6 +1,6 @@
 """Readers fed random bytes, truncations and single-byte corruptions of valid files: each reader raises only
-geomot's FileFormatError, naming the file (``load`` also raises the documented ValidationError for a file that
-parses into NaN/Inf coordinates)."""
+geomot's FileFormatError, naming the file (a file that parses into NaN/Inf coordinates too: its data fails the
+checks of the structures, and ``load`` says which)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geomot._core.errors import FileFormatError, ValidationError
+from geomot.errors import FileFormatError
 from geomot.io import file_format, load, read_vts, save
 from geomot.structures import Mesh, PointCloud
 from tests.conftest import icosphere
@@ -48,13 +48,12 @@ def _valid_bytes() -> dict[str, bytes]:
 VALID = _valid_bytes()
 
 
-OUTCOMES = {"read", "rejected", "non-finite"}
+OUTCOMES = {"read", "rejected"}
 
 
 def _read(name: str, data: bytes) -> str:
-    """Read ``data`` as a file called ``name``: ``"read"``, ``"rejected"`` (a :class:`FileFormatError` naming the
-    file) or ``"non-finite"`` (the documented NaN/Inf ``ValidationError``). Any other exception propagates and
-    fails the calling test."""
+    """Read ``data`` as a file called ``name``: ``"read"`` or ``"rejected"`` (a :class:`FileFormatError` naming the
+    file). Any other exception propagates and fails the calling test."""
     suffix = "." + name.rsplit(".", 1)[-1]
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / f"f{suffix}"
@@ -72,9 +71,6 @@ def _read(name: str, data: bytes) -> str:
         except FileFormatError as e:
             assert str(p) in str(e)
             return "rejected"
-        except ValidationError as e:  # the file parsed; its numbers are NaN/Inf (value check, names the file)
-            assert str(p) in str(e) and "NaN/Inf" in str(e), repr(e)
-            return "non-finite"
         return "read"
 
 
@@ -125,12 +121,11 @@ def test_text_files_with_garbled_tokens(name, data):
     assert _read(name, "\n".join(lines).encode()) in OUTCOMES
 
 
-def test_float_overflow_in_a_text_file_is_a_value_error(tmp_path):
+def test_float_overflow_in_a_text_file_is_a_file_format_error(tmp_path):
     p = tmp_path / "big.off"
     p.write_text("OFF\n3 1 0\n0 0 1e999\n1 0 0\n0 1 0\n3 0 1 2\n")
-    with pytest.raises(ValidationError, match=r"big\.off: verts: contains 1 NaN/Inf"):
+    with pytest.raises(FileFormatError, match=r"big\.off: verts: contains 1 NaN/Inf"):
         load(p)
-
 
 
 def test_npy_header_that_python_cannot_parse_is_a_file_format_error(tmp_path):

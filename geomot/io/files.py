@@ -114,8 +114,10 @@ def load(
 
     Raises:
         FileFormatError: unsupported suffix (the message lists the supported ones), missing file, a directory,
-            a truncated / corrupted / empty file, or ``kind="mesh"`` on a file without faces.
-        ValidationError: NaN/Inf coordinates, negative or out-of-range face indices (the message names the file).
+            a truncated / corrupted / empty file, ``kind="mesh"`` on a file without faces, or data that fails the
+            checks of :class:`Mesh` / :class:`PointCloud` (NaN/Inf coordinates, negative or out-of-range face
+            indices, negative weights; the message names the file and the check).
+        ValidationError: bad arguments (``kind``, ``dtype``, ``path``).
         MissingDependencyError: the format's optional backend (open3d, nibabel) is not installed.
     """
     if kind not in _KINDS:
@@ -151,8 +153,8 @@ def load(
             if bool((weights < 0).any()):
                 raise ValidationError(f"weights: must be non-negative, got min {float(weights.min()):.3g}")
         return PointCloud(verts, normals, weights)
-    except (ShapeError, ValidationError) as e:
-        raise type(e)(f"{p}: {e}") from e
+    except (ShapeError, ValidationError) as e:  # the file's data is invalid: a corrupted file, whatever the check
+        raise FileFormatError(f"{p}: {e}") from e
 
 
 def _raw_of(obj: Mesh | PointCloud, name: str) -> RawShape:
