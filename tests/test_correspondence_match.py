@@ -114,7 +114,7 @@ def test_match_is_invariant_to_rigid_motions(pair, result):
     assert float((other.p2p_21 == result.p2p_21).double().mean()) > 0.99
 
 
-def test_non_isometric_polishes_spectral_maps_locally(pair, result, monkeypatch):
+def test_non_isometric_polishes_spectral_maps_locally(pair, result):
     """``non_isometric=True``: a spectral initial map gets the windowed extrinsic polish (each snap within 2 edge
     rings); the map changes, stays accurate on this near-isometric pair, and ``refine_extrinsic=False`` turns the
     polish off again."""
@@ -126,15 +126,15 @@ def test_non_isometric_polishes_spectral_maps_locally(pair, result, monkeypatch)
     assert torch.equal(off.p2p_21, result.p2p_21)
     # without the flag the polish follows the edge stretch of the final map (shapes at unit area): this pair is
     # below the gate (the default result above is unpolished); a gate of 0 polishes it like the flag
-    from geomot.correspondence import pipeline
+    from geomot.correspondence import MatchConfig
+    from geomot.correspondence.matching import edge_stretch
     from geomot.ops.geometry import total_area
 
     src, tgt = pair.source, pair.target
     v2 = src.verts / float(total_area(src.verts, src.faces)) ** 0.5
     v1 = tgt.verts / float(total_area(tgt.verts, tgt.faces)) ** 0.5
-    assert pipeline._edge_stretch(v2, src.faces, v1, result.p2p_21) < pipeline._STRETCH_GATE
-    monkeypatch.setattr(pipeline, "_STRETCH_GATE", 0.0)
-    assert torch.equal(match(src, tgt, **FAST).p2p_21, polished.p2p_21)
+    assert edge_stretch(v2, src.faces, v1, result.p2p_21) < MatchConfig().stretch_gate
+    assert torch.equal(match(src, tgt, config=MatchConfig(stretch_gate=0.0), **FAST).p2p_21, polished.p2p_21)
 
 
 def test_edge_stretch_measures_the_local_distortion_of_a_map(small):

@@ -1,6 +1,7 @@
 """L4: dense correspondence: spectral descriptors, functional maps, point-to-point maps, ZoomOut, entropic
 refinement, extrinsic alignment (principal axes, smooth non-rigid ICP), the training-free matching pipeline
-(:func:`match`) and the differentiable deep-functional-map layer with soft point maps
+(:func:`match`, its stages in :mod:`~geomot.correspondence.matching` and their
+:class:`MatchConfig`) and the differentiable deep-functional-map layer with soft point maps
 (:mod:`~geomot.correspondence.deep`).
 
 Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions on shape 1 to shape 2,
@@ -40,6 +41,7 @@ from geomot.correspondence.fmaps import (
     regularized_fmap,
     resolvent_mask,
 )
+from geomot.correspondence.matching import MatchConfig
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices, p2p_from_fmap, soft_fmap
 from geomot.correspondence.pipeline import MatchResult, match
 from geomot.correspondence.refine import SinkhornZoomOutResult, sinkhorn_zoomout
@@ -55,6 +57,7 @@ __all__ = [
     "DeepFunctionalMap",
     "ExtrinsicRefineResult",
     "FmapPair",
+    "MatchConfig",
     "MatchResult",
     "NonrigidICPResult",
     "SinkhornZoomOutResult",
