@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from geomot._core.registry import Registry
+from geomot.transport import _numba_softmin
 
 __all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "pairwise_cost"]
 
@@ -279,14 +280,45 @@ class OnlineGeometry:
                 out = max(out, float(c.masked_fill(~m, float("-inf")).amax()))
         return out
 
+    def _compiled(self, *ts: torch.Tensor) -> bool:
+        """Whether the numba streaming kernels apply: squared Euclidean cost, CPU float tensors, no autograd."""
+        return (self.fused and _numba_softmin.available(self.x)
+                and not (torch.is_grad_enabled() and any(t.requires_grad for t in (self.x, self.y, *ts))))
+
+    def _compiled_softmin(self, p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, eps: float, hint) -> torch.Tensor:
+        """``-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps)`` by the numba kernels, item by item: one pass shifted by
+        ``hint`` (~ the result), and a max pass then an exact pass for the rows whose sum leaves the float range."""
+        out = torch.empty(p.shape[:2], dtype=p.dtype)
+        ones = q.new_ones(q.shape[1])
+        for k in range(p.shape[0]):
+            hk = torch.where(torch.isnan(h[k]), h[k], h[k].clamp_min(-1e30))
+            rows = torch.arange(p.shape[1])
+            if hint is not None:
+                shift = torch.where(torch.isfinite(hint[k]), hint[k] / eps, 0.0)
+                s, _ = _numba_softmin.row_sums(p[k], q[k], hk, shift, ones, eps)
+                out[k] = -eps * (s.log() - shift)
+                rows = (~(torch.isfinite(s) & (s > 1e-20))).nonzero().flatten()
+                if rows.numel() == 0:
+                    continue
+            mx = _numba_softmin.row_max(p[k], q[k], hk, eps, rows)
+            shift = p.new_zeros(p.shape[1])
+            shift[rows] = torch.where(torch.isfinite(mx), -mx, 0.0)
+            s, _ = _numba_softmin.row_sums(p[k][rows], q[k], hk, shift[rows], ones, eps)
+            out[k, rows] = -eps * (s.log() - shift[rows])
+        return out
+
     def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         h = g / eps + lb
+        if self._compiled(h):
+            return self._compiled_softmin(self.x, self.y, h, eps, hint)
         parts = [self._softmin(self.x[:, s], self.y, h, eps, None if hint is None else hint[:, s])
                  for s in self._row_chunks()]
         return torch.cat(parts, 1)
 
     def softmin_cols(self, f: torch.Tensor, la: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         h = f / eps + la
+        if self._compiled(h):
+            return self._compiled_softmin(self.y, self.x, h, eps, hint)
         parts = [self._softmin(self.y[:, s], self.x, h, eps, None if hint is None else hint[:, s])
                  for s in self._col_chunks()]
         return torch.cat(parts, 1)
@@ -363,6 +395,10 @@ class OnlineGeometry:
         Returns ``(f', g', err)`` with ``err (B,)`` the marginal error of the input ``(f, g)``: row violation
         ``sum_i a_i |s_i - row_target_i|`` (plus the column one when ``need_col_error``; ``inf`` if unknown).
         """
+        if self._compiled(f, g):
+            return self._compiled_sweep(f, g, a, b, eps, omega=omega, lx=lx, ly=ly, row_target=row_target,
+                                        col_target=col_target, row_mask=row_mask, col_mask=col_mask,
+                                        need_col_error=need_col_error)
         self._eps = eps
         big = -1e30
         x2, y2 = (self.x * self.x).sum(-1), (self.y * self.y).sum(-1)
@@ -413,6 +449,51 @@ class OnlineGeometry:
             err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
         return f_new, g_new, err
 
+    def _compiled_sweep(self, f, g, a, b, eps: float, *, omega, lx, ly, row_target, col_target, row_mask, col_mask,
+                        need_col_error):
+        """:meth:`sweep` by the numba streaming kernel (one exp per pair), item by item; rows whose sums leave the
+        float range are redone exactly (and the error of that sweep is reported as unknown, ``inf``)."""
+        bsz = g.shape[0]
+        f_new = torch.empty_like(f)
+        col_acc = torch.empty_like(g)
+        col_old = torch.empty_like(g) if need_col_error else None
+        err = torch.zeros_like(a[:, 0])
+        for k in range(bsz):
+            rs, fn, bad, col, old = _numba_softmin.sweep(
+                self.x[k], self.y[k], f[k], torch.where(col_mask[k], g[k], -1e30 * eps), a[k], b[k], row_mask[k],
+                eps, omega=omega, lx=lx, need_old=need_col_error)
+            tgt = row_target[k] if torch.is_tensor(row_target) else row_target
+            if bool(bad.any()):
+                err[k] = math.inf
+                rows = bad.nonzero().flatten()
+                lb = torch.where(col_mask[k], torch.log(b[k]), -math.inf)
+                f_hat = self._compiled_softmin(self.x[k:k + 1, rows], self.y[k:k + 1], (g[k] / eps + lb)[None], eps,
+                                               None)[0]
+                fn[rows] = (1.0 - omega) * f[k, rows] + omega * lx * f_hat
+                # column sums of the exactly updated rows: sum_i a_i exp((fn_i + g_j - C_ij) / eps)
+                gs = torch.where(col_mask[k], g[k] / eps, 0.0)
+                extra, _ = _numba_softmin.row_sums(self.y[k], self.x[k, rows], fn[rows] / eps, gs, a[k, rows], eps)
+                col = col + extra
+                if old is not None:
+                    old = old + math.inf
+            else:
+                err[k] = (a[k] * (rs - tgt).abs()).sum()
+            f_new[k] = fn
+            col_acc[k] = col
+            if col_old is not None:
+                col_old[k] = old
+        okc = torch.isfinite(col_acc) & (col_acc > 1e-20) | ~col_mask
+        if bool(okc.all()):
+            step = (ly - 1.0) * g - ly * eps * col_acc.log()
+        else:
+            la = torch.where(row_mask, torch.log(a), -math.inf)
+            step = ly * self.softmin_cols(f_new, la, eps) - g
+        g_new = torch.where(col_mask, g + omega * step, 0.0)
+        if need_col_error:
+            tgt = col_target if torch.is_tensor(col_target) else torch.full_like(b, col_target)
+            err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
+        return f_new, g_new, err
+
     def col_hint(self, f: torch.Tensor, la: torch.Tensor, eps: float, rows: int = 2048) -> torch.Tensor:
         """Cheap estimate ``(B, M)`` of ``softmin_cols(f)`` from an evenly strided subsample of at most ``rows``
         source points (re-weighted): a shift that keeps the exact pass's sums in the float range."""
@@ -434,6 +515,16 @@ class OnlineGeometry:
     def fused_sums(self, f, g, a, b, eps: float, row_mask, col_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum_ij P_ij, sum_ij P_ij C_ij)`` in one pass (no autograd), ``C`` expanded as in
         :class:`DenseGeometry`: ``sum_i r_i |x_i|^2 + sum_j c_j |y_j|^2 - 2 <x, P y>``."""
+        if self._compiled(f, g):
+            mass = torch.zeros_like(a[:, 0])
+            pc = torch.zeros_like(a[:, 0])
+            for k in range(a.shape[0]):
+                h = torch.where(col_mask[k], g[k] / eps, -1e30)
+                shift = torch.where(row_mask[k], f[k] / eps, -1e30)
+                s, sc = _numba_softmin.row_sums(self.x[k], self.y[k], h, shift, b[k], eps, with_cost=True)
+                mass[k] = (a[k] * s).sum()
+                pc[k] = (a[k] * sc).sum()
+            return mass, pc
         self._eps = eps
         x2, y2 = (self.x * self.x).sum(-1), (self.y * self.y).sum(-1)
         rows0 = torch.where(row_mask, (f - x2) / eps, -1e30)

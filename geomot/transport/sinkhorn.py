@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 
+from geomot._core.accel import triton_usable
 from geomot._core.batch import mask_from_lengths
 from geomot._core.checks import (
     check_float_tensor,
@@ -40,7 +41,8 @@ from geomot._core.registry import Registry
 from geomot.transport._debiased import measure_pair, screen_inputs, tolerance_floor, user_stacklevel
 from geomot.transport._kernels import COSTS, DenseGeometry, OnlineGeometry
 from geomot.transport._sinkhorn_loops import log_loop, scaling_loop, symmetric_loop
-from geomot.transport._sinkhorn_value import SinkhornPlan, dual_value
+from geomot.transport._sinkhorn_value import SinkhornPlan, _phi, dual_value
+from geomot.transport._triton_softmin import TritonGeometry, TritonSums
 from geomot.transport.sinkhorn_init import SINKHORN_INITS
 from geomot.transport.sns import sns_loop
 
@@ -55,7 +57,7 @@ SINKHORN_METHODS.add("sns", sns_loop)
 SINKHORN_METHODS.add("symmetric", symmetric_loop)
 
 _GRADS = ("envelope", "unroll", "none")
-_BACKENDS = ("auto", "dense", "online")
+_BACKENDS = ("auto", "dense", "online", "triton")
 DENSE_BYTES = 2**30  # the "auto" backend stores C (and a kernel buffer) below this size
 
 
@@ -200,8 +202,14 @@ def _solve(
         g = torch.where(col_mask, g + c[:, None], 0.0)
     tensors = [a, b, *((geom.x, geom.y) if geom.online else geom.leaves())]
     track = grad != "none" and any(t.requires_grad for t in tensors)
-    value, tcost = dual_value(geom, f, g, a, b, row_mask, col_mask, eps=eps, tau_x=tau_x, tau_y=tau_y,
-                              track=track, unrolled=grad == "unroll", sums=st.sums)
+    if isinstance(geom, TritonGeometry):
+        with torch.set_grad_enabled(track and torch.is_grad_enabled()):
+            mass, tcost = TritonSums.apply(geom.x, geom.y, a, b, f, g, eps, geom)
+            value = ((a * _phi(f, tau_x)).sum(1) + (b * _phi(g, tau_y)).sum(1)
+                     - eps * (mass - a.sum(1) * b.sum(1)))
+    else:
+        value, tcost = dual_value(geom, f, g, a, b, row_mask, col_mask, eps=eps, tau_x=tau_x, tau_y=tau_y,
+                                  track=track, unrolled=grad == "unroll", sums=st.sums)
     if x is not None:  # point sets: recompute cost blocks on demand, keep no (B, N, M) tensor alive
         plan_geom = OnlineGeometry(x.detach(), y.detach(), cost_name)
     else:
@@ -315,7 +323,11 @@ def sinkhorn(
             iteration) or ``"none"``.
         backend: ``"dense"`` (one ``N x M`` kernel buffer; the squared Euclidean cost itself is formed only when
             a path needs it), ``"online"`` (recompute kernel blocks of ``chunk_bytes``, one pass per iteration;
-            memory ``O((N + M) D + chunk)``) or ``"auto"`` (dense below ~1 GiB of cost and kernel).
+            memory ``O((N + M) D + chunk)``; on CPU float tensors with the squared Euclidean cost, streaming numba
+            kernels when numba is installed), ``"triton"`` (squared Euclidean cost: Triton kernels streaming over
+            tiles of the ``N x M`` interaction, memory ``O((N + M) D)``; CUDA tensors, or CPU under
+            ``TRITON_INTERPRET=1``) or ``"auto"`` (dense below ~1 GiB of cost and kernel; beyond, ``"triton"`` on
+            CUDA tensors when Triton is usable, else ``"online"``).
         chunk_bytes: block size of the online backend.
         measure: how Mesh inputs become measures (see :func:`geomot.mesh_to_measure`); ignored for other inputs.
         sns_options: keyword options of :func:`geomot.transport.sns.sns_loop` for ``method="sns"``.
@@ -349,8 +361,20 @@ def sinkhorn(
     xs, ys = xs - center, ys - center
     batch, n, m = xs.shape[0], xs.shape[1], ys.shape[1]
     if backend == "auto":
-        backend = "dense" if 2 * batch * n * m * xs.element_size() <= DENSE_BYTES else "online"
-    if backend == "dense":
+        if 2 * batch * n * m * xs.element_size() <= DENSE_BYTES:
+            backend = "dense"
+        else:
+            backend = "triton" if cost == "sqeuclidean" and xs.is_cuda and triton_usable(xs) else "online"
+    if backend == "triton":
+        if cost != "sqeuclidean":
+            raise ValidationError(f"backend: 'triton' supports cost='sqeuclidean' only, got cost={cost!r}")
+        if not triton_usable(xs):
+            raise ValidationError(f"backend: 'triton' needs a CUDA tensor and the triton package (or "
+                                  f"TRITON_INTERPRET=1 on CPU), got a tensor on {xs.device}")
+        if grad == "unroll" or method not in ("auto", "log"):
+            raise ValidationError("backend: 'triton' runs method='log' with grad='envelope' or 'none'")
+        geom = TritonGeometry(xs, ys, mx.mask.sum(1), my.mask.sum(1))
+    elif backend == "dense":
         track = grad != "none" and torch.is_grad_enabled()
         if cost == "sqeuclidean":  # the cost is formed only if a path needs it (not the scaling loop)
             geom = DenseGeometry(points=(xs, ys), track=track)

@@ -1,0 +1,303 @@
+"""Streaming soft-min kernels for the squared Euclidean cost on CPU, compiled with numba (no ``N x M`` storage).
+
+For point sets ``p (N, D)``, ``q (M, D)``, a column term ``h (M,)`` and a row shift ``s (N,)``, the kernels stream
+over the pairs, block of columns by block of columns, and never store a cost or kernel matrix:
+
+- :func:`row_sums`: ``S_i = sum_j w_j exp(t_ij)`` with ``t_ij = h_j + s_i - |p_i - q_j|^2 / eps`` (and optionally
+  ``sum_j w_j exp(t_ij) |p_i - q_j|^2``); with ``s_i = hint_i / eps`` near the result, ``S_i ~ 1`` and the soft-min
+  ``-eps log sum_j exp(h_j - C_ij / eps) = hint_i - eps log S_i`` needs no max pass;
+- :func:`row_max`: ``max_j (h_j - |p_i - q_j|^2 / eps)``, the shift of the exact (max-stabilised) fallback for rows
+  whose sum over- or underflows;
+- :func:`sweep`: one alternating Sinkhorn iteration with one exp per pair: the row sums of
+  ``E_ij = exp((f_i + g_j - C_ij) / eps)`` give the (over-relaxed) row update, and the same ``E_ij`` times the
+  updated row factors accumulate the column sums from which the column update follows.
+
+The cost is formed from the coordinate differences (``sum_d (p_id - q_jd)^2``: no cancellation), and ``exp`` is a
+Cody-Waite range reduction with a Taylor polynomial (degree 7 in float32, 12 in float64; about 1 ulp) written so
+that LLVM vectorises it (numba has no vector ``exp`` without Intel's SVML). Its argument is clamped below at
+``log(tiny) + 2`` (-85 in float32, -706 in float64), as :func:`geomot.transport._kernels.safe_exp` does, so that
+it never takes the subnormal path. ``fastmath`` is off: NaN and infinities propagate as in IEEE arithmetic.
+
+Rows are split over ``torch.get_num_threads()`` threads (the kernels release the GIL); each thread accumulates its
+own column sums. Cost: ``~(3 D + 25)`` flops per pair and ``O((N + M) D)`` memory. Kernels are compiled on first
+use for each dtype (float32, float64); without numba or with ``GEOMOT_NUMBA=0`` :func:`available` is False and
+callers use torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from geomot._core.accel import numba_available
+
+__all__ = ["available", "row_max", "row_sums", "sweep"]
+
+_BLOCK = 512  # columns per block: the distances and exponentials of a block stay in the L1 cache
+_TINY = 1e-20  # row or column sums below this (or non-finite) are redone with the exact log-sum-exp
+_MIN_PAIRS_PER_THREAD = 1 << 18  # below this many pairs per thread a second thread costs more than it saves
+
+
+def available(t: torch.Tensor) -> bool:
+    """Whether the kernels can run on ``t``: a float32/float64 CPU tensor, with numba installed and enabled."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and numba_available()
+
+
+_TEMPLATE = """
+def exp_rows(x, kb, bl):
+    # exp(x[j]) = x[j] * bits_as_float(kb[j]) after the call: Cody-Waite reduction, Taylor polynomial
+    for j in range(bl):
+        v = min(max(x[j], {F}({LO})), {F}({HI}))
+        kf = np.floor(v * {F}(1.4426950408889634) + {F}(0.5))
+        r = (v - kf * {F}(0.693145751953125)) - kf * {F}(1.4286068203094173e-06)
+        x[j] = {POLY}
+        kb[j] = ({I}(kf) + {I}({BIAS})) << {I}({MANT})
+
+
+def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
+    m = qT.shape[1]
+    dim = p.shape[1]
+    t = np.empty(BLOCK, dtype={F})
+    c = np.empty(BLOCK, dtype={F})
+    kb = np.empty(BLOCK, dtype={I})
+    sc = kb.view({F})
+    acc = np.empty(8, dtype={F})
+    accc = np.empty(8, dtype={F})
+    for i in rows:
+        for lane in range(8):
+            acc[lane] = 0
+            accc[lane] = 0
+        s = shift[i]
+        for j0 in range(0, m, BLOCK):
+            bl = min(BLOCK, m - j0)
+            for j in range(bl):
+                t[j] = 0
+            for d in range(dim):
+                pd = p[i, d]
+                for j in range(bl):
+                    df = pd - qT[d, j0 + j]
+                    t[j] += df * df
+            if with_cost:
+                for j in range(bl):
+                    c[j] = t[j]
+            for j in range(bl):
+                t[j] = h[j0 + j] + s - t[j] * inv_eps
+            exp_rows(t, kb, bl)
+            tb = t
+            j8 = bl - bl % 8
+            for jj in range(0, j8, 8):
+                for lane in range(8):
+                    acc[lane] += tb[jj + lane] * sc[jj + lane] * w[j0 + jj + lane]
+            for j in range(j8, bl):
+                acc[0] += tb[j] * sc[j] * w[j0 + j]
+            if with_cost:
+                for jj in range(0, j8, 8):
+                    for lane in range(8):
+                        accc[lane] += tb[jj + lane] * sc[jj + lane] * w[j0 + jj + lane] * c[jj + lane]
+                for j in range(j8, bl):
+                    accc[0] += tb[j] * sc[j] * w[j0 + j] * c[j]
+        out[i] = acc.sum()
+        out_cost[i] = accc.sum()
+
+
+def row_max_k(p, qT, h, inv_eps, rows, out):
+    m = qT.shape[1]
+    dim = p.shape[1]
+    c = np.empty(BLOCK, dtype={F})
+    for i in rows:
+        best = -np.inf
+        for j0 in range(0, m, BLOCK):
+            bl = min(BLOCK, m - j0)
+            for j in range(bl):
+                c[j] = 0
+            for d in range(dim):
+                pd = p[i, d]
+                for j in range(bl):
+                    df = pd - qT[d, j0 + j]
+                    c[j] += df * df
+            for j in range(bl):
+                v = h[j0 + j] - c[j] * inv_eps
+                if v > best or v != v:
+                    best = v
+        out[i] = best
+
+
+def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, bad, col, col_old, erow, need_old):
+    m = qT.shape[1]
+    dim = p.shape[1]
+    t = np.empty(BLOCK, dtype={F})
+    c = np.empty(BLOCK, dtype={F})
+    kb = np.empty(BLOCK, dtype={I})
+    sc = kb.view({F})
+    acc = np.empty(8, dtype={F})
+    one = {F}(1.0)
+    inv_eps = one / eps
+    for i in range(r0, r1):
+        for lane in range(8):
+            acc[lane] = 0
+        s = shift[i]
+        for j0 in range(0, m, BLOCK):
+            bl = min(BLOCK, m - j0)
+            for j in range(bl):
+                t[j] = 0
+            for d in range(dim):
+                pd = p[i, d]
+                for j in range(bl):
+                    df = pd - qT[d, j0 + j]
+                    t[j] += df * df
+            for j in range(bl):
+                t[j] = h[j0 + j] + s - t[j] * inv_eps
+            exp_rows(t, kb, bl)
+            for j in range(bl):
+                erow[j0 + j] = t[j] * sc[j]
+            j8 = bl - bl % 8
+            for jj in range(0, j8, 8):
+                for lane in range(8):
+                    acc[lane] += erow[j0 + jj + lane] * b[j0 + jj + lane]
+            for j in range(j8, bl):
+                acc[0] += erow[j0 + j] * b[j0 + j]
+        tot = acc.sum()
+        rs[i] = tot
+        if not mask[i]:
+            fn[i] = 0
+            continue
+        if not (tot > TINY and tot < np.inf):
+            bad[i] = True
+            continue
+        fi = pot[i]
+        new = fi + omega * ((lx - one) * fi - lx * eps * np.log(tot))
+        fn[i] = new
+        wi = a[i] * np.exp((new - fi) * inv_eps)
+        for j in range(m):
+            col[j] += wi * erow[j]
+        if need_old:
+            ai = a[i]
+            for j in range(m):
+                col_old[j] += ai * erow[j]
+"""
+
+
+@functools.cache
+def _kernels(dtype: str):
+    """The compiled kernels for ``dtype`` ("float32" or "float64"), from :data:`_TEMPLATE`; compiled lazily."""
+    import numba
+
+    f32 = dtype == "float32"
+    f_name = "np.float32" if f32 else "np.float64"
+    info = np.finfo(np.float32 if f32 else np.float64)
+    degree = 7 if f32 else 12
+    poly = f"{f_name}({1.0 / math.factorial(degree)!r})"
+    for k in range(degree - 1, -1, -1):
+        poly = f"({poly} * r + {f_name}({1.0 / math.factorial(k)!r}))"
+    src = _TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
+                           MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
+                           HI=repr(math.log(info.max) - 1.0), POLY=poly)
+    jit = numba.njit(nogil=True, fastmath=False, boundscheck=False)
+    scope = {"np": np, "BLOCK": _BLOCK, "TINY": _TINY}
+    exec(compile(src, f"<geomot numba softmin {dtype}>", "exec"), scope)
+    inline = numba.njit(nogil=True, fastmath=False, boundscheck=False, inline="always")
+    for name in ("exp_rows",):
+        scope[name] = inline(scope[name])
+    for name in ("row_sums_k", "row_max_k", "sweep_k"):
+        scope[name] = jit(scope[name])
+    return scope["row_sums_k"], scope["row_max_k"], scope["sweep_k"]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _splits(n: int, m: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges, one per thread (``torch.get_num_threads()``, fewer for small problems)."""
+    workers = max(1, min(torch.get_num_threads(), n, (n * m) // _MIN_PAIRS_PER_THREAD))
+    bounds = [round(k * n / workers) for k in range(workers + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(workers) if bounds[k + 1] > bounds[k]]
+
+
+def _run(jobs) -> None:
+    if len(jobs) == 1:
+        jobs[0]()
+        return
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for fut in [pool.submit(j) for j in jobs]:
+            fut.result()
+
+
+def row_sums(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, shift: torch.Tensor, w: torch.Tensor, eps: float,
+             *, with_cost: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``S_i = sum_j w_j exp(h_j + shift_i - |p_i - q_j|^2 / eps)`` for one item (no autograd).
+
+    Args:
+        p: ``(N, D)`` row points.
+        q: ``(M, D)`` column points.
+        h: ``(M,)`` column terms (``-inf`` allowed: clamped like :func:`~geomot.transport._kernels.safe_exp`).
+        shift: ``(N,)`` row shifts.
+        w: ``(M,)`` column weights.
+        eps: the temperature.
+        with_cost: also return ``sum_j w_j exp(...) |p_i - q_j|^2``.
+
+    Returns:
+        ``(S (N,), S_C (N,) or None)`` in the dtype of ``p``.
+    """
+    k = _kernels(str(p.dtype).removeprefix("torch."))[0]
+    pn, qT, hn, sn, wn = _np(p), np.ascontiguousarray(_np(q).T), _np(h), _np(shift), _np(w)
+    out = np.empty(pn.shape[0], dtype=pn.dtype)
+    out_c = np.empty_like(out)
+    inv = pn.dtype.type(1.0 / eps)
+    jobs = [functools.partial(k, pn, qT, hn, sn, wn, inv, np.arange(r0, r1), out, out_c, with_cost)
+            for r0, r1 in _splits(pn.shape[0], qT.shape[1])]
+    _run(jobs)
+    return torch.from_numpy(out), (torch.from_numpy(out_c) if with_cost else None)
+
+
+def row_max(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, eps: float, rows: torch.Tensor) -> torch.Tensor:
+    """``max_j (h_j - |p_i - q_j|^2 / eps)`` for the row indices ``rows (K,)`` of one item: ``(K,)``."""
+    k = _kernels(str(p.dtype).removeprefix("torch."))[1]
+    pn, qT, hn = _np(p), np.ascontiguousarray(_np(q).T), _np(h)
+    out = np.full(pn.shape[0], -np.inf, dtype=pn.dtype)
+    idx = rows.cpu().numpy().astype(np.int64)
+    k(pn, qT, hn, pn.dtype.type(1.0 / eps), idx, out)
+    return torch.from_numpy(out[idx])
+
+
+def sweep(p: torch.Tensor, q: torch.Tensor, f: torch.Tensor, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+          mask: torch.Tensor, eps: float, *, omega: float, lx: float, need_old: bool):
+    """Row half of one fused Sinkhorn sweep for one item (no autograd), ``E_ij = exp((f_i + g_j - C_ij) / eps)``.
+
+    Args:
+        p: ``(N, D)`` source points; ``q``: ``(M, D)`` target points.
+        f: ``(N,)``, ``g``: ``(M,)`` current potentials (``g`` may be ``-inf``-like on padding).
+        a: ``(N,)``, ``b``: ``(M,)`` weights (0 on padding).
+        mask: ``(N,)`` real rows.
+        eps: the temperature; ``omega``: over-relaxation; ``lx``: ``tau / (tau + eps)`` (1 when balanced).
+        need_old: also return the column sums of the input plan.
+
+    Returns:
+        ``(rs (N,), f_new (N,), bad (N,) bool, col (M,), col_old (M,) or None)`` with ``rs_i = sum_j b_j E_ij``,
+        ``f_new_i = f_i + omega (lx (f_i - eps log rs_i) - f_i)``, ``col_j = sum_i a_i exp((f_new_i - f_i) / eps)
+        E_ij`` over the rows not flagged ``bad`` (row sums outside ``(1e-20, inf)``), ``col_old_j = sum_i a_i E_ij``.
+    """
+    k = _kernels(str(p.dtype).removeprefix("torch."))[2]
+    pn, qT = _np(p), np.ascontiguousarray(_np(q).T)
+    fn_, gn, an, bn, mn = _np(f), _np(g), _np(a), _np(b), _np(mask).astype(np.bool_)
+    n, m = pn.shape[0], qT.shape[1]
+    ft = pn.dtype.type
+    h = gn / ft(eps)
+    shift = fn_ / ft(eps)
+    rs = np.empty(n, dtype=pn.dtype)
+    fnew = np.zeros(n, dtype=pn.dtype)
+    bad = np.zeros(n, dtype=np.bool_)
+    parts = _splits(n, m)
+    col = np.zeros((len(parts), m), dtype=pn.dtype)
+    col_old = np.zeros((len(parts), m), dtype=pn.dtype) if need_old else np.zeros((len(parts), 1), dtype=pn.dtype)
+    erow = np.empty((len(parts), m), dtype=pn.dtype)
+    jobs = [functools.partial(k, pn, qT, h, shift, an, bn, fn_, mn, ft(omega), ft(lx), ft(eps), r0, r1, rs, fnew,
+                              bad, col[t], col_old[t], erow[t], need_old)
+            for t, (r0, r1) in enumerate(parts)]
+    _run(jobs)
+    return (torch.from_numpy(rs), torch.from_numpy(fnew), torch.from_numpy(bad), torch.from_numpy(col.sum(0)),
+            torch.from_numpy(col_old.sum(0)) if need_old else None)

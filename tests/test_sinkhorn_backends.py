@@ -1,0 +1,146 @@
+"""Backends of geomot.sinkhorn: the numba streaming kernels of the online backend (CPU) and the Triton kernels
+(``backend="triton"``), the latter run through Triton's CPU interpreter in a subprocess (``TRITON_INTERPRET`` is
+read when triton is first imported), against the dense torch path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import geomot
+from geomot._core.accel import numba_available
+from geomot._core.errors import ValidationError
+from geomot.transport import _numba_softmin
+
+needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+
+
+def _clouds(dtype, b=2, n=60, m=45, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, n, 3, generator=g, dtype=dtype), torch.rand(b, m, 3, generator=g, dtype=dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_row_sums_match_dense(dtype):
+    x, y = _clouds(dtype, b=1, n=70, m=530)  # more columns than one block of the kernel
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(530, generator=g, dtype=dtype)
+    w = torch.rand(530, generator=g, dtype=dtype)
+    eps = 0.01
+    c = torch.cdist(x[0].double(), y[0].double()) ** 2
+    ref = torch.logsumexp(h.double() - c / eps + w.double().log(), 1)
+    shift = (0.5 - ref).to(dtype)
+    s, sc = _numba_softmin.row_sums(x[0], y[0], h, shift, w, eps, with_cost=True)
+    tol = 1e-5 if dtype == torch.float32 else 1e-11
+    torch.testing.assert_close(s.double().log() - shift.double(), ref, atol=tol * 100, rtol=0)
+    p = torch.exp(h.double() - c / eps + w.double().log() + shift.double()[:, None])
+    torch.testing.assert_close(sc.double(), (p * c).sum(1), rtol=tol * 10, atol=0)
+    rows = torch.tensor([0, 5, 69])
+    mx = _numba_softmin.row_max(x[0], y[0], h, eps, rows)
+    torch.testing.assert_close(mx.double(), (h.double() - c / eps).amax(1)[rows], atol=tol * 100, rtol=0)
+
+
+@needs_numba
+def test_numba_exp_clamps_and_propagates_nan():
+    x, y = _clouds(torch.float32, b=1, n=4, m=9)
+    h = torch.zeros(9)
+    h[3] = float("nan")
+    s, _ = _numba_softmin.row_sums(x[0], y[0], h, torch.zeros(4), torch.ones(9), 1.0)
+    assert torch.isnan(s).all()
+    h = torch.full((9,), -1e30)  # every term underflows: clamped at exp(log(tiny) + 2), never 0 or subnormal
+    s, _ = _numba_softmin.row_sums(x[0], y[0], h, torch.zeros(4), torch.ones(9), 1.0)
+    assert bool((s > 0).all()) and bool((s < 1e-35).all())
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_online_numba_matches_dense_batched(dtype):
+    x, y = _clouds(dtype)
+    xl, yl = torch.tensor([60, 37]), torch.tensor([45, 20])
+    kw = dict(x_lengths=xl, y_lengths=yl, eps=0.02, tol=1e-6)
+    d = geomot.sinkhorn(x, y, backend="dense", **kw)
+    o = geomot.sinkhorn(x, y, backend="online", **kw)
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(o.value, d.value, atol=tol, rtol=0)
+    # <P, C> is not stationary in the potentials: it differs at the order of the marginal error (1e-6)
+    torch.testing.assert_close(o.transport_cost, d.transport_cost, atol=max(tol, 1e-7), rtol=0)
+    # same iteration schedule (over-relaxation, stopping rule): the same number of iterations, up to the
+    # rounding of the error near the threshold (float32 stops near its precision floor, where it is noisy)
+    assert abs(o.n_iters - d.n_iters) <= (2 if dtype == torch.float64 else max(2, d.n_iters // 4))
+
+
+@needs_numba
+def test_online_numba_same_as_torch_chunks(monkeypatch):
+    x, y = _clouds(torch.float64, b=1, n=80, m=70)
+    kw = dict(eps=0.01, tol=1e-9, backend="online", grad="none")
+    a = geomot.sinkhorn(x, y, **kw)
+    monkeypatch.setattr(_numba_softmin, "available", lambda t: False)
+    b = geomot.sinkhorn(x, y, **kw)
+    assert a.n_iters == b.n_iters
+    torch.testing.assert_close(a.value, b.value, atol=1e-12, rtol=0)
+
+
+def test_triton_backend_refuses_what_it_cannot_run():
+    x, y = _clouds(torch.float32, b=1)
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(ValidationError, match="backend: 'triton' needs a CUDA tensor"):
+            geomot.sinkhorn(x, y, eps=0.01, backend="triton")
+    with pytest.raises(ValidationError, match="backend: 'triton' supports cost='sqeuclidean' only"):
+        geomot.sinkhorn(x, y, eps=0.01, backend="triton", cost="euclidean")
+    with pytest.raises(ValidationError, match="backend: expected one of"):
+        geomot.sinkhorn(x, y, eps=0.01, backend="keops")
+
+
+_TRITON_SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch, geomot
+    from geomot.transport._triton_softmin import softmin_bary
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 40, 3, generator=g); y = torch.rand(2, 50, 3, generator=g)
+    xl = torch.tensor([40, 27]); yl = torch.tensor([50, 33])
+    out = {}
+    # the kernel alone: log-sum-exp, barycentre and weighted cost of each row against torch
+    h = torch.randn(2, 50, generator=g)
+    lse, bary, cost = softmin_bary(x, y, h, 0.05, xl, yl, extra=True)
+    ref_err = 0.0
+    for k in range(2):
+        c = torch.cdist(x[k, :xl[k]].double(), y[k, :yl[k]].double()) ** 2
+        t = h[k, :yl[k]].double() - c / 0.05
+        w = torch.softmax(t, 1)
+        ref_err = max(ref_err, float((lse[k, :xl[k]] - torch.logsumexp(t, 1)).abs().max()),
+                      float((bary[k, :xl[k]] - w @ y[k, :yl[k]].double()).abs().max()),
+                      float((cost[k, :xl[k]] - (w * c).sum(1)).abs().max()))
+    out["kernel_err"] = ref_err
+    torch.set_num_threads(1)
+    for be in ("dense", "triton"):
+        xx = x.clone().requires_grad_(True); yy = y.clone().requires_grad_(True)
+        r = geomot.sinkhorn(xx, yy, x_lengths=xl, y_lengths=yl, eps=0.05, tol=1e-5, backend=be)
+        (r.value.sum() + 0.5 * r.transport_cost.sum()).backward()
+        out[be] = dict(value=r.value.tolist(), cost=r.transport_cost.tolist(), n_iters=r.n_iters,
+                       gx=xx.grad.tolist(), gy=yy.grad.tolist())
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_triton_interpreter_matches_dense():
+    pytest.importorskip("triton")
+    res = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GEOMOT_TRITON": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["kernel_err"] < 1e-4
+    d, t = out["dense"], out["triton"]
+    torch.testing.assert_close(torch.tensor(t["value"]), torch.tensor(d["value"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(t["cost"]), torch.tensor(d["cost"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(t["gx"]), torch.tensor(d["gx"]), atol=2e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(t["gy"]), torch.tensor(d["gy"]), atol=2e-5, rtol=0)
+    assert abs(t["n_iters"] - d["n_iters"]) <= 2
