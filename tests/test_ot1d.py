@@ -351,8 +351,11 @@ def test_projected_sorted_power_fused_matches_reference(batched_theta, dim, monk
     y64 = (torch.randn(3, 600, dim, generator=g, dtype=D64) * 1.5 + 0.2).float().double()
     shape = (3, 5, dim) if batched_theta else (5, dim)
     t64 = torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=D64), dim=-1).float().double()
-    w = torch.rand(3, 5, generator=g, dtype=D64)
-    for p in (1.5, 2.0):
+    # weights of the directions: the same for all directions of an item (the in-kernel sums are scaled), or not
+    # (the backward pass runs the kernel again with them)
+    w_rows = torch.rand(3, 1, generator=g, dtype=D64).expand(3, 5)
+    w_any = torch.rand(3, 5, generator=g, dtype=D64)
+    for p, w in ((1.5, w_any), (2.0, w_any), (2.0, w_rows), (1.0, w_rows)):
         args32 = [a.float().requires_grad_(True) for a in (x64, y64, t64)]
         args64 = [a.clone().requires_grad_(True) for a in (x64, y64, t64)]
         val = projected_sorted_power(*args32, p)

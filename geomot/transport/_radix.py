@@ -20,12 +20,17 @@ Without numba (or with ``GEOMOT_NUMBA=0`` in the environment) :data:`AVAILABLE` 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
-from geomot._core.parallel import run_row_blocks
+from geomot._core.parallel import SERIAL_BYTES, run_row_blocks
 
-__all__ = ["AVAILABLE", "MIN_LENGTH", "MIN_LENGTH_VALUES", "projected_power", "sort_rows", "sorted_power_rows"]
+__all__ = [
+    "AVAILABLE", "MIN_LENGTH", "MIN_LENGTH_VALUES", "projected_power", "projected_power_grads", "sort_rows",
+    "sorted_power_rows",
+]
 
 # Shorter rows are left to numpy, whose small-array sorts win there (the 3 x 2048 histogram work per row dominates
 # the radix sort): measured break-even ~400 values with the permutation, ~1,000 for values alone.
@@ -218,6 +223,101 @@ if AVAILABLE:
             cost[r] = _power_row(p, ws, gx, gy, r, need_gx, need_gy)
 
 
+    @_jit
+    def _power_row_acc(p, ws, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t):  # pragma: no cover
+        """:func:`_power_row` that adds ``wl * d cost / d x_k * theta`` into ``ax[bl, k]`` (``ay`` likewise) and
+        ``sum_k d cost / d <theta, x_k> x_k + d cost / d <theta, y_k> y_k`` into ``tg`` instead of storing the
+        derivatives of the row."""
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits = ws
+        n = kx.shape[0]
+        dim = xb.shape[1]
+        with_x = need_ax or need_t
+        with_y = need_ay or need_t
+        sx, px = _radix_row(kx, ix, kxb, ixb, hx, with_x)
+        sy, py = _radix_row(ky, iy, kyb, iyb, hy, with_y)
+        for j in range(n):
+            xs_bits[j] = _to_float_bits(sx[j])
+            ys_bits[j] = _to_float_bits(sy[j])
+        xs, ys = xs_bits.view(np.float32), ys_bits.view(np.float32)
+        scale = p / n
+        acc = 0.0
+        t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
+        if dim == 3:
+            t0, t1, t2 = t[0], t[1], t[2]
+        for j in range(n):
+            d = np.float64(xs[j]) - np.float64(ys[j])
+            if p == 2.0:
+                acc += d * d
+                g = scale * d
+            elif p == 1.0:
+                acc += abs(d)
+                g = scale * (1.0 if d > 0 else (-1.0 if d < 0 else 0.0))
+            else:
+                a = abs(d)
+                acc += a**p
+                g = scale * a ** (p - 1.0) * (1.0 if d > 0 else (-1.0 if d < 0 else 0.0))
+            gf = np.float32(g)  # the derivative as the stored-row path keeps it
+            if need_ax:
+                c = np.float32(wl * gf)
+                k = px[j]
+                if dim == 3:
+                    ax[bl, k, 0] += c * t0
+                    ax[bl, k, 1] += c * t1
+                    ax[bl, k, 2] += c * t2
+                else:
+                    for e in range(dim):
+                        ax[bl, k, e] += c * t[e]
+            if need_ay:
+                c = np.float32(wl * gf)
+                k = py[j]
+                if dim == 3:
+                    ay[bl, k, 0] -= c * t0
+                    ay[bl, k, 1] -= c * t1
+                    ay[bl, k, 2] -= c * t2
+                else:
+                    for e in range(dim):
+                        ay[bl, k, e] -= c * t[e]
+            if need_t:
+                kx_, ky_ = px[j], py[j]
+                for e in range(dim):
+                    tg[e] += np.float64(gf) * (np.float64(xb[kx_, e]) - np.float64(yb[ky_, e]))
+        return acc / n
+
+    @_jit
+    def _projected_grads_block(x, y, theta, w, r0, r1, b0, p, cost, ax, ay, tg, need_ax, need_ay, need_t):
+        """Rows ``r0 <= r < r1`` of the flattened ``(B, L)`` grid (see :func:`_projected_power_block`); the point
+        derivatives go to ``ax[b - b0]`` / ``ay[b - b0]`` (this block's own buffers), the direction ones to
+        ``tg[r]``."""  # pragma: no cover - compiled
+        n, dim = x.shape[1], x.shape[2]
+        n_dir = theta.shape[1]
+        ws = _power_workspace(n)
+        xbits = np.empty(n, np.uint32)
+        ybits = np.empty(n, np.uint32)
+        xp = xbits.view(np.float32)
+        yp = ybits.view(np.float32)
+        for r in range(r0, r1):
+            b, l = r // n_dir, r % n_dir
+            t = theta[b if theta.shape[0] > 1 else 0, l]
+            xb, yb = x[b], y[b]
+            if dim == 3:
+                t0, t1, t2 = t[0], t[1], t[2]
+                for j in range(n):
+                    xp[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
+                    yp[j] = t0 * yb[j, 0] + t1 * yb[j, 1] + t2 * yb[j, 2]
+            else:
+                for j in range(n):
+                    vx = np.float32(0.0)
+                    vy = np.float32(0.0)
+                    for d in range(dim):
+                        vx += t[d] * xb[j, d]
+                        vy += t[d] * yb[j, d]
+                    xp[j] = vx
+                    yp[j] = vy
+            _keys_and_histograms(xbits, ws[0], ws[8])
+            _keys_and_histograms(ybits, ws[4], ws[9])
+            cost[r] = _power_row_acc(p, ws, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay, need_t)
+
+
 def _check_rows(*arrays: np.ndarray) -> None:
     for a in arrays:
         if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
@@ -322,3 +422,75 @@ def projected_power(
         gx.reshape(*shape, n) if need_gx else None,
         gy.reshape(*shape, n) if need_gy else None,
     )
+
+
+def projected_power_grads(
+    x: np.ndarray, y: np.ndarray, theta: np.ndarray, p: float, *, weights: np.ndarray | None = None,
+    need_x: bool, need_y: bool, need_theta: bool,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """:func:`projected_power` with the derivatives reduced inside the kernel: nothing of size ``(B, L, n)`` is
+    stored.
+
+    With ``G[b, l, k] = d cost[b, l] / d <theta_l, x_bk>`` (and ``H`` for ``y``), the kernel accumulates
+    ``dx[b, k] = sum_l w[b, l] G[b, l, k] theta_l``, ``dy[b, k] = sum_l w[b, l] H[b, l, k] theta_l`` and
+    ``dtheta[b, l] = sum_k G[b, l, k] x_bk + H[b, l, k] y_bk`` while it walks each sorted row. The rows are split
+    into one contiguous range per thread, each with its own ``dx`` / ``dy`` buffer over the items it touches (summed
+    at the end), so the memory is ``O(threads n D)`` instead of ``O(B L n)``.
+
+    Args:
+        x, y: ``(B, n, D)`` float32, C-contiguous.
+        theta: ``(B, L, D)`` or ``(1, L, D)`` float32 directions.
+        p: order.
+        weights: ``(B, L)`` float32 weights ``w`` of the rows in ``dx``, ``dy`` (default 1).
+        need_x, need_y, need_theta: which derivatives to accumulate.
+
+    Returns:
+        ``(cost (B, L) float64, dx (B, n, D) float32 | None, dy (B, n, D) float32 | None,
+        dtheta (B, L, D) float64 | None)`` (``dtheta`` unweighted).
+    """
+    if not AVAILABLE:
+        raise RuntimeError("numba is not installed: the radix kernels are unavailable")
+    for a in (x, y, theta):
+        if a.dtype != np.float32 or a.ndim != 3 or not a.flags.c_contiguous:
+            raise TypeError(f"projected_power_grads takes C-contiguous 3-D float32 arrays, got {a.dtype} {a.shape}")
+    bsz, n, dim = x.shape
+    if y.shape != x.shape or theta.shape[-1] != dim or theta.shape[0] not in (1, bsz):
+        raise ValueError(f"shapes do not match: x {x.shape}, y {y.shape}, theta {theta.shape}")
+    if n >= (1 << 31):
+        raise ValueError(f"rows of {n} values are too long for 32-bit indices")
+    n_dir = theta.shape[1]
+    rows = bsz * n_dir
+    w = np.ones((bsz, n_dir), np.float32) if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
+    if w.shape != (bsz, n_dir):
+        raise ValueError(f"weights: expected shape {(bsz, n_dir)}, got {w.shape}")
+    cost = np.empty(rows, dtype=np.float64)
+    tg = np.zeros((rows, dim) if need_theta else (0, dim), np.float64)
+    dx = np.zeros((bsz, n, dim), np.float32) if need_x else None
+    dy = np.zeros((bsz, n, dim), np.float32) if need_y else None
+    if not (rows and n):
+        return cost.reshape(bsz, n_dir), dx, dy, tg.reshape(bsz, n_dir, dim) if need_theta else None
+    empty = np.zeros((0, 0, dim), np.float32)
+
+    def job(sl: slice) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        b0, b1 = sl.start // n_dir, (sl.stop - 1) // n_dir + 1
+        ax = np.zeros((b1 - b0, n, dim), np.float32) if need_x else empty
+        ay = np.zeros((b1 - b0, n, dim), np.float32) if need_y else empty
+        _projected_grads_block(x, y, theta, w, sl.start, sl.stop, b0, float(p), cost, ax, ay, tg, need_x, need_y,
+                               need_theta)
+        return b0, (ax if need_x else None), (ay if need_y else None)
+
+    compiled = bool(_projected_grads_block.signatures)
+    workers = min(torch.get_num_threads(), rows) if compiled and rows * n * 8 >= SERIAL_BYTES else 1
+    bounds = [rows * i // workers for i in range(workers + 1)]
+    blocks = [slice(bounds[i], bounds[i + 1]) for i in range(workers)]
+    if workers == 1:
+        parts = [job(blocks[0])]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(job, blocks))
+    for b0, ax, ay in parts:
+        if ax is not None:
+            dx[b0 : b0 + ax.shape[0]] += ax
+        if ay is not None:
+            dy[b0 : b0 + ay.shape[0]] += ay
+    return cost.reshape(bsz, n_dir), dx, dy, tg.reshape(bsz, n_dir, dim) if need_theta else None

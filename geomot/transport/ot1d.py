@@ -182,40 +182,51 @@ class _SortedPower(torch.autograd.Function):
 
 class _ProjectedPower(torch.autograd.Function):
     """CPU float32 + numba: ``W_p^p`` between the projections of ``x`` and ``y`` on every direction, the projected
-    values computed inside the kernel (never stored). The kernel returns ``G[b, l, j] = d cost[b, l] / d
-    <theta_l, x_j>`` at the original positions; with ``s = grad_out``:
-    ``d/dx_j = sum_l s[b, l] G[b, l, j] theta_l``, ``d/dtheta_l = s[b, l] sum_j (G^x[b, l, j] x_j + G^y[b, l, j] y_j)``,
-    two batched GEMMs."""
+    values computed inside the kernel (never stored). With ``G[b, l, j] = d cost[b, l] / d <theta_l, x_j>`` (``H``
+    for ``y``) and ``s = grad_out``: ``d/dx_j = sum_l s[b, l] G[b, l, j] theta_l``,
+    ``d/dtheta_l = s[b, l] sum_j (G[b, l, j] x_j + H[b, l, j] y_j)``. The forward kernel reduces these sums while
+    it walks the sorted rows (:func:`geomot.transport._radix.projected_power_grads`) with ``s = 1``: the ``(B, n,
+    D)`` and ``(B, L, D)`` results are all that is kept. The backward pass scales them when ``s`` is the same for
+    all directions of an item (every mean over the directions); other weights (e.g. the control-variate
+    estimator's) run the kernel again with ``s`` as the row weights."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
         need_x, need_y, need_t = ctx.needs_input_grad[:3]
-        cost, gx, gy = _radix.projected_power(
-            x.detach().contiguous().numpy(), y.detach().contiguous().numpy(), theta.detach().contiguous().numpy(),
-            p, need_gx=need_x or need_t, need_gy=need_y or need_t,
-        )
-        gx_t = None if gx is None else torch.from_numpy(gx)
-        gy_t = None if gy is None else torch.from_numpy(gy)
-        ctx.save_for_backward(gx_t, gy_t, x if need_t else None, y if need_t else None, theta)
+        xa, ya = x.detach().contiguous().numpy(), y.detach().contiguous().numpy()
+        ta = theta.detach().contiguous().numpy()
+        cost, dx, dy, dt = _radix.projected_power_grads(xa, ya, ta, p, need_x=need_x, need_y=need_y,
+                                                        need_theta=need_t)
+        ctx.p = p
+        saved = [None if a is None else torch.from_numpy(a) for a in (dx, dy, dt)]
+        ctx.save_for_backward(*saved, x, y, theta)
         return torch.from_numpy(cost).to(x.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        gx, gy, x, y, theta = ctx.saved_tensors
+        dx, dy, dt, x, y, theta = ctx.saved_tensors
         need_x, need_y, need_t = ctx.needs_input_grad[:3]
-        s = grad_out.to(theta.dtype).unsqueeze(-1)  # (B, L, 1)
-        scaled_t = (s * theta).transpose(1, 2)  # (B, D, L)
-        # products laid out with n as the long output dimension: several times faster than (B, n, L) @ (B, L, D)
-        dx = torch.bmm(scaled_t, gx).transpose(1, 2) if need_x else None
-        dy = torch.bmm(scaled_t, gy).transpose(1, 2) if need_y else None
-        dt = None
+        s = grad_out.to(theta.dtype)  # (B, L)
+        gx = gy = gt = None
+        if need_x or need_y:
+            if bool((s == s[:, :1]).all()):
+                scale = s[:, :1, None]
+                gx = dx * scale if need_x else None
+                gy = dy * scale if need_y else None
+            else:
+                _, gx, gy, _ = _radix.projected_power_grads(
+                    x.detach().contiguous().numpy(), y.detach().contiguous().numpy(),
+                    theta.detach().contiguous().numpy(), ctx.p, weights=s.contiguous().numpy(),
+                    need_x=need_x, need_y=need_y, need_theta=False,
+                )
+                gx = None if gx is None else torch.from_numpy(gx)
+                gy = None if gy is None else torch.from_numpy(gy)
         if need_t:
-            xt, yt = x.transpose(1, 2), y.transpose(1, 2)
-            dt = s * (torch.bmm(xt, gx.transpose(1, 2)) + torch.bmm(yt, gy.transpose(1, 2))).transpose(1, 2)
+            gt = (s.double()[..., None] * dt).to(theta.dtype)
             if theta.shape[0] == 1:
-                dt = dt.sum(0, keepdim=True)
-        return dx, dy, dt, None
+                gt = gt.sum(0, keepdim=True)
+        return gx, gy, gt, None
 
 
 def projected_sorted_power(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, p: float) -> torch.Tensor:
@@ -230,8 +241,9 @@ def projected_sorted_power(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor
 
     Returns:
         ``(B, L)`` costs, differentiable in ``x``, ``y`` and ``theta``. On CPU with float32 and numba installed one
-        compiled kernel projects, sorts and differentiates (no ``(B, L, n)`` projected tensor is stored, only the
-        derivatives needed by autograd); otherwise ``theta @ x^T`` then :func:`sorted_power`.
+        compiled kernel projects, sorts and differentiates, reducing the derivatives to ``(B, n, D)`` and ``(B, L, D)``
+        inside the kernel (nothing of size ``(B, L, n)`` is stored); otherwise ``theta @ x^T`` then
+        :func:`sorted_power`.
     """
     t3 = theta if theta.dim() == 3 else theta.unsqueeze(0)
     if (
