@@ -77,8 +77,9 @@ class Selection(NamedTuple):
 
 
 def laplacian_energy(fmap_12: torch.Tensor, b1: SpectralBasis, b2: SpectralBasis) -> float:
-    """Laplacian commutativity of a ``(k, k)`` map, ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / ||C||^2`` (0 for
-    an isometry's map)."""
+    """Laplacian commutativity of a ``(k, k)`` map, ``sum_ij (lambda1_j - lambda2_i)^2 C_ij^2 / (lambda_max^2
+    ||C||^2)`` over the first ``k`` eigenvalues (:func:`~geomot.correspondence.laplacian_mask`; 0 for an
+    isometry's map)."""
     k = fmap_12.shape[0]
     mask = laplacian_mask(b1.evals[:k], b2.evals[:k])
     return float((mask * fmap_12 * fmap_12).sum() / (fmap_12 * fmap_12).sum().clamp_min(1e-30))
