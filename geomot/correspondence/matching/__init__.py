@@ -21,8 +21,8 @@ from geomot.correspondence.matching.candidates import (
     spectral_candidates,
 )
 from geomot.correspondence.matching.config import REFINERS, MatchConfig
-from geomot.correspondence.matching.polish import edge_stretch, polish, polish_window
-from geomot.correspondence.matching.prepare import PreparedPair, as_shape, prepare, unit_area
+from geomot.correspondence.matching.polishing import edge_stretch, polish, polish_window
+from geomot.correspondence.matching.preparation import PreparedPair, as_shape, prepare, unit_area
 from geomot.correspondence.matching.refinement import RefinedMap, refine_map
 from geomot.correspondence.matching.selection import (
     MapSelector,

@@ -30,7 +30,7 @@ import torch
 from geomot.correspondence.extrinsic import NonrigidICPResult, frame_hypotheses, nonrigid_icp, principal_frame
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.prepare import PreparedPair
+from geomot.correspondence.matching.preparation import PreparedPair
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices
 from geomot.correspondence.zoomout import zoomout
 from geomot.ops.sampling import farthest_point_sampling

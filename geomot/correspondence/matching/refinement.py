@@ -19,7 +19,7 @@ import torch
 
 from geomot.correspondence.anchors import anchor_refine
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.prepare import PreparedPair
+from geomot.correspondence.matching.preparation import PreparedPair
 from geomot.correspondence.matching.selection import Selection
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.refine import sinkhorn_zoomout

@@ -32,7 +32,7 @@ from geomot.correspondence.descriptors import geodesic_ball_areas
 from geomot.correspondence.fmaps import laplacian_mask
 from geomot.correspondence.matching.candidates import Candidate, CandidateSet
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.prepare import PreparedPair
+from geomot.correspondence.matching.preparation import PreparedPair
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.zoomout import zoomout
 from geomot.ops.alignment import corresponding_points_alignment

@@ -16,7 +16,7 @@ import torch
 from geomot.correspondence.extrinsic import extrinsic_refine
 from geomot.correspondence.matching.candidates import levels_up_to
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.prepare import PreparedPair
+from geomot.correspondence.matching.preparation import PreparedPair
 from geomot.correspondence.matching.refinement import RefinedMap
 from geomot.correspondence.p2p import fmap_from_p2p
 from geomot.ops.geometry import edges
