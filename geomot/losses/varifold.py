@@ -184,8 +184,9 @@ def _block(
     kern: NormalKernel, sigma_n: float, folded: bool,
 ) -> torch.Tensor:
     """``sum_{i in block, j} a_i b_j exp(<xa_i, ya_j>) [k_n(<n_i, m_j>)]`` for each item: ``(B,)``."""
-    # exponents are clamped at the dtype's floor (-85 in float32): below it exp underflows to (sub)normals that
-    # x86's exp computes on a slow path (~10x per element); the clamp changes a term by < 1e-37 of the largest
+    # exponents are clamped at half the dtype's exp floor (-42 in float32): below about -87 x86's exp takes a slow
+    # path (~10x per element), and tiny terms make the products after it subnormal (slow too); the clamp changes a
+    # term by < 1e-18 of the largest
     e = torch.bmm(xa, ya.transpose(1, 2)).clamp_min_(0.5 * exp_floor(xa.dtype))
     if torch.is_grad_enabled():
         k = e.exp()
