@@ -29,7 +29,9 @@
    <b, e^{-q/tau} - e^{-g/tau}>)`` (Séjourné et al. 2019), differentiated with the factor ``tau + eps``.
 
 Kernels are never stored: each soft-min is computed by row blocks of at most ``chunk_bytes`` (one GEMM on
-augmented coordinates for the squared Euclidean cost, then one exp pass shifted by the previous potential), and
+augmented coordinates for the squared Euclidean cost, then one exp pass shifted by the previous potential; on CPU
+with numba the streaming kernels of :mod:`geomot.transport._numba_softmin`, on CUDA with Triton those of
+:mod:`geomot.transport._triton_softmin`), and
 the backward of the squared Euclidean value is a custom autograd function that recomputes the blocks, so memory is
 ``O((N + M) D + chunk)`` for any size.
 """
@@ -43,11 +45,14 @@ from typing import NamedTuple
 
 import torch
 
+from geomot._core.accel import triton_usable
 from geomot._core.checks import data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.structures.convert import as_measure
+from geomot.transport import _numba_softmin
 from geomot.transport._kernels import COSTS, exp_floor
 from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
+from geomot.transport._triton_softmin import softmin_bary
 
 __all__ = ["DebiasedResult", "debiased_sinkhorn", "dimension_error", "measure_pair", "screen_inputs",
            "tolerance_floor", "user_stacklevel"]
@@ -247,7 +252,11 @@ class _Solver:
         h = torch.where(q.mask, v / eps + q.logw, -_BIG)
         bsz, n, m = p.x.shape[0], p.x.shape[1], q.x.shape[1]
         step = self._rows(bsz, n, m, p.x.element_size())
-        if self.cost == "sqeuclidean":
+        if self.cost == "sqeuclidean" and p.x.is_cuda and triton_usable(p.x):
+            res = -eps * softmin_bary(p.x, q.x, h, eps, p.mask.sum(1), q.mask.sum(1))
+        elif self.cost == "sqeuclidean" and _numba_softmin.available(p.x):
+            res = _numba_softmin.softmin(p.x, q.x, h, eps, hint)
+        elif self.cost == "sqeuclidean":
             qa = torch.cat([q.x, q.x.new_ones(bsz, m, 1), (h - q.sq / eps)[..., None]], -1)
             out = []
             for i in range(0, n, step):

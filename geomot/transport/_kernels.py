@@ -286,26 +286,7 @@ class OnlineGeometry:
                 and not (torch.is_grad_enabled() and any(t.requires_grad for t in (self.x, self.y, *ts))))
 
     def _compiled_softmin(self, p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, eps: float, hint) -> torch.Tensor:
-        """``-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps)`` by the numba kernels, item by item: one pass shifted by
-        ``hint`` (~ the result), and a max pass then an exact pass for the rows whose sum leaves the float range."""
-        out = torch.empty(p.shape[:2], dtype=p.dtype)
-        ones = q.new_ones(q.shape[1])
-        for k in range(p.shape[0]):
-            hk = torch.where(torch.isnan(h[k]), h[k], h[k].clamp_min(-1e30))
-            rows = torch.arange(p.shape[1])
-            if hint is not None:
-                shift = torch.where(torch.isfinite(hint[k]), hint[k] / eps, 0.0)
-                s, _ = _numba_softmin.row_sums(p[k], q[k], hk, shift, ones, eps)
-                out[k] = -eps * (s.log() - shift)
-                rows = (~(torch.isfinite(s) & (s > 1e-20))).nonzero().flatten()
-                if rows.numel() == 0:
-                    continue
-            mx = _numba_softmin.row_max(p[k], q[k], hk, eps, rows)
-            shift = p.new_zeros(p.shape[1])
-            shift[rows] = torch.where(torch.isfinite(mx), -mx, 0.0)
-            s, _ = _numba_softmin.row_sums(p[k][rows], q[k], hk, shift[rows], ones, eps)
-            out[k, rows] = -eps * (s.log() - shift[rows])
-        return out
+        return _numba_softmin.softmin(p, q, h, eps, hint)
 
     def softmin_rows(self, g: torch.Tensor, lb: torch.Tensor, eps: float, hint=None) -> torch.Tensor:
         h = g / eps + lb

@@ -1,0 +1,128 @@
+"""Sinkhorn on CPU, bounded memory: the online backend (numba streaming kernels) against the dense backend and
+GeomLoss, in one process on the same inputs, interleaved (ABAB); and the Sinkhorn divergence at a large N.
+
+Inputs: ``x`` uniform in ``[0, 1]^3``, ``y ~ N(0.5, 0.15^2 I_3)``, ``N = M`` (``--n``), float32 or float64
+(``--dtype``), ``eps = 0.05^2``, cost ``|x - y|^2``. geomot: ``sinkhorn(x, y, eps=eps, tol=--tol, grad="none",
+backend=...)`` (the requested ``tol`` is raised to the dtype's floor, see docs/sinkhorn.md: pass float64 for 1e-5).
+Every solver's potentials are re-checked in float64 (``|P 1 - a|_1 + |P^T 1 - b|_1``). GeomLoss:
+``SamplesLoss("sinkhorn", p=2, blur=0.05 / sqrt(2), debias=False, scaling=--gl-scaling)`` with
+``backend="online"`` when pykeops compiles here, else ``"tensorized"`` (recorded in the JSON).
+``--n-large``: ``sinkhorn_divergence`` at that N in a child process, time and peak RSS (``ru_maxrss``).
+
+Usage: ``python benchmarks/bench_sinkhorn_online.py --n 10000 --json benchmarks/results/sinkhorn_online.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import geomot
+
+EPS = 0.05**2
+
+
+def inputs(n: int, dtype: torch.dtype, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.15 + 0.5
+    return x.to(dtype), y.to(dtype)
+
+
+def marginal_error(x, y, f, g, eps=EPS) -> float:
+    x, y, f, g = x.double(), y.double(), f.double().reshape(-1), g.double().reshape(-1)
+    n, m = x.shape[0], y.shape[0]
+    rows = torch.zeros(n, dtype=torch.float64)
+    cols = torch.zeros(m, dtype=torch.float64)
+    for i in range(0, n, 1000):
+        p = torch.exp((f[i:i + 1000, None] + g[None] - torch.cdist(x[i:i + 1000], y) ** 2) / eps) / (n * m)
+        rows[i:i + 1000] = p.sum(1)
+        cols += p.sum(0)
+    return float((rows - 1 / n).abs().sum() + (cols - 1 / m).abs().sum())
+
+
+def _geomloss(x, y, scaling: float):
+    from geomloss import SamplesLoss
+
+    backend = "tensorized"
+    try:
+        import pykeops
+
+        pykeops.test_numpy_bindings()
+        backend = "online"
+    except Exception:  # pykeops missing or unable to compile here
+        backend = "tensorized"
+    loss = SamplesLoss("sinkhorn", p=2, blur=0.05 / math.sqrt(2), debias=False, backend=backend, potentials=True,
+                       scaling=scaling)
+    return loss, backend
+
+
+def bench(n: int, dtype: torch.dtype, tol: float, repeat: int, gl_scaling: float) -> dict:
+    x, y = inputs(n, dtype)
+    geomot.sinkhorn(x[:300], y[:300], eps=EPS, tol=tol, backend="online", grad="none")  # compile the kernels
+    loss, gl_backend = _geomloss(x, y, gl_scaling)
+    runs: dict[str, list[float]] = {"dense": [], "online": [], "geomloss": []}
+    info: dict = {}
+    for _ in range(repeat):
+        for be in ("dense", "online"):
+            t0 = time.perf_counter()
+            r = geomot.sinkhorn(x, y, eps=EPS, tol=tol, backend=be, grad="none")
+            runs[be].append(time.perf_counter() - t0)
+            info[be] = {"iters": r.n_iters, "err": marginal_error(x, y, r.f, r.g), "value": float(r.value)}
+        t0 = time.perf_counter()
+        pf, pg = loss(x, y)
+        runs["geomloss"].append(time.perf_counter() - t0)
+        info["geomloss"] = {"backend": gl_backend, "scaling": gl_scaling, "err": marginal_error(x, y, 2 * pf, 2 * pg)}
+    out = {k: {**info[k], "time": min(v)} for k, v in runs.items()}
+    out["online_over_dense"] = out["online"]["time"] / out["dense"]["time"]
+    out["geomloss_over_online"] = out["geomloss"]["time"] / out["online"]["time"]
+    out.update(n=n, dtype=str(dtype), tol=tol, load_avg=os.getloadavg(), torch_threads=torch.get_num_threads())
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def bench_large(n: int, eps: float) -> dict:
+    x, y = inputs(n, torch.float32)
+    t0 = time.perf_counter()
+    v = geomot.sinkhorn_divergence(x, y, eps=eps)
+    t = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"n": n, "eps": eps, "value": float(v), "time": t, "peak_rss_gib": peak, "load_avg": os.getloadavg()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=10000)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--gl-scaling", type=float, default=0.9)
+    p.add_argument("--n-large", type=int, default=0, help="divergence at this N in a child process (0: skip)")
+    p.add_argument("--eps-large", type=float, default=0.1**2)
+    p.add_argument("--large-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.large_only:
+        print(json.dumps(bench_large(args.n_large, args.eps_large)))
+        return
+    out = {"speed": bench(args.n, getattr(torch, args.dtype), args.tol, args.repeat, args.gl_scaling)}
+    if args.n_large:
+        res = subprocess.run([sys.executable, __file__, "--large-only", "--n-large", str(args.n_large),
+                              "--eps-large", str(args.eps_large)], capture_output=True, text=True, check=True)
+        out["large"] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(out["large"])
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
