@@ -1,11 +1,12 @@
-"""Varifold distance on CPU: the torch backend with the exponent clamped at the dtype's floor (today's code) against
-the same backend with an unclamped ``exp`` (the former block, reproduced here), same process, same inputs.
+"""Varifold distance on CPU: the torch backend as it is (exponent clamped at half the dtype's ``exp`` floor; with a
+gradient, a hand-written backward pass per block) against the former torch backend (unclamped ``exp``; with a
+gradient, activation checkpointing and autograd), reproduced here, same process, same inputs.
 
 Inputs: the unit icosphere subdivided ``--subdiv`` times (5 -> 20,480 faces) and a copy with Gaussian vertex noise
 (std 0.01), float32; ``geomot.losses.varifold_distance(a, b, sigma=0.2, kernel=K, backend="torch")`` for each normal
 kernel, the value alone and value + gradient w.r.t. the perturbed vertices. With ``sigma = 0.2`` on the unit sphere
 most of the ``F x F`` exponents ``-|x - y|^2 / sigma^2`` lie below -87, where x86's ``exp`` leaves its fast path.
-The two variants run interleaved (ABAB) and the medians are compared; the values and gradients are checked equal.
+The two variants run interleaved (ABAB) and the medians are compared; the values and gradients are compared too.
 
 Run: ``.venv/bin/python benchmarks/bench_varifold_cpu.py [--subdiv 5] [--threads 1] [--repeats 3]``.
 Writes ``benchmarks/results/bench_varifold_cpu.json``.
@@ -41,16 +42,26 @@ def _unclamped_block(xa, nc, ac, ya, m, b, kern, sigma_n, folded):
     return (ac * torch.bmm(k, b[:, :, None])[..., 0]).sum(-1)
 
 
+class _CheckpointedBlock:
+    """The former gradient path: the unclamped block under activation checkpointing (autograd's backward)."""
+
+    @staticmethod
+    def apply(*args):
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(_unclamped_block, *args, use_reentrant=False)
+
+
 @contextlib.contextmanager
 def _unclamped():
     import geomot.losses.varifold as vmod
 
-    saved = vmod._block
-    vmod._block = _unclamped_block
+    saved = vmod._block, vmod._BlockGrad
+    vmod._block, vmod._BlockGrad = _unclamped_block, _CheckpointedBlock
     try:
         yield
     finally:
-        vmod._block = saved
+        vmod._block, vmod._BlockGrad = saved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -201,6 +201,49 @@ def _block(
     return (ac * torch.bmm(k, b[:, :, None])[..., 0]).sum(-1)
 
 
+class _BlockGrad(torch.autograd.Function):
+    """:func:`_block` for the built-in normal kernels with a hand-written backward pass that recomputes the block
+    into three block-sized buffers (activation checkpointing through autograd needs about twice as many).
+
+    With ``E = exp(<xa_i, ya_j>)``, ``T = <n_i, m_j>``, ``K = E k_n(T)`` and ``g`` the incoming gradient:
+    ``d/da_i = g (K b)_i``, ``d/db_j = g (K^T a)_j``, ``d/dxa = W ya``, ``d/dya = W^T xa`` with
+    ``W = g a_i b_j K_ij``, and ``d/dn = V m``, ``d/dm = V^T n`` with ``V = g a_i b_j E_ij k_n'(T_ij)``. The clamp of
+    the exponent is ignored in the backward pass (it changes a term by less than ``1e-18`` of the largest)."""
+
+    @staticmethod
+    def forward(ctx, xa, nc, ac, ya, m, b, kern, sigma_n, folded):  # type: ignore[override]
+        ctx.save_for_backward(xa, nc, ac, ya, m, b)
+        ctx.kern, ctx.folded = kern, folded
+        with torch.no_grad():
+            return _block(xa, nc, ac, ya, m, b, kern, sigma_n, folded)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        xa, nc, ac, ya, m, b = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        e = torch.bmm(xa, ya.transpose(1, 2)).clamp_min_(0.5 * exp_floor(xa.dtype)).exp_()  # E
+        t = k = None
+        if ctx.folded:
+            k = e
+        else:
+            t = torch.bmm(nc, m.transpose(1, 2))
+            k = e * t if ctx.kern.fused == "linear" else torch.mul(t, t).mul_(e)  # K = E k_n(T)
+        ga = g[:, None] * torch.bmm(k, b[:, :, None])[..., 0] if need[2] else None
+        gb = g[:, None] * torch.bmm(k.transpose(1, 2), ac[:, :, None])[..., 0] if need[5] else None
+        ga_rows = (g[:, None] * ac)[:, :, None]
+        w = k.mul_(ga_rows).mul_(b[:, None, :])  # W (overwrites K; E is kept when a normal kernel needs it)
+        gxa = torch.bmm(w, ya) if need[0] else None
+        gya = torch.bmm(w.transpose(1, 2), xa) if need[3] else None
+        gn = gm = None
+        if not ctx.folded and (need[1] or need[4]):
+            v = e if ctx.kern.fused == "linear" else e.mul_(t.mul_(2.0))  # E k_n'(T)
+            v = v.mul_(ga_rows).mul_(b[:, None, :])
+            gn = torch.bmm(v, m) if need[1] else None
+            gm = torch.bmm(v.transpose(1, 2), nc) if need[4] else None
+        return gxa, gn, ga, gya, gm, gb, None, None, None
+
+
 def _inner_torch(
     x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, y: torch.Tensor, m: torch.Tensor, b: torch.Tensor,
     inv_s2: float, kern: NormalKernel, sigma_n: float, chunk_size: int, symmetric: bool = False,
@@ -221,7 +264,9 @@ def _inner_torch(
         else:
             cols = (ya, m, b)
         args = (xa[:, s:e], n[:, s:e], a[:, s:e], *cols)
-        if grad:
+        if grad and kern.fused is not None:
+            out = out + _BlockGrad.apply(*args, kern, sigma_n, folded)
+        elif grad:
             out = out + checkpoint(_block, *args, kern, sigma_n, folded, use_reentrant=False)
         else:
             with torch.no_grad():
