@@ -26,15 +26,17 @@ the kernel needs normals, so ``measure="vertices"``, ``"faces"`` or ``"samples"`
 masses); or a position tensor ``(N, d)`` / ``(B, N, d)`` with ``x_normals`` of the same shape and optional
 ``x_weights`` (default ``1/N``). ``normalize=True`` divides each item's masses by their total.
 
-Backends: ``"torch"`` works on blocks of ``chunk_size`` rows (never an ``N x M`` matrix; each block is
-re-computed in the backward pass through activation checkpointing; the exponents are clamped at half the dtype's
-``exp`` floor, -42 in float32, which keeps ``exp`` and the products after it off x86's slow subnormal path and
-changes each term by less than ``1e-18`` of the largest), ``"keops"`` uses ``pykeops`` LazyTensors (compiled
-C++/CUDA on first use, cached afterwards), ``"triton"`` runs one streaming Triton kernel for the value and two for
-the gradients (:mod:`geomot.ops._triton_kernels`; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``;
-memory ``O(B (N + M))``; the built-in normal kernels only). ``"auto"`` picks Triton for CUDA tensors when
-:func:`geomot._core.accel.triton_usable` says it can run, else KeOps for CUDA tensors with at least
-:data:`KEOPS_MIN_PAIRS` pairs when pykeops is importable, and torch otherwise — the default never compiles on CPU.
+Backends: ``"torch"`` works on blocks of ``chunk_size`` rows (never an ``N x M`` matrix). Each block is
+re-computed in the backward pass: by a hand-written backward for the built-in normal kernels (one backward pass;
+no gradient of the gradient), through activation checkpointing for registered ones. The exponents are clamped at
+half the dtype's ``exp`` floor, -42 in float32, which keeps ``exp`` and the products after it off x86's slow
+subnormal path and changes each term by less than ``1e-18`` of the largest. ``"keops"`` uses ``pykeops``
+LazyTensors (compiled C++/CUDA on first use, cached afterwards). ``"triton"`` runs one streaming Triton kernel
+for the value and two for the gradients (:mod:`geomot.ops._triton_kernels`; CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``; memory ``O(B (N + M))``; the built-in normal kernels only). ``"auto"`` picks Triton for
+CUDA tensors when :func:`geomot._core.accel.triton_usable` says it can run, else KeOps for CUDA tensors with at
+least :data:`KEOPS_MIN_PAIRS` pairs when pykeops is importable, and torch otherwise — the default never compiles on
+CPU.
 """
 
 from __future__ import annotations
