@@ -106,17 +106,20 @@ def run_sets(args, results: dict, out: Path) -> None:
     from geomot.metrics import geodesic_error
 
     data = Path(args.data)
-    jobs = []  # interleaved: pair i of every set before pair i + 1 of any
+    jobs = []  # interleaved: pair i of every set (anisotropic first, originals third) before pair i + 1 of any
     for dataset in args.datasets.split(","):
         names = ShapeDataset(data / dataset).names
         for split, n in (("dev", args.dev_pairs), ("val", args.val_pairs)):
             for i, pair in enumerate(_pairs(dataset, names, split, n, args.per_split, args.seed)):
                 for variant in ("orig", *VARIANTS[dataset]):
                     jobs.append((i, dataset, split, variant, pair))
-    jobs.sort(key=lambda j: j[0])
+    order = ("aniso", "density", "orig", "decim", "jitter")
+    jobs.sort(key=lambda j: (j[0], order.index(j[3])))
     (WORK / "maps").mkdir(parents=True, exist_ok=True)
     for _, dataset, split, variant, (a, b) in jobs:
         key = f"{dataset}/{variant}/{split}"
+        if any((r["source"], r["target"]) == (a, b) for r in results["pairs"].get(key, [])):
+            continue  # done by the run resumed (--resume)
         fa, fb = _folders(dataset, variant, data)
         if not (fa / "off").is_dir() or not (fb / "off").is_dir():
             log.warning("skipping %s: run benchmarks/make_robust_set.py first", key)
@@ -254,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(WORK / "cache"), help="cache_dir of match (spectral bases)")
     ap.add_argument("--extras", action="store_true", help="also point clouds and partial shapes")
     ap.add_argument("--extras-only", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of --json and run the missing pairs only")
     ap.add_argument("--analyse", action="store_true", help="only score the stored development maps")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "match_robust.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.json)
-    if args.analyse or args.extras_only:
+    if args.analyse or args.extras_only or args.resume:
         results = json.loads(out.read_text())
     else:
         results = {

@@ -16,6 +16,9 @@ layout that :class:`geomot.io.ShapeDataset` and ``geomot evaluate --data`` read,
 * ``FAUST_r_3k`` / ``FAUST_r_8k``: isotropic remeshing to about 3,000 and 8,000 vertices; a pair of different
   densities takes its source from ``_3k`` and its target from ``_8k``.
 
+Every output is cleaned with pymeshlab (faces on non-manifold edges removed, non-manifold vertices split,
+unreferenced vertices removed, faces wound coherently and on the same side as the original's).
+
 Ground-truth convention: line ``k`` of a new ``.vts`` is the vertex of the re-discretised shape nearest (Euclidean,
 in the original embedding) to vertex ``vts[k]`` of the original shape; for ``_jitter`` it is ``vts[k]`` itself.
 This adds a floor to the measured error of about half an edge length (the re-discretised vertex nearest to the
@@ -103,6 +106,34 @@ def _mean_edge(v: np.ndarray, f: np.ndarray) -> float:
     return float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
 
 
+def _clean(ms) -> tuple[np.ndarray, np.ndarray]:
+    """The current mesh of a pymeshlab MeshSet made manifold (faces on non-manifold edges removed, non-manifold
+    vertices split) and coherently wound (faces left with an edge wound twice the same way are removed), without
+    unreferenced vertices."""
+    pm = _pm()
+    for _ in range(4):
+        ms.meshing_remove_duplicate_faces()
+        ms.meshing_repair_non_manifold_edges()
+        ms.meshing_repair_non_manifold_vertices()
+        ms.meshing_remove_unreferenced_vertices()
+        ms.meshing_re_orient_faces_coherently()
+        m = ms.current_mesh()
+        v, f = m.vertex_matrix().astype(np.float64), m.face_matrix().astype(np.int64)
+        directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        _, inv, counts = np.unique(directed, axis=0, return_inverse=True, return_counts=True)
+        bad = (counts[inv.ravel()] > 1).reshape(3, -1).any(0)
+        if not bad.any():
+            return v, f
+        ms = pm.MeshSet()
+        ms.add_mesh(pm.Mesh(v, f[~bad]))
+    raise RuntimeError("could not make the remeshed shape manifold and coherently wound")
+
+
+def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:
+    t = v[f] - v.mean(0)
+    return float((t[:, 0] * np.cross(t[:, 1], t[:, 2])).sum()) / 6.0
+
+
 def _remesh(v: np.ndarray, f: np.ndarray, n_verts: int, iterations: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Isotropic remeshing with the edge length of an equilateral mesh of ``n_verts`` vertices (``F ~ 2 V``)."""
     pm = _pm()
@@ -110,9 +141,7 @@ def _remesh(v: np.ndarray, f: np.ndarray, n_verts: int, iterations: int = 5) -> 
     ms = pm.MeshSet()
     ms.add_mesh(pm.Mesh(v, f))
     ms.meshing_isotropic_explicit_remeshing(targetlen=pm.PureValue(length), iterations=iterations)
-    ms.meshing_remove_unreferenced_vertices()
-    m = ms.current_mesh()
-    return m.vertex_matrix().astype(np.float64), m.face_matrix().astype(np.int64)
+    return _clean(ms)
 
 
 def anisotropic(v: np.ndarray, f: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -134,9 +163,7 @@ def decimated(v: np.ndarray, f: np.ndarray, rng: np.random.Generator) -> tuple[n
     ms.meshing_decimation_quadric_edge_collapse(
         targetfacenum=round(frac * f.shape[0]), qualityweight=True, preservenormal=True, preservetopology=True
     )
-    ms.meshing_remove_unreferenced_vertices()
-    m = ms.current_mesh()
-    return m.vertex_matrix().astype(np.float64), m.face_matrix().astype(np.int64)
+    return _clean(ms)
 
 
 def jittered(v: np.ndarray, f: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -206,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = {}
             for key, fn in variants.items():
                 w, g = fn(v, f, _rng(args.seed, dsname, name, key))
+                if _signed_volume(w, g) * _signed_volume(v, f) < 0:  # keep the winding side of the original
+                    g = g[:, ::-1].copy()
                 new_vts = vts.copy() if key == "jitter" else nearest_vertex(v[vts], w)
                 _write(out / f"{dsname}_{key}", name, w, g, new_vts)
                 counts[key] = w.shape[0]
