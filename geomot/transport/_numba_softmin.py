@@ -51,10 +51,12 @@ _TEMPLATE = """
 def exp_rows(x, kb, bl):
     # exp(x[j]) = x[j] * bits_as_float(kb[j]) after the call: Cody-Waite reduction, Taylor polynomial
     for j in range(bl):
-        v = min(max(x[j], {F}({LO})), {F}({HI}))
+        u = x[j]
+        v = min(max(u, {F}({LO})), {F}({HI}))
         kf = np.floor(v * {F}(1.4426950408889634) + {F}(0.5))
         r = v - kf * {F}(0.693145751953125) - kf * {F}(1.4286068203094173e-06)
-        x[j] = {POLY}
+        e = {POLY}
+        x[j] = np.inf if u > {F}({HI}) else e  # overflow stays visible (the caller redoes such rows)
         kb[j] = ({I}(kf) + {BIAS}) << {MANT}
 
 
