@@ -9,7 +9,9 @@ A geometry answers the few questions a Sinkhorn loop asks about the cost ``C (B,
 
 :class:`DenseGeometry` stores ``C``; :class:`OnlineGeometry` keeps the point sets and recomputes blocks of ``C``
 on the fly (row or column chunks of at most ``chunk_bytes``), so that memory stays ``O((N + M) D + chunk)``: the
-log-sum-exp over ``j`` of a row chunk is exact because every row of the chunk sees all ``M`` columns.
+log-sum-exp over ``j`` of a row chunk is exact because every row of the chunk sees all ``M`` columns. On CPU float
+tensors with the squared Euclidean cost and no autograd, its soft-mins, fused sweeps and sums run in the streaming
+numba kernels of :mod:`geomot.transport._numba_softmin` instead (no block buffer) when numba is available.
 Padding is handled through the log-weights: ``log b_j = -inf`` on padded columns (and ``log a_i`` on rows).
 """
 
