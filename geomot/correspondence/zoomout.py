@@ -86,6 +86,27 @@ def zoomout(
         :class:`ZoomOutResult` with ``fmap_12 (k_final, k_final)`` and ``p2p_21 (V2,)`` (``(S,)`` without
         ``final_map``).
     """
+    C, e2 = _zoomout_fmap(
+        fmap_12, evecs1, evecs2, k_final=k_final, step=step, samples2=samples2, samples1=samples1, adjoint=adjoint
+    )
+    k = C.shape[0]
+    full = evecs2 if final_map else e2
+    return ZoomOutResult(C, p2p_from_fmap(C, evecs1[:, :k], full[:, :k], adjoint=adjoint))
+
+
+def _zoomout_fmap(
+    fmap_12: torch.Tensor,
+    evecs1: torch.Tensor,
+    evecs2: torch.Tensor,
+    *,
+    k_final: int,
+    step: int = 1,
+    samples2: torch.Tensor | None = None,
+    samples1: torch.Tensor | None = None,
+    adjoint: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The functional map of :func:`zoomout` (same arguments) without its last nearest-neighbour search, and the
+    rows of ``evecs2`` it was fitted on (``evecs2[samples2]``, or ``evecs2``)."""
     k = _check(fmap_12, evecs1, evecs2, "fmap_12")
     ks = _schedule(k, k_final, step, evecs1.shape[1], evecs2.shape[1])
     e2 = evecs2
@@ -106,8 +127,7 @@ def zoomout(
         rhs = Q[:, :k_new].T @ evecs1[p2p, :k_new]
         C = torch.linalg.solve_triangular(R[:k_new, :k_new], rhs, upper=True)
         k = k_new
-    full = evecs2 if final_map else e2
-    return ZoomOutResult(C, p2p_from_fmap(C, evecs1[:, :k], full[:, :k], adjoint=adjoint))
+    return C, e2
 
 
 @renamed_kwargs(n_iter="max_iter")

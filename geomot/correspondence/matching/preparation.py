@@ -4,7 +4,7 @@ wound outwards; their Laplace-Beltrami bases (:func:`geomot.ops.spectral.spectra
 shortest-path graphs used by the ranking and the anchor refinement.
 
 Shape 1 is the ``target``, shape 2 the ``source`` (pyFM's convention): maps are ``p2p_21``, ``fmap_12``.
-Cost: two sparse eigendecompositions (about a second each at 5k vertices, free when cached).
+Cost: two sparse eigendecompositions (none when cached), farthest-point sampling and two graph builds.
 """
 
 from __future__ import annotations

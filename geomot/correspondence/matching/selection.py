@@ -10,13 +10,13 @@
    samples, then is keyed by (orientation, deformation residual). Pose changes are smooth displacement fields; a
    map with two limbs swapped or a body turned about its long axis needs a displacement that changes direction
    within a limb, which the first ``deformation_k`` eigenfunctions cannot follow. The extrinsic candidates are
-   first reduced to one by :func:`pick_extrinsic`, which replaces the best spectral one only when its residual is
+   first reduced to one by :func:`pick_extrinsic`; it replaces the best spectral one only when its residual is
    below ``extrinsic_margin`` times the latter's and its metric distortion is smaller too (an extrinsic map is a
    smooth deformation by construction, so the residual alone favours it). Otherwise: ZoomOut to ``k``, then the
    key of step 2.
 
-The winner is upsampled by ZoomOut to ``k`` on the ranking samples. Cost at 5k vertices: 1-3 s (shortest paths
-for the distortion and the ball areas, six anchor refinements on samples).
+The winner is upsampled by ZoomOut to ``k`` on the ranking samples. Cost: shortest paths (the distortion
+samples, the ball areas) and ``n_final + n_extrinsic`` anchor refinements on the ranking samples.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from geomot.correspondence.matching.candidates import Candidate, CandidateSet
 from geomot.correspondence.matching.config import MatchConfig
 from geomot.correspondence.matching.preparation import PreparedPair
 from geomot.correspondence.p2p import p2p_from_fmap
-from geomot.correspondence.zoomout import zoomout
+from geomot.correspondence.zoomout import _zoomout_fmap
 from geomot.ops.alignment import corresponding_points_alignment
 from geomot.ops.geometry import vertex_normals
 from geomot.ops.graph import edge_graph, graph_distances
@@ -285,15 +285,9 @@ def _select_after_zoomout(keys: _Keys, finalists: list[RankedCandidate]) -> Sele
     best: tuple[tuple[float, ...], Candidate, torch.Tensor] | None = None
     final = []
     for row in finalists:
-        C3 = zoomout(
-            row.candidate.fmap_12.float(),
-            keys.e1,
-            keys.e2,
-            k_final=config.k,
-            step=config.step,
-            samples2=pair.samples2,
-            final_map=False,
-        ).fmap_12
+        C3 = _zoomout_fmap(
+            row.candidate.fmap_12.float(), keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2
+        )[0]
         key = keys.score(C3.double())
         final.append(RankedCandidate(key, row.candidate, C3))
         if best is None or key < best[0]:
@@ -370,7 +364,5 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     fmap = best.refined_fmap_12
     assert fmap is not None
     if fmap.shape[0] < config.k:
-        fmap = zoomout(
-            fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2, final_map=False
-        ).fmap_12
+        fmap = _zoomout_fmap(fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2)[0]
     return Selection(best.candidate, fmap.double(), spectral + ext_rows)
