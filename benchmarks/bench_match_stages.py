@@ -1,11 +1,12 @@
-"""Matching stages: where the time of ``geomot.match`` goes, and the candidates + selection stages with and
-without the final nearest-neighbour map of each sampled ZoomOut, in one process on the same inputs.
+"""Matching stages: the candidates + selection stages of ``geomot.match`` with and without the final
+nearest-neighbour map of each sampled ZoomOut, in one process on the same inputs.
 
 The candidates (:func:`geomot.correspondence.matching.spectral_candidates`) and the selection
 (:func:`~geomot.correspondence.matching.select_initial`) use only the functional maps of their sampled ZoomOuts;
 ``zoomout(..., final_map=False)`` also computes the point map of the samples at the final size, the largest of
-its nearest-neighbour searches, which they discard. ``old``: the stages with ``zoomout(...).fmap_12`` patched in;
-``new``: as shipped (``_zoomout_fmap``, no final search). Both must give identical maps (checked with
+its nearest-neighbour searches, which they discard, and scans the bases for NaN / Inf on every call. ``old``: the
+stages with ``zoomout(..., final_map=False).fmap_12`` patched in; ``new``: as shipped (``_zoomout_fmap``: no final
+search, the bases checked once per stage). Both must give identical maps (checked with
 ``torch.equal`` on every candidate and on the selected map). Runs are interleaved (ABAB) and the ratio of the
 medians is reported, with the number of nearest-neighbour searches of ``p2p_from_fmap`` in each.
 
@@ -18,6 +19,7 @@ Usage: ``python benchmarks/bench_match_stages.py --data ../shared/data [--rounds
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -25,10 +27,13 @@ from pathlib import Path
 
 import torch
 
-from geomot.correspondence import matching, p2p, zoomout
+from geomot.correspondence import matching, p2p
 from geomot.correspondence.matching import candidates as cand_mod
 from geomot.correspondence.matching import selection as sel_mod
 from geomot.io.trimesh_formats import read_off
+
+# the module (geomot.correspondence.zoomout is also the name of the function the package exports)
+zoomout = importlib.import_module("geomot.correspondence.zoomout")
 
 
 def _load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +41,7 @@ def _load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(raw[0], dtype=torch.float64), torch.as_tensor(raw[1], dtype=torch.long)
 
 
-def _old_zoomout_fmap(fmap_12, evecs1, evecs2, **kw):  # the call of the stages before: final map discarded
+def _old_zoomout_fmap(fmap_12, evecs1, evecs2, check_bases=True, **kw):  # the stages' call before
     return zoomout.zoomout(fmap_12, evecs1, evecs2, final_map=False, **kw).fmap_12, None
 
 

@@ -48,10 +48,10 @@ def _schedule(k0: int, k_final: int, step: int, n_max1: int, n_max2: int) -> lis
     return [*ks, k_final] if k_final > k0 else []
 
 
-def _check(fmap: torch.Tensor, evecs1: torch.Tensor, evecs2: torch.Tensor, name: str) -> int:
+def _check(fmap: torch.Tensor, evecs1: torch.Tensor, evecs2: torch.Tensor, name: str, bases_finite: bool = True) -> int:
     check_float_tensor(fmap, name, ndim=2)
-    check_float_tensor(evecs1, "evecs1", ndim=2)
-    check_float_tensor(evecs2, "evecs2", ndim=2)
+    check_float_tensor(evecs1, "evecs1", ndim=2, finite=bases_finite)
+    check_float_tensor(evecs2, "evecs2", ndim=2, finite=bases_finite)
     if fmap.shape[0] != fmap.shape[1]:
         raise ShapeError(f"{name}: expected a square (k, k) map, got shape {tuple(fmap.shape)}")
     return fmap.shape[0]
@@ -104,10 +104,12 @@ def _zoomout_fmap(
     samples2: torch.Tensor | None = None,
     samples1: torch.Tensor | None = None,
     adjoint: bool = False,
+    check_bases: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The functional map of :func:`zoomout` (same arguments) without its last nearest-neighbour search, and the
-    rows of ``evecs2`` it was fitted on (``evecs2[samples2]``, or ``evecs2``)."""
-    k = _check(fmap_12, evecs1, evecs2, "fmap_12")
+    rows of ``evecs2`` it was fitted on (``evecs2[samples2]``, or ``evecs2``). ``check_bases=False`` skips the
+    NaN / Inf scan of the bases (for callers that pass the same checked bases many times)."""
+    k = _check(fmap_12, evecs1, evecs2, "fmap_12", bases_finite=check_bases)
     ks = _schedule(k, k_final, step, evecs1.shape[1], evecs2.shape[1])
     e2 = evecs2
     if samples2 is not None:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 
+from geomot._core.checks import check_finite
 from geomot.correspondence.extrinsic import NonrigidICPResult, frame_hypotheses, nonrigid_icp, principal_frame
 from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
 from geomot.correspondence.matching.config import MatchConfig
@@ -165,9 +166,12 @@ def spectral_candidates(pair: PreparedPair, config: MatchConfig | None = None) -
     k_more = upsampled_size(config)
     # candidate ZoomOuts in float32 (nearest neighbours and small least squares; twice as fast as float64)
     e1, e2 = pair.b1.evecs.float(), pair.b2.evecs.float()
+    check_finite(e1, "evecs1")
+    check_finite(e2, "evecs2")  # once here, not in each ZoomOut
     out = []
     for res, C in solved[: config.n_finalists]:
-        C2 = _zoomout_fmap(C.float(), e1, e2, k_final=k_more, step=config.step, samples2=samples2)[0].double()
+        up, _ = _zoomout_fmap(C.float(), e1, e2, k_final=k_more, step=config.step, samples2=samples2, check_bases=False)
+        C2 = up.double()
         ratio = math.nan if orientation is None else orientation.ratio(C2)
         out.append(Candidate(C2, ratio, False, res))
     return CandidateSet(out, orientation)

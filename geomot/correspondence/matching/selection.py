@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from geomot._core.checks import check_finite
 from geomot._core.errors import ValidationError
 from geomot.correspondence.anchors import anchor_refine
 from geomot.correspondence.descriptors import geodesic_ball_areas
@@ -207,6 +208,8 @@ class _Keys:
     def __init__(self, pair: PreparedPair, config: MatchConfig) -> None:
         self.pair, self.config = pair, config
         self.e1, self.e2 = pair.b1.evecs.float(), pair.b2.evecs.float()
+        check_finite(self.e1, "evecs1")
+        check_finite(self.e2, "evecs2")  # once here, not in each ZoomOut
         self.rank = pair.samples2.long()
         self.phi = self.e2[self.rank, : config.deformation_k]
         self.selector = None
@@ -286,7 +289,13 @@ def _select_after_zoomout(keys: _Keys, finalists: list[RankedCandidate]) -> Sele
     final = []
     for row in finalists:
         C3 = _zoomout_fmap(
-            row.candidate.fmap_12.float(), keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2
+            row.candidate.fmap_12.float(),
+            keys.e1,
+            keys.e2,
+            k_final=config.k,
+            step=config.step,
+            samples2=pair.samples2,
+            check_bases=False,
         )[0]
         key = keys.score(C3.double())
         final.append(RankedCandidate(key, row.candidate, C3))
@@ -364,5 +373,7 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     fmap = best.refined_fmap_12
     assert fmap is not None
     if fmap.shape[0] < config.k:
-        fmap = _zoomout_fmap(fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2)[0]
+        fmap = _zoomout_fmap(
+            fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2, check_bases=False
+        )[0]
     return Selection(best.candidate, fmap.double(), spectral + ext_rows)
