@@ -214,34 +214,72 @@ def run_extras(args, results: dict, out: Path) -> None:
         _write(results, out)
 
 
+def _mirror(verts: torch.Tensor) -> torch.Tensor:
+    """Approximate left-right self-map of a shape: the reflection through the centroid across the principal
+    plane (of the three) whose reflected vertices land nearest the shape, then the nearest vertex."""
+    from scipy.spatial import cKDTree
+
+    x = (verts - verts.mean(0)).numpy()
+    axes = np.linalg.svd(x, full_matrices=False)[2]
+    tree = cKDTree(x)
+    best = None
+    for n in axes:
+        d, idx = tree.query(x - 2.0 * np.outer(x @ n, n))
+        if best is None or d.mean() < best[0]:
+            best = (d.mean(), idx)
+    return torch.as_tensor(best[1], dtype=torch.long)
+
+
 def analyse(results: dict, out: Path) -> None:
-    """Consistency scores of the stored development maps, beside their errors (see the module docstring)."""
+    """Consistency scores of the stored development maps, beside their errors (see the module docstring).
+
+    Beside each map ``T21`` (and the other direction ``T12``) it scores two mirrored versions made with the
+    approximate left-right self-map ``S`` of each shape (:func:`_mirror`): ``S1 o T21`` with ``T12 o S1`` (both
+    directions flipped, as a symmetric flip of the matcher would give) and ``S1 o T21`` with ``T12`` unchanged (one
+    direction flipped). Their errors are measured like the matcher's."""
     from geomot.correspondence.consistency import map_consistency
     from geomot.io import ShapeDataset
+    from geomot.metrics import geodesic_error
 
     rows = []
     for f in sorted((WORK / "maps").glob("*.npz")):
         z = np.load(f)
         dataset, variant, a, b = f.stem.split("__")
-        ma = ShapeDataset(str(z["folder_a"])).load(a, dtype=torch.float64)
-        mb = ShapeDataset(str(z["folder_b"])).load(b, dtype=torch.float64)
+        da, db = ShapeDataset(str(z["folder_a"])), ShapeDataset(str(z["folder_b"]))
+        ma, mb = da.load(a, dtype=torch.float64), db.load(b, dtype=torch.float64)
+        ca, cb = da.correspondence(a), db.correspondence(b)
         p_ab, p_ba = torch.as_tensor(z["p2p_ab"]), torch.as_tensor(z["p2p_ba"])
         row = next(r for r in results["pairs"][f"{dataset}/{variant}/dev"] if (r["source"], r["target"]) == (a, b))
-        for direction, (m1, m2, p12, p21, err) in {
-            "ab": (mb, ma, p_ba, p_ab, row["error"]),
-            "ba": (ma, mb, p_ab, p_ba, row["error_ba"]),
+        for direction, (m1, m2, p12, p21, g1, g2, err) in {
+            "ab": (mb, ma, p_ba, p_ab, cb, ca, row["error"]),
+            "ba": (ma, mb, p_ab, p_ba, ca, cb, row["error_ba"]),
         }.items():
             # p21: the evaluated map (vertices of 2 -> vertices of 1), p12 the other direction
-            c = map_consistency(p21, p12, m2.verts, m2.faces, m1.verts, m1.faces)
-            rows.append(
-                {
-                    "set": f"{dataset}/{variant}",
-                    "source": a if direction == "ab" else b,
-                    "target": b if direction == "ab" else a,
-                    "error": err,
-                    **c._asdict(),
-                }
-            )
+            s1 = _mirror(m1.verts)
+            flipped = s1[p21]
+            err_flip = 100 * float(geodesic_error(flipped, m1.verts, m1.faces, g2, g1))
+            for kind, (q21, q12, e) in {
+                "matcher": (p21, p12, err),
+                "mirrored_both": (flipped, p12[s1], err_flip),
+                "mirrored_one": (flipped, p12, err_flip),
+            }.items():
+                c = map_consistency(q21, q12, m2.verts, m2.faces, m1.verts, m1.faces)
+                rows.append(
+                    {
+                        "set": f"{dataset}/{variant}",
+                        "source": a if direction == "ab" else b,
+                        "target": b if direction == "ab" else a,
+                        "map": kind,
+                        "error": e,
+                        **c._asdict(),
+                    }
+                )
+                log.info(
+                    "%s %s: %s",
+                    f.stem,
+                    kind,
+                    {k: round(v, 3) for k, v in rows[-1].items() if k not in ("set", "source", "target", "map")},
+                )
     results["consistency"] = rows
     _write(results, out)
 

@@ -17,7 +17,8 @@ layout that :class:`geomot.io.ShapeDataset` and ``geomot evaluate --data`` read,
   densities takes its source from ``_3k`` and its target from ``_8k``.
 
 Every output is cleaned with pymeshlab (faces on non-manifold edges removed, non-manifold vertices split,
-unreferenced vertices removed, faces wound coherently and on the same side as the original's).
+unreferenced vertices removed, faces wound coherently and on the same side as the original's, the largest
+connected component kept).
 
 Ground-truth convention: line ``k`` of a new ``.vts`` is the vertex of the re-discretised shape nearest (Euclidean,
 in the original embedding) to vertex ``vts[k]`` of the original shape; for ``_jitter`` it is ``vts[k]`` itself.
@@ -123,10 +124,24 @@ def _clean(ms) -> tuple[np.ndarray, np.ndarray]:
         _, inv, counts = np.unique(directed, axis=0, return_inverse=True, return_counts=True)
         bad = (counts[inv.ravel()] > 1).reshape(3, -1).any(0)
         if not bad.any():
-            return v, f
+            return _largest_component(v, f)
         ms = pm.MeshSet()
         ms.add_mesh(pm.Mesh(v, f[~bad]))
     raise RuntimeError("could not make the remeshed shape manifold and coherently wound")
+
+
+def _largest_component(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of the largest edge-connected component and their vertices, re-indexed."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
+    _, label = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(len(v), len(v))))
+    keep = f[label[f[:, 0]] == np.bincount(label[f[:, 0]]).argmax()]
+    used = np.unique(keep)
+    new = np.full(len(v), -1)
+    new[used] = np.arange(len(used))
+    return v[used], new[keep]
 
 
 def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:
