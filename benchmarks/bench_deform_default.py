@@ -81,6 +81,19 @@ def draw_dev_pairs(seed: int = 2026) -> list[tuple[int, int]]:
     return retract + other
 
 
+def draw_grow_pairs(seed: int = 2027, n: int = 4) -> list[tuple[int, int]]:
+    """Development pairs of the fold term (split ``dev-grow``): ordered pairs of distinct shapes outside the
+    validation pairs whose target's bump is at least two height steps (0.45) taller than the source's, where a
+    fit has to stretch the flanks of a growing bump; the first ``n`` in the order of ``torch.randperm`` (a generator
+    seeded with ``seed``)."""
+    used = {k for pair in VALIDATION_PAIRS for k in pair}
+    centre = _shape(1).verts.mean(0)
+    height = {k: float((_shape(k).verts - centre).norm(dim=-1).max()) for k in range(1, 65) if k not in used}
+    pairs = [(a, b) for a in height for b in height if a != b and height[b] - height[a] >= 0.45]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [pairs[i] for i in order[:n]]
+
+
 def run_pair(src: geomot.Mesh, tgt: geomot.Mesh, options: dict) -> dict:
     t = time.perf_counter()
     res = geomot.deform.fit(src, tgt, progress=False, **options)
@@ -112,7 +125,8 @@ def cortex(options: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=["dev", "dev-sphere", "validation", "none"], default="validation")
+    parser.add_argument("--split", choices=["dev", "dev-grow", "dev-sphere", "validation", "none"],
+                        default="validation")
     parser.add_argument("--pairs", type=int, default=None, help="only the first N pairs of the split")
     parser.add_argument("--pair", type=int, nargs=2, action="append", default=None, metavar=("SOURCE", "TARGET"),
                         help="only these pairs of the split (repeatable)")
@@ -133,8 +147,8 @@ def main() -> None:
         configs[name] = json.loads(text)
     if args.max_iter is not None:
         configs = {k: {**v, "max_iter": args.max_iter} for k, v in configs.items()}
-    pairs = {"dev": DEV_PAIRS, "dev-sphere": SPHERE_DEV_PAIRS, "validation": VALIDATION_PAIRS,
-             "none": []}[args.split][: args.pairs]
+    splits = {"dev": DEV_PAIRS, "dev-sphere": SPHERE_DEV_PAIRS, "validation": VALIDATION_PAIRS, "none": []}
+    pairs = (draw_grow_pairs() if args.split == "dev-grow" else splits[args.split])[: args.pairs]
     if args.pair:
         pairs = [p for p in pairs if list(p) in args.pair]
     rows: list[dict] = []

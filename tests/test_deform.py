@@ -415,3 +415,31 @@ def test_quick_fit_on_the_shipped_demo_pair():
     res = geomot.deform.quick_fit(src, tgt, max_iter=60, progress=False)
     assert res.metrics.assd < 0.25 * assd(src, tgt)
     assert max(res.frame_self_intersections) == 0
+
+
+def test_fold_regularizer_is_zero_until_a_face_turns_over_and_pushes_it_back():
+    from geomot.deformation.losses import DEFORM_REGULARIZERS, FOLD_MARGIN
+    from geomot.metrics import flipped_faces
+
+    fold = DEFORM_REGULARIZERS.get("fold")
+    v, f = icosphere(1)
+    v, f = v.double(), f
+    # rigid motions, scalings and smooth bulges keep every face's projected area: the term is exactly 0
+    turned = v @ torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    assert float(fold(v, f, v)) == 0.0 and float(fold(2.0 * v, f, v)) == 0.0
+    assert float(fold(v * (1 + 0.2 * v[:, 2:]), f, v)) == 0.0
+    assert float(fold(turned, f, turned)) == 0.0
+    # pushing one vertex through the surface flips its faces: the term counts them, and its gradient pulls back
+    bad = v.clone()
+    bad[0] = -0.5 * v[0]
+    n_flipped = flipped_faces(Mesh(v, f), Mesh(bad, f))
+    assert n_flipped > 0
+    x = bad.clone().requires_grad_(True)
+    value = fold(x, f, v)
+    assert float(value.detach()) > FOLD_MARGIN**2 * n_flipped / f.shape[0]
+    value.backward()
+    assert float((x.grad[0] * v[0]).sum()) < 0  # descent moves vertex 0 back outwards
+    # differentiable where it is smooth (a face crossing the margin but not the flip)
+    assert torch.autograd.gradcheck(lambda y: fold(y, f, v), (bad.clone().requires_grad_(True),))
+    # NaN in, NaN out
+    assert torch.isnan(fold(torch.full_like(v, float("nan")), f, v))

@@ -113,7 +113,7 @@ def test_cli_help_shows_the_default_regularizers(capsys):
     with pytest.raises(SystemExit):
         main(["deform", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "laplacian=1,displacement=0.1:0" in text
+    assert "laplacian=1,displacement=0.1:0,fold=1" in text
 
 
 @pytest.mark.slow

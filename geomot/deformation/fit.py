@@ -109,8 +109,11 @@ DEFAULT_LOSS = "surface"
 #: Default regularisers of :func:`fit` (``regularizers=None``): the squared uniform Laplacian of the displacement
 #: (weight 1: a squared length like the data term, so the weight is unit-free) against folds, and the squared length
 #: of the displacement with a weight going linearly from 0.1 to 0 over the run (a continuation towards the shortest
-#: deformation that fits), against sliding along the surface, which no surface-to-surface term sees.
-DEFAULT_REGULARIZERS: dict[str, float | tuple[float, float]] = {"laplacian": 1.0, "displacement": (0.1, 0.0)}
+#: deformation that fits), against sliding along the surface, which no surface-to-surface term sees; and the fold
+#: hinge (weight 1), 0 until a face's area projected on its source normal falls below a tenth of its source area,
+#: against the faces that turn over on the flanks of a growing feature.
+DEFAULT_REGULARIZERS: dict[str, float | tuple[float, float]] = {"laplacian": 1.0, "displacement": (0.1, 0.0),
+                                                                "fold": 1.0}
 
 #: Steps of the fixed-step ODE solver over ``[0, 1]`` in :func:`fit`: the flow of a Lipschitz field is a
 #: diffeomorphism, but an Euler step longer than the field's smoothing scale can still fold a face where a tall
@@ -266,7 +269,7 @@ def fit(
     machine whose cores are busy, see ``docs/deformation.md``).
 
     Default objective (``DEFAULT_LOSS``, ``DEFAULT_REGULARIZERS``): ``surface + |L(x - x_0)|^2 + 0.1 (1 - p)
-    |x - x_0|^2`` at the run's progress ``p``. The exact point-to-surface term (squared distances both ways)
+    |x - x_0|^2 + fold`` at the run's progress ``p``. The exact point-to-surface term (squared distances both ways)
     measures how far the surfaces are and nothing else: it is blind to vertices sliding along the surface. The
     squared uniform Laplacian of the displacement keeps the nearest-point pull from bunching vertices where an
     offset surface folds; the squared length of the displacement (mean over vertices) selects, among the
@@ -274,7 +277,10 @@ def fit(
     so vertices do not slide; it uses no normal or frame, so a bump that grows and one that retracts are treated
     alike. Its weight decays linearly to 0 (a continuation, as the stiffness schedule of non-rigid ICP, Amberg et
     al., CVPR 2007): early it keeps the correspondence short, at the end it no longer pulls the surface off the
-    target. A sliced-Wasserstein term between the
+    target. The fold term (``"fold"``, ``geomot.deformation.losses``) is a hinge on the faces whose
+    area projected on their source normal falls below a tenth of their source area: zero for faces that keep it,
+    it pushes back the thin faces that would turn over on the flanks of a growing feature. A sliced-Wasserstein
+    term between the
     varifolds (``"sw-varifold+surface"``, the previous default) transports *mass*: where the target has more area
     (a bump), it drags vertices sideways towards it, which folds the mesh; it remains available for shapes that
     are far apart (measured in ``docs/deformation.md``).
@@ -305,9 +311,9 @@ def fit(
             ``{term: {option: value}}``.
         field_options: options of a named field (see :func:`make_field`: ``n_control``, ``sigma``,
             ``sigma_factor``, ``n_time_bins`` for kernel fields).
-        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"displacement"``, ``"tangential"``, ``"normal"``
-            (and ``"kinetic"`` for kernel fields); a weight is a number or a pair ``(start, end)`` moved linearly
-            over the run (:func:`regularizer_weight`); None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
+        regularizers: weights of ``"edge"``, ``"laplacian"``, ``"displacement"``, ``"tangential"``, ``"normal"``,
+            ``"fold"`` (and ``"kinetic"`` for kernel fields); a weight is a number or a pair ``(start, end)`` moved
+            linearly over the run (:func:`regularizer_weight`); None = ``DEFAULT_REGULARIZERS``, ``{}`` = none.
         normalize: ``"auto"``, ``"joint"``, ``"separate"`` or ``"none"``.
         seed: seed of every random choice.
         max_time: stop after this many seconds of optimisation (for equal-time comparisons).

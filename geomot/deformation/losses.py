@@ -16,7 +16,8 @@ Data terms (:data:`DEFORM_LOSSES`) compare the deformed mesh ``phi(S)`` with the
 Regularisers (:data:`DEFORM_REGULARIZERS`, weighted terms, from :mod:`geomot.losses.regularizers`): ``"edge"``
 (squared deviation of edge lengths from the source's mean edge length), ``"laplacian"`` (squared uniform
 Laplacian of the displacement ``x - x_0``), ``"displacement"`` (its squared length), ``"tangential"`` (its squared
-part along the source's tangent planes), ``"normal"`` (normal consistency of adjacent faces).
+part along the source's tangent planes), ``"normal"`` (normal consistency of adjacent faces), ``"fold"`` (a hinge on
+faces whose projected area on their source normal falls below 10 % of their source area: flipped faces).
 
 The loss modules live in ``geomot.losses`` (layer L4) and are imported when a term is first used, so a missing
 optional module fails with a message naming the term rather than at ``import geomot.deformation``.
@@ -225,6 +226,28 @@ def _displacement(v, f, v0, **_):
     the straight path (the LDDMM prior: among the deformations that fit, the shortest). Independent of any
     frame or normal, so it treats a bump that grows and a bump that retracts alike."""
     return (v - v0).pow(2).sum(-1).mean()
+
+
+#: Projected area ratio below which ``"fold"`` starts to push a face back (see :func:`_fold`).
+FOLD_MARGIN = 0.1
+
+
+@DEFORM_REGULARIZERS.register("fold")
+def _fold(v, f, v0, **_):
+    """``mean_f max(0, m - s_f)^2`` with ``s_f = <A_f(x), n_f(x_0)> / a_f(x_0)``: the area vector of each deformed
+    face projected on the face's unit source normal, relative to its source area, and ``m`` = :data:`FOLD_MARGIN`.
+    ``s_f < 0`` is a flipped face (its normal turned by more than 90 degrees, what
+    :func:`geomot.metrics.flipped_faces` counts); the term is 0 for every face whose projected area stays above
+    ``m`` of its source area, so it leaves an unfolded fit alone and pushes back only the faces about to turn over
+    (thin faces on the flanks of a growing bump). Degenerate source faces are skipped."""
+    with torch.no_grad():
+        a0 = torch.linalg.cross(v0[f[:, 1]] - v0[f[:, 0]], v0[f[:, 2]] - v0[f[:, 0]])
+        area0 = a0.norm(dim=-1)
+        ok = area0 > 0
+        n0 = a0 / area0.clamp_min(torch.finfo(a0.dtype).tiny)[:, None]
+    a = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    s = (a * n0).sum(-1) / area0.clamp_min(torch.finfo(a0.dtype).tiny)
+    return torch.where(ok, (FOLD_MARGIN - s).clamp_min(0.0).pow(2), torch.zeros_like(s)).mean()
 
 
 @DEFORM_REGULARIZERS.register("normal")
