@@ -70,6 +70,7 @@ _LAZY: dict[str, str] = {
     # -- correspondence ------------------------------------------------------------------------------------
     "match": "geomot.correspondence",
     "MatchResult": "geomot.correspondence",
+    "MatchConfig": "geomot.correspondence",
     "zoomout": "geomot.correspondence",
     "wks": "geomot.correspondence",
     "hks": "geomot.correspondence",
@@ -83,7 +84,7 @@ _LAZY: dict[str, str] = {
 
 _SUBMODULES = {
     "ops", "structures", "transport", "losses", "correspondence", "models", "deformation", "metrics", "io", "viz",
-    "train",
+    "train", "errors",
 }
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]

@@ -35,6 +35,7 @@ SUBPACKAGES = (
     "io",
     "train",
     "viz",
+    "errors",
 )
 DIRECTIVE = re.compile(r"^:::\s+([\w.]+)\s*$", re.M)
 LINK = re.compile(r"\]\[([\w.]+)\]")
