@@ -9,6 +9,13 @@ Map directions are in the names (pyFM's convention): ``fmap_12`` maps functions 
 """
 
 from geomot.correspondence.anchors import AnchorRefineResult, anchor_refine
+from geomot.correspondence.consistency import (
+    MapConsistency,
+    area_coverage,
+    area_distortion,
+    cycle_error,
+    map_consistency,
+)
 from geomot.correspondence.deep import (
     FMAP_MASKS,
     SOFT_MAP_COSTS,
@@ -57,13 +64,17 @@ __all__ = [
     "DeepFunctionalMap",
     "ExtrinsicRefineResult",
     "FmapPair",
+    "MapConsistency",
     "MatchConfig",
     "MatchResult",
     "NonrigidICPResult",
     "SinkhornZoomOutResult",
     "ZoomOutResult",
     "anchor_refine",
+    "area_coverage",
+    "area_distortion",
     "bijective_zoomout",
+    "cycle_error",
     "descriptor_operators",
     "descriptor_scales",
     "extrinsic_refine",
@@ -78,6 +89,7 @@ __all__ = [
     "hks",
     "knn_indices",
     "laplacian_mask",
+    "map_consistency",
     "match",
     "nonrigid_icp",
     "orientation_operators",
