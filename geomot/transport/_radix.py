@@ -189,11 +189,30 @@ if AVAILABLE:
             cost[r] = _power_row(p, ws, gx, gy, r, need_gx, need_gy)
 
     @_jit
+    def _project_pair(xb, yb, t, xp, yp):  # pragma: no cover - compiled
+        """``xp = xb @ t``, ``yp = yb @ t`` for one direction ``t`` (float32 rows of ``(n, dim)`` points)."""
+        n, dim = xb.shape
+        if dim == 3:  # unrolled: the common case, ~3x faster than the generic loop
+            t0, t1, t2 = t[0], t[1], t[2]
+            for j in range(n):
+                xp[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
+                yp[j] = t0 * yb[j, 0] + t1 * yb[j, 1] + t2 * yb[j, 2]
+        else:
+            for j in range(n):
+                vx = np.float32(0.0)
+                vy = np.float32(0.0)
+                for d in range(dim):
+                    vx += t[d] * xb[j, d]
+                    vy += t[d] * yb[j, d]
+                xp[j] = vx
+                yp[j] = vy
+
+    @_jit
     def _projected_power_block(x, y, theta, r0, r1, p, cost, gx, gy, need_gx, need_gy):  # pragma: no cover
         """Rows ``r0 <= r < r1`` of the flattened ``(B, L)`` grid: row ``r = b L + l`` projects ``x[b]`` and
         ``y[b]`` on ``theta[b or 0, l]`` (float32 dot products), then :func:`_power_row`. (Computing the keys in
         the projection loop measured slower: it no longer vectorises.)"""
-        n, dim = x.shape[1], x.shape[2]
+        n = x.shape[1]
         n_dir = theta.shape[1]
         ws = _power_workspace(n)
         xbits = np.empty(n, np.uint32)  # projected values (as bits), then keys and histograms in ws
@@ -204,20 +223,7 @@ if AVAILABLE:
             b, l = r // n_dir, r % n_dir
             t = theta[b if theta.shape[0] > 1 else 0, l]
             xb, yb = x[b], y[b]
-            if dim == 3:  # unrolled: the common case, ~3x faster than the generic loop
-                t0, t1, t2 = t[0], t[1], t[2]
-                for j in range(n):
-                    xp[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
-                    yp[j] = t0 * yb[j, 0] + t1 * yb[j, 1] + t2 * yb[j, 2]
-            else:
-                for j in range(n):
-                    vx = np.float32(0.0)
-                    vy = np.float32(0.0)
-                    for d in range(dim):
-                        vx += t[d] * xb[j, d]
-                        vy += t[d] * yb[j, d]
-                    xp[j] = vx
-                    yp[j] = vy
+            _project_pair(xb, yb, t, xp, yp)
             _keys_and_histograms(xbits, ws[0], ws[8])
             _keys_and_histograms(ybits, ws[4], ws[9])
             cost[r] = _power_row(p, ws, gx, gy, r, need_gx, need_gy)
@@ -288,7 +294,7 @@ if AVAILABLE:
         """Rows ``r0 <= r < r1`` of the flattened ``(B, L)`` grid (see :func:`_projected_power_block`); the point
         derivatives go to ``ax[b - b0]`` / ``ay[b - b0]`` (this block's own buffers), the direction ones to
         ``tg[r]``."""  # pragma: no cover - compiled
-        n, dim = x.shape[1], x.shape[2]
+        n = x.shape[1]
         n_dir = theta.shape[1]
         ws = _power_workspace(n)
         xbits = np.empty(n, np.uint32)
@@ -299,20 +305,7 @@ if AVAILABLE:
             b, l = r // n_dir, r % n_dir
             t = theta[b if theta.shape[0] > 1 else 0, l]
             xb, yb = x[b], y[b]
-            if dim == 3:
-                t0, t1, t2 = t[0], t[1], t[2]
-                for j in range(n):
-                    xp[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
-                    yp[j] = t0 * yb[j, 0] + t1 * yb[j, 1] + t2 * yb[j, 2]
-            else:
-                for j in range(n):
-                    vx = np.float32(0.0)
-                    vy = np.float32(0.0)
-                    for d in range(dim):
-                        vx += t[d] * xb[j, d]
-                        vy += t[d] * yb[j, d]
-                    xp[j] = vx
-                    yp[j] = vy
+            _project_pair(xb, yb, t, xp, yp)
             _keys_and_histograms(xbits, ws[0], ws[8])
             _keys_and_histograms(ybits, ws[4], ws[9])
             cost[r] = _power_row_acc(p, ws, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay, need_t)
