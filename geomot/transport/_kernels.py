@@ -420,17 +420,8 @@ class OnlineGeometry:
                 if need_col_error:
                     col_old += math.inf
             f_new[:, s] = fn
-        okc = torch.isfinite(col_acc) & (col_acc > tiny) | ~col_mask
-        if bool(okc.all()):
-            step = (ly - 1.0) * g - ly * eps * col_acc.log()
-        else:
-            la = torch.where(row_mask, torch.log(a), -math.inf)
-            step = ly * self.softmin_cols(f_new, la, eps) - g
-        g_new = torch.where(col_mask, g + omega * step, 0.0)
-        if need_col_error:
-            tgt = col_target if torch.is_tensor(col_target) else torch.full_like(b, col_target)
-            err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
-        return f_new, g_new, err
+        return self._finish_sweep(f_new, g, col_acc, col_old, a, b, eps, err, tiny=tiny, omega=omega, ly=ly,
+                                  col_target=col_target, row_mask=row_mask, col_mask=col_mask)
 
     def _compiled_sweep(self, f, g, a, b, eps: float, *, omega, lx, ly, row_target, col_target, row_mask, col_mask,
                         need_col_error):
@@ -465,14 +456,22 @@ class OnlineGeometry:
             col_acc[k] = col
             if col_old is not None:
                 col_old[k] = old
-        okc = torch.isfinite(col_acc) & (col_acc > 1e-20) | ~col_mask
+        return self._finish_sweep(f_new, g, col_acc, col_old, a, b, eps, err, tiny=1e-20, omega=omega, ly=ly,
+                                  col_target=col_target, row_mask=row_mask, col_mask=col_mask)
+
+    def _finish_sweep(self, f_new, g, col_acc, col_old, a, b, eps: float, err, *, tiny: float, omega, ly, col_target,
+                      row_mask, col_mask):
+        """The column half of a sweep from the column sums ``col_acc = sum_i a_i exp((f_new_i + g_j - C_ij) / eps)``
+        of the new rows: ``g <- g + omega (ly (g - eps log col_acc) - g)`` (an exact column soft-min where a sum
+        left the float range), and the column part of the marginal error from ``col_old`` (when given)."""
+        okc = torch.isfinite(col_acc) & (col_acc > tiny) | ~col_mask
         if bool(okc.all()):
             step = (ly - 1.0) * g - ly * eps * col_acc.log()
         else:
             la = torch.where(row_mask, torch.log(a), -math.inf)
             step = ly * self.softmin_cols(f_new, la, eps) - g
         g_new = torch.where(col_mask, g + omega * step, 0.0)
-        if need_col_error:
+        if col_old is not None:
             tgt = col_target if torch.is_tensor(col_target) else torch.full_like(b, col_target)
             err = err + (b * (col_old - tgt).abs()).masked_fill(~col_mask, 0.0).sum(1)
         return f_new, g_new, err
