@@ -39,7 +39,7 @@ def test_tends_to_w2_and_symmetric():
     import ot
 
     w2 = ot.emd2([], [], (torch.cdist(x, y) ** 2).numpy())
-    s = float(sinkhorn_divergence(x, y, eps=1e-3, tol=1e-9, max_iter=5000))
+    s = float(sinkhorn_divergence(x, y, eps=1e-3))  # the default stop (value settled) is enough for 3e-2
     assert s == pytest.approx(w2, rel=3e-2)
     assert float(sinkhorn_divergence(y, x, eps=0.05, tol=1e-11)) == pytest.approx(
         float(sinkhorn_divergence(x, y, eps=0.05, tol=1e-11)), rel=1e-8)
