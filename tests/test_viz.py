@@ -3,7 +3,9 @@ controls, and the errors raised on bad input. No screen is needed (rendering is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -515,3 +517,25 @@ def test_trajectory_from_mapping_and_frames():
         np.testing.assert_allclose(d.times, a.times)
     with pytest.raises(ValidationError, match=r"trajectory: the mapping has no 'verts' \(keys: points\)"):
         as_trajectory({"points": verts})
+
+
+def test_rendering_then_training_does_not_crash_when_triton_is_installed(tmp_path):
+    """VTK's Mesa window loads Mesa's LLVM; triton imported after it (torch imports it for its first optimizer)
+    crashed the process. geomot.viz imports triton first when it is installed (a fresh process: the crash is
+    about import order)."""
+    pytest.importorskip("pyvista")
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    script = (
+        "import torch, geomot\n"
+        "from geomot.viz import show\n"
+        "from tests.conftest import icosphere\n"
+        f"show(geomot.Mesh(*icosphere(1)), screenshot=r'{tmp_path / 'a.png'}', off_screen=True)\n"
+        "torch.optim.Adam([torch.zeros(2, requires_grad=True)])\n"
+        "import triton\n"
+        "print('done')\n"
+    )
+    env = {**os.environ, "PYVISTA_OFF_SCREEN": "true"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1], env=env)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
