@@ -170,3 +170,19 @@ def test_numba_sweep_redoes_overflowing_rows_like_torch(monkeypatch, need_col_er
     torch.testing.assert_close(f1, f2, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(g1, g2, atol=1e-9, rtol=1e-9)
     assert torch.isinf(e1).all() and torch.isinf(e2).all()  # the error of a redone sweep is unknown
+
+
+@needs_numba
+def test_divergence_streams_with_numba_only_when_the_kernel_needs_several_blocks(monkeypatch):
+    """A batch whose kernel fits one block runs one batched GEMM + exp pass (faster than the per-item streaming
+    kernels there); a kernel larger than ``chunk_bytes`` streams, with the same value."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 40, 3, generator=g), torch.rand(2, 30, 3, generator=g)
+    calls = []
+    real = _numba_softmin.softmin
+    monkeypatch.setattr(_numba_softmin, "softmin", lambda *a, **k: calls.append(1) or real(*a, **k))
+    whole = geomot.sinkhorn_divergence(x, y, eps=0.01, reduction="none")
+    assert not calls
+    streamed = geomot.sinkhorn_divergence(x, y, eps=0.01, reduction="none", chunk_bytes=2 * 30 * 4 * 8)
+    assert calls
+    torch.testing.assert_close(streamed, whole, rtol=1e-4, atol=1e-6)
