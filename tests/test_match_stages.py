@@ -4,6 +4,7 @@ MatchConfig that holds its settings: run by hand, the stages give exactly the ma
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import pytest
@@ -232,3 +233,15 @@ def test_settings_split_between_config_and_keywords_give_the_same_maps(shapes, s
     rest = {key: val for key, val in TINY.items() if key != "k"}
     mixed = match(shapes.source, shapes.target, config=MatchConfig(k=30, k_select=8, k_init=4), k=12, **rest)
     assert torch.equal(mixed.p2p_21, staged[4].p2p_21)
+
+
+def test_progress_takes_a_callback_or_a_bool(shapes, config, caplog):
+    stages = []
+    match(shapes.source, shapes.target, config=config, progress=stages.append)
+    assert stages == ["eigenbases", "candidates", "refinement"]
+    with caplog.at_level(logging.INFO, logger="geomot.correspondence.pipeline"):
+        match(shapes.source, shapes.target, config=config, progress=True)
+    assert "match: refinement" in caplog.text
+    match(shapes.source, shapes.target, config=config, progress=False)
+    with pytest.raises(ValidationError, match="progress: expected a callable, a bool or None, got int"):
+        match(shapes.source, shapes.target, config=config, progress=3)

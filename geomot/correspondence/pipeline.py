@@ -82,6 +82,17 @@ def _merge_config(config: MatchConfig | None, overrides: dict[str, Any]) -> Matc
     return (dataclasses.replace(config, **given) if given else config).resolve()
 
 
+def _progress_callback(progress: object) -> Callable[[str], None] | None:
+    """``progress`` of :func:`match` as a callback: True logs each stage, False / None gives None."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return lambda stage: logger.info("match: %s", stage)
+    if not callable(progress):
+        raise ValidationError(f"progress: expected a callable, a bool or None, got {type(progress).__name__}")
+    return progress
+
+
 def match(
     source: Any,
     target: Any,
@@ -103,7 +114,7 @@ def match(
     refine_extrinsic: bool | None = None,
     non_isometric: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | bool | None = None,
     model: Any = None,
     adapt_steps: int = 0,
 ) -> MatchResult:
@@ -152,7 +163,8 @@ def match(
             accurate between poses of one body, hence off by default [False].
         cache_dir: opt-in folder for cached eigenbases.
         progress: called with the name of each stage as it starts (``"eigenbases"``, ``"candidates"``,
-            ``"refinement"``), e.g. to drive a progress bar.
+            ``"refinement"``), e.g. to drive a progress bar; ``True`` logs the stages (INFO), ``False`` / None
+            reports nothing.
         model: a learned matcher, an object with a ``match(source, target, *, adapt_steps, cache_dir)`` method
             returning a :class:`MatchResult`, such as :class:`geomot.models.DeepMatcher` (load a trained one with
             :func:`geomot.train.load_matcher`). When given, the pipeline above is replaced by the model's: learned
@@ -196,6 +208,7 @@ def match(
             non_isometric=non_isometric,
         ),
     )
+    progress = _progress_callback(progress)
     if progress is not None:
         progress("eigenbases")
     pair = prepare(source, target, cfg, cache_dir=cache_dir)
