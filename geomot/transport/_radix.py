@@ -19,12 +19,12 @@ Without numba (or with ``GEOMOT_NUMBA=0`` in the environment) :data:`AVAILABLE` 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from geomot._core.accel import numba_available
 from geomot._core.parallel import SERIAL_BYTES, run_row_blocks
 
 __all__ = [
@@ -38,8 +38,8 @@ MIN_LENGTH = 512
 MIN_LENGTH_VALUES = 1024
 
 try:  # pragma: no cover - exercised through AVAILABLE
-    if os.environ.get("GEOMOT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
-        raise ImportError("disabled by GEOMOT_NUMBA")
+    if not numba_available():  # not installed, or turned off by GEOMOT_NUMBA=0
+        raise ImportError("numba is not available")
     import numba
 except ImportError:  # pragma: no cover - depends on the environment
     numba = None
