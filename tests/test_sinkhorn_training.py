@@ -173,25 +173,67 @@ def test_convergence_warning_once_per_call_site():
 
 
 def test_default_stops_when_the_value_settles_within_one_percent(monkeypatch):
-    import geomot.transport._debiased as debiased
+    import geomot.losses.sinkhorn as losses
 
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(2, 120, 3, generator=g), torch.rand(2, 120, 3, generator=g)
     ref = sinkhorn_divergence(x.double(), y.double(), eps=0.1**2, tol=1e-7, max_iter=5000, reduction="none")
-    calls = [0]
-    original = debiased._Solver.softmin
+    iters = []
+    original = losses.debiased_sinkhorn
 
-    def counted(self, *args, **kwargs):
-        calls[0] += 1
-        return original(self, *args, **kwargs)
+    def counted(*args, **kwargs):
+        res = original(*args, **kwargs)
+        iters.append(res.n_iters)
+        return res
 
-    monkeypatch.setattr(debiased._Solver, "softmin", counted)
+    monkeypatch.setattr(losses, "debiased_sinkhorn", counted)
     fast = sinkhorn_divergence(x, y, eps=0.1**2, reduction="none")
-    n_fast, calls[0] = calls[0], 0
     slow = sinkhorn_divergence(x, y, eps=0.1**2, reduction="none", rtol=0.0)
-    n_slow = calls[0]
+    n_fast, n_slow = iters
     assert float(((fast.double() - ref) / ref).abs().max()) < 1e-2
     assert float(((slow.double() - ref) / ref).abs().max()) < 1e-3
     assert n_fast < 0.75 * n_slow
     with pytest.raises(ValidationError, match="rtol: expected a non-negative value"):
         sinkhorn_divergence(x, y, eps=0.05**2, rtol=-1.0)
+
+
+@pytest.mark.parametrize("case", ["balanced", "unbalanced", "ragged", "euclidean"])
+def test_stored_final_kernels_match_the_streaming_soft_mins(case):
+    # chunk_bytes large enough for the three kernels: the final level multiplies by stored kernels; 4 KiB: every
+    # soft-min streams. Same iterations, same potentials, same value and gradient.
+    x, y = _pair(b=3, n=30, m=45)
+    kw = dict(eps=0.05, tol=1e-9, rtol=0.0, max_iter=2000, reduction="none")
+    if case == "unbalanced":
+        kw["tau"] = 0.5
+    if case == "ragged":
+        kw.update(x_lengths=torch.tensor([30, 1, 17]), y_lengths=torch.tensor([45, 9, 2]))
+    if case == "euclidean":
+        kw["cost"] = "euclidean"
+    out = []
+    for chunk in (64 * 2**20, 4096):
+        xr = x.clone().requires_grad_(True)
+        v = sinkhorn_divergence(xr, y, chunk_bytes=chunk, **kw)
+        v.sum().backward()
+        out.append((v.detach(), xr.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-6, atol=1e-9)
+
+
+def test_stored_kernel_is_rebuilt_when_a_potential_leaves_its_anchor(monkeypatch):
+    import geomot.transport._debiased as debiased
+
+    x, y = _pair(b=2, n=40, m=50)
+    kw = dict(eps=0.02, tol=1e-9, rtol=0.0, max_iter=2000, reduction="none")
+    ref = sinkhorn_divergence(x, y, chunk_bytes=4096, **kw)
+    builds = []
+    original = debiased._Frozen._build
+
+    def counted(self, u, v):
+        builds.append(1)
+        return original(self, u, v)
+
+    monkeypatch.setattr(debiased._Frozen, "_build", counted)
+    monkeypatch.setattr(debiased._Frozen, "bound", 0.05)  # a potential moving by 0.05 eps forces a rebuild
+    out = sinkhorn_divergence(x, y, **kw)
+    assert len(builds) > 3  # three kernels, then rebuilds
+    torch.testing.assert_close(out, ref, rtol=1e-8, atol=1e-12)

@@ -108,8 +108,9 @@ def sinkhorn_divergence(
     for marginal convergence (no value stop, exact envelope gradients at convergence, what gradcheck needs);
     giving ``rtol`` sets the value stop explicitly (``rtol=0``: off).
     Gradients follow the envelope theorem (one last soft-min with autograd on), so the
-    backward pass costs about one iteration; they reach points and weights. No kernel is stored: memory is
-    ``O((N + M) D + chunk_bytes)``.
+    backward pass costs about one iteration; they reach points and weights. Kernels that fit in ``chunk_bytes``
+    are stored at the final ``eps`` (an iteration is then a vector-kernel product); larger ones are streamed in
+    blocks: memory is ``O((N + M) D)`` plus at most ``2 chunk_bytes``.
 
     Costs follow :func:`geomot.sinkhorn`: ``C_ij = ||x_i - y_j||^2`` by default, ``eps`` in the cost's units.
     GeomLoss's ``SamplesLoss("sinkhorn", p=2, blur=s)`` uses ``||x - y||^2 / 2`` and ``eps = s^2``: it equals
@@ -140,7 +141,8 @@ def sinkhorn_divergence(
             ``scaling=0.5`` for ``p = 2``).
         diameter: largest distance between points, the annealing start; default: the largest bounding-box
             diagonal of an item (both supports together).
-        chunk_bytes: size of one row block of the kernel.
+        chunk_bytes: size of one row block of the kernel, and the budget for the kernels stored at the final
+            ``eps``.
         warn: emit a :class:`~geomot._core.errors.ConvergenceWarning` (once per call site) when ``max_iter``
             stops a run above its tolerance.
 

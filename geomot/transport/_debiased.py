@@ -28,14 +28,14 @@
    Balanced: ``S = <a, f - p> + <b, g - q>``; unbalanced: ``S = (tau + eps / 2) (<a, e^{-p/tau} - e^{-f/tau}> +
    <b, e^{-q/tau} - e^{-g/tau}>)`` (Séjourné et al. 2019), differentiated with the factor ``tau + eps``.
 
-Kernels are never stored: each soft-min is computed by row blocks of at most ``chunk_bytes`` (one GEMM on
-augmented coordinates for the squared Euclidean cost, then one exp pass shifted by the previous potential; on CUDA
-with Triton the kernels of :mod:`geomot.transport._triton_softmin`; on CPU with numba, when the batch's kernel
-does not fit one block, the streaming kernels of :mod:`geomot.transport._numba_softmin`: below that, one batched
-GEMM and exp pass is faster, 0.59 s against 1.12 s for a 16 x 512 float32 step, and equal at one 4096-point
-item), and
-the backward of the squared Euclidean value is a custom autograd function that recomputes the blocks, so memory is
-``O((N + M) D + chunk)`` for any size.
+Soft-mins of the annealing levels are computed by row blocks of at most ``chunk_bytes`` (one GEMM on augmented
+coordinates for the squared Euclidean cost, written in base 2 so that one ``exp2`` pass follows, shifted by the
+previous potential; on CUDA with Triton the kernels of :mod:`geomot.transport._triton_softmin`; on CPU with numba,
+when the batch's kernel does not fit one block, the streaming kernels of :mod:`geomot.transport._numba_softmin`).
+At the final ``eps`` each problem whose kernel fits in ``chunk_bytes`` (the three together) stores it once
+(:class:`_Frozen`): an iteration is then a vector-kernel product, no exp pass. The backward of the squared
+Euclidean value is a custom autograd function that recomputes the blocks, so memory is ``O((N + M) D)`` plus at
+most two ``chunk_bytes`` for any size.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from geomot._core.checks import data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.structures.convert import as_measure
 from geomot.transport import _numba_softmin
-from geomot.transport._kernels import COSTS, exp_floor
+from geomot.transport._kernels import COSTS, LOG2E, safe_exp2
 from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
 from geomot.transport._triton_softmin import softmin_bary
 
@@ -214,21 +214,23 @@ class _Side:
 def _softmin_block(p: torch.Tensor, psq: torch.Tensor, qa: torch.Tensor, eps: float, hint: torch.Tensor | None,
                    buf: torch.Tensor | None) -> torch.Tensor:
     """``-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps)`` for a row block ``p (B, n, D)``; ``qa (B, M, D + 2)`` holds
-    ``[q, 1, h - |q|^2 / eps]``. Shifted by ``hint`` (``~`` the result) to skip a max pass; rows whose sum leaves
-    the float range are redone with a max shift."""
+    ``[q, 1, (h - |q|^2 / eps) log2(e)]``. The exponents are written in base 2 (one GEMM, then ``exp2``), shifted
+    by ``hint`` (``~`` the result) to skip a max pass; rows whose sum leaves the float range are redone with a max
+    shift."""
     shift = hint if hint is not None else torch.zeros_like(psq)
-    pa = torch.cat([p * (2.0 / eps), ((shift - psq) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
-    t = torch.bmm(pa, qa.transpose(1, 2), out=buf)  # t_ij = h_j + (shift_i - |p_i - q_j|^2) / eps
+    k = LOG2E / eps
+    pa = torch.cat([p * (2.0 * k), ((shift - psq) * k)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
+    t = torch.bmm(pa, qa.transpose(1, 2), out=buf)  # t_ij = log2(e) (h_j + (shift_i - |p_i - q_j|^2) / eps)
     if hint is not None:
-        s = t.clamp_min_(exp_floor(t.dtype)).exp_().sum(2)
+        s = safe_exp2(t).sum(2)
         ok = torch.isfinite(s) & (s > 1e-30)
         if bool(ok.all()):
             return shift - eps * s.log()
         t = torch.bmm(pa, qa.transpose(1, 2), out=buf)
     m = t.amax(2, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    s = t.sub_(m).clamp_min_(exp_floor(t.dtype)).exp_().sum(2)
-    return shift - eps * (s.log() + m.squeeze(2))
+    s = safe_exp2(t.sub_(m)).sum(2)
+    return shift - eps * (s.log() + m.squeeze(2) / LOG2E)
 
 
 class _Solver:
@@ -259,7 +261,7 @@ class _Solver:
         elif self.cost == "sqeuclidean" and step < n and _numba_softmin.available(p.x):  # streaming beats chunks
             res = _numba_softmin.softmin(p.x, q.x, h, eps, hint)
         elif self.cost == "sqeuclidean":
-            qa = torch.cat([q.x, q.x.new_ones(bsz, m, 1), (h - q.sq / eps)[..., None]], -1)
+            qa = torch.cat([q.x, q.x.new_ones(bsz, m, 1), ((h - q.sq / eps) * LOG2E)[..., None]], -1)
             out = []
             for i in range(0, n, step):
                 s = slice(i, min(n, i + step))
@@ -273,38 +275,119 @@ class _Solver:
         return torch.where(p.mask, res, 0.0)
 
 
+class _Frozen:
+    """The kernel of one problem at the final ``eps``, stored: ``K_ij = exp((u0_i + v0_j - C(p_i, q_j)) / eps)``
+    for anchor potentials ``(u0, v0)``. A soft-min is then one matrix-vector product instead of a pass of ``exp``
+    over the pairs (Schmitzer's stabilised scaling, "Stabilized sparse scaling algorithms for entropy regularized
+    transport problems", SIAM J. Sci. Comput. 2019):
+
+    ``S_pq(v)_i = u0_i - eps log sum_j b_j exp((v_j - v0_j) / eps) K_ij``
+
+    and the column soft-min ``S_qp(u)`` with ``K^T``. When a potential leaves its anchor by more than ``bound``
+    ``eps`` (or a sum leaves the float range) the kernel is rebuilt at the current potentials (absorption): stored
+    entries clamped at the floor stay below ``floor * e^bound`` relative to the largest, negligible in float32.
+    """
+
+    bound = 40.0
+
+    def __init__(self, solver: _Solver, p: _Side, q: _Side, u: torch.Tensor, v: torch.Tensor, eps: float) -> None:
+        self.solver, self.p, self.q, self.eps = solver, p, q, eps
+        self.kernel: torch.Tensor | None = None
+        self.rebuilds = 0
+        self._build(u, v)
+
+    def _build(self, u: torch.Tensor, v: torch.Tensor) -> None:
+        p, q, eps = self.p, self.q, self.eps
+        self.u0 = torch.where(p.mask, u, -_BIG)
+        self.v0 = torch.where(q.mask, v, -_BIG)
+        k = LOG2E / eps
+        if self.solver.cost == "sqeuclidean":
+            pa = torch.cat([p.x * (2.0 * k), ((self.u0 - p.sq) * k)[..., None], p.x.new_ones(*p.sq.shape, 1)], -1)
+            qa = torch.cat([q.x, q.x.new_ones(*q.sq.shape, 1), ((self.v0 - q.sq) * k)[..., None]], -1)
+            t = torch.bmm(pa, qa.transpose(1, 2), out=self.kernel)
+        else:
+            t = (self.u0[:, :, None] + self.v0[:, None, :] - COSTS.get(self.solver.cost)(p.x, q.x)) * k
+        self.kernel = safe_exp2(t)
+        self.rebuilds += 1
+
+    def _scaling(self, pot: torch.Tensor, anchor: torch.Tensor, side: _Side) -> torch.Tensor | None:
+        d = (pot - anchor) / self.eps
+        d = torch.where(side.mask, d, 0.0)
+        if not bool((d.abs() <= self.bound).all()):
+            return None
+        return torch.where(side.mask, side.w * torch.exp(d), 0.0)
+
+    def _finish(self, sums: torch.Tensor, anchor: torch.Tensor, side: _Side) -> torch.Tensor | None:
+        if not bool((torch.isfinite(sums) & (sums > 1e-30) | ~side.mask).all()):
+            return None
+        return torch.where(side.mask, anchor - self.eps * torch.log(sums), 0.0)
+
+    def rows(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``(B, N)``: ``S_pq(v)`` (``u``: the current row potential, the anchor if the kernel is rebuilt). Both
+        products are written ``w^T K^T`` / ``w^T K`` (one row vector times the kernel): with MKL on CPU the
+        matrix-vector form ``K w`` runs several times slower."""
+        for attempt in range(2):
+            w = self._scaling(v, self.v0, self.q)
+            if w is not None:
+                out = self._finish(torch.bmm(w[:, None, :], self.kernel.transpose(1, 2))[:, 0], self.u0, self.p)
+                if out is not None:
+                    return out
+            if attempt == 0:
+                self._build(u, v)
+        return self.solver.softmin(self.p, self.q, v, self.eps)
+
+    def cols(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``(B, M)``: ``S_qp(u)`` (``v``: the current column potential)."""
+        for attempt in range(2):
+            w = self._scaling(u, self.u0, self.p)
+            if w is not None:
+                out = self._finish(torch.bmm(w[:, None, :], self.kernel)[:, 0], self.v0, self.q)
+                if out is not None:
+                    return out
+            if attempt == 0:
+                self._build(u, v)
+        return self.solver.softmin(self.q, self.p, u, self.eps)
+
+
 class _SqSoftmin(torch.autograd.Function):
     """``f_i = -eps log sum_j exp(h_j - |x_i - y_j|^2 / eps)`` with ``y`` and ``h`` constant; the backward is
-    ``d f_i / d x_i = 2 (x_i - sum_j w_ij y_j)`` (``w``: the soft-min weights), by row blocks."""
+    ``d f_i / d x_i = 2 (x_i - sum_j w_ij y_j)`` (``w``: the soft-min weights), by row blocks in the solver's
+    buffer."""
 
     @staticmethod
-    def forward(ctx, x, y, h, eps, step):
-        ctx.eps, ctx.step = eps, step
+    def forward(ctx, x, y, h, eps, solver):
+        ctx.eps, ctx.solver = eps, solver
         ctx.save_for_backward(x, y, h)
-        return _sq_softmin_blocks(x, y, h, eps, step)[0]
+        return _sq_softmin_blocks(x, y, h, eps, solver)[0]
 
     @staticmethod
     def backward(ctx, grad):
         x, y, h = ctx.saved_tensors
-        _, bary = _sq_softmin_blocks(x, y, h, ctx.eps, ctx.step, bary=True)
+        _, bary = _sq_softmin_blocks(x, y, h, ctx.eps, ctx.solver, bary=True)
         return 2.0 * grad[..., None] * (x - bary), None, None, None, None
 
 
-def _sq_softmin_blocks(x, y, h, eps, step, bary=False):
-    n = x.shape[1]
-    ya = torch.cat([y, y.new_ones(*y.shape[:2], 1), (h - (y * y).sum(-1) / eps)[..., None]], -1)
+def _sq_softmin_blocks(x, y, h, eps, solver, bary=False):
+    bsz, n, m = x.shape[0], x.shape[1], y.shape[1]
+    step = solver._rows(bsz, n, m, x.element_size())
+    k = LOG2E / eps
+    ya = torch.cat([y, y.new_ones(bsz, m, 1), ((h - (y * y).sum(-1) / eps) * LOG2E)[..., None]], -1)
+    yt = torch.cat([y, y.new_ones(bsz, m, 1)], -1).transpose(1, 2).contiguous() if bary else None  # (B, D + 1, M)
     fs, bs = [], []
     for i in range(0, n, step):
         xs = x[:, i:i + step]
-        xa = torch.cat([xs * (2.0 / eps), (-(xs * xs).sum(-1) / eps)[..., None], xs.new_ones(*xs.shape[:2], 1)], -1)
-        t = torch.bmm(xa, ya.transpose(1, 2))
-        m = t.amax(2, keepdim=True)
-        m = torch.where(torch.isfinite(m), m, 0.0)
-        e = t.sub_(m).clamp_min_(exp_floor(t.dtype)).exp_()
-        s = e.sum(2)
-        fs.append(-eps * (s.log() + m.squeeze(2)))
-        if bary:
-            bs.append(torch.bmm(e, y) / s[..., None])
+        xa = torch.cat([xs * (2.0 * k), (-(xs * xs).sum(-1) * k)[..., None], xs.new_ones(*xs.shape[:2], 1)], -1)
+        t = torch.bmm(xa, ya.transpose(1, 2), out=solver._buffer((bsz, xs.shape[1], m), x))  # base-2 exponents
+        m_ = t.amax(2, keepdim=True)
+        m_ = torch.where(torch.isfinite(m_), m_, 0.0)
+        e = safe_exp2(t.sub_(m_))
+        if bary:  # [sum_j e_ij y_j, sum_j e_ij] as (D + 1, M) x (M, n): the row-vector form is the fast one
+            r = torch.bmm(yt, e.transpose(1, 2)).transpose(1, 2)
+            s = r[..., -1]
+            bs.append(r[..., :-1] / s[..., None])
+        else:
+            s = e.sum(2)
+        fs.append(-eps * (s.log() + m_.squeeze(2) / LOG2E))
     f = torch.cat(fs, 1)
     return f, (torch.cat(bs, 1) if bary else None)
 
@@ -314,8 +397,7 @@ def _extrapolate(solver: _Solver, x: torch.Tensor, y: torch.Tensor, v: torch.Ten
     """One soft-min with autograd to ``x`` only (``y`` and the potential ``v`` are detached)."""
     h = torch.where(mask_y, v.detach() / eps + ly, -_BIG)
     if solver.cost == "sqeuclidean":
-        step = solver._rows(x.shape[0], x.shape[1], y.shape[1], x.element_size())
-        out = _SqSoftmin.apply(x, y.detach(), h, eps, step)
+        out = _SqSoftmin.apply(x, y.detach(), h, eps, solver)
     else:
         fn = COSTS.get(solver.cost)
         out = -eps * torch.logsumexp(h[:, None, :] - fn(x, y.detach()) / eps, 2)
@@ -350,6 +432,31 @@ def _error(w: torch.Tensor, pot: torch.Tensor, new: torch.Tensor, eps: float, ta
     lam = _lam(tau, eps)
     target = 1.0 if math.isinf(tau) else torch.exp(-pot / tau)
     return (w * (torch.exp((pot - new / lam) / eps) - target).abs()).sum(1)
+
+
+def _final_ops(solver: _Solver, sx: _Side, sy: _Side, f, g, p, q, eps: float, live: dict[str, bool],
+               budget: int) -> dict:
+    """The four soft-mins of the final level, ``ops[k](u, v)``: ``"xy"`` gives ``S_xy(g)`` from ``(f, g)``, ``"yx"``
+    gives ``S_yx(f)``, ``"xx"``/``"yy"`` the symmetric ones from ``(p, p)``/``(q, q)``. Each problem whose kernel
+    fits the remaining ``budget`` bytes (``xy`` first, then ``xx``, ``yy``) gets a :class:`_Frozen` kernel; the
+    others stream (:meth:`_Solver.softmin`, shifted by the current potential)."""
+    bsz, n, m, size = sx.x.shape[0], sx.x.shape[1], sy.x.shape[1], sx.x.element_size()
+    ops = {"xy": lambda u, v: solver.softmin(sx, sy, v, eps, hint=u),
+           "yx": lambda u, v: solver.softmin(sy, sx, u, eps, hint=v),
+           "xx": lambda u, v: solver.softmin(sx, sx, u, eps, hint=u),
+           "yy": lambda u, v: solver.softmin(sy, sy, u, eps, hint=u)}
+    for key, (a, b, u, v, rows, cols) in {"xy": (sx, sy, f, g, n, m), "xx": (sx, sx, p, p, n, n),
+                                          "yy": (sy, sy, q, q, m, m)}.items():
+        need = bsz * rows * cols * size
+        if not live[key] or need > budget:
+            continue
+        budget -= need
+        k = _Frozen(solver, a, b, u, v, eps)
+        if key == "xy":
+            ops["xy"], ops["yx"] = k.rows, k.cols
+        else:
+            ops[key] = k.rows
+    return ops
 
 
 def debiased_sinkhorn(
@@ -390,6 +497,7 @@ def debiased_sinkhorn(
         # identical inputs: the three problems are one symmetric problem (alternating updates would crawl)
         same = x.shape == y.shape and torch.equal(sx.x, sy.x) and torch.equal(sx.w, sy.w)
         live = {"xy": not same, "xx": True, "yy": not same}
+        ops = _final_ops(solver, sx, sy, f, g, p, q, e, live, chunk_bytes)
         relax = _AutoRelax(_PROBE, torch.finfo(x.dtype).eps)
         omega = 1.0
         use_value = rtol > 0 and not same  # identical inputs: f, g, q are p, checked by the marginal criterion
@@ -397,19 +505,19 @@ def debiased_sinkhorn(
         settled = torch.zeros_like(a[:, 0], dtype=torch.bool)
         while True:
             if live["xy"]:
-                gt = lam * solver.softmin(sy, sx, f, e, hint=g)
+                gt = lam * ops["yx"](f, g)
                 err_g = _error(sy.w, g, gt, e, tau)
                 g = g + omega * (gt - g)
-                ft = lam * solver.softmin(sx, sy, g, e, hint=f)
+                ft = lam * ops["xy"](f, g)
                 err["xy"] = err_g + _error(sx.w, f, ft, e, tau)
                 f = f + omega * (ft - f)
                 omega = relax(float(err["xy"].max()))
             if live["xx"]:
-                pt = lam * solver.softmin(sx, sx, p, e, hint=p)
+                pt = lam * ops["xx"](p, p)
                 err["xx"] = _error(sx.w, p, pt, e, tau)
                 p = 0.5 * (p + pt)
             if live["yy"]:
-                qt = lam * solver.softmin(sy, sy, q, e, hint=q)
+                qt = lam * ops["yy"](q, q)
                 err["yy"] = _error(sy.w, q, qt, e, tau)
                 q = 0.5 * (q + qt)
             n_iters += 1

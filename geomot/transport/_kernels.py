@@ -64,6 +64,25 @@ def exp_floor(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(dtype).tiny) + 2.0
 
 
+LOG2E = 1.0 / math.log(2.0)  # exp(t) = exp2(t * LOG2E)
+
+
+def exp2_floor(dtype: torch.dtype) -> float:
+    """Smallest argument passed to ``exp2``: ``log2(tiny) + 3`` (-123 in float32, -1019 in float64), the base-2
+    counterpart of :func:`exp_floor`."""
+    return math.log2(torch.finfo(dtype).tiny) + 3.0
+
+
+def safe_exp2(t: torch.Tensor) -> torch.Tensor:
+    """``2^max(t, exp2_floor)`` in place on ``t``.
+
+    The streaming soft-mins write their exponents in base 2 (``log2(e)`` folded into the GEMM's coefficients):
+    on x86 CPUs torch's ``exp2`` runs 1.3-1.6x faster than ``exp`` (float32, AVX2), the largest single cost of a
+    soft-min pass.
+    """
+    return t.clamp_min_(exp2_floor(t.dtype)).exp2_()
+
+
 def safe_exp(t: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """``exp(max(t, exp_floor))`` (in place on ``t`` when allowed)."""
     lo = exp_floor(t.dtype)
