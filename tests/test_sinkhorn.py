@@ -227,10 +227,18 @@ def test_initialisers_registry_and_iteration_savings():
         its[init], vals[init] = r.n_iters, float(r.value)
     assert its["sort1d"] < 0.8 * its["zero"] and its["gaussian"] < 0.8 * its["zero"]
     assert vals["sort1d"] == pytest.approx(vals["zero"], rel=1e-7)
-    x3, y3 = torch.randn(200, 3, dtype=F64), torch.randn(180, 3, dtype=F64) * 0.5 + 1
-    r0 = sinkhorn(x3, y3, eps=0.05, tol=1e-9, eps_scaling=None, init="zero", relaxation=1.0)
-    rg = sinkhorn(x3, y3, eps=0.05, tol=1e-9, eps_scaling=None, init="gaussian", relaxation=1.0)
-    assert rg.n_iters < r0.n_iters and float(rg.value) == pytest.approx(float(r0.value), rel=1e-7)
+    # in 3-D the Gaussian initialiser saves iterations on average (not on every draw): summed over 5 problems
+    total = {"zero": 0, "gaussian": 0}
+    for seed in range(5):
+        g3 = torch.Generator().manual_seed(seed)
+        x3 = torch.randn(200, 3, generator=g3, dtype=F64)
+        y3 = torch.randn(180, 3, generator=g3, dtype=F64) * 0.5 + 1
+        r0 = sinkhorn(x3, y3, eps=0.05, tol=1e-9, eps_scaling=None, init="zero", relaxation=1.0)
+        rg = sinkhorn(x3, y3, eps=0.05, tol=1e-9, eps_scaling=None, init="gaussian", relaxation=1.0)
+        assert float(rg.value) == pytest.approx(float(r0.value), rel=1e-7)
+        total["zero"] += r0.n_iters
+        total["gaussian"] += rg.n_iters
+    assert total["gaussian"] < 0.9 * total["zero"]
 
 
 def test_warm_start_converges_immediately():
