@@ -18,7 +18,9 @@ Run::
 
 Writes ``sw_gradient_flow.json`` and ``sw_gradient_flow.png`` (the exact ``W_2^2`` curves; no picture of the
 clouds) into ``--out`` (default ``out/sw_gradient_flow``; ``docs/`` only with ``--docs``). The data file is
-research-only: it is read in place from ``../shared/data``, never copied, and never drawn.
+research-only: it is read in place from ``../shared/data``, never copied, and never drawn. Without it, ``--quick``
+runs the same flows between clouds sampled on the shipped meshes ``data/blob.off`` and ``data/torus.off`` (a smoke
+run of the script, not the paper's experiment); the full run needs the file.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 import geomot
+from geomot.ops import sample_surface
 from geomot.ops.directions import random_directions
 
 log = logging.getLogger("sw_gradient_flow")
@@ -55,6 +58,14 @@ def exact_w2sq(x: torch.Tensor, y: torch.Tensor) -> float:
     """Exact ``W_2^2`` between uniform clouds (network simplex, POT)."""
     a, b = x.detach().double().numpy(), y.detach().double().numpy()
     return float(ot.emd2([], [], ot.dist(a, b), numItermax=10_000_000))
+
+
+def shipped_clouds(n_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_points`` uniform samples on each of the shipped meshes ``data/blob.off`` and ``data/torus.off``."""
+    gen = torch.Generator().manual_seed(seed)
+    meshes = [geomot.load(ROOT / "data" / f"{name}.off") for name in ("blob", "torus")]
+    a, b = (sample_surface(m.verts_packed(), m.faces_packed(), n_points, generator=gen).points for m in meshes)
+    return a, b
 
 
 def flow(source, target, *, cv, steps, lr, n_proj, seed, eval_steps):
@@ -149,12 +160,15 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.eval_every, args.repeats, args.points = 300, 100, 20, args.points or 512
     if args.threads:
         torch.set_num_threads(args.threads)  # a process-wide setting: the application's choice
-    if not args.data.exists():
+    if args.data.exists():
+        clouds = np.load(args.data)
+        source, target = torch.from_numpy(clouds[32, : args.points]), torch.from_numpy(clouds[33, : args.points])
+    elif args.quick:
+        print(f"{args.data}: not found; --quick runs on clouds sampled on data/blob.off and data/torus.off")
+        source, target = shipped_clouds(args.points, args.seed)
+    else:
         sys.exit(f"{args.data}: not found (the ShapeNet clouds of ../shared/data; --data to point elsewhere)")
-
-    clouds = np.load(args.data)
-    source = torch.from_numpy(clouds[32, : args.points] * 2 - 10)
-    target = torch.from_numpy(clouds[33, : args.points] * 2 + 10)
+    source, target = source * 2 - 10, target * 2 + 10
     eval_steps = set(range(0, args.steps + 1, args.eval_every)) | {s for s in REPORT_STEPS if s <= args.steps}
 
     results, snaps = {}, {}  # the snapshots feed the variance study; they are never drawn

@@ -34,7 +34,7 @@ COVERED = {
     "match_a_folder.py": "test_match_a_folder",
     "deform_and_view.py": "test_deform_and_view",
     "shape_matching.py": "test_shape_matching",
-    "sw_gradient_flow.py": "test_sw_gradient_flow",
+    "sw_gradient_flow.py": "test_sw_gradient_flow_quick_runs_without_the_shapenet_file",
     "deform_cortex.py": "test_deform_cortex",
 }
 
@@ -206,6 +206,26 @@ def test_sw_gradient_flow(tmp_path):
         assert all(a > b for a, b in pairwise(values)), values  # the flow moves the cloud towards the target
     assert payload["settings"]["points"] == 512 and "| start | 10 |" in stdout
     assert (tmp_path / "sw_gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_sw_gradient_flow_quick_runs_without_the_shapenet_file(tmp_path):
+    # a fresh clone has no ../shared/data: --quick then flows between clouds sampled on the shipped meshes
+    stdout = run_example(EXAMPLES / "sw_gradient_flow.py", "--quick", "--points", "64", "--data",
+                         str(tmp_path / "absent.npy"), "--out", str(tmp_path), cwd=tmp_path)
+    assert "absent.npy: not found; --quick runs on clouds sampled on data/blob.off and data/torus.off" in stdout
+    payload = json.loads((tmp_path / "sw_gradient_flow.json").read_text())
+    for curve in payload["w2"].values():
+        values = [curve[str(step)] for step in (0, 100, 200, 300)]
+        assert all(a > b for a, b in pairwise(values)), values
+    assert (tmp_path / "sw_gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sw_gradient_flow_full_run_needs_the_shapenet_file(tmp_path):
+    flow = load_module("sw_gradient_flow")
+    with pytest.raises(SystemExit, match=r"absent\.npy: not found \(the ShapeNet clouds"):
+        flow.main(["--data", str(tmp_path / "absent.npy"), "--threads", "0", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
