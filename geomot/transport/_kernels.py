@@ -354,12 +354,13 @@ class OnlineGeometry:
         if self._soft_cache is None or any(u is not v for u, v in zip(self._soft_cache[0], key)):
             hf = torch.where(torch.isfinite(h), h, -1e30)
             ones_y = ys.new_ones(*ys.shape[:2], 1)
-            self._soft_cache = (key, torch.cat([ys, ones_y, (hf - (ys * ys).sum(-1) / eps)[..., None]], -1))
+            self._soft_cache = (key, torch.cat([ys, ones_y, ((hf - (ys * ys).sum(-1) / eps) * LOG2E)[..., None]], -1))
         ya = self._soft_cache[1]
         ones_x = xs.new_ones(*xs.shape[:2], 1)
-        xa = torch.cat([xs * (2.0 / eps), ((hint - (xs * xs).sum(-1)) / eps)[..., None], ones_x], -1)
+        k = LOG2E / eps  # base-2 exponents: one exp2 pass (see safe_exp2)
+        xa = torch.cat([xs * (2.0 * k), ((hint - (xs * xs).sum(-1)) * k)[..., None], ones_x], -1)
         t = torch.bmm(xa, ya.transpose(1, 2), out=self._block(xs.shape[0], xs.shape[1], ys.shape[1], xs))
-        ssum = safe_exp(t, inplace=True).sum(2)
+        ssum = safe_exp2(t).sum(2)
         bad = ~torch.isfinite(ssum) | (ssum < 1e-20)
         out = hint - eps * ssum.log()
         if bool(bad.any()):
@@ -374,12 +375,13 @@ class OnlineGeometry:
 
     def _exp_block(self, s: slice, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """``exp(rows_i + cols_j + 2 <x_i, y_j> / eps)`` for row chunk ``s`` (one GEMM on augmented coordinates
-        and one in-place exp); ``rows``/``cols`` hold ``(f - |x|^2) / eps``, ``(g - |y|^2) / eps`` (``-1e30`` on
-        padding: the clamped exp gives ~1e-37 there, always multiplied by a zero weight)."""
+        scaled by ``log2(e)``, and one in-place ``exp2``); ``rows``/``cols`` hold ``(f - |x|^2) / eps``,
+        ``(g - |y|^2) / eps`` (``-1e30`` on padding: the clamped exp gives ~1e-37 there, always multiplied by a zero
+        weight)."""
         xs = self.x[:, s]
-        xa = torch.cat([xs * (2.0 / self._eps), rows[:, s, None], xs.new_ones(*xs.shape[:2], 1)], -1)
+        xa = torch.cat([xs * (2.0 * LOG2E / self._eps), rows[:, s, None] * LOG2E, xs.new_ones(*xs.shape[:2], 1)], -1)
         out = self._block(xs.shape[0], xs.shape[1], self.shape[2], xs)
-        return safe_exp(torch.bmm(xa, self._ya(cols).transpose(1, 2), out=out), inplace=True)
+        return safe_exp2(torch.bmm(xa, self._ya(cols).transpose(1, 2), out=out))  # base-2 exponents
 
     def _block(self, b: int, n: int, m: int, like: torch.Tensor) -> torch.Tensor:
         """A ``(b, n, m)`` view of one reused buffer (a fresh large tensor per chunk costs its page faults every
@@ -393,7 +395,7 @@ class OnlineGeometry:
     def _ya(self, cols: torch.Tensor) -> torch.Tensor:
         if self._ya_cache is None or self._ya_cache[0] is not cols:
             y = self.y
-            self._ya_cache = (cols, torch.cat([y, y.new_ones(*y.shape[:2], 1), cols[..., None]], -1))
+            self._ya_cache = (cols, torch.cat([y, y.new_ones(*y.shape[:2], 1), (cols * LOG2E)[..., None]], -1))
         return self._ya_cache[1]
 
     def sweep(self, f, g, a, b, eps: float, *, omega: float, lx: float, ly: float, row_target, col_target,
