@@ -113,6 +113,11 @@ def narrow_bmm(mat: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.bmm(rhs.transpose(1, 2).contiguous(), mat.transpose(1, 2)).transpose(1, 2)
 
 
+def _plan_product(mat: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``mat @ rhs`` for a plan block and ``rhs (B, M, K)``: :func:`narrow_bmm` up to 16 columns, ``bmm`` beyond."""
+    return narrow_bmm(mat, rhs) if rhs.shape[-1] <= 16 else torch.bmm(mat, rhs)
+
+
 def _gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``mat (B, N, M) @ v (B, M) -> (B, N)`` (batched matrix-vector product) in the fast form of
     :func:`narrow_bmm`, ``v^T mat^T``."""
@@ -254,11 +259,11 @@ class DenseGeometry:
 
     def plan_matmul(self, f, g, la, lb, eps: float, v: torch.Tensor) -> torch.Tensor:
         """``P V`` for ``v (B, M, K)`` -> ``(B, N, K)``."""
-        return torch.bmm(safe_exp(self.log_plan(f, g, la, lb, eps)), v)
+        return _plan_product(safe_exp(self.log_plan(f, g, la, lb, eps)), v)
 
     def plan_rmatmul(self, f, g, la, lb, eps: float, u: torch.Tensor) -> torch.Tensor:
         """``P^T U`` for ``u (B, N, K)`` -> ``(B, M, K)``."""
-        return torch.bmm(safe_exp(self.log_plan(f, g, la, lb, eps)).transpose(1, 2), u)
+        return _plan_product(safe_exp(self.log_plan(f, g, la, lb, eps)).transpose(1, 2), u)
 
     def plan_sums(self, f, g, la, lb, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum_ij P_ij C_ij, sum_ij P_ij)``, each ``(B,)`` (differentiable in ``C`` and the potentials)."""
@@ -566,14 +571,14 @@ class OnlineGeometry:
         return lp, c
 
     def plan_matmul(self, f, g, la, lb, eps: float, v: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.bmm(safe_exp(self._log_plan_rows(s, f, g, la, lb, eps)[0]), v)
+        return torch.cat([_plan_product(safe_exp(self._log_plan_rows(s, f, g, la, lb, eps)[0]), v)
                           for s in self._row_chunks()], 1)
 
     def plan_rmatmul(self, f, g, la, lb, eps: float, u: torch.Tensor) -> torch.Tensor:
         out = None
         for s in self._row_chunks():
             p = safe_exp(self._log_plan_rows(s, f, g, la, lb, eps)[0])
-            part = torch.bmm(p.transpose(1, 2), u[:, s])
+            part = _plan_product(p.transpose(1, 2), u[:, s])
             out = part if out is None else out + part
         return out
 
