@@ -293,7 +293,6 @@ class _Frozen:
     def __init__(self, solver: _Solver, p: _Side, q: _Side, u: torch.Tensor, v: torch.Tensor, eps: float) -> None:
         self.solver, self.p, self.q, self.eps = solver, p, q, eps
         self.kernel: torch.Tensor | None = None
-        self.rebuilds = 0
         self._build(u, v)
 
     def _build(self, u: torch.Tensor, v: torch.Tensor) -> None:
@@ -308,7 +307,6 @@ class _Frozen:
         else:
             t = (self.u0[:, :, None] + self.v0[:, None, :] - COSTS.get(self.solver.cost)(p.x, q.x)) * k
         self.kernel = safe_exp2(t)
-        self.rebuilds += 1
 
     def _scaling(self, pot: torch.Tensor, anchor: torch.Tensor, side: _Side) -> torch.Tensor | None:
         d = (pot - anchor) / self.eps
