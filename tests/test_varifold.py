@@ -204,6 +204,23 @@ def test_gradcheck_tensor_inputs_all_arguments() -> None:
     assert torch.autograd.gradcheck(fn, (x, n, a))
 
 
+@pytest.mark.parametrize("kernel", ["binet", "linear", "gaussian_oriented"])
+def test_gradcheck_both_sides_every_argument(kernel: str) -> None:
+    # the hand-written backward of the torch blocks: points, normals and weights of both measures
+    g = torch.Generator().manual_seed(11)
+    args = [torch.randn(7, 3, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64),
+            torch.rand(7, generator=g, dtype=torch.float64).add(0.1), torch.randn(5, 3, generator=g, dtype=torch.float64),
+            torch.randn(5, 3, generator=g, dtype=torch.float64), torch.rand(5, generator=g, dtype=torch.float64).add(0.1)]
+    args[1], args[4] = (torch.nn.functional.normalize(t, dim=-1) for t in (args[1], args[4]))  # unit normals
+    args = [t.requires_grad_(True) for t in args]
+
+    def fn(x, n, a, y, m, b):
+        return varifold_distance(x, y, x_normals=n, y_normals=m, x_weights=a, y_weights=b, sigma=1.5, kernel=kernel,
+                                 chunk_size=3, backend="torch")
+
+    assert torch.autograd.gradcheck(fn, tuple(args))
+
+
 def test_dtype_and_module_shell() -> None:
     v, f = icosphere(1, dtype=torch.float32)
     loss = VarifoldLoss(sigma=0.3, kernel="gaussian_oriented")

@@ -232,18 +232,22 @@ class _BlockGrad(torch.autograd.Function):
         else:
             t = torch.bmm(nc, m.transpose(1, 2))
             k = e * t if ctx.kern.fused == "linear" else torch.mul(t, t).mul_(e)  # K = E k_n(T)
-        ga = g[:, None] * _gemv(k, b) if need[2] else None
-        gb = g[:, None] * _gemv(k.transpose(1, 2), ac) if need[5] else None
-        ga_rows = (g[:, None] * ac)[:, :, None]
-        w = k.mul_(ga_rows).mul_(b[:, None, :])  # W (overwrites K; E is kept when a normal kernel needs it)
-        gxa = narrow_bmm(w, ya) if need[0] else None
-        gya = narrow_bmm(w.transpose(1, 2), xa) if need[3] else None
+        # the weights a_i, b_j and g go into the narrow factors, and the mass gradients ride along as one more
+        # column: two reads of K (rows: K [b ya, b]; columns: K^T [a xa, a]) instead of four and no W = g a K b block
+        gxa = ga = gya = gb = None
+        if need[0] or need[2]:
+            r = narrow_bmm(k, torch.cat([b[..., None] * ya, b[..., None]], -1))
+            gxa = (g[:, None] * ac)[..., None] * r[..., :-1] if need[0] else None
+            ga = g[:, None] * r[..., -1] if need[2] else None
+        if need[3] or need[5]:
+            c = narrow_bmm(k.transpose(1, 2), torch.cat([ac[..., None] * xa, ac[..., None]], -1))
+            gya = (g[:, None] * b)[..., None] * c[..., :-1] if need[3] else None
+            gb = g[:, None] * c[..., -1] if need[5] else None
         gn = gm = None
         if not ctx.folded and (need[1] or need[4]):
             v = e if ctx.kern.fused == "linear" else e.mul_(t.mul_(2.0))  # E k_n'(T)
-            v = v.mul_(ga_rows).mul_(b[:, None, :])
-            gn = narrow_bmm(v, m) if need[1] else None
-            gm = narrow_bmm(v.transpose(1, 2), nc) if need[4] else None
+            gn = (g[:, None] * ac)[..., None] * narrow_bmm(v, b[..., None] * m) if need[1] else None
+            gm = (g[:, None] * b)[..., None] * narrow_bmm(v.transpose(1, 2), ac[..., None] * nc) if need[4] else None
         return gxa, gn, ga, gya, gm, gb, None, None, None
 
 
