@@ -198,10 +198,20 @@ def _block(
     else:  # no graph to keep: work in place, fewer passes over the block
         k = e.exp2_()
         if not folded:
+            if kern.fused in ("linear", "binet"):
+                # k_n(<n_i, m_j>) = <phi(n_i), phi(m_j)> with phi(n) = n (linear) or n n^T flattened (binet):
+                # sum_j b_j E_ij k_n = <phi(n_i), (E (b phi(m)))_i>, one read of E, no T block
+                pn, pm = (nc, m) if kern.fused == "linear" else (_outer(nc), _outer(m))
+                return (ac * (pn * narrow_bmm(k, b[..., None] * pm)).sum(-1)).sum(-1)
             t = torch.bmm(nc, m.transpose(1, 2))
-            # the built-in kernels in place: one fewer block-sized temporary (fresh pages cost page faults)
-            k.mul_(t.square_() if kern.fused == "binet" else t if kern.fused == "linear" else kern.fn(t, sigma_n))
+            # a registered kernel in place: one fewer block-sized temporary (fresh pages cost page faults)
+            k.mul_(kern.fn(t, sigma_n))
     return (ac * _gemv(k, b)).sum(-1)
+
+
+def _outer(v: torch.Tensor) -> torch.Tensor:
+    """``(..., D) -> (..., D^2)``: ``v v^T`` flattened, so that ``<v, w>^2 = <_outer(v), _outer(w)>``."""
+    return (v[..., :, None] * v[..., None, :]).flatten(-2)
 
 
 class _BlockGrad(torch.autograd.Function):
