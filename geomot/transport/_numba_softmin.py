@@ -16,7 +16,9 @@ The cost is formed from the coordinate differences (``sum_d (p_id - q_jd)^2``: n
 Cody-Waite range reduction with a Taylor polynomial (degree 6 in float32, 12 in float64; 1-2 ulp) written so
 that LLVM vectorises it (numba has no vector ``exp`` without Intel's SVML). Its argument is clamped below at
 ``log(tiny) + 2`` (-85 in float32, -706 in float64), as :func:`geomot.transport._kernels.safe_exp` does, so that
-it never takes the subnormal path. ``fastmath`` is off: NaN and infinities propagate as in IEEE arithmetic.
+it never takes the subnormal path. Of the fast-math flags only ``contract`` is on (a multiply and an add may
+fuse into one FMA, which rounds once: 1.5-1.8x faster kernels, results within an ulp); NaN and infinities
+propagate as in IEEE arithmetic.
 
 Rows are split over ``torch.get_num_threads()`` threads (the kernels release the GIL); each thread accumulates its
 own column sums. Cost: ``~(3 D + 25)`` flops per pair and ``O((N + M) D)`` memory. Kernels are compiled on first
@@ -211,10 +213,10 @@ def _kernels(dtype: str):
     src = _TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
                            MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
                            HI=repr(math.log(info.max) - 1.0), POLY=poly)
-    jit = numba.njit(nogil=True, fastmath=False, boundscheck=False)
+    jit = numba.njit(nogil=True, fastmath={"contract"}, boundscheck=False)
     scope = {"np": np, "BLOCK": _BLOCK, "TINY": _TINY}
     exec(compile(src, f"<geomot numba softmin {dtype}>", "exec"), scope)
-    inline = numba.njit(nogil=True, fastmath=False, boundscheck=False, inline="always")
+    inline = numba.njit(nogil=True, fastmath={"contract"}, boundscheck=False, inline="always")
     for name in ("exp_rows",):
         scope[name] = inline(scope[name])
     for name in ("row_sums_k", "row_max_k", "sweep_k"):
