@@ -17,7 +17,7 @@ Cody-Waite range reduction with a Taylor polynomial (degree 6 in float32, 12 in 
 that LLVM vectorises it (numba has no vector ``exp`` without Intel's SVML). Its argument is clamped below at
 ``log(tiny) + 2`` (-85 in float32, -706 in float64), as :func:`geomot.transport._kernels.safe_exp` does, so that
 it never takes the subnormal path. Of the fast-math flags only ``contract`` is on (a multiply and an add may
-fuse into one FMA, which rounds once: 1.5-1.8x faster kernels, results within an ulp); NaN and infinities
+fuse into one FMA, which rounds once: 1.4-1.8x faster kernels, results within an ulp); NaN and infinities
 propagate as in IEEE arithmetic.
 
 Rows are split over ``torch.get_num_threads()`` threads (the kernels release the GIL); each thread accumulates its
