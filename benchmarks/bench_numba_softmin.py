@@ -23,27 +23,6 @@ import numpy as np
 from geomot.transport import _numba_softmin
 
 
-def compile_row_sums(dtype: str, fastmath):
-    """``row_sums_k`` from the shipped template, compiled with the given ``fastmath`` setting."""
-    import numba
-
-    f32 = dtype == "float32"
-    f_name = "np.float32" if f32 else "np.float64"
-    info = np.finfo(np.float32 if f32 else np.float64)
-    degree = 6 if f32 else 12
-    poly = f"{f_name}({1.0 / math.factorial(degree)!r})"
-    for k in range(degree - 1, -1, -1):
-        poly = f"({poly} * r + {f_name}({1.0 / math.factorial(k)!r}))"
-    src = _numba_softmin._TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
-                                          MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
-                                          HI=repr(math.log(info.max) - 1.0), POLY=poly)
-    scope = {"np": np, "BLOCK": _numba_softmin._BLOCK, "TINY": _numba_softmin._TINY}
-    exec(compile(src, "<bench numba softmin>", "exec"), scope)
-    scope["exp_rows"] = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False, inline="always")(
-        scope["exp_rows"])
-    return numba.njit(nogil=True, fastmath=fastmath, boundscheck=False)(scope["row_sums_k"])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=3000)
@@ -53,7 +32,8 @@ def main() -> None:
     rows = []
     for dtype in ("float32", "float64"):
         dt = np.dtype(dtype).type
-        kernels = {"fastmath off": compile_row_sums(dtype, False), "contract": compile_row_sums(dtype, {"contract"})}
+        kernels = {"fastmath off": _numba_softmin.compile_kernels(dtype, False)[0],
+                   "contract": _numba_softmin.compile_kernels(dtype, {"contract"})[0]}
         rng = np.random.default_rng(0)
         n = args.n
         p = rng.random((n, 3)).astype(dt)

@@ -198,9 +198,18 @@ def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, ba
 """
 
 
+_FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
+
+
 @functools.cache
 def _kernels(dtype: str):
     """The compiled kernels for ``dtype`` ("float32" or "float64"), from :data:`_TEMPLATE`; compiled lazily."""
+    return compile_kernels(dtype, _FASTMATH)
+
+
+def compile_kernels(dtype: str, fastmath: bool | set[str]):
+    """``(row_sums_k, row_max_k, sweep_k)`` compiled from :data:`_TEMPLATE` for ``dtype`` with numba's
+    ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for comparisons)."""
     import numba
 
     f32 = dtype == "float32"
@@ -213,10 +222,10 @@ def _kernels(dtype: str):
     src = _TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
                            MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
                            HI=repr(math.log(info.max) - 1.0), POLY=poly)
-    jit = numba.njit(nogil=True, fastmath={"contract"}, boundscheck=False)
+    jit = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False)
     scope = {"np": np, "BLOCK": _BLOCK, "TINY": _TINY}
     exec(compile(src, f"<geomot numba softmin {dtype}>", "exec"), scope)
-    inline = numba.njit(nogil=True, fastmath={"contract"}, boundscheck=False, inline="always")
+    inline = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False, inline="always")
     for name in ("exp_rows",):
         scope[name] = inline(scope[name])
     for name in ("row_sums_k", "row_max_k", "sweep_k"):
