@@ -2,7 +2,7 @@
 
 The dense backend stores the kernel ``E (B, N, M)`` and iterates with ``E (b v)`` and ``E^T (a u)``. On CPU,
 ``torch.bmm(E, v[..., None])`` (a one-column right factor) and its transposed twin run several times slower than
-the row-vector form ``torch.bmm(v[:, None, :], E^T)`` that :func:`geomot.transport._kernels._gemv` uses. This
+the row-vector form ``torch.bmm(v[:, None, :], E^T)`` that :func:`geomot.transport._kernels.gemv` uses. This
 script times ``geomot.sinkhorn(..., backend="dense")`` with each form patched in (runs interleaved, best of
 ``--repeats``) and checks that both give the same value.
 
@@ -25,7 +25,7 @@ import geomot
 import geomot.transport._kernels as kernels
 import geomot.transport._sinkhorn_loops as loops
 
-SHIPPED = kernels._gemv
+SHIPPED = kernels.gemv
 
 
 def column_form(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -33,8 +33,8 @@ def column_form(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def use(fn) -> None:
-    kernels._gemv = fn
-    loops._gemv = fn
+    kernels.gemv = fn
+    loops.gemv = fn
 
 
 def main() -> None:

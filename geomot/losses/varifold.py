@@ -58,7 +58,7 @@ from geomot.ops._triton_kernels import varifold_sum_triton
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud
 from geomot.structures.convert import resolve_mesh_measure
-from geomot.transport._kernels import LOG2E, _gemv, exp2_floor, narrow_bmm
+from geomot.transport._kernels import LOG2E, exp2_floor, gemv, narrow_bmm
 
 __all__ = ["KEOPS_MIN_PAIRS", "VARIFOLD_KERNELS", "NormalKernel", "VarifoldLoss", "varifold_distance", "varifold_inner"]
 
@@ -206,7 +206,7 @@ def _block(
             t = torch.bmm(nc, m.transpose(1, 2))
             # a registered kernel in place: one fewer block-sized temporary (fresh pages cost page faults)
             k.mul_(kern.fn(t, sigma_n))
-    return (ac * _gemv(k, b)).sum(-1)
+    return (ac * gemv(k, b)).sum(-1)
 
 
 def _outer(v: torch.Tensor) -> torch.Tensor:

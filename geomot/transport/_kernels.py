@@ -118,7 +118,7 @@ def _plan_product(mat: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return narrow_bmm(mat, rhs) if rhs.shape[-1] <= 16 else torch.bmm(mat, rhs)
 
 
-def _gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``mat (B, N, M) @ v (B, M) -> (B, N)`` (batched matrix-vector product) in the fast form of
     :func:`narrow_bmm`, ``v^T mat^T``."""
     return torch.bmm(v.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
@@ -243,17 +243,17 @@ class DenseGeometry:
         ``C_ij = |x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` and leave the kernel intact."""
         if self._cost is None:
             x, y = self.x.detach(), self.y.detach()
-            rows = au * _gemv(kernel, bv)
-            cols = bv * _gemv(kernel.transpose(1, 2), au)
+            rows = au * gemv(kernel, bv)
+            cols = bv * gemv(kernel.transpose(1, 2), au)
             # <x, P y> = sum_d <au x_d, E (bv y_d)>: D matrix-vector products for small D (GEMMs with 2-4 columns
             # are far slower than GEMVs on CPU), one GEMM beyond
             if x.shape[-1] <= 4:
-                cross = sum((au * x[..., d] * _gemv(kernel, bv * y[..., d])).sum(1) for d in range(x.shape[-1]))
+                cross = sum((au * x[..., d] * gemv(kernel, bv * y[..., d])).sum(1) for d in range(x.shape[-1]))
             else:
                 cross = (au[..., None] * x * narrow_bmm(kernel, bv[..., None] * y)).sum((1, 2))
             pc = (rows * (x * x).sum(-1)).sum(1) + (cols * (y * y).sum(-1)).sum(1) - 2.0 * cross
             return rows.sum(1), pc
-        mass = (au * _gemv(kernel, bv)).sum(1)
+        mass = (au * gemv(kernel, bv)).sum(1)
         ec = kernel.mul_(self._cost.detach())
         return mass, (torch.bmm(au[:, None, :], ec).squeeze(1) * bv).sum(1)
 
@@ -433,7 +433,7 @@ class OnlineGeometry:
         tiny = 1e-20
         for s in self._row_chunks():
             e = self._exp_block(s, rows0, cols0)
-            rs = _gemv(e, b)  # (B, n): sum_j b_j E_ij
+            rs = gemv(e, b)  # (B, n): sum_j b_j E_ij
             ok = torch.isfinite(rs) & (rs > tiny) | ~row_mask[:, s]
             fs = f[:, s]
             if bool(ok.all()):
@@ -445,8 +445,8 @@ class OnlineGeometry:
                 factor = torch.exp((fn - fs) / eps)
                 et = e.transpose(1, 2)
                 if need_col_error:
-                    col_old += _gemv(et, a[:, s])
-                col_acc += _gemv(et, a[:, s] * factor)
+                    col_old += gemv(et, a[:, s])
+                col_acc += gemv(et, a[:, s] * factor)
             else:  # exact log-sum-exp rows, then the column sums from a re-shifted block
                 err = err + math.inf
                 lb = torch.where(col_mask, torch.log(b), -math.inf)
@@ -455,7 +455,7 @@ class OnlineGeometry:
                 rows1 = rows0.clone()
                 rows1[:, s] = torch.where(row_mask[:, s], (fn - x2[:, s]) / eps, big)
                 e = self._exp_block(s, rows1, cols0)
-                col_acc += _gemv(e.transpose(1, 2), a[:, s])
+                col_acc += gemv(e.transpose(1, 2), a[:, s])
                 if need_col_error:
                     col_old += math.inf
             f_new[:, s] = fn
@@ -556,12 +556,12 @@ class OnlineGeometry:
         cols = torch.zeros_like(g)
         for s in self._row_chunks():
             e = self._exp_block(s, rows0, cols0)
-            ra = a[:, s] * _gemv(e, b)
+            ra = a[:, s] * gemv(e, b)
             mass += ra.sum(1)
             pc += (ra * x2[:, s]).sum(1)
             for d, v in enumerate(by):
-                pc -= 2.0 * (a[:, s] * self.x[:, s, d] * _gemv(e, v)).sum(1)
-            cols += _gemv(e.transpose(1, 2), a[:, s])
+                pc -= 2.0 * (a[:, s] * self.x[:, s, d] * gemv(e, v)).sum(1)
+            cols += gemv(e.transpose(1, 2), a[:, s])
         pc += (b * cols * y2).sum(1)
         return mass, pc
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from geomot.transport._kernels import _gemv, safe_exp
+from geomot.transport._kernels import gemv, safe_exp
 
 __all__ = ["LoopState", "log_loop", "scaling_loop", "symmetric_loop"]
 
@@ -410,10 +410,10 @@ class _Scaling:
         self.err = None
 
     def _rows(self, v: torch.Tensor) -> torch.Tensor:
-        return _gemv(self.kernel, self.b * v)
+        return gemv(self.kernel, self.b * v)
 
     def _cols(self, u: torch.Tensor) -> torch.Tensor:
-        return _gemv(self.kernel.transpose(1, 2), self.a * u)
+        return gemv(self.kernel.transpose(1, 2), self.a * u)
 
     def _update(self, old: torch.Tensor, s: torch.Tensor, lam: float, fac, mask) -> torch.Tensor:
         if self.relax == 1.0:
