@@ -23,7 +23,8 @@ from geomot._core.errors import ShapeError
 
 __all__ = ["pooled_attention_weights"]
 
-_CPU_BLOCK_ELEMENTS = 1 << 19  # scores per block on a CPU: 2 MiB in float32, inside a core's L2/L3 share
+_CPU_BLOCK_ELEMENTS = 1 << 22  # scores per block on a CPU: 16 MiB in float32 (128 query rows of 32 x 1024): fewer
+# blocks mean fewer parallel regions, and small ones cost a great deal when the cores are shared
 _GPU_BLOCK_ELEMENTS = 1 << 26  # on a GPU: large enough to fill it, 256 MiB in float32
 
 
@@ -57,13 +58,14 @@ class _PooledSoftmax(torch.autograd.Function):
         q, k, key_bias, query_weights = ctx.saved_tensors
         rows = ctx.rows
         k_t = k.transpose(1, 2)
-        g = grad_w[:, :, None]  # (B, M, 1)
         dq = torch.empty_like(q) if ctx.needs_input_grad[0] else None
         dk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
         for s in range(0, q.shape[1], rows):
             q_blk = q[:, s : s + rows]
             p = _probabilities(q_blk, k_t, key_bias)  # (B, n, M)
-            centred = torch.bmm(p, g)  # (B, n, 1): sum_l P_il g_l
+            # (B, n, 1): sum_l P_il g_l, as the row vector g^T P^T (MKL's product with a one-column right factor
+            # is several times slower)
+            centred = torch.bmm(grad_w[:, None, :], p.transpose(1, 2)).transpose(1, 2)
             ds = p.mul_(grad_w[:, None, :] - centred).mul_(query_weights[:, s : s + rows, None])
             if dq is not None:
                 torch.bmm(ds, k, out=dq[:, s : s + rows])
