@@ -115,7 +115,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ae.add_argument("--decoder-widths", type=int, nargs="+", default=[1024, 1024], metavar="W",
                     help="hidden widths of the decoder (default: 1024 1024)")
     ae.add_argument("--n-projections", type=int, default=100, help="directions of the sliced losses (default: 100)")
-    ae.add_argument("--kappa", type=float, default=10.0, help="vMF concentration of the vMF losses (default: 10)")
+    ae.add_argument("--kappa", type=float, default=None,
+                    help="vMF concentration of the vMF losses (default: 10 for vmf-dsw, 1 for the amortised losses)")
     ae.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and directions (default: 0)")
     _add_run_options(ae, epochs=100, batch_size=32, unit="clouds")
     ae.set_defaults(func=_run_autoencoder)

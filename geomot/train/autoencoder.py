@@ -65,7 +65,8 @@ class AutoencoderConfig:
         encoder_widths: output widths of the per-point layers of the encoder (the paper's 64-64-64-128-1024).
         decoder_widths: hidden widths of the decoder (the paper's 1024-1024).
         n_projections: ``L`` of the sliced losses.
-        kappa: vMF concentration of ``vmf-dsw`` and ``amortized-*-vmf``.
+        kappa: vMF concentration of ``vmf-dsw`` and ``amortized-*-vmf``; None: each loss's default (10 for
+            ``vmf-dsw``, 1 for the amortised losses).
         lr: Adam learning rate of the autoencoder.
         seed: seed of the weights, the shuffling and the losses' directions.
     """
@@ -76,7 +77,7 @@ class AutoencoderConfig:
     encoder_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
     decoder_widths: tuple[int, ...] = (1024, 1024)
     n_projections: int = 100
-    kappa: float = 10.0
+    kappa: float | None = None
     lr: float = 1e-3
     seed: int = 0
 
@@ -89,7 +90,8 @@ class AutoencoderConfig:
                 raise ValidationError(f"{name}: expected a non-empty sequence of integers >= 1, got {widths!r}")
             object.__setattr__(self, name, widths)
         check_int(self.n_projections, "n_projections", at_least=1)
-        check_positive(self.kappa, "kappa")
+        if self.kappa is not None:
+            check_positive(self.kappa, "kappa")
         check_positive(self.lr, "lr")
         check_int(self.seed, "seed", at_least=0)
         make_loss_factory(self.loss)
@@ -138,7 +140,8 @@ def _max_sw(cfg, gen):
 def _vmf(cfg, gen):
     import geomot
 
-    return _FunctionLoss(geomot.vmf_sliced_wasserstein, n_projections=cfg.n_projections, kappa=cfg.kappa, root=False)
+    kappa = {} if cfg.kappa is None else {"kappa": cfg.kappa}
+    return _FunctionLoss(geomot.vmf_sliced_wasserstein, n_projections=cfg.n_projections, root=False, **kappa)
 
 
 @AUTOENCODER_LOSSES.register("dsw")
@@ -213,8 +216,8 @@ def _amortized_factory(kind: str, distribution: str) -> LossFactory:
         projector = AmortizedProjection(kind, dim=3, n_points=cfg.n_points, generator=gen)
         return _ShellLoss(
             AmortizedSlicedWasserstein(
-                projector=projector, distribution=distribution, kappa=cfg.kappa, n_projections=cfg.n_projections,
-                root=False,
+                projector=projector, distribution=distribution, n_projections=cfg.n_projections, root=False,
+                **({} if cfg.kappa is None else {"kappa": cfg.kappa}),
             )
         )
 
