@@ -613,9 +613,11 @@ def benchmarks_markdown() -> tuple[str, dict[str, bytes]]:
         "shared, so compare ratios rather than absolute times; GPU figures are absolute.",
         "",
         "The development notes keep the runs behind the choices of the defaults: "
-        "[shape matching](notes/matching-development.md), [sliced Wasserstein](notes/sliced-speed.md), "
+        "[shape matching](notes/matching-development.md), [its robustness](notes/matching-robustness.md), "
+        "[sliced Wasserstein](notes/sliced-speed.md), "
         "[Sinkhorn](notes/sinkhorn-measurements.md), [deformation](notes/deformation-measurements.md), "
-        "[its default objective](notes/deformation-default.md) and [the learned matcher](notes/learned-matching.md).",
+        "[its default objective](notes/deformation-default.md), [the learned matcher](notes/learned-matching.md) "
+        "and [the amortised projections' concentration](notes/amortized-dev-study.md).",
         "",
     ]
     _sliced(out)
