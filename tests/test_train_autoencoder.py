@@ -165,3 +165,21 @@ def test_factories_for_every_amortized_kind():
         assert callable(make_loss_factory(name))
     assert sum(n.startswith("amortized-") for n in loss_names()) == 12
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_config_passes_kappa_and_the_projector_optimiser_to_the_amortized_loss():
+    gen = torch.Generator().manual_seed(0)
+    cfg = AutoencoderConfig(loss="amortized-attention-vmf", n_points=64, projector_lr=5e-3, projector_betas=(0.5, 0.99))
+    shell = make_loss_factory(cfg.loss)(cfg, gen)
+    loss = next(m for m in shell.modules() if type(m).__name__ == "AmortizedSlicedWasserstein")
+    group = loss.optimizer.param_groups[0]
+    assert group["lr"] == 5e-3 and tuple(group["betas"]) == (0.5, 0.99)
+    assert "kappa" not in loss.settings  # kappa=None: the amortised loss's own default (1) applies
+    cfg10 = AutoencoderConfig(loss="amortized-attention-vmf", n_points=64, kappa=10.0)
+    shell10 = make_loss_factory(cfg10.loss)(cfg10, gen)
+    assert next(m for m in shell10.modules() if type(m).__name__ == "AmortizedSlicedWasserstein").settings[
+        "kappa"] == 10.0
+    with pytest.raises(ValidationError, match=r"projector_lr: expected a positive value"):
+        AutoencoderConfig(loss="amortized-attention-vmf", projector_lr=0.0)
+    with pytest.raises(ValidationError, match=r"projector_betas: expected two numbers in \[0, 1\)"):
+        AutoencoderConfig(loss="amortized-attention-vmf", projector_betas=(0.5, 1.0))

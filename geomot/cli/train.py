@@ -20,7 +20,8 @@ def _run_autoencoder(args: argparse.Namespace) -> int:
     config = AutoencoderConfig(
         loss=args.loss, n_points=args.points, latent_dim=args.latent_dim, encoder_widths=tuple(args.encoder_widths),
         decoder_widths=tuple(args.decoder_widths), n_projections=args.n_projections,
-        kappa=args.kappa, lr=args.lr, seed=args.seed,
+        kappa=args.kappa, lr=args.lr, projector_lr=args.projector_lr, projector_betas=tuple(args.projector_betas),
+        seed=args.seed,
     )
     history = train_autoencoder(
         args.data, args.out, config=config, epochs=args.epochs, batch_size=args.batch_size, resume=args.resume,
@@ -117,6 +118,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ae.add_argument("--n-projections", type=int, default=100, help="directions of the sliced losses (default: 100)")
     ae.add_argument("--kappa", type=float, default=None,
                     help="vMF concentration of the vMF losses (default: 10 for vmf-dsw, 1 for the amortised losses)")
+    ae.add_argument("--projector-lr", type=float, default=1e-3,
+                    help="learning rate of the projector's Adam (amortized-* losses; default: 1e-3)")
+    ae.add_argument("--projector-betas", type=float, nargs=2, default=[0.0, 0.9], metavar=("B1", "B2"),
+                    help="betas of the projector's Adam (default: 0 0.9)")
     ae.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and directions (default: 0)")
     _add_run_options(ae, epochs=100, batch_size=32, unit="clouds")
     ae.set_defaults(func=_run_autoencoder)

@@ -162,11 +162,12 @@ def amortized_sliced_wasserstein(
     return finish(power, p=p, root=root, reduction=reduction, batched=pair.batched)
 
 
-def _check_betas(betas: object) -> tuple[float, float]:
+def check_betas(betas: object, name: str = "betas") -> tuple[float, float]:
+    """Adam's ``betas``: two numbers in ``[0, 1)``, as a tuple (a ``ValidationError`` naming ``name`` otherwise)."""
     ok = isinstance(betas, (tuple, list)) and len(betas) == 2
-    vals = tuple(check_positive(b, "betas", strict=False) for b in betas) if ok else ()
+    vals = tuple(check_positive(b, name, strict=False) for b in betas) if ok else ()
     if not ok or any(b >= 1.0 for b in vals):
-        raise ValidationError(f"betas: expected two numbers in [0, 1), got {betas!r}")
+        raise ValidationError(f"{name}: expected two numbers in [0, 1), got {betas!r}")
     return vals  # type: ignore[return-value]
 
 
@@ -234,7 +235,7 @@ class AmortizedSlicedWasserstein(LossModule):
         if not params:
             raise ValidationError("projector: has no trainable parameters; the ascent step needs some")
         lr = check_positive(lr, "lr")
-        betas = _check_betas(betas)
+        betas = check_betas(betas)
         if optimizer is not None and not callable(optimizer):
             raise ValidationError(f"optimizer: expected a factory params -> Optimizer, got {optimizer!r}")
         super().__init__(**settings)

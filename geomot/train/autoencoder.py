@@ -38,6 +38,7 @@ from torch import nn
 from geomot._core.checks import check_int, check_positive
 from geomot._core.errors import ValidationError
 from geomot._core.registry import Registry
+from geomot.losses.amortized import check_betas
 
 __all__ = [
     "AUTOENCODER_LOSSES",
@@ -68,6 +69,8 @@ class AutoencoderConfig:
         kappa: vMF concentration of ``vmf-dsw`` and ``amortized-*-vmf``; None: each loss's default (10 for
             ``vmf-dsw``, 1 for the amortised losses).
         lr: Adam learning rate of the autoencoder.
+        projector_lr: learning rate of the projector's Adam (``amortized-*`` losses; the paper's 1e-3).
+        projector_betas: betas of the projector's Adam (the paper's ``(0, 0.9)``).
         seed: seed of the weights, the shuffling and the losses' directions.
     """
 
@@ -79,6 +82,8 @@ class AutoencoderConfig:
     n_projections: int = 100
     kappa: float | None = None
     lr: float = 1e-3
+    projector_lr: float = 1e-3
+    projector_betas: tuple[float, float] = (0.0, 0.9)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +98,8 @@ class AutoencoderConfig:
         if self.kappa is not None:
             check_positive(self.kappa, "kappa")
         check_positive(self.lr, "lr")
+        check_positive(self.projector_lr, "projector_lr")
+        object.__setattr__(self, "projector_betas", check_betas(self.projector_betas, "projector_betas"))
         check_int(self.seed, "seed", at_least=0)
         make_loss_factory(self.loss)
 
@@ -216,8 +223,8 @@ def _amortized_factory(kind: str, distribution: str) -> LossFactory:
         projector = AmortizedProjection(kind, dim=3, n_points=cfg.n_points, generator=gen)
         return _ShellLoss(
             AmortizedSlicedWasserstein(
-                projector=projector, distribution=distribution, n_projections=cfg.n_projections, root=False,
-                **({} if cfg.kappa is None else {"kappa": cfg.kappa}),
+                projector=projector, lr=cfg.projector_lr, betas=cfg.projector_betas, distribution=distribution,
+                n_projections=cfg.n_projections, root=False, **({} if cfg.kappa is None else {"kappa": cfg.kappa}),
             )
         )
 
