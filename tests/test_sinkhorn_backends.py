@@ -192,7 +192,7 @@ def test_divergence_streams_with_numba_only_when_the_kernel_needs_several_blocks
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_narrow_products_equal_bmm(transposed, k):
     # the row-vector / narrow-left forms of the kernel products are the same products, views included
-    from geomot.transport._kernels import gemv, narrow_bmm
+    from geomot.ops._products import gemv, narrow_bmm
 
     g = torch.Generator().manual_seed(k)
     mat = torch.rand(3, 40, 30, generator=g, dtype=torch.float64)

@@ -54,11 +54,12 @@ from geomot._core.errors import MissingDependencyError, ShapeError, ValidationEr
 from geomot._core.reduction import check_reduction, reduce
 from geomot._core.registry import Registry
 from geomot.losses._shell import PAIR_INPUTS, LossModule
+from geomot.ops._products import gemv, narrow_bmm
 from geomot.ops._triton_kernels import varifold_sum_triton
 from geomot.ops.geometry import face_areas_normals, face_centroids
 from geomot.structures import Measure, Mesh, PointCloud
 from geomot.structures.convert import resolve_mesh_measure
-from geomot.transport._kernels import LOG2E, exp2_floor, gemv, narrow_bmm
+from geomot.transport._kernels import LOG2E, exp2_floor
 
 __all__ = ["KEOPS_MIN_PAIRS", "VARIFOLD_KERNELS", "NormalKernel", "VarifoldLoss", "varifold_distance", "varifold_inner"]
 

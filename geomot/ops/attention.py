@@ -20,6 +20,7 @@ import torch
 
 from geomot._core.checks import check_float_tensor
 from geomot._core.errors import ShapeError
+from geomot.ops._products import gemv
 
 __all__ = ["pooled_attention_weights"]
 
@@ -63,9 +64,7 @@ class _PooledSoftmax(torch.autograd.Function):
         for s in range(0, q.shape[1], rows):
             q_blk = q[:, s : s + rows]
             p = _probabilities(q_blk, k_t, key_bias)  # (B, n, M)
-            # (B, n, 1): sum_l P_il g_l, as the row vector g^T P^T (MKL's product with a one-column right factor
-            # is several times slower)
-            centred = torch.bmm(grad_w[:, None, :], p.transpose(1, 2)).transpose(1, 2)
+            centred = gemv(p, grad_w)[..., None]  # (B, n, 1): sum_l P_il g_l
             ds = p.mul_(grad_w[:, None, :] - centred).mul_(query_weights[:, s : s + rows, None])
             if dq is not None:
                 torch.bmm(ds, k, out=dq[:, s : s + rows])

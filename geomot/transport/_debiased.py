@@ -50,9 +50,10 @@ import torch
 from geomot._core.accel import triton_usable
 from geomot._core.checks import data_checks_enabled
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.ops._products import gemv, narrow_bmm
 from geomot.structures.convert import as_measure
 from geomot.transport import _numba_softmin
-from geomot.transport._kernels import COSTS, LOG2E, safe_exp2
+from geomot.transport._kernels import COSTS, LOG2E, _points_log_kernel, safe_exp2
 from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
 from geomot.transport._triton_softmin import softmin_bary
 
@@ -299,13 +300,11 @@ class _Frozen:
         p, q, eps = self.p, self.q, self.eps
         self.u0 = torch.where(p.mask, u, -_BIG)
         self.v0 = torch.where(q.mask, v, -_BIG)
-        k = LOG2E / eps
+        eps2 = eps / LOG2E  # (u0 + v0 - C) / eps2: the exponent in base 2
         if self.solver.cost == "sqeuclidean":
-            pa = torch.cat([p.x * (2.0 * k), ((self.u0 - p.sq) * k)[..., None], p.x.new_ones(*p.sq.shape, 1)], -1)
-            qa = torch.cat([q.x, q.x.new_ones(*q.sq.shape, 1), ((self.v0 - q.sq) * k)[..., None]], -1)
-            t = torch.bmm(pa, qa.transpose(1, 2), out=self.kernel)
+            t = _points_log_kernel(p.x, q.x, self.u0, self.v0, eps2, self.kernel)
         else:
-            t = (self.u0[:, :, None] + self.v0[:, None, :] - COSTS.get(self.solver.cost)(p.x, q.x)) * k
+            t = (self.u0[:, :, None] + self.v0[:, None, :] - COSTS.get(self.solver.cost)(p.x, q.x)) / eps2
         self.kernel = safe_exp2(t)
 
     def _scaling(self, pot: torch.Tensor, anchor: torch.Tensor, side: _Side) -> torch.Tensor | None:
@@ -321,13 +320,11 @@ class _Frozen:
         return torch.where(side.mask, anchor - self.eps * torch.log(sums), 0.0)
 
     def rows(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``(B, N)``: ``S_pq(v)`` (``u``: the current row potential, the anchor if the kernel is rebuilt). Both
-        products are written ``w^T K^T`` / ``w^T K`` (one row vector times the kernel): with MKL on CPU the
-        matrix-vector form ``K w`` runs several times slower."""
+        """``(B, N)``: ``S_pq(v)`` (``u``: the current row potential, the anchor if the kernel is rebuilt)."""
         for attempt in range(2):
             w = self._scaling(v, self.v0, self.q)
             if w is not None:
-                out = self._finish(torch.bmm(w[:, None, :], self.kernel.transpose(1, 2))[:, 0], self.u0, self.p)
+                out = self._finish(gemv(self.kernel, w), self.u0, self.p)
                 if out is not None:
                     return out
             if attempt == 0:
@@ -339,7 +336,7 @@ class _Frozen:
         for attempt in range(2):
             w = self._scaling(u, self.u0, self.p)
             if w is not None:
-                out = self._finish(torch.bmm(w[:, None, :], self.kernel)[:, 0], self.v0, self.q)
+                out = self._finish(gemv(self.kernel.transpose(1, 2), w), self.v0, self.q)
                 if out is not None:
                     return out
             if attempt == 0:
@@ -370,7 +367,7 @@ def _sq_softmin_blocks(x, y, h, eps, solver, bary=False):
     step = solver._rows(bsz, n, m, x.element_size())
     k = LOG2E / eps
     ya = torch.cat([y, y.new_ones(bsz, m, 1), ((h - (y * y).sum(-1) / eps) * LOG2E)[..., None]], -1)
-    yt = torch.cat([y, y.new_ones(bsz, m, 1)], -1).transpose(1, 2).contiguous() if bary else None  # (B, D + 1, M)
+    y1 = torch.cat([y, y.new_ones(bsz, m, 1)], -1) if bary else None  # [y, 1]: barycentre and row sum together
     fs, bs = [], []
     for i in range(0, n, step):
         xs = x[:, i:i + step]
@@ -379,8 +376,8 @@ def _sq_softmin_blocks(x, y, h, eps, solver, bary=False):
         m_ = t.amax(2, keepdim=True)
         m_ = torch.where(torch.isfinite(m_), m_, 0.0)
         e = safe_exp2(t.sub_(m_))
-        if bary:  # [sum_j e_ij y_j, sum_j e_ij] as (D + 1, M) x (M, n): the row-vector form is the fast one
-            r = torch.bmm(yt, e.transpose(1, 2)).transpose(1, 2)
+        if bary:  # [sum_j e_ij y_j, sum_j e_ij]
+            r = narrow_bmm(e, y1)
             s = r[..., -1]
             bs.append(r[..., :-1] / s[..., None])
         else:

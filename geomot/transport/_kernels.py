@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 from geomot._core.registry import Registry
+from geomot.ops._products import gemv, narrow_bmm
 from geomot.transport import _numba_softmin
 
 __all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "pairwise_cost"]
@@ -101,33 +102,16 @@ def _lse(t: torch.Tensor, dim: int) -> torch.Tensor:
     return s.log() + m.squeeze(dim)
 
 
-def narrow_bmm(mat: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """``mat (B, N, M) @ rhs (B, M, K) -> (B, N, K)`` for a narrow ``rhs`` (small ``K``), computed as
-    ``(rhs^T mat^T)^T``.
-
-    On CPU, MKL's batched product with a narrow right factor is slow, and very slow when ``mat`` is a transposed
-    view: at ``N = 2,048``, ``M = 20,480``, ``K = 5`` the product with ``mat^T`` takes 6x longer than the same
-    product written with a narrow left factor (1.3x for ``mat`` itself; 2-10x for one-column products of batches
-    of 2-16 kernels; equal for one column and one item). The narrow-left form reads ``mat`` row by row.
-    """
-    return torch.bmm(rhs.transpose(1, 2).contiguous(), mat.transpose(1, 2)).transpose(1, 2)
-
-
 def _plan_product(mat: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """``mat @ rhs`` for a plan block and ``rhs (B, M, K)``: :func:`narrow_bmm` up to 16 columns, ``bmm`` beyond."""
     return narrow_bmm(mat, rhs) if rhs.shape[-1] <= 16 else torch.bmm(mat, rhs)
 
 
-def gemv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat (B, N, M) @ v (B, M) -> (B, N)`` (batched matrix-vector product) in the fast form of
-    :func:`narrow_bmm`, ``v^T mat^T``."""
-    return torch.bmm(v.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
-
-
 def _points_log_kernel(p: torch.Tensor, q: torch.Tensor, fp: torch.Tensor, gq: torch.Tensor, eps: float,
-                       out: torch.Tensor) -> torch.Tensor:
-    """In place into ``out (B, N, M)``: ``(fp_i + gq_j - |p_i - q_j|^2) / eps`` for ``p (B, N, D)``, ``q (B, M, D)``,
-    as one GEMM ``[2 p / eps, (fp - |p|^2) / eps, 1] [q, 1, (gq - |q|^2) / eps]^T`` (no cost matrix; no autograd)."""
+                       out: torch.Tensor | None) -> torch.Tensor:
+    """Into ``out (B, N, M)`` (a new tensor when None): ``(fp_i + gq_j - |p_i - q_j|^2) / eps`` for
+    ``p (B, N, D)``, ``q (B, M, D)``, as one GEMM ``[2 p / eps, (fp - |p|^2) / eps, 1] [q, 1, (gq - |q|^2) / eps]^T``
+    (no cost matrix; no autograd)."""
     p, q = p.detach(), q.detach()
     pa = torch.cat([p * (2.0 / eps), ((fp - (p * p).sum(-1)) / eps)[..., None], p.new_ones(*p.shape[:2], 1)], -1)
     qa = torch.cat([q, q.new_ones(*q.shape[:2], 1), ((gq - (q * q).sum(-1)) / eps)[..., None]], -1)

@@ -28,7 +28,8 @@ from typing import NamedTuple
 
 import torch
 
-from geomot.transport._kernels import gemv, safe_exp
+from geomot.ops._products import gemv
+from geomot.transport._kernels import safe_exp
 
 __all__ = ["LoopState", "log_loop", "scaling_loop", "symmetric_loop"]
 
