@@ -162,7 +162,12 @@ def spectral_candidates(pair: PreparedPair, config: MatchConfig | None = None) -
     config = (config or MatchConfig()).resolve()
     orientation = _orientation_terms(pair, config.resolved_k_select)
     solved = _solve_patterns(pair, orientation, config)
-    samples2 = farthest_point_sampling(pair.v2, min(config.n_samples, pair.v2.shape[0]), start=0)
+    n_samples = min(config.n_samples, pair.v2.shape[0])
+    # a prefix of farthest-point samples from vertex 0 is itself one: reuse the ranking's when long enough
+    if pair.samples2.shape[0] >= n_samples:
+        samples2 = pair.samples2[:n_samples]
+    else:
+        samples2 = farthest_point_sampling(pair.v2, n_samples, start=0)
     k_more = upsampled_size(config)
     # candidate ZoomOuts in float32 (nearest neighbours and small least squares; twice as fast as float64)
     e1, e2 = pair.b1.evecs.float(), pair.b2.evecs.float()

@@ -4,7 +4,8 @@ wound outwards; their Laplace-Beltrami bases (:func:`geomot.ops.spectral.spectra
 shortest-path graphs used by the ranking and the anchor refinement.
 
 Shape 1 is the ``target``, shape 2 the ``source`` (pyFM's convention): maps are ``p2p_21``, ``fmap_12``.
-Cost: two sparse eigendecompositions (none when cached), farthest-point sampling and two graph builds.
+Cost: two sparse eigendecompositions (none when cached), farthest-point sampling and two graph builds; the
+graphs keep the shortest paths the later stages search (up to 128 MiB each).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from geomot.correspondence.anchors import shape_graph
 from geomot.correspondence.descriptors import wks
 from geomot.correspondence.matching.config import MatchConfig
 from geomot.ops.geometry import total_area
+from geomot.ops.graph import ShortestPathCache
 from geomot.ops.orientation import consistently_oriented, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
@@ -38,8 +40,9 @@ class PreparedPair(NamedTuple):
         b1, b2: spectral bases with ``k`` eigenpairs.
         desc1, desc2: ``(V, n_descriptors / descriptor_stride)`` WKS, both divided by the source's mass norms.
         samples2: ``(S,)`` farthest-point samples of the source (``n_sample_rank``, from vertex 0).
-        graphs: shortest-path graphs ``(target, source)`` (:func:`~geomot.correspondence.anchors.shape_graph`),
-            or None when neither the ranking of meshes nor the anchor refinement needs them.
+        graphs: shortest-path graphs ``(target, source)`` (:func:`~geomot.correspondence.anchors.shape_graph`,
+            each in a :class:`~geomot.ops.graph.ShortestPathCache` that keeps the distances searched by the
+            stages), or None when neither the ranking of meshes nor the anchor refinement needs them.
         device: the device the source came on (the maps go back to it).
     """
 
@@ -145,6 +148,7 @@ def prepare(
     samples2 = farthest_point_sampling(vs, min(config.n_sample_rank, vs.shape[0]), start=0)
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
     needs_graphs = config.anchors_on or (fs is not None and ft is not None)
-    graphs = (shape_graph(vt, ft), shape_graph(vs, fs)) if needs_graphs else None
+    # each keeps the distances it has computed: the anchors' images under different candidates often coincide
+    graphs = (ShortestPathCache(shape_graph(vt, ft)), ShortestPathCache(shape_graph(vs, fs))) if needs_graphs else None
     d1, d2 = _descriptors(b1, b2, config)
     return PreparedPair(vt, ft, b1, vs, fs, b2, d1, d2, samples2, graphs, device)
