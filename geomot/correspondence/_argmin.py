@@ -1,11 +1,14 @@
-"""Row-wise ``argmin`` of a CPU float tensor with torch's exact semantics, in two passes.
+"""``argmin`` along the last or the middle axis of a CPU float tensor with torch's exact result, faster.
 
-torch's ``argmin`` on CPU is a scalar loop (about 1.5 ns a value at 5,000 values a row), while its ``amin`` is
-vectorised (about 0.1 ns a value). :func:`row_argmin` takes the vectorised ``amin`` of each row, then a compiled
-scan (numba) returns the first column equal to it, stopping there (half a row on average). Same result as
-``torch.argmin(a, 1)``: the first minimum, or the first NaN of a row that holds one (``amin`` propagates NaN);
-``-0.0`` and ``+0.0`` compare equal in both. Without numba (or with ``GEOMOT_NUMBA=0``), on other devices and for
-other dtypes it is ``torch.argmin``. The kernel releases the GIL and runs on the calling thread.
+torch's ``argmin`` on CPU is a scalar loop (about 1.5 ns a value along rows of 5,000 values, twice that along a
+middle axis), while its ``amin`` is vectorised (about 0.1 ns a value). Here the minima come from ``amin``, then a
+compiled scan (numba) finds where they are: along rows, the first column equal to the row's minimum, stopping
+there (half a row on average); along the middle axis, a sweep from the last row to the first that keeps the
+smallest row index equal to each column's minimum (branch-free, vectorised). Same indices as ``torch.argmin``:
+the first minimum; the first NaN of a row (column) that holds one (``amin`` propagates NaN; the middle-axis scan
+leaves such columns to torch); ``-0.0`` and ``+0.0`` compare equal in both. Without numba (or with
+``GEOMOT_NUMBA=0``), on other devices and for other dtypes it is ``torch.argmin``. The kernels release the GIL and
+run on the calling thread.
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ import torch
 
 from geomot._core.accel import numba_available
 
-__all__ = ["row_argmin"]
+__all__ = ["argmin_along", "row_argmin"]
 
 
 @functools.cache
-def _kernel() -> Any:
-    """The compiled first-match scan, or None without numba (imported on first use, not with geomot)."""
+def _kernels() -> tuple[Any, Any] | None:
+    """The compiled scans ``(rows, middle)``, or None without numba (imported on first use, not with geomot)."""
     if not numba_available():
         return None
     import numba
 
-    @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def first_match(a, m, out):  # pragma: no cover - compiled
+    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+
+    @jit
+    def first_in_rows(a, m, out):  # pragma: no cover - compiled
         for i in range(a.shape[0]):
             target = m[i]
             found = 0
@@ -44,14 +49,49 @@ def _kernel() -> Any:
                         break
             out[i] = found
 
-    return first_match
+    @jit
+    def first_in_columns(a, m, out):  # pragma: no cover - compiled
+        n_rows = a.shape[1]
+        for b in range(a.shape[0]):
+            ob, mb = out[b], m[b]
+            for j in range(ob.shape[0]):
+                ob[j] = n_rows
+            for s in range(n_rows - 1, -1, -1):  # the last write is the first row with the minimum
+                row = a[b, s]
+                for j in range(ob.shape[0]):
+                    ob[j] = s if row[j] == mb[j] else ob[j]
+
+    return first_in_rows, first_in_columns
+
+
+def _compiled(a: torch.Tensor) -> tuple[Any, Any] | None:
+    if a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or not a.is_contiguous():
+        return None
+    return _kernels()
 
 
 def row_argmin(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``torch.argmin(a, 1)`` of ``a (R, C)`` written into ``out (R,)`` int64 (both contiguous), returned."""
-    kernel = _kernel() if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) else None
-    if kernel is None or a.shape[1] == 0 or not a.is_contiguous() or not out.is_contiguous():
+    """``torch.argmin(a, 1)`` of ``a (R, C)`` written into ``out (R,)`` int64 (contiguous), returned."""
+    kernels = _compiled(a)
+    if kernels is None or a.shape[1] == 0 or a.requires_grad or not out.is_contiguous():
         return torch.argmin(a, 1, out=out)
+    kernels[0](a.numpy(), torch.amin(a, 1).numpy(), out.numpy())
+    return out
+
+
+def argmin_along(a: torch.Tensor, dim: int) -> torch.Tensor:
+    """``torch.argmin(a, dim)`` of ``a (B, S, Y)`` for ``dim`` 1 or 2 (``(B, Y)`` or ``(B, S)`` int64)."""
+    a = a.detach()
+    kernels = _compiled(a)
+    if kernels is None or a.dim() != 3 or dim not in (1, 2) or a.shape[dim] == 0:
+        return torch.argmin(a, dim)
+    if dim == 2:
+        out = torch.empty(a.shape[:2], dtype=torch.long)
+        row_argmin(a.view(-1, a.shape[2]), out.view(-1))
+        return out
     mins = torch.amin(a, 1)
-    kernel(a.numpy(), mins.numpy(), out.numpy())
+    if bool(torch.isnan(mins).any()):  # the first NaN of a column: left to torch
+        return torch.argmin(a, 1)
+    out = torch.empty(mins.shape, dtype=torch.long)
+    kernels[1](a.numpy(), mins.numpy(), out.numpy())
     return out

@@ -39,6 +39,7 @@ import torch
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_int
 from geomot._core.deprecation import renamed_kwargs
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence._argmin import argmin_along
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.alignment import corresponding_points_alignment
 from geomot.ops.geometry import vertex_normals
@@ -235,8 +236,8 @@ def nonrigid_icp(
                 d2 = pairwise_cost(torch.cat([p, normal_weight * n_x @ rot], 2), y6)
             else:
                 d2 = pairwise_cost(p, targets_y)  # (B, S, Y) squared distances
-            fwd = d2.argmin(2)  # (B, S): closest target point of each source point
-            bwd = d2.argmin(1)  # (B, Y): closest source point of each target point
+            fwd = argmin_along(d2, 2)  # (B, S): closest target point of each source point
+            bwd = argmin_along(d2, 1)  # (B, Y): closest source point of each target point
             idx = torch.cat([rows, bwd], 1)
             goal = torch.cat([y[fwd], targets_y], 1)
             xs = torch.gather(x, 1, idx[..., None].expand(-1, -1, 3))
