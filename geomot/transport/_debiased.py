@@ -45,6 +45,7 @@ import os
 import sys
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from geomot._core.accel import triton_usable
@@ -54,6 +55,7 @@ from geomot.ops._products import gemv, narrow_bmm
 from geomot.structures.convert import as_measure
 from geomot.transport import _numba_softmin
 from geomot.transport._kernels import COSTS, LOG2E, _points_log_kernel, safe_exp2
+from geomot.transport._multiscale import JUMP, MIN_POINTS, Clusters, SparseSoftmin, multiscale_usable
 from geomot.transport._sinkhorn_loops import _PROBE, _AutoRelax
 from geomot.transport._triton_softmin import softmin_bary
 
@@ -276,6 +278,19 @@ class _Solver:
         return torch.where(p.mask, res, 0.0)
 
 
+    def extrapolate(self, x: torch.Tensor, px: _Side, y: torch.Tensor, qy: _Side, v: torch.Tensor, eps: float,
+                    hint: torch.Tensor) -> torch.Tensor:
+        """One soft-min ``(B, N)`` of the potential ``v`` of ``qy`` with autograd to the points ``x`` of ``px``
+        only (``y`` and ``v`` are detached); ``hint``: the current potential of ``px`` (unused here: the blocks
+        take a max pass)."""
+        h = torch.where(qy.mask, v.detach() / eps + qy.logw, -_BIG)
+        if self.cost == "sqeuclidean":
+            out = _SqSoftmin.apply(x, y.detach(), h, eps, self)
+        else:
+            fn = COSTS.get(self.cost)
+            out = -eps * torch.logsumexp(h[:, None, :] - fn(x, y.detach()) / eps, 2)
+        return torch.where(px.mask, out, 0.0)
+
 class _Frozen:
     """The kernel of one problem at the final ``eps``, stored: ``K_ij = exp((u0_i + v0_j - C(p_i, q_j)) / eps)``
     for anchor potentials ``(u0, v0)``. A soft-min is then one matrix-vector product instead of a pass of ``exp``
@@ -387,18 +402,6 @@ def _sq_softmin_blocks(x, y, h, eps, solver, bary=False):
     return f, (torch.cat(bs, 1) if bary else None)
 
 
-def _extrapolate(solver: _Solver, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, ly: torch.Tensor,
-                 mask_x: torch.Tensor, mask_y: torch.Tensor, eps: float) -> torch.Tensor:
-    """One soft-min with autograd to ``x`` only (``y`` and the potential ``v`` are detached)."""
-    h = torch.where(mask_y, v.detach() / eps + ly, -_BIG)
-    if solver.cost == "sqeuclidean":
-        out = _SqSoftmin.apply(x, y.detach(), h, eps, solver)
-    else:
-        fn = COSTS.get(solver.cost)
-        out = -eps * torch.logsumexp(h[:, None, :] - fn(x, y.detach()) / eps, 2)
-    return torch.where(mask_x, out, 0.0)
-
-
 class _UnbalancedWeight(torch.autograd.Function):
     """Forward ``(tau + eps / 2) t``, backward ``(tau + eps) g``: the envelope gradient of the unbalanced value
     (Séjourné et al. 2019; GeomLoss)."""
@@ -454,96 +457,225 @@ def _final_ops(solver: _Solver, sx: _Side, sy: _Side, f, g, p, q, eps: float, li
     return ops
 
 
-def debiased_sinkhorn(
-    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, row_mask: torch.Tensor,
-    col_mask: torch.Tensor, *, eps: float, cost: str, tau: float, eps_scaling: float, diameter: float,
-    tol: float, max_iter: int, chunk_bytes: int, track: bool, rtol: float = 0.0,
-) -> DebiasedResult:
-    """Solve the three problems of ``S_eps`` together (see the module docstring). Inputs are batched and padded,
-    finite, centred; ``a``, ``b`` are normalised weights (0 on padding); ``diameter^r`` is the cost scale."""
-    r = 2.0 if cost == "sqeuclidean" else 1.0
-    scale = diameter**r
-    floor = tolerance_floor(x.dtype, scale, eps)
-    tol_eff = max(tol, floor)
-    eps_list = eps_schedule(eps, max(scale, eps), eps_scaling)
-    solver = _Solver(cost, chunk_bytes)
-    with torch.no_grad():
-        sx = _Side(x.detach(), a.detach(), row_mask)
-        sy = _Side(y.detach(), b.detach(), col_mask)
-        e0 = eps_list[0]
+def _annealing(solver, sx: _Side, sy: _Side, e0: float, levels: list[float], tau: float, start=None):
+    """One averaged update of the four potentials per level of ``levels``, from ``start`` (``(f, g, p, q)``) or,
+    when None, from the exact soft c-transforms of 0 at ``e0``. Returns ``(f, g, p, q)``."""
+    if start is None:
         lam = _lam(tau, e0)
         zx, zy = torch.zeros_like(sx.sq), torch.zeros_like(sy.sq)
         f = lam * solver.softmin(sx, sy, zy, e0)
         g = lam * solver.softmin(sy, sx, zx, e0)
         p = lam * solver.softmin(sx, sx, zx, e0)
         q = lam * solver.softmin(sy, sy, zy, e0)
-        n_iters = 0
-        for e in eps_list[:-1] if len(eps_list) > 1 else []:
-            lam = _lam(tau, e)
-            ft = lam * solver.softmin(sx, sy, g, e, hint=f)
-            gt = lam * solver.softmin(sy, sx, f, e, hint=g)
-            pt = lam * solver.softmin(sx, sx, p, e, hint=p)
-            qt = lam * solver.softmin(sy, sy, q, e, hint=q)
-            f, g, p, q = 0.5 * (f + ft), 0.5 * (g + gt), 0.5 * (p + pt), 0.5 * (q + qt)
-            n_iters += 1
-        e = eps
+    else:
+        f, g, p, q = start
+    for e in levels:
         lam = _lam(tau, e)
-        err = {k: torch.full_like(a[:, 0], math.inf) for k in ("xy", "xx", "yy")}
-        # identical inputs: the three problems are one symmetric problem (alternating updates would crawl)
-        same = x.shape == y.shape and torch.equal(sx.x, sy.x) and torch.equal(sx.w, sy.w)
-        live = {"xy": not same, "xx": True, "yy": not same}
-        ops = _final_ops(solver, sx, sy, f, g, p, q, e, live, chunk_bytes)
-        relax = _AutoRelax(_PROBE, torch.finfo(x.dtype).eps)
-        omega = 1.0
-        use_value = rtol > 0 and not same  # identical inputs: f, g, q are p, checked by the marginal criterion
-        previous = torch.full_like(a[:, 0], math.nan)
-        settled = torch.zeros_like(a[:, 0], dtype=torch.bool)
-        while True:
-            if live["xy"]:
-                gt = lam * ops["yx"](f, g)
-                err_g = _error(sy.w, g, gt, e, tau)
-                g = g + omega * (gt - g)
-                ft = lam * ops["xy"](f, g)
-                err["xy"] = err_g + _error(sx.w, f, ft, e, tau)
-                f = f + omega * (ft - f)
-                omega = relax(float(err["xy"].max()))
-            if live["xx"]:
-                pt = lam * ops["xx"](p, p)
-                err["xx"] = _error(sx.w, p, pt, e, tau)
-                p = 0.5 * (p + pt)
-            if live["yy"]:
-                qt = lam * ops["yy"](q, q)
-                err["yy"] = _error(sy.w, q, qt, e, tau)
-                q = 0.5 * (q + qt)
-            n_iters += 1
-            worst = {k: float(v.max()) for k, v in err.items() if live[k]}
-            for k, v in worst.items():
-                if not v > tol_eff:
-                    live[k] = False
-            if use_value:
-                current = _value_estimate(a, b, f, g, p, q, tau)
-                step_ok = (current - previous).abs() <= rtol * current.abs() + tol_eff * e
-                stop_value = bool((settled & step_ok).all())
-                settled, previous = step_ok, current
-            else:
-                stop_value = False
-            if (not any(live.values()) or stop_value or n_iters >= max_iter
-                    or any(math.isnan(v) for v in worst.values())):
-                break
-        if same:
-            f = g = q = p
-            err["xy"] = err["yy"] = err["xx"]
-        error = torch.stack(list(err.values())).amax(0)
-        converged = (error <= tol_eff) | (settled if use_value else torch.zeros_like(settled))
-    with torch.set_grad_enabled(track):
-        fx = lam * _extrapolate(solver, x, y, g, sy.logw, row_mask, col_mask, eps)
-        gy = lam * _extrapolate(solver, y, x, f, sx.logw, col_mask, row_mask, eps)
-        px = lam * _extrapolate(solver, x, x, p, sx.logw, row_mask, row_mask, eps)
-        qy = lam * _extrapolate(solver, y, y, q, sy.logw, col_mask, col_mask, eps)
-        if math.isinf(tau):
-            value = (a * (fx - px)).sum(1) + (b * (gy - qy)).sum(1)
+        ft = lam * solver.softmin(sx, sy, g, e, hint=f)
+        gt = lam * solver.softmin(sy, sx, f, e, hint=g)
+        pt = lam * solver.softmin(sx, sx, p, e, hint=p)
+        qt = lam * solver.softmin(sy, sy, q, e, hint=q)
+        f, g, p, q = 0.5 * (f + ft), 0.5 * (g + gt), 0.5 * (p + pt), 0.5 * (q + qt)
+    return f, g, p, q
+
+
+def _final_level(solver, sx: _Side, sy: _Side, pots, e: float, tau: float, tol_eff: float, rtol: float,
+                 max_iter: int, n_iters: int, budget: int):
+    """Iterations at the final ``eps`` until the marginals reach ``tol_eff``, the value settles (``rtol``) or
+    ``max_iter``. Returns ``(f, g, p, q, n_iters, error (B,), converged (B,))``."""
+    f, g, p, q = pots
+    a = sx.w
+    lam = _lam(tau, e)
+    err = {k: torch.full_like(a[:, 0], math.inf) for k in ("xy", "xx", "yy")}
+    # identical inputs: the three problems are one symmetric problem (alternating updates would crawl)
+    same = sx.x.shape == sy.x.shape and torch.equal(sx.x, sy.x) and torch.equal(sx.w, sy.w)
+    live = {"xy": not same, "xx": True, "yy": not same}
+    ops = _final_ops(solver, sx, sy, f, g, p, q, e, live, budget)
+    relax = _AutoRelax(_PROBE, torch.finfo(sx.x.dtype).eps)
+    omega = 1.0
+    use_value = rtol > 0 and not same  # identical inputs: f, g, q are p, checked by the marginal criterion
+    previous = torch.full_like(a[:, 0], math.nan)
+    settled = torch.zeros_like(a[:, 0], dtype=torch.bool)
+    while True:
+        if live["xy"]:
+            gt = lam * ops["yx"](f, g)
+            err_g = _error(sy.w, g, gt, e, tau)
+            g = g + omega * (gt - g)
+            ft = lam * ops["xy"](f, g)
+            err["xy"] = err_g + _error(sx.w, f, ft, e, tau)
+            f = f + omega * (ft - f)
+            omega = relax(float(err["xy"].max()))
+        if live["xx"]:
+            pt = lam * ops["xx"](p, p)
+            err["xx"] = _error(sx.w, p, pt, e, tau)
+            p = 0.5 * (p + pt)
+        if live["yy"]:
+            qt = lam * ops["yy"](q, q)
+            err["yy"] = _error(sy.w, q, qt, e, tau)
+            q = 0.5 * (q + qt)
+        n_iters += 1
+        worst = {k: float(v.max()) for k, v in err.items() if live[k]}
+        for k, v in worst.items():
+            if not v > tol_eff:
+                live[k] = False
+        if use_value:
+            current = _value_estimate(sx.w, sy.w, f, g, p, q, tau)
+            step_ok = (current - previous).abs() <= rtol * current.abs() + tol_eff * e
+            stop_value = bool((settled & step_ok).all())
+            settled, previous = step_ok, current
         else:
-            t = (a * (torch.exp(-px / tau) - torch.exp(-fx / tau))).sum(1) + (
-                b * (torch.exp(-qy / tau) - torch.exp(-gy / tau))).sum(1)
-            value = _UnbalancedWeight.apply(t, tau, eps)
+            stop_value = False
+        if (not any(live.values()) or stop_value or n_iters >= max_iter
+                or any(math.isnan(v) for v in worst.values())):
+            break
+    if same:
+        f = g = q = p
+        err["xy"] = err["yy"] = err["xx"]
+    error = torch.stack(list(err.values())).amax(0)
+    converged = (error <= tol_eff) | (settled if use_value else torch.zeros_like(settled))
+    return f, g, p, q, n_iters, error, converged
+
+
+def _value(solver, x, y, a, b, sx: _Side, sy: _Side, pots, eps: float, tau: float, track: bool) -> torch.Tensor:
+    """``(B,)`` the divergence from one last soft-min of each potential with autograd to its points (envelope
+    gradients; see the module docstring)."""
+    f, g, p, q = pots
+    lam = _lam(tau, eps)
+    with torch.set_grad_enabled(track):
+        fx = lam * solver.extrapolate(x, sx, y, sy, g, eps, f)
+        gy = lam * solver.extrapolate(y, sy, x, sx, f, eps, g)
+        px = lam * solver.extrapolate(x, sx, x, sx, p, eps, p)
+        qy = lam * solver.extrapolate(y, sy, y, sy, q, eps, q)
+        if math.isinf(tau):
+            return (a * (fx - px)).sum(1) + (b * (gy - qy)).sum(1)
+        t = (a * (torch.exp(-px / tau) - torch.exp(-fx / tau))).sum(1) + (
+            b * (torch.exp(-qy / tau) - torch.exp(-gy / tau))).sum(1)
+        return _UnbalancedWeight.apply(t, tau, eps)
+
+
+class _SparseSqSoftmin(torch.autograd.Function):
+    """``f_i = -eps log sum_j exp(v_j / eps + logw_j - |x_i - y_j|^2 / eps)`` on clustered supports (the truncated
+    soft-min of :class:`geomot.transport._multiscale.SparseSoftmin`, ``y``, ``v`` constant); the backward is
+    ``d f_i / d x_i = 2 (x_i - sum_j w_ij y_j)`` with the barycentres of the same truncated sums."""
+
+    @staticmethod
+    def forward(ctx, x, op, v, hint, logw, eps):
+        out, bary = op.softmin(v, hint, logw, eps, with_bary=ctx.needs_input_grad[0])
+        ctx.save_for_backward(x, bary if bary is not None else x.new_empty(0))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, bary = ctx.saved_tensors
+        return 2.0 * grad[:, None] * (x - bary), None, None, None, None, None
+
+
+class _ClusteredSolver(_Solver):
+    """:class:`_Solver` whose shifted soft-mins between registered clustered sides are block-sparse
+    (:class:`~geomot.transport._multiscale.SparseSoftmin`, one item); other calls take the dense paths."""
+
+    def __init__(self, chunk_bytes: int, pairs: dict) -> None:
+        super().__init__("sqeuclidean", chunk_bytes)
+        self.pairs = pairs  # (id(p side), id(q side)) -> SparseSoftmin
+
+    def softmin(self, p: _Side, q: _Side, v: torch.Tensor, eps: float, hint: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        op = self.pairs.get((id(p), id(q)))
+        if op is None or hint is None:
+            return super().softmin(p, q, v, eps, hint)
+        return op.softmin(v[0], hint[0], q.logw[0], eps)[0][None]
+
+    def extrapolate(self, x, px, y, qy, v, eps, hint):
+        op = self.pairs.get((id(px), id(qy)))
+        if op is None:
+            return super().extrapolate(x, px, y, qy, v, eps, hint)
+        return _SparseSqSoftmin.apply(x[0], op, v[0].detach(), hint[0].detach(), qy.logw[0], eps)[None]
+
+
+def _clustered(x, y, a, b, row_mask, col_mask, *, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track,
+               rtol) -> DebiasedResult:
+    """The divergence item by item on clustered supports (:mod:`geomot.transport._multiscale`): the annealing
+    levels above the clusters' squared median diameter run on the coarse measures (cluster centroids and masses),
+    their potentials are extended to the points by one soft c-transform, and the remaining levels and the final
+    level use block-sparse soft-mins."""
+    opts = dict(eps=eps, tau=tau, eps_list=eps_list, tol_eff=tol_eff, max_iter=max_iter, chunk_bytes=chunk_bytes,
+                track=track, rtol=rtol)
+    parts = []
+    for k in range(x.shape[0]):
+        rk, ck = row_mask[k], col_mask[k]
+        xk, yk, ak, bk = x[k][rk], y[k][ck], a[k][rk], b[k][ck]
+        if min(xk.shape[0], yk.shape[0]) < MIN_POINTS:
+            one = lambda t: t[None]  # noqa: E731
+            parts.append(_standard(one(xk), one(yk), one(ak), one(bk), one(rk[rk]), one(ck[ck]), cost="sqeuclidean",
+                                   **opts))
+        else:
+            parts.append(_clustered_item(xk, yk, ak, bk, **opts))
+    return DebiasedResult(torch.cat([r.value for r in parts]), max(r.n_iters for r in parts),
+                          torch.cat([r.converged for r in parts]), torch.cat([r.marginal_error for r in parts]),
+                          tol_eff, eps_list)
+
+
+def _clustered_item(x, y, a, b, *, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track, rtol
+                    ) -> DebiasedResult:
+    """One item of :func:`_clustered`: ``x (N, D)``, ``y (M, D)``, weights ``a (N,)``, ``b (M,)`` (no padding)."""
+    cx, cy = Clusters(x, a), Clusters(y, b)
+    d2 = float(JUMP * np.median(np.concatenate([cx.radius, cy.radius]))) ** 2
+    coarse = [e for e in eps_list[:-1] if e >= d2]
+    fine = eps_list[len(coarse):-1]
+    ones = lambda n: torch.ones(1, n, dtype=torch.bool)  # noqa: E731
+    sx = _Side(cx.points[None], cx.weights[None], ones(x.shape[0]))
+    sy = _Side(cy.points[None], cy.weights[None], ones(y.shape[0]))
+    pairs = {(id(sx), id(sy)): SparseSoftmin(cx, cy), (id(sy), id(sx)): SparseSoftmin(cy, cx),
+             (id(sx), id(sx)): SparseSoftmin(cx, cx), (id(sy), id(sy)): SparseSoftmin(cy, cy)}
+    solver = _ClusteredSolver(chunk_bytes, pairs)
+    with torch.no_grad():
+        if coarse:
+            kx = _Side(cx.centroid[None], cx.mass[None], ones(cx.mass.shape[0]))
+            ky = _Side(cy.centroid[None], cy.mass[None], ones(cy.mass.shape[0]))
+            coarse_solver = _Solver("sqeuclidean", chunk_bytes)
+            fc, gc, pc, qc = _annealing(coarse_solver, kx, ky, eps_list[0], coarse, tau)
+            e = coarse[-1]
+            lam = _lam(tau, e)
+            start = (lam * coarse_solver.softmin(sx, ky, gc, e), lam * coarse_solver.softmin(sy, kx, fc, e),
+                     lam * coarse_solver.softmin(sx, kx, pc, e), lam * coarse_solver.softmin(sy, ky, qc, e))
+            pots = _annealing(solver, sx, sy, e, fine, tau, start=start)
+        else:
+            pots = _annealing(solver, sx, sy, eps_list[0], eps_list[:-1], tau)
+        *pots, n_iters, error, converged = _final_level(solver, sx, sy, pots, eps, tau, tol_eff, rtol, max_iter,
+                                                        len(eps_list) - 1, 0)
+    xs, ys = x[cx.perm][None], y[cy.perm][None]
+    value = _value(solver, xs, ys, a[cx.perm][None], b[cy.perm][None], sx, sy, pots, eps, tau, track)
     return DebiasedResult(value, n_iters, converged, error, tol_eff, eps_list)
+
+
+def _standard(x, y, a, b, row_mask, col_mask, *, cost, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track,
+              rtol) -> DebiasedResult:
+    """The batched solve: streamed or stored kernels (see the module docstring)."""
+    solver = _Solver(cost, chunk_bytes)
+    with torch.no_grad():
+        sx = _Side(x.detach(), a.detach(), row_mask)
+        sy = _Side(y.detach(), b.detach(), col_mask)
+        pots = _annealing(solver, sx, sy, eps_list[0], eps_list[:-1], tau)
+        *pots, n_iters, error, converged = _final_level(solver, sx, sy, pots, eps, tau, tol_eff, rtol, max_iter,
+                                                        len(eps_list) - 1, chunk_bytes)
+    value = _value(solver, x, y, a, b, sx, sy, pots, eps, tau, track)
+    return DebiasedResult(value, n_iters, converged, error, tol_eff, eps_list)
+
+
+def debiased_sinkhorn(
+    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, row_mask: torch.Tensor,
+    col_mask: torch.Tensor, *, eps: float, cost: str, tau: float, eps_scaling: float, diameter: float,
+    tol: float, max_iter: int, chunk_bytes: int, track: bool, rtol: float = 0.0,
+) -> DebiasedResult:
+    """Solve the three problems of ``S_eps`` together (see the module docstring). Inputs are batched and padded,
+    finite, centred; ``a``, ``b`` are normalised weights (0 on padding); ``diameter^r`` is the cost scale.
+    Squared Euclidean problems whose kernels exceed ``chunk_bytes`` on CPU with numba are solved item by item on
+    clustered supports (:func:`_clustered`)."""
+    r = 2.0 if cost == "sqeuclidean" else 1.0
+    scale = diameter**r
+    tol_eff = max(tol, tolerance_floor(x.dtype, scale, eps))
+    opts = dict(eps=eps, tau=tau, eps_list=eps_schedule(eps, max(scale, eps), eps_scaling), tol_eff=tol_eff,
+                max_iter=max_iter, chunk_bytes=chunk_bytes, track=track, rtol=rtol)
+    if multiscale_usable(x, y, cost, chunk_bytes // x.element_size()):
+        return _clustered(x, y, a, b, row_mask, col_mask, **opts)
+    return _standard(x, y, a, b, row_mask, col_mask, cost=cost, **opts)

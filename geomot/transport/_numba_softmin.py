@@ -37,7 +37,7 @@ import torch
 
 from geomot._core.accel import numba_available
 
-__all__ = ["available", "row_max", "row_sums", "softmin", "sweep"]
+__all__ = ["available", "row_max", "row_sums", "seg_max", "softmin", "sparse_row_sums", "sweep"]
 
 _BLOCK = 256  # columns per block: the distances and exponentials of a block stay in the L1 cache
 _TINY = 1e-20  # row or column sums below this (or non-finite) are redone with the exact log-sum-exp
@@ -195,6 +195,95 @@ def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, ba
             ai = a[i]
             for j in range(m):
                 col_old[j] += ai * erow[j]
+
+
+def seg_max_k(x, a, ptr, cT, k2, groups, out):
+    # out[I, J] = max over the rows i of cluster I of a_i + k2 <x_i, c_J> (float64; cT: (D, K) centres)
+    dim = x.shape[1]
+    kc = cT.shape[1]
+    v = np.empty(kc, dtype=np.float64)
+    for g in range(groups.shape[0]):
+        cl = groups[g]
+        o = out[cl]
+        for J in range(kc):
+            o[J] = -np.inf
+        for i in range(ptr[cl], ptr[cl + 1]):
+            ai = a[i]
+            for J in range(kc):
+                v[J] = ai
+            for d in range(dim):
+                xd = k2 * x[i, d]
+                cd = cT[d]
+                for J in range(kc):
+                    v[J] += xd * cd[J]
+            for J in range(kc):
+                o[J] = max(o[J], v[J])
+
+
+def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, bary, with_bary):
+    # out_i = sum over the kept column ranges of row i's cluster of exp(h_j + shift_i - |p_i - q_j|^2 / eps),
+    # bary_i = the same sum of exp(...) q_j (with_bary). Each column block is copied into contiguous scratch padded
+    # to a multiple of 8 (h = -inf), and every row of the cluster keeps 8 lanes of partial sums: no array slices
+    # in the loops (each costs reference counting) and no remainder loops.
+    dim = p.shape[1]
+    rmax = 1
+    for g in range(groups.shape[0]):
+        rmax = max(rmax, rptr[groups[g] + 1] - rptr[groups[g]])
+    t = np.empty(BLOCK, dtype={F})
+    kb = np.empty(BLOCK, dtype={I})
+    sc = kb.view({F})
+    qb = np.empty((dim, BLOCK), dtype={F})
+    hb = np.empty(BLOCK, dtype={F})
+    acc = np.empty((rmax, 8), dtype={F})
+    accb = np.empty((rmax, dim, 8) if with_bary else (1, 1, 8), dtype={F})
+    for g in range(groups.shape[0]):
+        cl = groups[g]
+        r0 = rptr[cl]
+        r1 = rptr[cl + 1]
+        acc[:r1 - r0] = 0
+        if with_bary:
+            accb[:r1 - r0] = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            for j0 in range(c0s[k], c1s[k], BLOCK):
+                bl = min(BLOCK, c1s[k] - j0)
+                blp = (bl + 7) // 8 * 8
+                for j in range(bl):
+                    hb[j] = h[j0 + j]
+                for j in range(bl, blp):
+                    hb[j] = -np.inf
+                for d in range(dim):
+                    for j in range(bl):
+                        qb[d, j] = qT[d, j0 + j]
+                    for j in range(bl, blp):
+                        qb[d, j] = 0
+                for i in range(r0, r1):
+                    s = shift[i]
+                    for j in range(blp):
+                        t[j] = 0
+                    for d in range(dim):
+                        pd = p[i, d]
+                        for j in range(blp):
+                            df = pd - qb[d, j]
+                            t[j] += df * df
+                    for j in range(blp):
+                        t[j] = hb[j] + s - t[j] * inv_eps
+                    exp_rows(t, kb, blp)
+                    ai = i - r0
+                    for j in range(blp):
+                        t[j] = t[j] * sc[j]
+                    for jj in range(0, blp, 8):
+                        for lane in range(8):
+                            acc[ai, lane] += t[jj + lane]
+                    if with_bary:
+                        for d in range(dim):
+                            for jj in range(0, blp, 8):
+                                for lane in range(8):
+                                    accb[ai, d, lane] += t[jj + lane] * qb[d, jj + lane]
+        for i in range(r0, r1):
+            out[i] = acc[i - r0].sum()
+            if with_bary:
+                for d in range(dim):
+                    bary[i, d] = accb[i - r0, d].sum()
 """
 
 
@@ -208,8 +297,9 @@ def _kernels(dtype: str):
 
 
 def compile_kernels(dtype: str, fastmath: bool | set[str]):
-    """``(row_sums_k, row_max_k, sweep_k)`` compiled from :data:`_TEMPLATE` for ``dtype`` with numba's
-    ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for comparisons)."""
+    """``(row_sums_k, row_max_k, sweep_k, seg_max_k, sparse_sums_k)`` compiled from :data:`_TEMPLATE` for
+    ``dtype`` with numba's ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for
+    comparisons)."""
     import numba
 
     f32 = dtype == "float32"
@@ -228,9 +318,9 @@ def compile_kernels(dtype: str, fastmath: bool | set[str]):
     inline = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False, inline="always")
     for name in ("exp_rows",):
         scope[name] = inline(scope[name])
-    for name in ("row_sums_k", "row_max_k", "sweep_k"):
+    for name in ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k"):
         scope[name] = jit(scope[name])
-    return scope["row_sums_k"], scope["row_max_k"], scope["sweep_k"]
+    return tuple(scope[name] for name in ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k"))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -353,3 +443,75 @@ def softmin(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, eps: float, hint:
         s, _ = row_sums(p[k][rows], q[k], hk, shift, ones, eps)
         out[k, rows] = -eps * (s.log() - shift)
     return out
+
+
+def _balanced_groups(work: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Cluster indices split into at most ``parts`` contiguous groups of about equal total ``work``."""
+    idx = np.arange(work.shape[0], dtype=np.int64)
+    if parts <= 1 or work.shape[0] <= 1:
+        return [idx]
+    cum = np.cumsum(work, dtype=np.float64)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts)
+    return [g for g in np.split(idx, cuts) if g.size]
+
+
+def _threads(work: float) -> int:
+    return max(1, min(torch.get_num_threads(), int(work // _MIN_PAIRS_PER_THREAD)))
+
+
+def seg_max(x: np.ndarray, a: np.ndarray, ptr: np.ndarray, centres: np.ndarray, k2: float) -> np.ndarray:
+    """``out[I, J] = max_{i in I} (a_i + k2 <x_i, c_J>)`` over the rows ``ptr[I]:ptr[I + 1]`` of cluster ``I``.
+
+    Args:
+        x: ``(N, D)`` float64 points sorted by cluster; ``a``: ``(N,)`` float64.
+        ptr: ``(K + 1,)`` int64 cluster offsets into ``x``.
+        centres: ``(L, D)`` float64 vectors ``c_J``.
+        k2: the factor of the inner product.
+
+    Returns:
+        ``(K, L)`` float64. Cost ``N L (D + 2)`` flops.
+    """
+    k = _kernels("float64")[3]
+    kc = centres.shape[0]
+    out = np.empty((ptr.shape[0] - 1, kc), dtype=np.float64)
+    cT = np.ascontiguousarray(centres.T)
+    groups = _balanced_groups(np.diff(ptr).astype(np.float64), _threads(x.shape[0] * kc))
+    _run([functools.partial(k, x, a, ptr, cT, np.float64(k2), g, out) for g in groups])
+    return out
+
+
+def sparse_row_sums(p: torch.Tensor, qT: np.ndarray, h: np.ndarray, shift: np.ndarray, rptr: np.ndarray,
+                    kptr: np.ndarray, c0s: np.ndarray, c1s: np.ndarray, eps: float, *, with_bary: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Block-sparse ``S_i = sum_j exp(h_j + shift_i - |p_i - q_j|^2 / eps)`` over kept column ranges.
+
+    The rows of ``p`` are grouped in clusters (``rptr``, ``(K + 1,)``); the row cluster ``I`` sums over the column
+    ranges ``c0s[k]:c1s[k]`` for ``k`` in ``kptr[I]:kptr[I + 1]`` and skips the others. Work is
+    ``(3 D + 25)`` flops per kept pair (``3 D`` more with ``with_bary``), split over threads by kept pairs.
+
+    Args:
+        p: ``(N, D)`` row points (float32/float64); ``qT``: ``(D, M)`` column points, transposed, same dtype.
+        h: ``(M,)`` column terms; ``shift``: ``(N,)`` row shifts (same dtype).
+        rptr, kptr, c0s, c1s: int64 cluster offsets and kept column ranges.
+        eps: the temperature.
+        with_bary: also return ``sum_j exp(...) q_j`` ``(N, D)``.
+
+    Returns:
+        ``(S (N,), bary (N, D) or None)``.
+    """
+    pn = _np(p)
+    k = _kernels(str(pn.dtype))[4]
+    n, dim = pn.shape
+    out = np.zeros(n, dtype=pn.dtype)
+    bary = np.zeros((n, dim) if with_bary else (1, 1), dtype=pn.dtype)
+    kept = np.zeros(kptr.shape[0] - 1, dtype=np.float64)
+    lens = (c1s - c0s).astype(np.float64)
+    if lens.size:
+        owner = np.repeat(np.arange(kept.shape[0]), np.diff(kptr))
+        np.add.at(kept, owner, lens)
+    work = kept * np.diff(rptr)
+    groups = _balanced_groups(work, _threads(float(work.sum())))
+    inv = pn.dtype.type(1.0 / eps)
+    _run([functools.partial(k, pn, qT, h, shift, rptr, kptr, c0s, c1s, inv, g, out, bary, with_bary)
+          for g in groups])
+    return out, (bary if with_bary else None)

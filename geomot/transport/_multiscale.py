@@ -1,0 +1,199 @@
+"""Clustered supports for large Sinkhorn problems on CPU: a coarse measure for the annealing levels at large
+``eps`` and a block-sparse soft-min with a certified truncation bound for the levels at small ``eps``.
+
+**Clusters.** :func:`kd_clusters` splits a point set at the median of its longest bounding-box side, recursively,
+into clusters of at most ``size`` points (a k-d tree's leaves, in tree order, so neighbouring clusters are close
+in memory); each cluster ``I`` has a centre ``c_I`` (its bounding-box centre), a radius ``r_I`` (largest distance
+of its points to ``c_I``), a mass and a weighted centroid. The centroids with the cluster masses form the coarse
+measure of the annealing at large ``eps`` (Schmitzer 2019, Sec. 3.2; Feydy 2020, Sec. 3.3.3: GeomLoss's
+multiscale scheme).
+
+**Truncation bound.** For the shifted soft-min sum ``S_i = sum_j exp(E_ij)``,
+``E_ij = s_i + h_j - |p_i - q_j|^2 / eps``, write ``A_i = s_i - |p_i|^2 / eps`` and ``B_j = h_j - |q_j|^2 / eps``.
+The identity ``<p_i, q_j> = <p_i, c_J> + <c_I, q_j> - <c_I, c_J> + <p_i - c_I, q_j - c_J>`` gives, for every pair
+of the block ``(I, J)``,
+
+``E_ij <= P_IJ + Q_JI - 2 <c_I, c_J> / eps + 2 r_I r_J / eps``, with ``P_IJ = max_{i in I} (A_i + 2 <p_i, c_J> /
+eps)`` and ``Q_JI = max_{j in J} (B_j + 2 <q_j, c_I> / eps)``
+
+(``N L + M K`` work for ``K`` row and ``L`` column clusters). The bound keeps the cancellation between the
+potentials and the cost inside a block (the potential's slope is the cost's), so it stays tight where the plan
+is. A block is skipped when its bound is below ``log(u) - margin - log(M)`` (``u``: the dtype's unit roundoff):
+the skipped terms of a row then add less than ``u e^{-margin}`` to ``S_i``, a relative error below ``u`` wherever
+``S_i >= e^{-margin}``, which holds when the shift ``s_i`` is the previous potential (``S_i ~ 1`` near
+convergence). Rows with a smaller (or non-finite) sum are recomputed exactly over all columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from geomot.transport import _numba_softmin
+
+__all__ = ["Clusters", "SparseSoftmin", "kd_clusters", "multiscale_usable"]
+
+MARGIN = 4.0  # nats by which a shifted row sum may fall below 1 and keep the relative truncation error below u
+CLUSTER_SIZE = 32  # points per cluster: the cost of the bound (N L) against its slack (2 r_I r_J / eps)
+MIN_POINTS = 16 * CLUSTER_SIZE  # below this a clustered solve has too few clusters to skip anything
+JUMP = 1.0  # the coarse levels are those with eps >= (JUMP * the median cluster radius)^2
+REUSE = 2.0  # nats the stored block bounds may loosen before they are recomputed
+
+
+def kd_clusters(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median splits along the longest bounding-box side down to clusters of at most ``size`` points.
+
+    Args:
+        x: ``(N, D)`` points.
+        size: largest cluster (clusters hold between ``size / 2`` and ``size`` points when ``N >= size``).
+
+    Returns:
+        ``(perm (N,), ptr (K + 1,))``: ``x[perm]`` lists the clusters one after the other (in tree order),
+        cluster ``I`` is ``x[perm][ptr[I]:ptr[I + 1]]``. Cost ``O(N log(N / size))``.
+    """
+    n = x.shape[0]
+    perm = np.arange(n, dtype=np.int64)
+    stack = [(0, n)]
+    bounds = []
+    while stack:
+        s0, s1 = stack.pop()
+        if s1 - s0 <= size:
+            bounds.append(s0)
+            continue
+        idx = perm[s0:s1]
+        pts = x[idx]
+        axis = int(np.argmax(pts.max(0) - pts.min(0)))
+        half = (s1 - s0) // 2
+        perm[s0:s1] = idx[np.argpartition(pts[:, axis], half)]
+        stack.append((s0 + half, s1))
+        stack.append((s0, s0 + half))
+    ptr = np.array([*sorted(bounds), n], dtype=np.int64)
+    return perm, ptr
+
+
+class Clusters:
+    """One point set sorted by k-d clusters: ``points`` ``(N, D)`` (the input's dtype, cluster order), ``perm``
+    (``points = x[perm]``), ``ptr`` ``(K + 1,)``, float64 ``centre`` ``(K, D)`` and ``radius`` ``(K,)``, the
+    coarse measure ``centroid`` ``(K, D)`` / ``mass`` ``(K,)`` (input dtype), and ``weights`` ``(N,)`` in cluster
+    order."""
+
+    def __init__(self, x: torch.Tensor, w: torch.Tensor, size: int = CLUSTER_SIZE) -> None:
+        xd = x.detach().double().numpy()
+        perm, ptr = kd_clusters(xd, size)
+        self.perm = torch.from_numpy(perm)
+        self.ptr = ptr
+        xs = xd[perm]
+        self.x64 = np.ascontiguousarray(xs)
+        seg = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+        k = ptr.shape[0] - 1
+        lo = np.full((k, xd.shape[1]), np.inf)
+        hi = np.full((k, xd.shape[1]), -np.inf)
+        np.minimum.at(lo, seg, xs)
+        np.maximum.at(hi, seg, xs)
+        self.centre = 0.5 * (lo + hi)
+        self.radius = np.zeros(k)
+        np.maximum.at(self.radius, seg, np.sqrt(((xs - self.centre[seg]) ** 2).sum(1)))
+        self.seg = torch.from_numpy(seg)
+        self.points = x.detach()[self.perm]
+        self.weights = w.detach()[self.perm]
+        mass = torch.zeros(k, dtype=w.dtype).index_add_(0, self.seg, self.weights)
+        wsum = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, self.seg, self.weights[:, None] * self.points)
+        mean = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, self.seg, self.points)
+        mean = mean / torch.from_numpy(np.diff(ptr)).to(x.dtype)[:, None]
+        self.mass = mass
+        self.centroid = torch.where(mass[:, None] > 0, wsum / mass.clamp_min(torch.finfo(w.dtype).tiny)[:, None],
+                                    mean)
+
+
+def multiscale_usable(x: torch.Tensor, y: torch.Tensor, cost: str, dense_pairs: int) -> bool:
+    """Whether the clustered solver applies: squared Euclidean cost, CPU float tensors with numba, supports of at
+    least :data:`MIN_POINTS` points, and a batch whose kernels exceed ``dense_pairs`` pairs (smaller problems
+    store or stream their kernels faster than they cluster)."""
+    n, m = x.shape[1], y.shape[1]
+    return (cost == "sqeuclidean" and _numba_softmin.available(x) and min(n, m) >= MIN_POINTS
+            and x.shape[0] * n * m > dense_pairs)
+
+
+class SparseSoftmin:
+    """Block-sparse shifted soft-mins from the rows ``p`` to the columns ``q`` of two clustered point sets (see the
+    module docstring). The block bounds ``P``, ``Q`` are recomputed when ``eps`` changes or when the shifts or
+    column terms have risen by more than :data:`REUSE` nats in some cluster since; in between, the stored bounds
+    plus each cluster's largest rise remain upper bounds (``O(N + M)`` work)."""
+
+    def __init__(self, p: Clusters, q: Clusters) -> None:
+        self.p, self.q = p, q
+        self.qT = np.ascontiguousarray(q.points.numpy().T)
+        self.p_sq = (p.x64**2).sum(1)
+        self.q_sq = (q.x64**2).sum(1)
+        self.cross = p.centre @ q.centre.T
+        self.rr = p.radius[:, None] * q.radius[None, :]
+        self.p_seg = np.repeat(np.arange(p.ptr.shape[0] - 1), np.diff(p.ptr))
+        self.q_seg = np.repeat(np.arange(q.ptr.shape[0] - 1), np.diff(q.ptr))
+        self._ref: tuple | None = None  # (eps, shift, h, bound) of the last full bound computation
+        self.kept_fraction = 1.0
+        self.full_bounds = 0
+
+    def _rise(self, new: np.ndarray, old: np.ndarray, seg: np.ndarray, k: int) -> np.ndarray:
+        out = np.full(k, -np.inf)
+        np.maximum.at(out, seg, new - old)
+        return out
+
+    def bound(self, shift: np.ndarray, h: np.ndarray, eps: float) -> np.ndarray:
+        """``(K, L)`` upper bounds of ``shift_i + h_j - |p_i - q_j|^2 / eps`` over the blocks (float64 inputs in
+        cluster order)."""
+        kp, kq = self.cross.shape
+        if self._ref is not None and self._ref[0] == eps:
+            _, s0, h0, b0 = self._ref
+            dp = self._rise(shift, s0, self.p_seg, kp)
+            dq = self._rise(h, h0, self.q_seg, kq)
+            if max(dp.max(), dq.max()) <= REUSE:
+                return b0 + dp[:, None] + dq[None, :]
+        k2 = 2.0 / eps
+        big_p = _numba_softmin.seg_max(self.p.x64, shift - self.p_sq / eps, self.p.ptr, self.q.centre, k2)
+        big_q = _numba_softmin.seg_max(self.q.x64, h - self.q_sq / eps, self.q.ptr, self.p.centre, k2)
+        b = big_p + big_q.T - k2 * self.cross + k2 * self.rr
+        self._ref = (eps, shift.copy(), h.copy(), b)
+        self.full_bounds += 1
+        return b
+
+    def pattern(self, shift: np.ndarray, h: np.ndarray, eps: float, dtype: torch.dtype):
+        """Kept column ranges ``(kptr, c0s, c1s)`` (int64; ranges ``kptr[I]:kptr[I + 1]`` for the row cluster
+        ``I``) for row shifts ``shift (N,)`` and column terms ``h (M,)`` (float64, cluster order)."""
+        m = self.q.points.shape[0]
+        keep = self.bound(shift, h, eps) >= math.log(torch.finfo(dtype).eps) - MARGIN - math.log(m)
+        self.kept_fraction = float((keep * np.diff(self.q.ptr)[None, :]).sum() / m / keep.shape[0])
+        pad = np.zeros((keep.shape[0], 1), dtype=np.int8)
+        edges = np.diff(np.concatenate([pad, keep.astype(np.int8), pad], 1), axis=1)
+        rows, starts = np.nonzero(edges == 1)
+        _, ends = np.nonzero(edges == -1)
+        kptr = np.zeros(keep.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=keep.shape[0]), out=kptr[1:])
+        return kptr, self.q.ptr[starts], self.q.ptr[ends]
+
+    def softmin(self, v: torch.Tensor, hint: torch.Tensor, logw: torch.Tensor, eps: float, *,
+                with_bary: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``f_i = -eps log sum_j exp(v_j / eps + logw_j - |p_i - q_j|^2 / eps)`` ``(N,)`` shifted by ``hint``
+        (``~ f``), truncated with the bound, and with ``with_bary`` the barycentres ``sum_j w_ij q_j`` ``(N, D)``
+        of the soft-min weights; exact (all columns) on the rows whose shifted sum is below ``e^{-MARGIN}`` or
+        not finite. 1-D inputs in cluster order."""
+        dt = self.p.points.dtype
+        h = (v / eps + logw).to(dt)
+        shift = (hint / eps).to(dt)
+        kptr, c0s, c1s = self.pattern(shift.double().numpy(), h.double().numpy(), eps, dt)
+        s, bary = _numba_softmin.sparse_row_sums(self.p.points, self.qT, h.numpy(), shift.numpy(), self.p.ptr,
+                                                 kptr, c0s, c1s, eps, with_bary=with_bary)
+        s = torch.from_numpy(s)
+        out = hint - eps * torch.log(s)
+        if with_bary:
+            bary = torch.from_numpy(bary) / s[:, None]
+        redo = ~((s >= math.exp(-MARGIN)) & torch.isfinite(s))
+        if bool(redo.any()):
+            rows = redo.nonzero().flatten()
+            for r in rows.split(max(1, (1 << 22) // max(1, self.q.points.shape[0]))):
+                t = h - ((self.p.points[r, None, :] - self.q.points[None]) ** 2).sum(-1) / eps
+                out[r] = -eps * torch.logsumexp(t, 1)
+                if with_bary:
+                    bary[r] = torch.softmax(t, 1) @ self.q.points
+        return out, bary
