@@ -94,7 +94,8 @@ def anchor_refine(
         evecs1: ``(V1, K1)``, ``K1 >= k1``; evecs2: ``(V2, K2)``, ``K2 >= k2`` (every vertex).
         mass1: ``(V1,)``; mass2: ``(V2,)`` lumped masses (``evecs2`` ``M_2``-orthonormal).
         verts1, faces1, verts2, faces2: the shapes (``faces=None`` for point clouds).
-        p2p_21: ``(V2,)`` current point map (default: nearest neighbours of ``fmap_12``).
+        p2p_21: ``(V2,)`` current point map (default: nearest neighbours of ``fmap_12``); with ``samples2`` only
+            its entries at ``samples2`` are read.
         n_anchors: number of anchors (farthest-point samples of shape 2).
         sigma: width of the distance features, relative to ``sqrt(area)``.
         weight: weight ``w`` of the distance features against the spectral embedding.
@@ -136,8 +137,10 @@ def anchor_refine(
     else:
         check_index_tensor(samples2, "samples2", size=verts2.shape[0])
         if samples2.dim() != 1 or samples2.numel() < n_anchors:
-            raise ShapeError(f"samples2: expected a 1-D index tensor of at least n_anchors = {n_anchors} vertices, "
-                             f"got shape {tuple(samples2.shape)}")
+            raise ShapeError(
+                f"samples2: expected a 1-D index tensor of at least n_anchors = {n_anchors} vertices, "
+                f"got shape {tuple(samples2.shape)}"
+            )
         rows = samples2.long().cpu()  # CPU indices index tensors on any device
     if p2p_21 is not None:
         check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])

@@ -58,8 +58,10 @@ logger = logging.getLogger(__name__)
 
 
 class RankedCandidate(NamedTuple):
-    """A candidate with its ranking ``key`` (smaller is better, compared as a tuple). After the anchor round,
-    ``refined_fmap_12`` is its anchor-refined map and ``images (S,)`` the target vertices of the ranking samples."""
+    """A candidate with its ranking ``key`` (smaller is better, compared as a tuple). ``images (S,)`` are the
+    target vertices of the ranking samples: under its unrefined map after :func:`rank_candidates` (meshes with the
+    anchor refinement, whose cheap key computes them), under its anchor-refined map ``refined_fmap_12`` after the
+    anchor round."""
 
     key: tuple[float, ...]
     candidate: Candidate
@@ -225,12 +227,14 @@ class _Keys:
             pair.v2[self.rank].float(), pair.v1[images].float(), self.phi, self.config.deformation_iterations
         )
 
-    def cheap(self, fmap_12: torch.Tensor) -> float:
-        """Step 1: residual of the unrefined map of the samples (anchors), else Laplacian energy."""
+    def cheap(self, fmap_12: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        """Step 1: residual of the unrefined map of the samples (anchors), with the samples' images; else
+        Laplacian energy (and None)."""
         if not self.deform:  # the most isometric by Laplacian commutativity
-            return laplacian_energy(fmap_12, self.pair.b1, self.pair.b2)
+            return laplacian_energy(fmap_12, self.pair.b1, self.pair.b2), None
         k = fmap_12.shape[0]
-        return self.residual(p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[self.rank, :k]))
+        images = p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[self.rank, :k])
+        return self.residual(images), images
 
     def score(self, fmap_12: torch.Tensor) -> tuple[float, ...]:
         """Step 2: (orientation, distortion) of the full point map (float32 nearest neighbours), else Laplacian."""
@@ -250,12 +254,13 @@ def rank_candidates(
 
 
 def _rank(keys: _Keys, candidates: list[Candidate]) -> list[RankedCandidate]:
-    cheap = sorted(candidates, key=lambda c: keys.cheap(c.fmap_12))
+    cheap = [keys.cheap(c.fmap_12) for c in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: cheap[i][0])  # stable: ties keep the input order
     scored = []
-    for cand in cheap[: keys.config.n_scored]:
-        key = keys.score(cand.fmap_12)
+    for i in order[: keys.config.n_scored]:
+        key = keys.score(candidates[i].fmap_12)
         logger.debug("finalist: score %s", key)
-        scored.append(RankedCandidate(key, cand))
+        scored.append(RankedCandidate(key, candidates[i], None, cheap[i][1]))
     return sorted(scored, key=lambda r: r.key)
 
 
@@ -305,10 +310,17 @@ def _select_after_zoomout(keys: _Keys, finalists: list[RankedCandidate]) -> Sele
     return Selection(best[1], best[2].double(), final)
 
 
-def _refine_on_samples(keys: _Keys, cand: Candidate, key0: float, feats: Any) -> tuple[RankedCandidate, Any]:
-    """Anchor refinement of one candidate on the ranking samples, keyed by (orientation key, residual)."""
+def _refine_on_samples(
+    keys: _Keys, cand: Candidate, key0: float, feats: Any, images: torch.Tensor | None = None
+) -> tuple[RankedCandidate, Any]:
+    """Anchor refinement of one candidate on the ranking samples, keyed by (orientation key, residual); it starts
+    from ``images``, the samples' images under the candidate's map, when the ranking computed them."""
     pair, config = keys.pair, keys.config
     assert keys.selector is not None and pair.f1 is not None and pair.f2 is not None
+    start = None
+    if images is not None:  # anchor_refine reads the rows of the samples only
+        start = images.new_zeros(pair.v2.shape[0])
+        start[keys.rank] = images
     ref = anchor_refine(
         cand.fmap_12.float(),
         keys.e1,
@@ -319,6 +331,7 @@ def _refine_on_samples(keys: _Keys, cand: Candidate, key0: float, feats: Any) ->
         pair.f1,
         pair.v2,
         pair.f2,
+        p2p_21=start,
         n_anchors=min(config.n_anchors, keys.rank.shape[0]),
         max_iter=config.anchor_iterations,
         graph1=keys.selector.g1,
@@ -340,7 +353,7 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     feats = None  # the source's distance features, the same for every candidate
     spectral, ext_rows = [], []
     for row in finalists:
-        refined, feats = _refine_on_samples(keys, row.candidate, row.key[0], feats)
+        refined, feats = _refine_on_samples(keys, row.candidate, row.key[0], feats, row.images)
         spectral.append(refined)
     for cand in extrinsic:  # orientation kept by construction (a proper rotation plus a smooth displacement)
         refined, feats = _refine_on_samples(keys, cand, 0.0, feats)
