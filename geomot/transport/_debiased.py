@@ -595,9 +595,11 @@ class _ClusteredSolver(_Solver):
 def _clustered(x, y, a, b, row_mask, col_mask, *, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track,
                rtol) -> DebiasedResult:
     """The divergence item by item on clustered supports (:mod:`geomot.transport._multiscale`): the annealing
-    levels above the clusters' squared median diameter run on the coarse measures (cluster centroids and masses),
-    their potentials are extended to the points by one soft c-transform, and the remaining levels and the final
-    level use block-sparse soft-mins."""
+    levels with ``eps >= (JUMP r)^2`` (``r``: the median cluster radius) run on the coarse measures (cluster
+    centroids and masses, a few thousand points, stored kernels), the coarse problem is then solved to the stopping
+    rule at the next level, its potentials are extended to the points by one soft c-transform, and the remaining
+    levels and the final level use block-sparse soft-mins (Schmitzer 2019's multiscale scheme; GeomLoss's
+    multiscale backend without its heuristic truncation). Items below ``MIN_POINTS`` take :func:`_standard`."""
     opts = dict(eps=eps, tau=tau, eps_list=eps_list, tol_eff=tol_eff, max_iter=max_iter, chunk_bytes=chunk_bytes,
                 track=track, rtol=rtol)
     parts = []
@@ -625,7 +627,8 @@ def _clustered_item(x, y, a, b, *, eps, tau, eps_list, tol_eff, max_iter, chunk_
     ones = lambda n: torch.ones(1, n, dtype=torch.bool)  # noqa: E731
     sx = _Side(cx.points[None], cx.weights[None], ones(x.shape[0]))
     sy = _Side(cy.points[None], cy.weights[None], ones(y.shape[0]))
-    pairs = {(id(sx), id(sy)): SparseSoftmin(cx, cy), (id(sy), id(sx)): SparseSoftmin(cy, cx),
+    xy = SparseSoftmin(cx, cy)
+    pairs = {(id(sx), id(sy)): xy, (id(sy), id(sx)): SparseSoftmin(cy, cx, transposed=xy),
              (id(sx), id(sx)): SparseSoftmin(cx, cx), (id(sy), id(sy)): SparseSoftmin(cy, cy)}
     solver = _ClusteredSolver(chunk_bytes, pairs)
     with torch.no_grad():
@@ -633,8 +636,12 @@ def _clustered_item(x, y, a, b, *, eps, tau, eps_list, tol_eff, max_iter, chunk_
             kx = _Side(cx.centroid[None], cx.mass[None], ones(cx.mass.shape[0]))
             ky = _Side(cy.centroid[None], cy.mass[None], ones(cy.mass.shape[0]))
             coarse_solver = _Solver("sqeuclidean", chunk_bytes)
-            fc, gc, pc, qc = _annealing(coarse_solver, kx, ky, eps_list[0], coarse, tau)
-            e = coarse[-1]
+            pots_c = _annealing(coarse_solver, kx, ky, eps_list[0], coarse, tau)
+            # the coarse problem solved at the first fine level: its potentials carry the large-scale structure
+            # that the fine iterations would take many sweeps to build
+            e, fine = (fine[0], fine[1:]) if fine else (eps, [])
+            fc, gc, pc, qc, *_ = _final_level(coarse_solver, kx, ky, pots_c, e, tau, tol_eff, rtol, max_iter, 0,
+                                              chunk_bytes)
             lam = _lam(tau, e)
             start = (lam * coarse_solver.softmin(sx, ky, gc, e), lam * coarse_solver.softmin(sy, kx, fc, e),
                      lam * coarse_solver.softmin(sx, kx, pc, e), lam * coarse_solver.softmin(sy, ky, qc, e))

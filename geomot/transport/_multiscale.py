@@ -40,6 +40,7 @@ CLUSTER_SIZE = 32  # points per cluster: the cost of the bound (N L) against its
 MIN_POINTS = 16 * CLUSTER_SIZE  # below this a clustered solve has too few clusters to skip anything
 JUMP = 1.0  # the coarse levels are those with eps >= (JUMP * the median cluster radius)^2
 REUSE = 2.0  # nats the stored block bounds may loosen before they are recomputed
+ROUNDING = 1e-2  # nats added to the float32 block bounds (their rounding is ~1e-6 relative)
 
 
 def kd_clusters(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,16 +123,17 @@ class SparseSoftmin:
     column terms have risen by more than :data:`REUSE` nats in some cluster since; in between, the stored bounds
     plus each cluster's largest rise remain upper bounds (``O(N + M)`` work)."""
 
-    def __init__(self, p: Clusters, q: Clusters) -> None:
+    def __init__(self, p: Clusters, q: Clusters, transposed: SparseSoftmin | None = None) -> None:
         self.p, self.q = p, q
         self.qT = np.ascontiguousarray(q.points.numpy().T)
         self.p_sq = (p.x64**2).sum(1)
         self.q_sq = (q.x64**2).sum(1)
-        self.cross = p.centre @ q.centre.T
-        self.rr = p.radius[:, None] * q.radius[None, :]
+        # r_I r_J - <c_I, c_J>, shared with the operator of the opposite direction
+        self.geo = (p.radius[:, None] * q.radius[None, :] - p.centre @ q.centre.T if transposed is None
+                    else transposed.geo.T)
         self.p_seg = np.repeat(np.arange(p.ptr.shape[0] - 1), np.diff(p.ptr))
         self.q_seg = np.repeat(np.arange(q.ptr.shape[0] - 1), np.diff(q.ptr))
-        self._ref: tuple | None = None  # (eps, shift, h, bound) of the last full bound computation
+        self._ref: tuple | None = None  # (eps, shift, h, float32 bound) of the last full bound computation
         self.kept_fraction = 1.0
         self.full_bounds = 0
 
@@ -141,36 +143,43 @@ class SparseSoftmin:
         return out
 
     def bound(self, shift: np.ndarray, h: np.ndarray, eps: float) -> np.ndarray:
-        """``(K, L)`` upper bounds of ``shift_i + h_j - |p_i - q_j|^2 / eps`` over the blocks (float64 inputs in
-        cluster order)."""
-        kp, kq = self.cross.shape
+        """``(K, L)`` float32 upper bounds of ``shift_i + h_j - |p_i - q_j|^2 / eps`` over the blocks (float64
+        inputs in cluster order), raised by :data:`ROUNDING` nats to cover the float32 storage."""
+        kp, kq = self.geo.shape
         if self._ref is not None and self._ref[0] == eps:
             _, s0, h0, b0 = self._ref
             dp = self._rise(shift, s0, self.p_seg, kp)
             dq = self._rise(h, h0, self.q_seg, kq)
             if max(dp.max(), dq.max()) <= REUSE:
-                return b0 + dp[:, None] + dq[None, :]
+                b = b0 + dp[:, None].astype(np.float32)
+                b += dq[None, :].astype(np.float32)
+                return b
         k2 = 2.0 / eps
-        big_p = _numba_softmin.seg_max(self.p.x64, shift - self.p_sq / eps, self.p.ptr, self.q.centre, k2)
-        big_q = _numba_softmin.seg_max(self.q.x64, h - self.q_sq / eps, self.q.ptr, self.p.centre, k2)
-        b = big_p + big_q.T - k2 * self.cross + k2 * self.rr
-        self._ref = (eps, shift.copy(), h.copy(), b)
+        b = _numba_softmin.seg_max(self.p.x64, shift - self.p_sq / eps, self.p.ptr, self.q.centre, k2)
+        b += _numba_softmin.seg_max(self.q.x64, h - self.q_sq / eps, self.q.ptr, self.p.centre, k2).T
+        b += k2 * self.geo
+        b32 = b.astype(np.float32)
+        del b
+        b32 += np.float32(ROUNDING)
+        self._ref = (eps, shift.copy(), h.copy(), b32)
         self.full_bounds += 1
-        return b
+        return b32
 
     def pattern(self, shift: np.ndarray, h: np.ndarray, eps: float, dtype: torch.dtype):
         """Kept column ranges ``(kptr, c0s, c1s)`` (int64; ranges ``kptr[I]:kptr[I + 1]`` for the row cluster
         ``I``) for row shifts ``shift (N,)`` and column terms ``h (M,)`` (float64, cluster order)."""
         m = self.q.points.shape[0]
         keep = self.bound(shift, h, eps) >= math.log(torch.finfo(dtype).eps) - MARGIN - math.log(m)
-        self.kept_fraction = float((keep * np.diff(self.q.ptr)[None, :]).sum() / m / keep.shape[0])
         pad = np.zeros((keep.shape[0], 1), dtype=np.int8)
         edges = np.diff(np.concatenate([pad, keep.astype(np.int8), pad], 1), axis=1)
         rows, starts = np.nonzero(edges == 1)
         _, ends = np.nonzero(edges == -1)
         kptr = np.zeros(keep.shape[0] + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=keep.shape[0]), out=kptr[1:])
-        return kptr, self.q.ptr[starts], self.q.ptr[ends]
+        c0s, c1s = self.q.ptr[starts], self.q.ptr[ends]
+        n = self.p.points.shape[0]
+        self.kept_fraction = float(((c1s - c0s) * np.diff(self.p.ptr)[rows]).sum() / (n * m))
+        return kptr, c0s, c1s
 
     def softmin(self, v: torch.Tensor, hint: torch.Tensor, logw: torch.Tensor, eps: float, *,
                 with_bary: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
