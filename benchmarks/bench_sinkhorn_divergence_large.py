@@ -1,0 +1,101 @@
+"""Large Sinkhorn divergences on CPU: the clustered solver (coarse annealing on k-d cluster centroids, block-sparse
+soft-mins with a certified truncation bound) at N = M = 50,000, and against the streamed path it replaces.
+
+Inputs: ``x`` uniform in ``[0, 1]^3``, ``y ~ N(0.5, 0.15^2 I_3)``, float32, ``sinkhorn_divergence(x, y, eps=eps)``
+with its defaults (value stop at ``rtol = 1e-4``), forward only.
+
+- ``--n``: each ``eps`` of ``--eps`` in its own child process (so that ``ru_maxrss`` is that run's peak): time
+  of the call, peak RSS, and the RSS after importing geomot and compiling the kernels on a small problem;
+- ``--compare-n``: in one process on the same inputs, the clustered solver against the streamed numba soft-mins
+  (``geomot.transport._debiased.multiscale_usable`` patched to False: the path that large problems took before),
+  time ratio and relative difference of the values.
+
+Usage: ``python benchmarks/bench_sinkhorn_divergence_large.py --n 50000 --compare-n 10000
+--json benchmarks/results/sinkhorn_divergence_large.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import geomot
+from geomot.transport import _debiased
+
+
+def inputs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.15 + 0.5
+    return x.float(), y.float()
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_one(n: int, eps: float) -> dict:
+    x, y = inputs(n)
+    geomot.sinkhorn_divergence(x[:2000], y[:2000], eps=eps, chunk_bytes=1 << 16)  # compile the kernels
+    base = _peak_gib()
+    t0 = time.perf_counter()
+    v = geomot.sinkhorn_divergence(x, y, eps=eps)
+    t = time.perf_counter() - t0
+    return {"n": n, "eps": eps, "value": float(v), "time_s": t, "peak_rss_gib": _peak_gib(),
+            "rss_after_warmup_gib": base, "load_avg": os.getloadavg()}
+
+
+def compare(n: int, eps: float) -> dict:
+    x, y = inputs(n)
+    geomot.sinkhorn_divergence(x[:2000], y[:2000], eps=eps, chunk_bytes=1 << 16)
+    usable = _debiased.multiscale_usable
+    out = {}
+    for name in ("clustered", "streamed"):
+        _debiased.multiscale_usable = usable if name == "clustered" else (lambda *a: False)
+        try:
+            t0 = time.perf_counter()
+            v = float(geomot.sinkhorn_divergence(x, y, eps=eps))
+            out[name] = {"time_s": time.perf_counter() - t0, "value": v}
+        finally:
+            _debiased.multiscale_usable = usable
+    out["streamed_over_clustered"] = out["streamed"]["time_s"] / out["clustered"]["time_s"]
+    out["value_rel_diff"] = abs(out["clustered"]["value"] / out["streamed"]["value"] - 1)
+    out.update(n=n, eps=eps, load_avg=os.getloadavg())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=50000)
+    p.add_argument("--eps", type=float, nargs="+", default=[0.05**2, 0.1**2])
+    p.add_argument("--compare-n", type=int, default=0, help="clustered vs streamed at this N (0: skip)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.n, args.eps[0])))
+        return
+    out: dict = {"torch_threads": torch.get_num_threads(), "large": [], "compare": []}
+    for eps in args.eps:
+        res = subprocess.run([sys.executable, __file__, "--one", "--n", str(args.n), "--eps", repr(eps)],
+                             capture_output=True, text=True, check=True)
+        out["large"].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(out["large"][-1], flush=True)
+    if args.compare_n:
+        for eps in args.eps:
+            out["compare"].append(compare(args.compare_n, eps))
+            print(out["compare"][-1], flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
