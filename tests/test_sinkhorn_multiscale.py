@@ -145,9 +145,13 @@ def test_clustered_weights_unbalanced_and_float32():
     x, y = _clouds(600, 650)
     g = torch.Generator().manual_seed(4)
     a, b = torch.rand(600, generator=g, dtype=torch.float64), torch.rand(650, generator=g, dtype=torch.float64)
-    kw = dict(eps=0.003, x_weights=a, y_weights=b, tol=1e-9)
-    out = _both_paths(x, y, **kw)
-    torch.testing.assert_close(out["clustered"][0], out["standard"][0], rtol=1e-9, atol=1e-12)
+    grads = {}
+    for name, cb in (("clustered", SMALL_CHUNK), ("standard", 1 << 30)):
+        aa = a.clone().requires_grad_(True)
+        v = geomot.sinkhorn_divergence(x, y, eps=0.003, x_weights=aa, y_weights=b, tol=1e-9, chunk_bytes=cb)
+        grads[name] = (v.detach(), torch.autograd.grad(v, aa)[0])
+    torch.testing.assert_close(grads["clustered"][0], grads["standard"][0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads["clustered"][1], grads["standard"][1], rtol=1e-6, atol=1e-10)
     out = _both_paths(x, y, eps=0.003, tau=0.5, tol=1e-9)
     torch.testing.assert_close(out["clustered"][0], out["standard"][0], rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(out["clustered"][1], out["standard"][1], rtol=1e-5, atol=1e-9)
