@@ -7,8 +7,9 @@ with its defaults (value stop at ``rtol = 1e-4``), forward only.
 - ``--n``: each ``eps`` of ``--eps`` in its own child process (so that ``ru_maxrss`` is that run's peak): time
   of the call, peak RSS, and the RSS after importing geomot and compiling the kernels on a small problem;
 - ``--compare-n``: in one process on the same inputs, the clustered solver against the streamed numba soft-mins
-  (``geomot.transport._debiased.multiscale_usable`` patched to False: the path that large problems took before),
-  time ratio and relative difference of the values.
+  (``geomot.transport._debiased.multiscale_usable`` patched to False: the path that large problems took before)
+  and against the stored-kernel path (``chunk_bytes`` large enough for the three kernels, ``12 N^2`` bytes):
+  time ratios and relative differences of the values.
 
 Usage: ``python benchmarks/bench_sinkhorn_divergence_large.py --n 50000 --compare-n 10000
 --json benchmarks/results/sinkhorn_divergence_large.json``.
@@ -56,17 +57,20 @@ def compare(n: int, eps: float) -> dict:
     x, y = inputs(n)
     geomot.sinkhorn_divergence(x[:2000], y[:2000], eps=eps, chunk_bytes=1 << 16)
     usable = _debiased.multiscale_usable
+    stored_bytes = 4 * n * n * 4  # the three kernels fit: computed once at the final eps (dense path)
     out = {}
-    for name in ("clustered", "streamed"):
+    for name in ("clustered", "streamed", "stored"):
         _debiased.multiscale_usable = usable if name == "clustered" else (lambda *a: False)
         try:
             t0 = time.perf_counter()
-            v = float(geomot.sinkhorn_divergence(x, y, eps=eps))
+            v = float(geomot.sinkhorn_divergence(x, y, eps=eps, **({"chunk_bytes": stored_bytes}
+                                                                   if name == "stored" else {})))
             out[name] = {"time_s": time.perf_counter() - t0, "value": v}
         finally:
             _debiased.multiscale_usable = usable
-    out["streamed_over_clustered"] = out["streamed"]["time_s"] / out["clustered"]["time_s"]
-    out["value_rel_diff"] = abs(out["clustered"]["value"] / out["streamed"]["value"] - 1)
+    for other in ("streamed", "stored"):
+        out[f"{other}_over_clustered"] = out[other]["time_s"] / out["clustered"]["time_s"]
+        out[f"value_rel_diff_{other}"] = abs(out["clustered"]["value"] / out[other]["value"] - 1)
     out.update(n=n, eps=eps, load_avg=os.getloadavg())
     return out
 
