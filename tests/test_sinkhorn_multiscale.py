@@ -191,3 +191,7 @@ def test_clustered_path_only_for_large_cpu_problems():
     assert not _multiscale.multiscale_usable(x[None], y[None], "euclidean", 1000)
     assert not _multiscale.multiscale_usable(x[None, :-1], y[None], "sqeuclidean", 1000)
     assert not _multiscale.multiscale_usable(x[None], y[None], "sqeuclidean", MIN_POINTS**2)
+    big = torch.zeros(1, 1500, 3)
+    assert _multiscale.multiscale_usable(big, big, "sqeuclidean", 1 << 30)  # large items: always clustered
+    batch = torch.zeros(16, 512, 3)
+    assert not _multiscale.multiscale_usable(batch, batch, "sqeuclidean", 1 << 24)  # a training batch

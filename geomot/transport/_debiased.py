@@ -676,8 +676,8 @@ def debiased_sinkhorn(
 ) -> DebiasedResult:
     """Solve the three problems of ``S_eps`` together (see the module docstring). Inputs are batched and padded,
     finite, centred; ``a``, ``b`` are normalised weights (0 on padding); ``diameter^r`` is the cost scale.
-    Squared Euclidean problems whose kernels exceed ``chunk_bytes`` on CPU with numba are solved item by item on
-    clustered supports (:func:`_clustered`)."""
+    Large squared Euclidean problems on CPU with numba (:func:`~geomot.transport._multiscale.multiscale_usable`)
+    are solved item by item on clustered supports (:func:`_clustered`)."""
     r = 2.0 if cost == "sqeuclidean" else 1.0
     scale = diameter**r
     tol_eff = max(tol, tolerance_floor(x.dtype, scale, eps))
