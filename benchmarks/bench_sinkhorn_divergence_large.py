@@ -5,7 +5,8 @@ Inputs: ``x`` uniform in ``[0, 1]^3``, ``y ~ N(0.5, 0.15^2 I_3)``, float32, ``si
 with its defaults (value stop at ``rtol = 1e-4``), forward only.
 
 - ``--n``: each ``eps`` of ``--eps`` in its own child process (so that ``ru_maxrss`` is that run's peak): time
-  of the call, peak RSS, and the RSS after importing geomot and compiling the kernels on a small problem;
+  of the forward call and its peak RSS, then of a forward + backward call (gradient w.r.t. ``x``) and the peak
+  after it, and the RSS after importing geomot and compiling the kernels on a small problem;
 - ``--compare-n``: in one process on the same inputs, the clustered solver against the streamed numba soft-mins
   (``geomot.transport._debiased.multiscale_usable`` patched to False: the path that large problems took before)
   and against the stored-kernel path (``chunk_bytes`` large enough for the three kernels, ``12 N^2`` bytes):
@@ -49,8 +50,15 @@ def run_one(n: int, eps: float) -> dict:
     t0 = time.perf_counter()
     v = geomot.sinkhorn_divergence(x, y, eps=eps)
     t = time.perf_counter() - t0
-    return {"n": n, "eps": eps, "value": float(v), "time_s": t, "peak_rss_gib": _peak_gib(),
-            "rss_after_warmup_gib": base, "load_avg": os.getloadavg()}
+    peak = _peak_gib()
+    xg = x.clone().requires_grad_(True)
+    t0 = time.perf_counter()
+    geomot.sinkhorn_divergence(xg, y, eps=eps).backward()
+    t_grad = time.perf_counter() - t0
+    return {"n": n, "eps": eps, "value": float(v), "time_s": t, "peak_rss_gib": peak,
+            "forward_backward_time_s": t_grad, "peak_rss_with_backward_gib": _peak_gib(),
+            "grad_finite": bool(torch.isfinite(xg.grad).all()), "rss_after_warmup_gib": base,
+            "load_avg": os.getloadavg()}
 
 
 def compare(n: int, eps: float) -> dict:
