@@ -35,7 +35,9 @@ when the batch's kernel does not fit one block, the streaming kernels of :mod:`g
 At the final ``eps`` each problem whose kernel fits in ``chunk_bytes`` (the three together) stores it once
 (:class:`_Frozen`): an iteration is then a vector-kernel product, no exp pass. The backward of the squared
 Euclidean value is a custom autograd function that recomputes the blocks, so memory is ``O((N + M) D)`` plus at
-most two ``chunk_bytes`` for any size.
+most two ``chunk_bytes`` for any size. Large items on CPU (squared Euclidean cost, numba) are solved one by one on
+clustered supports instead (:func:`_clustered`): coarse annealing on cluster centroids, then block-sparse
+soft-mins under a certified truncation bound (:mod:`geomot.transport._multiscale`).
 """
 
 from __future__ import annotations
@@ -277,7 +279,6 @@ class _Solver:
                              for i in range(0, n, step)], 1)
         return torch.where(p.mask, res, 0.0)
 
-
     def extrapolate(self, x: torch.Tensor, px: _Side, y: torch.Tensor, qy: _Side, v: torch.Tensor, eps: float,
                     hint: torch.Tensor) -> torch.Tensor:
         """One soft-min ``(B, N)`` of the potential ``v`` of ``qy`` with autograd to the points ``x`` of ``px``
@@ -290,6 +291,7 @@ class _Solver:
             fn = COSTS.get(self.cost)
             out = -eps * torch.logsumexp(h[:, None, :] - fn(x, y.detach()) / eps, 2)
         return torch.where(px.mask, out, 0.0)
+
 
 class _Frozen:
     """The kernel of one problem at the final ``eps``, stored: ``K_ij = exp((u0_i + v0_j - C(p_i, q_j)) / eps)``
