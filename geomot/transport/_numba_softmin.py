@@ -222,18 +222,27 @@ def seg_max_k(x, a, ptr, cT, k2, groups, out):
 
 def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, bary, with_bary):
     # out_i = sum over the kept column ranges of row i's cluster of exp(h_j + shift_i - |p_i - q_j|^2 / eps),
-    # bary_i = the same sum of exp(...) q_j (with_bary). Each column block is copied into contiguous scratch padded
-    # to a multiple of 8 (h = -inf), and every row of the cluster keeps 8 lanes of partial sums: no array slices
-    # in the loops (each costs reference counting) and no remainder loops.
+    # bary_i = the same sum of exp(...) q_j (with_bary). The kept columns of a row cluster are gathered once into
+    # contiguous scratch padded to a multiple of 8 (h = -inf), then every row of the cluster runs over full blocks
+    # and keeps 8 lanes of partial sums: no array slices in the loops (each costs reference counting), no
+    # remainder loops, and short ranges cost what long ones do.
     dim = p.shape[1]
     rmax = 1
+    cap = 8
     for g in range(groups.shape[0]):
-        rmax = max(rmax, rptr[groups[g] + 1] - rptr[groups[g]])
+        cl = groups[g]
+        rmax = max(rmax, rptr[cl + 1] - rptr[cl])
+        tot = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            tot += c1s[k] - c0s[k]
+        cap = max(cap, tot + 8)
     t = np.empty(BLOCK, dtype={F})
     kb = np.empty(BLOCK, dtype={I})
     sc = kb.view({F})
-    qb = np.empty((dim, BLOCK), dtype={F})
-    hb = np.empty(BLOCK, dtype={F})
+    qb = np.empty((dim, cap), dtype={F})
+    hb = np.empty(cap, dtype={F})
+    qs = np.empty((dim, BLOCK), dtype={F})
+    hs = np.empty(BLOCK, dtype={F})
     acc = np.empty((rmax, 8), dtype={F})
     accb = np.empty((rmax, dim, 8) if with_bary else (1, 1, 8), dtype={F})
     for g in range(groups.shape[0]):
@@ -243,42 +252,48 @@ def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, b
         acc[:r1 - r0] = 0
         if with_bary:
             accb[:r1 - r0] = 0
+        tot = 0
         for k in range(kptr[cl], kptr[cl + 1]):
-            for j0 in range(c0s[k], c1s[k], BLOCK):
-                bl = min(BLOCK, c1s[k] - j0)
-                blp = (bl + 7) // 8 * 8
-                for j in range(bl):
-                    hb[j] = h[j0 + j]
-                for j in range(bl, blp):
-                    hb[j] = -np.inf
+            for j in range(c0s[k], c1s[k]):
+                hb[tot] = h[j]
                 for d in range(dim):
+                    qb[d, tot] = qT[d, j]
+                tot += 1
+        totp = (tot + 7) // 8 * 8
+        for j in range(tot, totp):
+            hb[j] = -np.inf
+            for d in range(dim):
+                qb[d, j] = 0
+        for j0 in range(0, totp, BLOCK):
+            bl = min(BLOCK, totp - j0)
+            for j in range(bl):  # the block in L1-sized buffers (faster inner loops than offsets into the scratch)
+                hs[j] = hb[j0 + j]
+            for d in range(dim):
+                for j in range(bl):
+                    qs[d, j] = qb[d, j0 + j]
+            for i in range(r0, r1):
+                s = shift[i]
+                for j in range(bl):
+                    t[j] = 0
+                for d in range(dim):
+                    pd = p[i, d]
                     for j in range(bl):
-                        qb[d, j] = qT[d, j0 + j]
-                    for j in range(bl, blp):
-                        qb[d, j] = 0
-                for i in range(r0, r1):
-                    s = shift[i]
-                    for j in range(blp):
-                        t[j] = 0
+                        df = pd - qs[d, j]
+                        t[j] += df * df
+                for j in range(bl):
+                    t[j] = hs[j] + s - t[j] * inv_eps
+                exp_rows(t, kb, bl)
+                ai = i - r0
+                for j in range(bl):
+                    t[j] = t[j] * sc[j]
+                for jj in range(0, bl, 8):
+                    for lane in range(8):
+                        acc[ai, lane] += t[jj + lane]
+                if with_bary:
                     for d in range(dim):
-                        pd = p[i, d]
-                        for j in range(blp):
-                            df = pd - qb[d, j]
-                            t[j] += df * df
-                    for j in range(blp):
-                        t[j] = hb[j] + s - t[j] * inv_eps
-                    exp_rows(t, kb, blp)
-                    ai = i - r0
-                    for j in range(blp):
-                        t[j] = t[j] * sc[j]
-                    for jj in range(0, blp, 8):
-                        for lane in range(8):
-                            acc[ai, lane] += t[jj + lane]
-                    if with_bary:
-                        for d in range(dim):
-                            for jj in range(0, blp, 8):
-                                for lane in range(8):
-                                    accb[ai, d, lane] += t[jj + lane] * qb[d, jj + lane]
+                        for jj in range(0, bl, 8):
+                            for lane in range(8):
+                                accb[ai, d, lane] += t[jj + lane] * qs[d, jj + lane]
         for i in range(r0, r1):
             out[i] = acc[i - r0].sum()
             if with_bary:
