@@ -10,9 +10,11 @@ with its defaults (value stop at ``rtol = 1e-4``), forward only.
 - ``--compare-n``: in one process on the same inputs, the clustered solver against the streamed numba soft-mins
   (``geomot.transport._debiased.multiscale_usable`` patched to False: the path that large problems took before)
   and against the stored-kernel path (``chunk_bytes`` large enough for the three kernels, ``12 N^2`` bytes):
-  time ratios and relative differences of the values.
+  time ratios and relative differences of the values;
+- ``--geomloss-n``: geomot against GeomLoss's KeOps ``online`` and ``multiscale`` backends (``--gl-scalings``),
+  each value's error against a float64 geomot run to marginal error ``1e-7``.
 
-Usage: ``python benchmarks/bench_sinkhorn_divergence_large.py --n 50000 --compare-n 10000
+Usage: ``python benchmarks/bench_sinkhorn_divergence_large.py --n 50000 --compare-n 10000 --geomloss-n 10000
 --json benchmarks/results/sinkhorn_divergence_large.json``.
 """
 
@@ -83,18 +85,49 @@ def compare(n: int, eps: float) -> dict:
     return out
 
 
+def against_geomloss(n: int, eps: float, scalings: list[float]) -> dict:
+    """geomot's clustered divergence (float32, defaults) and GeomLoss's ``SamplesLoss("sinkhorn", p=2,
+    blur=sqrt(eps / 2), scaling=s)`` (its value doubled: GeomLoss's cost is ``|x - y|^2 / 2``) with the KeOps
+    ``online`` and ``multiscale`` backends, errors against a float64 geomot run to marginal error 1e-7."""
+    import math
+
+    from geomloss import SamplesLoss
+
+    x, y = inputs(n)
+    t0 = time.perf_counter()
+    ref = float(geomot.sinkhorn_divergence(x.double(), y.double(), eps=eps, tol=1e-7))
+    out: dict = {"n": n, "eps": eps, "reference": ref, "reference_time_s": time.perf_counter() - t0, "runs": []}
+    geomot.sinkhorn_divergence(x[:2000], y[:2000], eps=eps)
+    t0 = time.perf_counter()
+    v = float(geomot.sinkhorn_divergence(x, y, eps=eps))
+    out["runs"].append({"solver": "geomot", "time_s": time.perf_counter() - t0, "rel_error": abs(v / ref - 1)})
+    for backend in ("online", "multiscale"):
+        for s in scalings:
+            loss = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps / 2), scaling=s, backend=backend)
+            loss(x[:500], y[:500])  # KeOps builds its formulas on first use
+            t0 = time.perf_counter()
+            v = 2 * float(loss(x, y))
+            out["runs"].append({"solver": f"geomloss {backend}", "scaling": s, "time_s": time.perf_counter() - t0,
+                                "rel_error": abs(v / ref - 1)})
+            print(out["runs"][-1], flush=True)
+    out["load_avg"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50000)
     p.add_argument("--eps", type=float, nargs="+", default=[0.05**2, 0.1**2])
     p.add_argument("--compare-n", type=int, default=0, help="clustered vs streamed at this N (0: skip)")
+    p.add_argument("--geomloss-n", type=int, default=0, help="against GeomLoss (KeOps) at this N (0: skip)")
+    p.add_argument("--gl-scalings", type=float, nargs="+", default=[0.5, 0.9])
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.one:
         print(json.dumps(run_one(args.n, args.eps[0])))
         return
-    out: dict = {"torch_threads": torch.get_num_threads(), "large": [], "compare": []}
+    out: dict = {"torch_threads": torch.get_num_threads(), "large": [], "compare": [], "geomloss": []}
     for eps in args.eps:
         res = subprocess.run([sys.executable, __file__, "--one", "--n", str(args.n), "--eps", repr(eps)],
                              capture_output=True, text=True, check=True)
@@ -104,6 +137,9 @@ def main() -> None:
         for eps in args.eps:
             out["compare"].append(compare(args.compare_n, eps))
             print(out["compare"][-1], flush=True)
+    if args.geomloss_n:
+        for eps in args.eps:
+            out["geomloss"].append(against_geomloss(args.geomloss_n, eps, args.gl_scalings))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
