@@ -89,6 +89,25 @@ def test_argmin_scans_match_torch(kernels, dtype):
             assert torch.equal(_argmin.argmin_along(a, dim), a.argmin(dim)), ("nan", shape, dim)
 
 
+@pytest.mark.parametrize("n_cols", [_argmin.TWO_LEVEL_MIN, 40 * 64 + 17])
+def test_two_level_row_argmin_matches_torch(n_cols):
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 50, (60, n_cols), generator=g).float()  # ties within and across chunks
+    a[:, -1] = -1.0  # the minimum in the last column (the padded tail chunk when there is one)
+    a[1, 5] = -1.0  # ... and earlier in row 1
+    a[2, :] = 7.0  # all equal: index 0
+    a[3, 100] = float("nan")
+    a[3, 3] = -5.0  # a NaN after the minimum still wins (torch's rule)
+    a[4, -2] = float("nan")
+    a[5, 64] = -0.0
+    a[5, 63] = -0.0  # signed zeros in two chunks
+    a[5, a[5] > 0] = 1.0
+    out = torch.empty(60, dtype=torch.long)
+    assert torch.equal(_argmin.row_argmin(a, out), a.argmin(1))
+    assert torch.equal(out, a.argmin(1))
+    assert torch.equal(_argmin.row_argmin(a.double(), out), a.double().argmin(1))
+
+
 def test_argmin_along_falls_back_to_torch_elsewhere():
     a = torch.randn(2, 5, 6)
     assert torch.equal(_argmin.argmin_along(a.transpose(1, 2), 1), a.transpose(1, 2).argmin(1))  # not contiguous

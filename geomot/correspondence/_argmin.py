@@ -1,14 +1,16 @@
 """``argmin`` along the last or the middle axis of a CPU float tensor with torch's exact result, faster.
 
 torch's ``argmin`` on CPU is a scalar loop (about 1.5 ns a value along rows of 5,000 values, twice that along a
-middle axis), while its ``amin`` is vectorised (about 0.1 ns a value). Here the minima come from ``amin``, then a
-compiled scan (numba) finds where they are: along rows, the first column equal to the row's minimum, stopping
-there (half a row on average); along the middle axis, a sweep from the last row to the first that keeps the
-smallest row index equal to each column's minimum (branch-free, vectorised). Same indices as ``torch.argmin``:
-the first minimum; the first NaN of a row (column) that holds one (``amin`` propagates NaN; the middle-axis scan
-leaves such columns to torch); ``-0.0`` and ``+0.0`` compare equal in both. Without numba (or with
-``GEOMOT_NUMBA=0``), on other devices and for other dtypes it is ``torch.argmin``. The kernels release the GIL and
-run on the calling thread.
+middle axis), while its ``amin`` is vectorised (about 0.1 ns a value). Long rows (at least :data:`TWO_LEVEL_MIN`
+values) go in two levels, in torch: the ``amin`` of each chunk of 64 values, ``argmin`` over the chunk minima
+(64 times fewer values), then ``argmin`` within the chosen chunk; every pass is parallel. Shorter rows, with numba
+installed: the row minima from ``amin``, then a compiled scan for the first column equal to the minimum (half a
+row on average). Along the middle axis (numba): a branch-free sweep from the last row to the first that keeps
+the smallest row index equal to each column's minimum. Same indices as ``torch.argmin``: the first minimum, the
+first NaN of a row (column) that holds one (``amin`` propagates NaN; the middle-axis sweep leaves such columns to
+torch); ``-0.0`` and ``+0.0`` compare equal. Without numba (or with ``GEOMOT_NUMBA=0``), on other devices and for
+other dtypes the short rows and the middle axis use ``torch.argmin``. The kernels release the GIL and run on the
+calling thread.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import torch
 
 from geomot._core.accel import numba_available
 
-__all__ = ["argmin_along", "row_argmin"]
+__all__ = ["TWO_LEVEL_MIN", "argmin_along", "row_argmin"]
+
+TWO_LEVEL_MIN = 2048  # rows at least this long go in two levels (measured faster than the scan from here)
+_CHUNK = 64  # values per chunk of the two-level argmin
 
 
 @functools.cache
@@ -70,10 +75,27 @@ def _compiled(a: torch.Tensor) -> tuple[Any, Any] | None:
     return _kernels()
 
 
+def _two_level(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``torch.argmin(a, 1)`` by chunk minima: the first chunk holding the row's minimum (or its first NaN) holds
+    its first occurrence. The last, shorter chunk is padded with copies of the last column, which come after it."""
+    n_cols = a.shape[1]
+    full = n_cols - n_cols % _CHUNK
+    mins = torch.amin(a[:, :full].unflatten(1, (full // _CHUNK, _CHUNK)), 2)
+    if full < n_cols:
+        mins = torch.cat([mins, torch.amin(a[:, full:], 1, keepdim=True)], 1)
+    start = torch.argmin(mins, 1) * _CHUNK
+    cols = (start[:, None] + torch.arange(_CHUNK, device=a.device)).clamp_max(n_cols - 1)
+    return torch.add(start, torch.argmin(torch.take_along_dim(a, cols, 1), 1), out=out)
+
+
 def row_argmin(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``torch.argmin(a, 1)`` of ``a (R, C)`` written into ``out (R,)`` int64 (contiguous), returned."""
+    if a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.requires_grad:
+        return torch.argmin(a, 1, out=out)
+    if a.shape[1] >= TWO_LEVEL_MIN:
+        return _two_level(a, out)
     kernels = _compiled(a)
-    if kernels is None or a.shape[1] == 0 or a.requires_grad or not out.is_contiguous():
+    if kernels is None or a.shape[1] == 0 or not out.is_contiguous():
         return torch.argmin(a, 1, out=out)
     kernels[0](a.numpy(), torch.amin(a, 1).numpy(), out.numpy())
     return out

@@ -14,8 +14,8 @@ from geomot.correspondence._argmin import row_argmin
 
 __all__ = ["fmap_from_p2p", "knn_indices", "p2p_from_fmap", "soft_fmap"]
 
-_BLOCK = 2**20  # entries of a distance block: one buffer reused by every block (4 MiB in float32), which stays in
-# the cache for the row minima; a new block per step would cost a page fault per 4 KiB on every call
+_BLOCK = 2**22  # entries of a distance block: one buffer (16 MiB in float32) reused by every block of a call (a
+# new block per step would cost a page fault per 4 KiB each time); not smaller, each block is one parallel region
 
 
 def knn_indices(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -23,9 +23,9 @@ def knn_indices(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     ``argmin_j |x_i - y_j|^2 = argmin_j (|y_j|^2 - 2 <x_i, y_j>)``; ties go to the smallest index, and a row whose
     distances hold a NaN gets the first NaN (as ``torch.argmin``). One fused product-and-add per block of rows into
-    a buffer of ``2^20`` entries reused for every block, then the row minima (:func:`row_argmin`: a vectorised
-    ``amin`` and a compiled scan for its first position when numba is installed). ``O(N M d)`` time,
-    ``O(M d + 2^20)`` memory. Not differentiable (indices only).
+    a buffer of at most ``2^22`` entries reused for every block, then the row minima (a vectorised ``amin`` and a
+    compiled scan for its first position when numba is installed). ``O(N M d)`` time, ``O(M d + 2^22)`` memory.
+    Not differentiable (indices only).
     """
     check_float_tensor(x, "x", ndim=2, finite=False)
     check_float_tensor(y, "y", ndim=2, last_dim=x.shape[1], finite=False)
@@ -34,7 +34,8 @@ def knn_indices(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     yy = (y * y).sum(1)
     yt = y.T.contiguous()
     out = torch.empty(n, dtype=torch.long, device=x.device)
-    rows = max(1, min(n, _BLOCK // max(1, m)))
+    n_blocks = max(1, -(-n * m // _BLOCK))
+    rows = max(1, -(-n // n_blocks))  # blocks of (nearly) equal size
     buf = x.new_empty(rows, m)
     for s in range(0, n, rows):
         block = buf[: min(rows, n - s)]
