@@ -344,6 +344,35 @@ def _sinkhorn(out: list[str]) -> None:
             f"iterations {data['iters']}, {data['time']:.0f} s, peak RSS {data['peak_rss_gib']:.2f} GiB.",
             "",
         ]
+    data = _load("sinkhorn_divergence_large.json")
+    if data:
+        out += [
+            "### Large divergences, clustered solver",
+            "",
+            _caption("sinkhorn_divergence_large.json", data, CPU_MACHINE + f", {data.get('torch_threads')} threads"),
+            "",
+            "`python benchmarks/bench_sinkhorn_divergence_large.py --n 50000 --compare-n 10000 --geomloss-n 10000`: "
+            "float32, `sinkhorn_divergence(x, y, eps=eps)` with its defaults; errors against a float64 run to "
+            "marginal error 1e-7; GeomLoss (KeOps on CPU) at `blur = sqrt(eps / 2)`, its value doubled.",
+            "",
+            "| N | eps | forward | forward + backward | peak RSS |",
+            "|---|---|---|---|---|",
+        ]
+        for r in data.get("large", []):
+            out.append(f"| {r['n']:,} | {r['eps']:.4g} | {_t(r['time_s'])} | {_t(r['forward_backward_time_s'])} | "
+                       f"{r['peak_rss_gib']:.2f} GiB |")
+        out += ["", "| N | eps | solver | time | relative error |", "|---|---|---|---|---|"]
+        for g in data.get("geomloss", []):
+            for r in g["runs"]:
+                who = r["solver"] + (f", scaling {r['scaling']}" if "scaling" in r else "")
+                out.append(f"| {g['n']:,} | {g['eps']:.4g} | {who} | {_t(r['time_s'])} | {r['rel_error']:.1e} |")
+        for c in data.get("compare", []):
+            out.append("")
+            out.append(f"N = {c['n']:,}, eps = {c['eps']:.4g}: clustered {_t(c['clustered']['time_s'])}, the "
+                       f"streamed path {c['streamed_over_clustered']:.1f}x and the stored kernels "
+                       f"{c['stored_over_clustered']:.1f}x that time (values within "
+                       f"{max(c['value_rel_diff_streamed'], c['value_rel_diff_stored']):.0e}).")
+        out.append("")
     data = _load("bench_sinkhorn_training.json")
     if data:
         u = data.get("uniform", {})
