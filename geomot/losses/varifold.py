@@ -237,6 +237,8 @@ class _BlockGrad(torch.autograd.Function):
         xa, nc, ac, ya, m, b = ctx.saved_tensors
         need = ctx.needs_input_grad
         e = torch.bmm(xa * LOG2E, ya.transpose(1, 2)).clamp_min_(0.5 * exp2_floor(xa.dtype)).exp2_()  # E
+        if not ctx.folded and ctx.kern.fused == "linear":
+            return _linear_block_grads(e, g, xa, nc, ac, ya, m, b, need)
         t = k = None
         if ctx.folded:
             k = e
@@ -260,6 +262,36 @@ class _BlockGrad(torch.autograd.Function):
             gn = (g[:, None] * ac)[..., None] * narrow_bmm(v, b[..., None] * m) if need[1] else None
             gm = (g[:, None] * b)[..., None] * narrow_bmm(v.transpose(1, 2), ac[..., None] * nc) if need[4] else None
         return gxa, gn, ga, gya, gm, gb, None, None, None
+
+
+def _linear_block_grads(e, g, xa, nc, ac, ya, m, b, need):
+    """The gradients of :class:`_BlockGrad` for the linear kernel from two reads of ``E``: with ``K = E * (n m^T)``,
+    ``(K Z)_i = sum_d n_id (E (m_d Z))_i`` and ``(K^T Z)_j = sum_d m_jd (E^T (n_d Z))_j``, so the row products
+    ``K [b ya, b]`` and ``V (b m)`` (``V = E`` for ``k_n(t) = t``) are one product of ``E`` with ``D (w + 1)``
+    columns, and the column products one product of ``E^T``: no ``T`` or ``K`` block."""
+    dim = nc.shape[-1]
+    gxa = gn = ga = gya = gm = gb = None
+    if need[0] or need[1] or need[2]:
+        z = torch.cat([b[..., None] * ya, b[..., None]], -1)  # (B, M, w)
+        w = z.shape[-1]
+        wide = torch.cat([*(m[..., d : d + 1] * z for d in range(dim)), b[..., None] * m], -1)
+        out = narrow_bmm(e, wide)  # (B, n, D w + D)
+        r = sum(nc[..., d : d + 1] * out[..., d * w : (d + 1) * w] for d in range(dim))
+        scale = (g[:, None] * ac)[..., None]
+        gxa = scale * r[..., :-1] if need[0] else None
+        ga = g[:, None] * r[..., -1] if need[2] else None
+        gn = scale * out[..., dim * w :] if need[1] else None
+    if need[3] or need[4] or need[5]:
+        z = torch.cat([ac[..., None] * xa, ac[..., None]], -1)  # (B, n, w)
+        w = z.shape[-1]
+        wide = torch.cat([*(nc[..., d : d + 1] * z for d in range(dim)), ac[..., None] * nc], -1)
+        out = narrow_bmm(e.transpose(1, 2), wide)  # (B, M, D w + D)
+        c = sum(m[..., d : d + 1] * out[..., d * w : (d + 1) * w] for d in range(dim))
+        scale = (g[:, None] * b)[..., None]
+        gya = scale * c[..., :-1] if need[3] else None
+        gb = g[:, None] * c[..., -1] if need[5] else None
+        gm = scale * out[..., dim * w :] if need[4] else None
+    return gxa, gn, ga, gya, gm, gb, None, None, None
 
 
 def _inner_torch(
