@@ -186,12 +186,14 @@ def test_clustered_batch_with_padding_identical_and_small_items():
 
 @needs_numba
 def test_clustered_path_only_for_large_cpu_problems():
+    """Clustered exactly when the three kernels would not be stored (they exceed chunk_bytes)."""
     x, y = _clouds(MIN_POINTS, MIN_POINTS)
     assert _multiscale.multiscale_usable(x[None], y[None], "sqeuclidean", 1000)
     assert not _multiscale.multiscale_usable(x[None], y[None], "euclidean", 1000)
     assert not _multiscale.multiscale_usable(x[None, :-1], y[None], "sqeuclidean", 1000)
-    assert not _multiscale.multiscale_usable(x[None], y[None], "sqeuclidean", MIN_POINTS**2)
-    big = torch.zeros(1, 1500, 3)
-    assert _multiscale.multiscale_usable(big, big, "sqeuclidean", 1 << 30)  # large items: always clustered
+    assert not _multiscale.multiscale_usable(x[None], y[None], "sqeuclidean", 3 * MIN_POINTS**2 * 8)
+    big = torch.zeros(1, 2400, 3)
+    assert _multiscale.multiscale_usable(big, big, "sqeuclidean", 64 << 20)  # 69 MB of float32 kernels
+    assert not _multiscale.multiscale_usable(big[:, :2300], big[:, :2300], "sqeuclidean", 64 << 20)
     batch = torch.zeros(16, 512, 3)
-    assert not _multiscale.multiscale_usable(batch, batch, "sqeuclidean", 1 << 24)  # a training batch
+    assert not _multiscale.multiscale_usable(batch, batch, "sqeuclidean", 1 << 30)  # a training batch

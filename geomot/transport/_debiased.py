@@ -685,6 +685,6 @@ def debiased_sinkhorn(
     tol_eff = max(tol, tolerance_floor(x.dtype, scale, eps))
     opts = dict(eps=eps, tau=tau, eps_list=eps_schedule(eps, max(scale, eps), eps_scaling), tol_eff=tol_eff,
                 max_iter=max_iter, chunk_bytes=chunk_bytes, track=track, rtol=rtol)
-    if multiscale_usable(x, y, cost, chunk_bytes // x.element_size()):
+    if multiscale_usable(x, y, cost, chunk_bytes):
         return _clustered(x, y, a, b, row_mask, col_mask, **opts)
     return _standard(x, y, a, b, row_mask, col_mask, cost=cost, **opts)

@@ -38,7 +38,6 @@ __all__ = ["Clusters", "SparseSoftmin", "kd_clusters", "multiscale_usable"]
 MARGIN = 4.0  # nats by which a shifted row sum may fall below 1 and keep the relative truncation error below u
 CLUSTER_SIZE = 32  # points per cluster: the cost of the bound (N L) against its slack (2 r_I r_J / eps)
 MIN_POINTS = 16 * CLUSTER_SIZE  # below this a clustered solve has too few clusters to skip anything
-MIN_PAIRS = 1 << 21  # items from about 1,450 x 1,450 points: where the clustered solve overtakes the dense one
 JUMP = 1.0  # the coarse levels are those with eps >= (JUMP * the median cluster radius)^2
 REUSE = 2.0  # nats the stored block bounds may loosen before they are recomputed
 ROUNDING = 1e-2  # nats added to the float32 block bounds (their rounding is ~1e-6 relative)
@@ -109,14 +108,15 @@ class Clusters:
                                     mean)
 
 
-def multiscale_usable(x: torch.Tensor, y: torch.Tensor, cost: str, dense_pairs: int) -> bool:
+def multiscale_usable(x: torch.Tensor, y: torch.Tensor, cost: str, chunk_bytes: int) -> bool:
     """Whether the clustered solver applies to the padded batch ``x (B, N, D)``, ``y (B, M, D)``: squared
-    Euclidean cost, CPU float tensors with numba, supports of at least :data:`MIN_POINTS` points, and items of at
-    least :data:`MIN_PAIRS` pairs or a batch whose kernels exceed ``dense_pairs`` pairs (one streaming block).
-    Below that the batched stored or streamed kernels are faster."""
+    Euclidean cost, CPU float tensors with numba, supports of at least :data:`MIN_POINTS` points, and kernels of
+    the three problems (``B (N M + N^2 + M^2)`` entries) larger than ``chunk_bytes``, where the batched path
+    would stream them instead of storing them (stored kernels are faster while they fit)."""
     n, m = x.shape[1], y.shape[1]
+    kernels = x.shape[0] * (n * m + n * n + m * m) * x.element_size()
     return (cost == "sqeuclidean" and _numba_softmin.available(x) and min(n, m) >= MIN_POINTS
-            and (n * m >= MIN_PAIRS or x.shape[0] * n * m > dense_pairs))
+            and kernels > chunk_bytes)
 
 
 class SparseSoftmin:
