@@ -10,7 +10,10 @@ over the pairs, block of columns by block of columns, and never store a cost or 
   whose sum over- or underflows;
 - :func:`sweep`: one alternating Sinkhorn iteration with one exp per pair: the row sums of
   ``E_ij = exp((f_i + g_j - C_ij) / eps)`` give the (over-relaxed) row update, and the same ``E_ij`` times the
-  updated row factors accumulate the column sums from which the column update follows.
+  updated row factors accumulate the column sums from which the column update follows;
+- :func:`sparse_row_sums`: ``S_i`` (and optionally ``sum_j exp(t_ij) q_j``) over the kept column ranges of the
+  row's cluster only, and :func:`seg_max`: the cluster-wise maxima behind the truncation bound of
+  :mod:`geomot.transport._multiscale`.
 
 The cost is formed from the coordinate differences (``sum_d (p_id - q_jd)^2``: no cancellation), and ``exp`` is a
 Cody-Waite range reduction with a Taylor polynomial (degree 6 in float32, 12 in float64; 1-2 ulp) written so
