@@ -202,3 +202,18 @@ def test_narrow_products_equal_bmm(transposed, k):
     torch.testing.assert_close(narrow_bmm(mat, rhs), torch.bmm(mat, rhs), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gemv(mat, rhs[..., 0]), torch.bmm(mat, rhs[..., :1])[..., 0], rtol=1e-12, atol=1e-12)
     torch.autograd.gradcheck(lambda r: narrow_bmm(mat, r), (rhs,))
+
+
+@needs_numba
+def test_numba_kernels_written_for_the_disk_cache_and_fallback(tmp_path):
+    """The kernels' source goes to a file named by its hash (numba caches their machine code next to it); an
+    unusable directory falls back to compiling in memory."""
+    kernels = _numba_softmin.compile_kernels("float32", {"contract"}, cache_dir=tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("geomot_softmin_float32_*.py"))
+    assert len(files) == 1 and len(kernels) == 5
+    again = _numba_softmin.compile_kernels("float32", {"contract"}, cache_dir=tmp_path / "cache")
+    assert again[0] is kernels[0]  # the same module, not a second copy
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    fallback = _numba_softmin.compile_kernels("float64", {"contract"}, cache_dir=blocker / "sub")
+    assert len(fallback) == 5 and not (blocker / "sub").exists()

@@ -25,15 +25,21 @@ propagate as in IEEE arithmetic.
 
 Rows are split over ``torch.get_num_threads()`` threads (the kernels release the GIL); each thread accumulates its
 own column sums. Cost: ``~(3 D + 25)`` flops per pair and ``O((N + M) D)`` memory. Kernels are compiled on first
-use for each dtype (float32, float64); without numba or with ``GEOMOT_NUMBA=0`` :func:`available` is False and
+use for each dtype (float32, float64; a few seconds) and cached on disk by numba when this package's
+``__pycache__`` is writable (later processes load them); without numba or with ``GEOMOT_NUMBA=0`` :func:`available` is False and
 callers use torch.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import math
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -308,18 +314,17 @@ def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, b
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
+_NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k")
+
+
 @functools.cache
 def _kernels(dtype: str):
-    """The compiled kernels for ``dtype`` ("float32" or "float64"), from :data:`_TEMPLATE`; compiled lazily."""
-    return compile_kernels(dtype, _FASTMATH)
+    """The compiled kernels for ``dtype`` ("float32" or "float64"), from :data:`_TEMPLATE`; compiled lazily, and
+    cached on disk by numba next to this module when its ``__pycache__`` is writable (see :func:`compile_kernels`)."""
+    return compile_kernels(dtype, _FASTMATH, cache_dir=Path(__file__).resolve().parent / "__pycache__")
 
 
-def compile_kernels(dtype: str, fastmath: bool | set[str]):
-    """``(row_sums_k, row_max_k, sweep_k, seg_max_k, sparse_sums_k)`` compiled from :data:`_TEMPLATE` for
-    ``dtype`` with numba's ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for
-    comparisons)."""
-    import numba
-
+def _source(dtype: str) -> str:
     f32 = dtype == "float32"
     f_name = "np.float32" if f32 else "np.float64"
     info = np.finfo(np.float32 if f32 else np.float64)
@@ -327,18 +332,61 @@ def compile_kernels(dtype: str, fastmath: bool | set[str]):
     poly = f"{f_name}({1.0 / math.factorial(degree)!r})"
     for k in range(degree - 1, -1, -1):
         poly = f"({poly} * r + {f_name}({1.0 / math.factorial(k)!r}))"
-    src = _TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
-                           MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
-                           HI=repr(math.log(info.max) - 1.0), POLY=poly)
+    return _TEMPLATE.format(F=f_name, I="np.int32" if f32 else "np.int64", BIAS=127 if f32 else 1023,
+                            MANT=23 if f32 else 52, LO=repr(math.log(info.tiny) + 2.0),
+                            HI=repr(math.log(info.max) - 1.0), POLY=poly)
+
+
+def _cached_module(src: str, dtype: str, fastmath: bool | set[str], cache_dir: Path):
+    """The kernels as a module written once to ``cache_dir`` (named by a hash of its text), so that numba's
+    ``cache=True`` can keep their machine code across processes (exec'd code has no file to cache against)."""
+    import numba
+
+    flags = f"set({sorted(fastmath)!r})" if isinstance(fastmath, set) else repr(bool(fastmath))
+    text = (f"import numba\nimport numpy as np\n\nBLOCK = {_BLOCK}\nTINY = {_TINY!r}\n{src}\n"
+            f"_opts = dict(nogil=True, fastmath={flags}, boundscheck=False)\n"
+            "exp_rows = numba.njit(inline='always', **_opts)(exp_rows)\n"
+            + "".join(f"{n} = numba.njit(cache=True, **_opts)({n})\n" for n in _NAMES))
+    digest = hashlib.sha1((text + numba.__version__).encode()).hexdigest()[:12]
+    name = f"geomot_softmin_{dtype}_{digest}"
+    path = cache_dir / f"{name}.py"
+    if not path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f"{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # imported by name: numba's cache rebuilds the kernels' environment from it
+    spec.loader.exec_module(module)
+    return module
+
+
+def compile_kernels(dtype: str, fastmath: bool | set[str], *, cache_dir: Path | None = None):
+    """``(row_sums_k, row_max_k, sweep_k, seg_max_k, sparse_sums_k)`` compiled from :data:`_TEMPLATE` for
+    ``dtype`` with numba's ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for
+    comparisons). With ``cache_dir`` the source is written there and numba caches the machine code on disk (the
+    first use in a later process loads it instead of compiling for seconds); an unwritable directory falls back
+    to in-memory compilation."""
+    import numba
+
+    src = _source(dtype)
+    if cache_dir is not None:
+        try:
+            module = _cached_module(src, dtype, fastmath, cache_dir)
+            return tuple(getattr(module, n) for n in _NAMES)
+        except OSError:  # read-only install: compile in memory
+            pass
     jit = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False)
     scope = {"np": np, "BLOCK": _BLOCK, "TINY": _TINY}
     exec(compile(src, f"<geomot numba softmin {dtype}>", "exec"), scope)
     inline = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False, inline="always")
-    for name in ("exp_rows",):
-        scope[name] = inline(scope[name])
-    for name in ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k"):
+    scope["exp_rows"] = inline(scope["exp_rows"])
+    for name in _NAMES:
         scope[name] = jit(scope[name])
-    return tuple(scope[name] for name in ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k"))
+    return tuple(scope[name] for name in _NAMES)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
