@@ -26,8 +26,8 @@ propagate as in IEEE arithmetic.
 Rows are split over ``torch.get_num_threads()`` threads (the kernels release the GIL); each thread accumulates its
 own column sums. Cost: ``~(3 D + 25)`` flops per pair and ``O((N + M) D)`` memory. Kernels are compiled on first
 use for each dtype (float32, float64; a few seconds) and cached on disk by numba when this package's
-``__pycache__`` is writable (later processes load them); without numba or with ``GEOMOT_NUMBA=0`` :func:`available` is False and
-callers use torch.
+``__pycache__`` is writable (later processes load them); without numba or with ``GEOMOT_NUMBA=0``
+:func:`available` is False and callers use torch.
 """
 
 from __future__ import annotations
