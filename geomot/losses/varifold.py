@@ -269,29 +269,31 @@ def _linear_block_grads(e, g, xa, nc, ac, ya, m, b, need):
     ``(K Z)_i = sum_d n_id (E (m_d Z))_i`` and ``(K^T Z)_j = sum_d m_jd (E^T (n_d Z))_j``, so the row products
     ``K [b ya, b]`` and ``V (b m)`` (``V = E`` for ``k_n(t) = t``) are one product of ``E`` with ``D (w + 1)``
     columns, and the column products one product of ``E^T``: no ``T`` or ``K`` block."""
-    dim = nc.shape[-1]
     gxa = gn = ga = gya = gm = gb = None
     if need[0] or need[1] or need[2]:
-        z = torch.cat([b[..., None] * ya, b[..., None]], -1)  # (B, M, w)
-        w = z.shape[-1]
-        wide = torch.cat([*(m[..., d : d + 1] * z for d in range(dim)), b[..., None] * m], -1)
-        out = narrow_bmm(e, wide)  # (B, n, D w + D)
-        r = sum(nc[..., d : d + 1] * out[..., d * w : (d + 1) * w] for d in range(dim))
+        r, v = _linear_side(e, nc, ya, m, b)
         scale = (g[:, None] * ac)[..., None]
         gxa = scale * r[..., :-1] if need[0] else None
         ga = g[:, None] * r[..., -1] if need[2] else None
-        gn = scale * out[..., dim * w :] if need[1] else None
+        gn = scale * v if need[1] else None
     if need[3] or need[4] or need[5]:
-        z = torch.cat([ac[..., None] * xa, ac[..., None]], -1)  # (B, n, w)
-        w = z.shape[-1]
-        wide = torch.cat([*(nc[..., d : d + 1] * z for d in range(dim)), ac[..., None] * nc], -1)
-        out = narrow_bmm(e.transpose(1, 2), wide)  # (B, M, D w + D)
-        c = sum(m[..., d : d + 1] * out[..., d * w : (d + 1) * w] for d in range(dim))
+        c, v = _linear_side(e.transpose(1, 2), m, xa, nc, ac)
         scale = (g[:, None] * b)[..., None]
         gya = scale * c[..., :-1] if need[3] else None
         gb = g[:, None] * c[..., -1] if need[5] else None
-        gm = scale * out[..., dim * w :] if need[4] else None
+        gm = scale * v if need[4] else None
     return gxa, gn, ga, gya, gm, gb, None, None, None
+
+
+def _linear_side(e, n_rows, pts, n_cols, w):
+    """``(K [w pts, w], E (w n_cols))`` for ``K = E * (n_rows n_cols^T)``, from one product of ``e`` (rows x
+    columns) with the ``D (w + 1)`` columns ``[n_cols_d w pts, n_cols_d w]_d`` and ``w n_cols``."""
+    dim = n_rows.shape[-1]
+    z = torch.cat([w[..., None] * pts, w[..., None]], -1)
+    width = z.shape[-1]
+    out = narrow_bmm(e, torch.cat([*(n_cols[..., d : d + 1] * z for d in range(dim)), w[..., None] * n_cols], -1))
+    k_z = sum(n_rows[..., d : d + 1] * out[..., d * width : (d + 1) * width] for d in range(dim))
+    return k_z, out[..., dim * width :]
 
 
 def _inner_torch(

@@ -594,16 +594,14 @@ class _ClusteredSolver(_Solver):
         return _SparseSqSoftmin.apply(x[0], op, v[0].detach(), hint[0].detach(), qy.logw[0], eps)[None]
 
 
-def _clustered(x, y, a, b, row_mask, col_mask, *, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track,
-               rtol) -> DebiasedResult:
+def _clustered(x, y, a, b, row_mask, col_mask, **opts) -> DebiasedResult:
     """The divergence item by item on clustered supports (:mod:`geomot.transport._multiscale`): the annealing
     levels with ``eps >= (JUMP r)^2`` (``r``: the median cluster radius) run on the coarse measures (cluster
     centroids and masses, a few thousand points, stored kernels), the coarse problem is then solved to the stopping
     rule at the next level, its potentials are extended to the points by one soft c-transform, and the remaining
     levels and the final level use block-sparse soft-mins (Schmitzer 2019's multiscale scheme; GeomLoss's
-    multiscale backend without its heuristic truncation). Items below ``MIN_POINTS`` take :func:`_standard`."""
-    opts = dict(eps=eps, tau=tau, eps_list=eps_list, tol_eff=tol_eff, max_iter=max_iter, chunk_bytes=chunk_bytes,
-                track=track, rtol=rtol)
+    multiscale backend without its heuristic truncation). Items below ``MIN_POINTS`` take :func:`_standard`.
+    ``opts``: the solver settings of :func:`_standard` except ``cost``."""
     parts = []
     for k in range(x.shape[0]):
         rk, ck = row_mask[k], col_mask[k]
@@ -616,7 +614,7 @@ def _clustered(x, y, a, b, row_mask, col_mask, *, eps, tau, eps_list, tol_eff, m
             parts.append(_clustered_item(xk, yk, ak, bk, **opts))
     return DebiasedResult(torch.cat([r.value for r in parts]), max(r.n_iters for r in parts),
                           torch.cat([r.converged for r in parts]), torch.cat([r.marginal_error for r in parts]),
-                          tol_eff, eps_list)
+                          opts["tol_eff"], opts["eps_list"])
 
 
 def _clustered_item(x, y, a, b, *, eps, tau, eps_list, tol_eff, max_iter, chunk_bytes, track, rtol

@@ -75,10 +75,11 @@ def kd_clusters(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Clusters:
-    """One point set sorted by k-d clusters: ``points`` ``(N, D)`` (the input's dtype, cluster order), ``perm``
-    (``points = x[perm]``), ``ptr`` ``(K + 1,)``, float64 ``centre`` ``(K, D)`` and ``radius`` ``(K,)``, the
-    coarse measure ``centroid`` ``(K, D)`` / ``mass`` ``(K,)`` (input dtype), and ``weights`` ``(N,)`` in cluster
-    order."""
+    """One point set sorted by k-d clusters: ``points`` ``(N, D)`` (the input's dtype, cluster order) with its
+    transpose ``points_t`` ``(D, N)`` (numpy), ``perm`` (``points = x[perm]``), ``ptr`` ``(K + 1,)`` and each point's
+    cluster ``seg`` ``(N,)``, float64 copies ``x64`` ``(N, D)`` and squared norms ``sq64`` ``(N,)``, float64
+    ``centre`` ``(K, D)`` and ``radius`` ``(K,)``, the coarse measure ``centroid`` ``(K, D)`` / ``mass`` ``(K,)``
+    (input dtype), and ``weights`` ``(N,)`` in cluster order."""
 
     def __init__(self, x: torch.Tensor, w: torch.Tensor, size: int = CLUSTER_SIZE) -> None:
         xd = x.detach().double().numpy()
@@ -87,7 +88,8 @@ class Clusters:
         self.ptr = ptr
         xs = xd[perm]
         self.x64 = np.ascontiguousarray(xs)
-        seg = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+        self.sq64 = (xs**2).sum(1)
+        self.seg = seg = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
         k = ptr.shape[0] - 1
         lo = np.full((k, xd.shape[1]), np.inf)
         hi = np.full((k, xd.shape[1]), -np.inf)
@@ -96,12 +98,13 @@ class Clusters:
         self.centre = 0.5 * (lo + hi)
         self.radius = np.zeros(k)
         np.maximum.at(self.radius, seg, np.sqrt(((xs - self.centre[seg]) ** 2).sum(1)))
-        self.seg = torch.from_numpy(seg)
         self.points = x.detach()[self.perm]
+        self.points_t = np.ascontiguousarray(self.points.numpy().T)
         self.weights = w.detach()[self.perm]
-        mass = torch.zeros(k, dtype=w.dtype).index_add_(0, self.seg, self.weights)
-        wsum = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, self.seg, self.weights[:, None] * self.points)
-        mean = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, self.seg, self.points)
+        tseg = torch.from_numpy(seg)
+        mass = torch.zeros(k, dtype=w.dtype).index_add_(0, tseg, self.weights)
+        wsum = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, tseg, self.weights[:, None] * self.points)
+        mean = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, tseg, self.points)
         mean = mean / torch.from_numpy(np.diff(ptr)).to(x.dtype)[:, None]
         self.mass = mass
         self.centroid = torch.where(mass[:, None] > 0, wsum / mass.clamp_min(torch.finfo(w.dtype).tiny)[:, None],
@@ -127,14 +130,9 @@ class SparseSoftmin:
 
     def __init__(self, p: Clusters, q: Clusters, transposed: SparseSoftmin | None = None) -> None:
         self.p, self.q = p, q
-        self.qT = np.ascontiguousarray(q.points.numpy().T)
-        self.p_sq = (p.x64**2).sum(1)
-        self.q_sq = (q.x64**2).sum(1)
         # r_I r_J - <c_I, c_J>, shared with the operator of the opposite direction
         self.geo = (p.radius[:, None] * q.radius[None, :] - p.centre @ q.centre.T if transposed is None
                     else transposed.geo.T)
-        self.p_seg = np.repeat(np.arange(p.ptr.shape[0] - 1), np.diff(p.ptr))
-        self.q_seg = np.repeat(np.arange(q.ptr.shape[0] - 1), np.diff(q.ptr))
         self._ref: tuple | None = None  # (eps, shift, h, float32 bound) of the last full bound computation
         self.kept_fraction = 1.0
         self.full_bounds = 0
@@ -150,15 +148,15 @@ class SparseSoftmin:
         kp, kq = self.geo.shape
         if self._ref is not None and self._ref[0] == eps:
             _, s0, h0, b0 = self._ref
-            dp = self._rise(shift, s0, self.p_seg, kp)
-            dq = self._rise(h, h0, self.q_seg, kq)
+            dp = self._rise(shift, s0, self.p.seg, kp)
+            dq = self._rise(h, h0, self.q.seg, kq)
             if max(dp.max(), dq.max()) <= REUSE:
                 b = b0 + dp[:, None].astype(np.float32)
                 b += dq[None, :].astype(np.float32)
                 return b
         k2 = 2.0 / eps
-        b = _numba_softmin.seg_max(self.p.x64, shift - self.p_sq / eps, self.p.ptr, self.q.centre, k2)
-        b += _numba_softmin.seg_max(self.q.x64, h - self.q_sq / eps, self.q.ptr, self.p.centre, k2).T
+        b = _numba_softmin.seg_max(self.p.x64, shift - self.p.sq64 / eps, self.p.ptr, self.q.centre, k2)
+        b += _numba_softmin.seg_max(self.q.x64, h - self.q.sq64 / eps, self.q.ptr, self.p.centre, k2).T
         b += k2 * self.geo
         b32 = b.astype(np.float32)
         del b
@@ -193,7 +191,7 @@ class SparseSoftmin:
         h = (v / eps + logw).to(dt)
         shift = (hint / eps).to(dt)
         kptr, c0s, c1s = self.pattern(shift.double().numpy(), h.double().numpy(), eps, dt)
-        s, bary = _numba_softmin.sparse_row_sums(self.p.points, self.qT, h.numpy(), shift.numpy(), self.p.ptr,
+        s, bary = _numba_softmin.sparse_row_sums(self.p.points, self.q.points_t, h.numpy(), shift.numpy(), self.p.ptr,
                                                  kptr, c0s, c1s, eps, with_bary=with_bary)
         s = torch.from_numpy(s)
         out = hint - eps * torch.log(s)

@@ -393,9 +393,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _threads(work: float) -> int:
+    """Threads for ``work`` pairs: ``torch.get_num_threads()``, fewer below :data:`_MIN_PAIRS_PER_THREAD` each."""
+    return max(1, min(torch.get_num_threads(), int(work // _MIN_PAIRS_PER_THREAD)))
+
+
 def _splits(n: int, m: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges, one per thread (``torch.get_num_threads()``, fewer for small problems)."""
-    workers = max(1, min(torch.get_num_threads(), n, (n * m) // _MIN_PAIRS_PER_THREAD))
+    """Contiguous row ranges, one per thread (:func:`_threads`, at most one per row)."""
+    workers = max(1, min(_threads(n * m), n))
     bounds = [round(k * n / workers) for k in range(workers + 1)]
     return [(bounds[k], bounds[k + 1]) for k in range(workers) if bounds[k + 1] > bounds[k]]
 
@@ -521,10 +526,6 @@ def _balanced_groups(work: np.ndarray, parts: int) -> list[np.ndarray]:
     return [g for g in np.split(idx, cuts) if g.size]
 
 
-def _threads(work: float) -> int:
-    return max(1, min(torch.get_num_threads(), int(work // _MIN_PAIRS_PER_THREAD)))
-
-
 def seg_max(x: np.ndarray, a: np.ndarray, ptr: np.ndarray, centres: np.ndarray, k2: float) -> np.ndarray:
     """``out[I, J] = max_{i in I} (a_i + k2 <x_i, c_J>)`` over the rows ``ptr[I]:ptr[I + 1]`` of cluster ``I``.
 
@@ -570,11 +571,8 @@ def sparse_row_sums(p: torch.Tensor, qT: np.ndarray, h: np.ndarray, shift: np.nd
     n, dim = pn.shape
     out = np.zeros(n, dtype=pn.dtype)
     bary = np.zeros((n, dim) if with_bary else (1, 1), dtype=pn.dtype)
-    kept = np.zeros(kptr.shape[0] - 1, dtype=np.float64)
-    lens = (c1s - c0s).astype(np.float64)
-    if lens.size:
-        owner = np.repeat(np.arange(kept.shape[0]), np.diff(kptr))
-        np.add.at(kept, owner, lens)
+    owner = np.repeat(np.arange(kptr.shape[0] - 1), np.diff(kptr))
+    kept = np.bincount(owner, weights=(c1s - c0s).astype(np.float64), minlength=kptr.shape[0] - 1)
     work = kept * np.diff(rptr)
     groups = _balanced_groups(work, _threads(float(work.sum())))
     inv = pn.dtype.type(1.0 / eps)
