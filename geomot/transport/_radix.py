@@ -36,6 +36,8 @@ __all__ = [
 # the radix sort): measured break-even ~400 values with the permutation, ~1,000 for values alone.
 MIN_LENGTH = 512
 MIN_LENGTH_VALUES = 1024
+# From this row length the point derivatives go through a length-n buffer (see _power_row_acc).
+ACC_BUFFER_MIN = 8192
 
 try:  # pragma: no cover - exercised through AVAILABLE
     if not numba_available():  # not installed, or turned off by GEOMOT_NUMBA=0
@@ -230,10 +232,15 @@ if AVAILABLE:
 
 
     @_jit
-    def _power_row_acc(p, ws, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t):  # pragma: no cover
+    def _power_row_acc(p, ws, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t, gbx, gby):  # pragma: no cover
         """:func:`_power_row` that adds ``wl * d cost / d x_k * theta`` into ``ax[bl, k]`` (``ay`` likewise) and
         ``sum_k d cost / d <theta, x_k> x_k + d cost / d <theta, y_k> y_k`` into ``tg`` instead of storing the
-        derivatives of the row."""
+        derivatives of the row.
+
+        With non-empty ``gbx`` / ``gby`` (length ``n``) the scaled derivatives are first scattered there through the
+        permutation (4-byte stores), then added to ``ax`` / ``ay`` in one sequential pass: on long rows this is ~10x
+        cheaper than read-modify-writes of ``(n, D)`` rows at random positions (the stores do not wait on loads).
+        The sums are the same, in the same float32 operations."""
         kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits = ws
         n = kx.shape[0]
         dim = xb.shape[1]
@@ -250,6 +257,8 @@ if AVAILABLE:
         t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
         if dim == 3:
             t0, t1, t2 = t[0], t[1], t[2]
+        buf_x = need_ax and gbx.shape[0] == n
+        buf_y = need_ay and gby.shape[0] == n
         for j in range(n):
             d = np.float64(xs[j]) - np.float64(ys[j])
             if p == 2.0:
@@ -266,7 +275,9 @@ if AVAILABLE:
             if need_ax:
                 c = np.float32(wl * gf)
                 k = px[j]
-                if dim == 3:
+                if buf_x:
+                    gbx[k] = c
+                elif dim == 3:
                     ax[bl, k, 0] += c * t0
                     ax[bl, k, 1] += c * t1
                     ax[bl, k, 2] += c * t2
@@ -276,7 +287,9 @@ if AVAILABLE:
             if need_ay:
                 c = np.float32(wl * gf)
                 k = py[j]
-                if dim == 3:
+                if buf_y:
+                    gby[k] = c
+                elif dim == 3:
                     ay[bl, k, 0] -= c * t0
                     ay[bl, k, 1] -= c * t1
                     ay[bl, k, 2] -= c * t2
@@ -287,7 +300,29 @@ if AVAILABLE:
                 kx_, ky_ = px[j], py[j]
                 for e in range(dim):
                     tg[e] += np.float64(gf) * (np.float64(xb[kx_, e]) - np.float64(yb[ky_, e]))
+        if buf_x:
+            _add_outer(ax[bl], gbx, t, np.float32(1.0))
+        if buf_y:
+            _add_outer(ay[bl], gby, t, np.float32(-1.0))
         return acc / n
+
+    @_jit
+    def _add_outer(a, g, t, sign):  # pragma: no cover - compiled
+        """``a[k] += sign * g[k] t`` (``a`` ``(n, D)``, ``g`` ``(n,)``): ``ax[k, e] += c * t[e]`` or ``-= c * t[e]``
+        as the unbuffered loop does."""
+        n, dim = a.shape
+        if dim == 3:
+            t0, t1, t2 = sign * t[0], sign * t[1], sign * t[2]
+            for k in range(n):
+                c = g[k]
+                a[k, 0] += c * t0
+                a[k, 1] += c * t1
+                a[k, 2] += c * t2
+        else:
+            for k in range(n):
+                c = g[k]
+                for e in range(dim):
+                    a[k, e] += c * (sign * t[e])
 
     @_jit
     def _projected_grads_block(x, y, theta, w, r0, r1, b0, p, cost, ax, ay, tg, need_ax, need_ay, need_t):
@@ -301,6 +336,9 @@ if AVAILABLE:
         ybits = np.empty(n, np.uint32)
         xp = xbits.view(np.float32)
         yp = ybits.view(np.float32)
+        long_rows = n >= ACC_BUFFER_MIN
+        gbx = np.empty(n if need_ax and long_rows else 0, np.float32)
+        gby = np.empty(n if need_ay and long_rows else 0, np.float32)
         for r in range(r0, r1):
             b, l = r // n_dir, r % n_dir
             t = theta[b if theta.shape[0] > 1 else 0, l]
@@ -308,7 +346,8 @@ if AVAILABLE:
             _project_pair(xb, yb, t, xp, yp)
             _keys_and_histograms(xbits, ws[0], ws[8])
             _keys_and_histograms(ybits, ws[4], ws[9])
-            cost[r] = _power_row_acc(p, ws, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay, need_t)
+            cost[r] = _power_row_acc(p, ws, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay, need_t,
+                                     gbx, gby)
 
 
 def _check_rows(*arrays: np.ndarray) -> None:
