@@ -38,6 +38,9 @@ MIN_LENGTH = 512
 MIN_LENGTH_VALUES = 1024
 # From this row length the point derivatives go through a length-n buffer (see _power_row_acc).
 ACC_BUFFER_MIN = 8192
+# From this row length rows are sorted by one bucket pass on the value then cache-sized LSD sorts (_bucket_sort_row):
+# the three LSD passes over a whole row no longer fit in the cache.
+BUCKET_MIN = 65536
 
 try:  # pragma: no cover - exercised through AVAILABLE
     if not numba_available():  # not installed, or turned off by GEOMOT_NUMBA=0
@@ -51,6 +54,7 @@ AVAILABLE = numba is not None
 if AVAILABLE:
     _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
     _U32 = np.uint32
+    _U64 = np.uint64
     _SIGN = np.uint32(0x80000000)
     _DIGIT = np.uint32(0x7FF)  # 11-bit digits: 3 passes (11 + 11 + 10 bits), 2048 buckets
 
@@ -111,6 +115,178 @@ if AVAILABLE:
         mask = _U32(_U32(_U32(0) - ((k >> _U32(31)) ^ _U32(1))) | _SIGN)
         return _U32(k ^ mask)
 
+    _KEY_NEG_INF = np.uint32(0x007FFFFF)  # keys of -inf and +inf: anything outside (KEY_NEG_INF, KEY_POS_INF) is
+    _KEY_POS_INF = np.uint32(0xFF800000)  # not finite
+    _LOW = np.uint64(0xFFFFFFFF)
+
+    @_jit
+    def _bucket_workspace(n):  # pragma: no cover - compiled
+        """Buffers of :func:`_bucket_sort_row` for rows of ``n`` values (empty below :data:`BUCKET_MIN`)."""
+        m = n if n >= BUCKET_MIN else 0
+        nbuck = 64
+        while nbuck < 4096 and nbuck * 1024 < m:
+            nbuck *= 2
+        # items (key << 32 | column), a scratch buffer for one bucket, bucket bounds, one-value float scratch
+        return np.empty(m, np.uint64), np.empty(m, np.uint64), np.empty(nbuck + 1, np.int64), np.empty(2, np.uint32)
+
+    @_jit
+    def _lsd_items(a, lo, hi, shift, tmp, hist, keys, idx, s0, with_idx):  # pragma: no cover - compiled
+        """Stable LSD sort of the items ``a`` by their keys ``(a >> shift) - lo`` (all in ``[0, hi - lo]``, ``hi >
+        lo``): as many counting passes of at most 11 bits as the span needs, between ``a`` and ``tmp``; the last
+        pass writes the keys (and the columns, the low 32 bits of the items, when ``with_idx``) straight to
+        ``keys[s0:]`` / ``idx[s0:]``."""
+        m = a.shape[0]
+        span = hi - lo
+        nbits = 0
+        while span > 0:
+            nbits += 1
+            span >>= _U32(1)
+        passes = (nbits + 10) // 11
+        dbits = (nbits + passes - 1) // passes
+        nb = 1 << dbits
+        dmask = _U32(nb - 1)
+        src, dst = a, tmp[:m]
+        for p in range(passes):
+            sh = _U32(p * dbits)
+            for b in range(nb):
+                hist[b] = s0 if p == passes - 1 else 0
+            for j in range(m):
+                hist[(_U32(_U32(src[j] >> shift) - lo) >> sh) & dmask] += 1
+            total = hist[0] - (s0 if p == passes - 1 else 0)
+            hist[0] -= total
+            for b in range(1, nb):
+                c = hist[b]
+                hist[b] = hist[b - 1] + total
+                total = c - (s0 if p == passes - 1 else 0)
+            if p < passes - 1:
+                for j in range(m):
+                    it = src[j]
+                    d = (_U32(_U32(it >> shift) - lo) >> sh) & dmask
+                    pos = hist[d]
+                    hist[d] = pos + 1
+                    dst[pos] = it
+                src, dst = dst, src
+            else:
+                for j in range(m):
+                    it = src[j]
+                    d = (_U32(_U32(it >> shift) - lo) >> sh) & dmask
+                    pos = hist[d]
+                    hist[d] = pos + 1
+                    keys[pos] = _U32(it >> shift)
+                    if with_idx:
+                        idx[pos] = np.int32(it & _LOW)
+
+    @_jit
+    def _insertion_items(a):  # pragma: no cover - compiled
+        """Insertion sort of a few items (stable: equal keys keep their columns' order, which is the item order)."""
+        for i in range(1, a.shape[0]):
+            it = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > it:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = it
+
+    @_jit
+    def _bucket_sort_row(bits, keys, idx, lw, with_idx):  # pragma: no cover - compiled
+        """Sort one long row of float32 bit patterns into ``keys`` (and the permutation into ``idx``).
+
+        One pass counts the values in ``nbuck`` equal-width intervals of ``[min, max]`` (``nbuck ~ n / 1024``), a
+        second one moves ``key << 32 | column`` items there (stable); each interval (a few thousand bytes, in the
+        cache) is then sorted by :func:`_lsd_items` on the bits its keys span, or by insertion when it holds at
+        most 16 items. Bucket of a value: ``min(int((v - min) * nbuck / (max - min)), nbuck - 1)``, non-decreasing
+        in ``v`` (float32 subtraction and scaling round monotonically), equal for ``-0.0`` and ``+0.0``, so the
+        whole row ends in key order, ties in column order. Returns False (nothing written) when the row holds a
+        non-finite value, is constant, or its range overflows: the LSD path sorts those rows.
+        """
+        items, scratch, bounds, one = lw
+        n = bits.shape[0]
+        nbuck = bounds.shape[0] - 1
+        klo, khi = _U32(0xFFFFFFFF), _U32(0)
+        for j in range(n):
+            mask = _U32(_U32(_U32(0) - (bits[j] >> _U32(31))) | _SIGN)
+            k = _U32(bits[j] ^ mask)
+            klo = min(klo, k)
+            khi = max(khi, k)
+        if klo <= _KEY_NEG_INF or khi >= _KEY_POS_INF or klo == khi:
+            return False
+        one[0] = _to_float_bits(klo)
+        one[1] = _to_float_bits(khi)
+        lohi = one.view(np.float32)
+        lo = lohi[0]
+        width = lohi[1] - lo
+        if not (width > 0.0 and width < np.inf):  # only -0.0 and +0.0, or an overflow
+            return False
+        scale = np.float32(nbuck) / width
+        if not scale < np.inf:
+            return False
+        vals = bits.view(np.float32)
+        top = _U32(nbuck - 1)  # unsigned indices: no negative-index wraparound in the two loops below
+        bounds[:] = 0
+        count = bounds[1:]
+        for j in range(n):
+            count[min(_U32(np.int32((vals[j] - lo) * scale)), top)] += 1
+        for b in range(nbuck):
+            bounds[b + 1] += bounds[b]
+        fill = bounds[:nbuck].astype(np.uint64)
+        if with_idx:  # items: key << 32 | column
+            for j in range(n):
+                b = min(_U32(np.int32((vals[j] - lo) * scale)), top)
+                pos = fill[b]
+                fill[b] = pos + _U64(1)
+                mask = _U32(_U32(_U32(0) - (bits[j] >> _U32(31))) | _SIGN)
+                items[pos] = (_U64(_U32(bits[j] ^ mask)) << _U64(32)) | _U64(j)
+            _sort_buckets(items, bounds, scratch, keys, idx, _U64(32), True)
+        else:  # items: the keys alone (half the bytes to move)
+            items32, scratch32 = items.view(np.uint32), scratch.view(np.uint32)
+            for j in range(n):
+                b = min(_U32(np.int32((vals[j] - lo) * scale)), top)
+                pos = fill[b]
+                fill[b] = pos + _U64(1)
+                mask = _U32(_U32(_U32(0) - (bits[j] >> _U32(31))) | _SIGN)
+                items32[pos] = _U32(bits[j] ^ mask)
+            _sort_buckets(items32, bounds, scratch32, keys, idx, _U32(0), False)
+        return True
+
+    @_jit
+    def _sort_buckets(items, bounds, scratch, keys, idx, sh, with_idx):  # pragma: no cover - compiled
+        """Sort each bucket ``items[bounds[b]:bounds[b + 1]]`` (by the keys ``items >> sh``) and write the keys (and
+        the columns, the low 32 bits, when ``with_idx``) to ``keys`` / ``idx`` at the same positions."""
+        hist = np.empty(2048, np.int64)
+        for b in range(bounds.shape[0] - 1):
+            s0, s1 = bounds[b], bounds[b + 1]
+            m = s1 - s0
+            if m == 0:
+                continue
+            a = items[s0:s1]
+            if m <= 16:
+                _insertion_items(a)
+            else:
+                blo, bhi = _U32(0xFFFFFFFF), _U32(0)
+                for j in range(m):
+                    k = _U32(a[j] >> sh)
+                    blo = min(blo, k)
+                    bhi = max(bhi, k)
+                if bhi > blo:
+                    _lsd_items(a, blo, bhi, sh, scratch, hist, keys, idx, s0, with_idx)
+                    continue
+            for j in range(m):
+                keys[s0 + j] = _U32(a[j] >> sh)
+            if with_idx:
+                for j in range(m):
+                    idx[s0 + j] = np.int32(a[j] & _LOW)
+
+    @_jit
+    def _row_sort(bits, keys, idx, kbuf, ibuf, hist, lw, with_idx):  # pragma: no cover - compiled
+        """Sort one row of float32 bit patterns: keys (and the permutation when ``with_idx``) in the returned pair
+        of arrays (``keys, idx`` or ``kbuf, ibuf``). Long rows go through :func:`_bucket_sort_row` (the LSD passes
+        when it declines), others through :func:`_keys_and_histograms` and :func:`_radix_row`."""
+        if lw[0].shape[0] == bits.shape[0] and bits.shape[0] > 0:
+            if _bucket_sort_row(bits, keys, idx, lw, with_idx):
+                return keys, idx
+        _keys_and_histograms(bits, keys, hist)
+        return _radix_row(keys, idx, kbuf, ibuf, hist, with_idx)
+
     @_jit
     def _sort_block(bits, out_bits, out_idx, with_idx):  # pragma: no cover - compiled
         rows, n = bits.shape
@@ -119,9 +295,9 @@ if AVAILABLE:
         idx = np.empty(n, np.int32)
         ibuf = np.empty(n, np.int32)
         hist = np.empty((3, 2048), np.int32)
+        lw = _bucket_workspace(n)
         for r in range(rows):
-            _keys_and_histograms(bits[r], keys, hist)
-            sk, si = _radix_row(keys, idx, kbuf, ibuf, hist, with_idx)
+            sk, si = _row_sort(bits[r], keys, idx, kbuf, ibuf, hist, lw, with_idx)
             for j in range(n):
                 out_bits[r, j] = _to_float_bits(sk[j])
             if with_idx:
@@ -136,16 +312,17 @@ if AVAILABLE:
             np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # y: the same
             np.empty((3, 2048), np.int32), np.empty((3, 2048), np.int32),  # digit histograms of x and y
             np.empty(n, u), np.empty(n, u),  # sorted x and y values (float32 bit patterns)
+            _bucket_workspace(n),  # shared by the bucket sorts of x and y
         )
 
     @_jit
-    def _power_row(p, ws, gx, gy, r, need_gx, need_gy):  # pragma: no cover - compiled
-        """Cost of one pair of rows whose keys and histograms are in ``ws``; derivatives written to row ``r`` of
-        gx / gy."""
-        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits = ws
+    def _power_row(p, ws, xbits, ybits, gx, gy, r, need_gx, need_gy):  # pragma: no cover - compiled
+        """Cost of one pair of rows of float32 bit patterns (sorted with the buffers of ``ws``); derivatives written
+        to row ``r`` of gx / gy."""
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits, lw = ws
         n = kx.shape[0]
-        sx, px = _radix_row(kx, ix, kxb, ixb, hx, need_gx)
-        sy, py = _radix_row(ky, iy, kyb, iyb, hy, need_gy)
+        sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, need_gx)
+        sy, py = _row_sort(ybits, ky, iy, kyb, iyb, hy, lw, need_gy)
         for j in range(n):
             xs_bits[j] = _to_float_bits(sx[j])
             ys_bits[j] = _to_float_bits(sy[j])
@@ -186,9 +363,7 @@ if AVAILABLE:
     def _sorted_power_block(xbits, ybits, p, cost, gx, gy, need_gx, need_gy):  # pragma: no cover - compiled
         ws = _power_workspace(xbits.shape[1])
         for r in range(xbits.shape[0]):
-            _keys_and_histograms(xbits[r], ws[0], ws[8])
-            _keys_and_histograms(ybits[r], ws[4], ws[9])
-            cost[r] = _power_row(p, ws, gx, gy, r, need_gx, need_gy)
+            cost[r] = _power_row(p, ws, xbits[r], ybits[r], gx, gy, r, need_gx, need_gy)
 
     @_jit
     def _project_pair(xb, yb, t, xp, yp):  # pragma: no cover - compiled
@@ -226,13 +401,11 @@ if AVAILABLE:
             t = theta[b if theta.shape[0] > 1 else 0, l]
             xb, yb = x[b], y[b]
             _project_pair(xb, yb, t, xp, yp)
-            _keys_and_histograms(xbits, ws[0], ws[8])
-            _keys_and_histograms(ybits, ws[4], ws[9])
-            cost[r] = _power_row(p, ws, gx, gy, r, need_gx, need_gy)
+            cost[r] = _power_row(p, ws, xbits, ybits, gx, gy, r, need_gx, need_gy)
 
 
     @_jit
-    def _power_row_acc(p, ws, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t, gbx, gby):  # pragma: no cover
+    def _power_row_acc(p, ws, xbits, ybits, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t, gbx, gby):
         """:func:`_power_row` that adds ``wl * d cost / d x_k * theta`` into ``ax[bl, k]`` (``ay`` likewise) and
         ``sum_k d cost / d <theta, x_k> x_k + d cost / d <theta, y_k> y_k`` into ``tg`` instead of storing the
         derivatives of the row.
@@ -241,13 +414,13 @@ if AVAILABLE:
         permutation (4-byte stores), then added to ``ax`` / ``ay`` in one sequential pass: on long rows this is ~10x
         cheaper than read-modify-writes of ``(n, D)`` rows at random positions (the stores do not wait on loads).
         The sums are the same, in the same float32 operations."""
-        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits = ws
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits, lw = ws
         n = kx.shape[0]
         dim = xb.shape[1]
         with_x = need_ax or need_t
         with_y = need_ay or need_t
-        sx, px = _radix_row(kx, ix, kxb, ixb, hx, with_x)
-        sy, py = _radix_row(ky, iy, kyb, iyb, hy, with_y)
+        sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, with_x)
+        sy, py = _row_sort(ybits, ky, iy, kyb, iyb, hy, lw, with_y)
         for j in range(n):
             xs_bits[j] = _to_float_bits(sx[j])
             ys_bits[j] = _to_float_bits(sy[j])
@@ -344,10 +517,8 @@ if AVAILABLE:
             t = theta[b if theta.shape[0] > 1 else 0, l]
             xb, yb = x[b], y[b]
             _project_pair(xb, yb, t, xp, yp)
-            _keys_and_histograms(xbits, ws[0], ws[8])
-            _keys_and_histograms(ybits, ws[4], ws[9])
-            cost[r] = _power_row_acc(p, ws, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay, need_t,
-                                     gbx, gby)
+            cost[r] = _power_row_acc(p, ws, xbits, ybits, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay,
+                                     need_t, gbx, gby)
 
 
 def _check_rows(*arrays: np.ndarray) -> None:
