@@ -38,9 +38,12 @@ MIN_LENGTH = 512
 MIN_LENGTH_VALUES = 1024
 # From this row length the point derivatives go through a length-n buffer (see _power_row_acc).
 ACC_BUFFER_MIN = 8192
-# From this row length rows are sorted by one bucket pass on the value then cache-sized LSD sorts (_bucket_sort_row):
-# the three LSD passes over a whole row no longer fit in the cache.
-BUCKET_MIN = 65536
+# From these row lengths rows are sorted by one bucket pass on the value then cache-sized LSD sorts
+# (_bucket_sort_row) instead of three LSD passes over the whole row, whose keys and columns no longer stay in the
+# cache. Measured crossovers (one thread): ~150,000 values with the permutation; without it the LSD passes were as
+# fast up to 1,000,000 values (the bucket pass moves 4-byte keys but pays a counting pass and per-bucket sorts).
+BUCKET_MIN = 131072
+BUCKET_MIN_VALUES = 1 << 21
 
 try:  # pragma: no cover - exercised through AVAILABLE
     if not numba_available():  # not installed, or turned off by GEOMOT_NUMBA=0
@@ -122,7 +125,7 @@ if AVAILABLE:
     @_jit
     def _bucket_workspace(n):  # pragma: no cover - compiled
         """Buffers of :func:`_bucket_sort_row` for rows of ``n`` values (empty below :data:`BUCKET_MIN`)."""
-        m = n if n >= BUCKET_MIN else 0
+        m = n if n >= min(BUCKET_MIN, BUCKET_MIN_VALUES) else 0
         nbuck = 64
         while nbuck < 4096 and nbuck * 1024 < m:
             nbuck *= 2
@@ -133,8 +136,8 @@ if AVAILABLE:
     def _lsd_items(a, lo, hi, shift, tmp, hist, keys, idx, s0, with_idx):  # pragma: no cover - compiled
         """Stable LSD sort of the items ``a`` by their keys ``(a >> shift) - lo`` (all in ``[0, hi - lo]``, ``hi >
         lo``): as many counting passes of at most 11 bits as the span needs, between ``a`` and ``tmp``; the last
-        pass writes the keys (and the columns, the low 32 bits of the items, when ``with_idx``) straight to
-        ``keys[s0:]`` / ``idx[s0:]``."""
+        pass writes the values (float32 bit patterns; and the columns, the low 32 bits of the items, when
+        ``with_idx``) straight to ``keys[s0:]`` / ``idx[s0:]``."""
         m = a.shape[0]
         span = hi - lo
         nbits = 0
@@ -172,7 +175,7 @@ if AVAILABLE:
                     d = (_U32(_U32(it >> shift) - lo) >> sh) & dmask
                     pos = hist[d]
                     hist[d] = pos + 1
-                    keys[pos] = _U32(it >> shift)
+                    keys[pos] = _to_float_bits(_U32(it >> shift))
                     if with_idx:
                         idx[pos] = np.int32(it & _LOW)
 
@@ -189,7 +192,8 @@ if AVAILABLE:
 
     @_jit
     def _bucket_sort_row(bits, keys, idx, lw, with_idx):  # pragma: no cover - compiled
-        """Sort one long row of float32 bit patterns into ``keys`` (and the permutation into ``idx``).
+        """Sort one long row of float32 bit patterns into ``keys`` (sorted bit patterns) and the permutation into
+        ``idx``.
 
         One pass counts the values in ``nbuck`` equal-width intervals of ``[min, max]`` (``nbuck ~ n / 1024``), a
         second one moves ``key << 32 | column`` items there (stable); each interval (a few thousand bytes, in the
@@ -250,8 +254,9 @@ if AVAILABLE:
 
     @_jit
     def _sort_buckets(items, bounds, scratch, keys, idx, sh, with_idx):  # pragma: no cover - compiled
-        """Sort each bucket ``items[bounds[b]:bounds[b + 1]]`` (by the keys ``items >> sh``) and write the keys (and
-        the columns, the low 32 bits, when ``with_idx``) to ``keys`` / ``idx`` at the same positions."""
+        """Sort each bucket ``items[bounds[b]:bounds[b + 1]]`` (by the keys ``items >> sh``) and write the values
+        (float32 bit patterns; and the columns, the low 32 bits, when ``with_idx``) to ``keys`` / ``idx`` at the same
+        positions."""
         hist = np.empty(2048, np.int64)
         for b in range(bounds.shape[0] - 1):
             s0, s1 = bounds[b], bounds[b + 1]
@@ -271,21 +276,26 @@ if AVAILABLE:
                     _lsd_items(a, blo, bhi, sh, scratch, hist, keys, idx, s0, with_idx)
                     continue
             for j in range(m):
-                keys[s0 + j] = _U32(a[j] >> sh)
+                keys[s0 + j] = _to_float_bits(_U32(a[j] >> sh))
             if with_idx:
                 for j in range(m):
                     idx[s0 + j] = np.int32(a[j] & _LOW)
 
     @_jit
     def _row_sort(bits, keys, idx, kbuf, ibuf, hist, lw, with_idx):  # pragma: no cover - compiled
-        """Sort one row of float32 bit patterns: keys (and the permutation when ``with_idx``) in the returned pair
-        of arrays (``keys, idx`` or ``kbuf, ibuf``). Long rows go through :func:`_bucket_sort_row` (the LSD passes
-        when it declines), others through :func:`_keys_and_histograms` and :func:`_radix_row`."""
-        if lw[0].shape[0] == bits.shape[0] and bits.shape[0] > 0:
+        """Sort one row of float32 bit patterns: the sorted bit patterns (and the permutation when ``with_idx``) in
+        the returned pair of arrays (``keys, idx`` or ``kbuf, ibuf``). Long rows go through
+        :func:`_bucket_sort_row` (the LSD passes when it declines), others through :func:`_keys_and_histograms` and
+        :func:`_radix_row`."""
+        n = bits.shape[0]
+        if lw[0].shape[0] == n and n >= (BUCKET_MIN if with_idx else BUCKET_MIN_VALUES):
             if _bucket_sort_row(bits, keys, idx, lw, with_idx):
                 return keys, idx
         _keys_and_histograms(bits, keys, hist)
-        return _radix_row(keys, idx, kbuf, ibuf, hist, with_idx)
+        sk, si = _radix_row(keys, idx, kbuf, ibuf, hist, with_idx)
+        for j in range(sk.shape[0]):
+            sk[j] = _to_float_bits(sk[j])
+        return sk, si
 
     @_jit
     def _sort_block(bits, out_bits, out_idx, with_idx):  # pragma: no cover - compiled
@@ -299,7 +309,7 @@ if AVAILABLE:
         for r in range(rows):
             sk, si = _row_sort(bits[r], keys, idx, kbuf, ibuf, hist, lw, with_idx)
             for j in range(n):
-                out_bits[r, j] = _to_float_bits(sk[j])
+                out_bits[r, j] = sk[j]
             if with_idx:
                 for j in range(n):
                     out_idx[r, j] = si[j]
@@ -311,7 +321,6 @@ if AVAILABLE:
             np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # x: keys, key buffer, index, buffer
             np.empty(n, u), np.empty(n, u), np.empty(n, i), np.empty(n, i),  # y: the same
             np.empty((3, 2048), np.int32), np.empty((3, 2048), np.int32),  # digit histograms of x and y
-            np.empty(n, u), np.empty(n, u),  # sorted x and y values (float32 bit patterns)
             _bucket_workspace(n),  # shared by the bucket sorts of x and y
         )
 
@@ -319,14 +328,11 @@ if AVAILABLE:
     def _power_row(p, ws, xbits, ybits, gx, gy, r, need_gx, need_gy):  # pragma: no cover - compiled
         """Cost of one pair of rows of float32 bit patterns (sorted with the buffers of ``ws``); derivatives written
         to row ``r`` of gx / gy."""
-        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits, lw = ws
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, lw = ws
         n = kx.shape[0]
         sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, need_gx)
         sy, py = _row_sort(ybits, ky, iy, kyb, iyb, hy, lw, need_gy)
-        for j in range(n):
-            xs_bits[j] = _to_float_bits(sx[j])
-            ys_bits[j] = _to_float_bits(sy[j])
-        xs, ys = xs_bits.view(np.float32), ys_bits.view(np.float32)
+        xs, ys = sx.view(np.float32), sy.view(np.float32)
         scale = p / n
         acc = 0.0
         # one loop per exponent (and per gradient need) so that the common cases carry no branch inside
@@ -414,17 +420,14 @@ if AVAILABLE:
         permutation (4-byte stores), then added to ``ax`` / ``ay`` in one sequential pass: on long rows this is ~10x
         cheaper than read-modify-writes of ``(n, D)`` rows at random positions (the stores do not wait on loads).
         The sums are the same, in the same float32 operations."""
-        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, xs_bits, ys_bits, lw = ws
+        kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, lw = ws
         n = kx.shape[0]
         dim = xb.shape[1]
         with_x = need_ax or need_t
         with_y = need_ay or need_t
         sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, with_x)
         sy, py = _row_sort(ybits, ky, iy, kyb, iyb, hy, lw, with_y)
-        for j in range(n):
-            xs_bits[j] = _to_float_bits(sx[j])
-            ys_bits[j] = _to_float_bits(sy[j])
-        xs, ys = xs_bits.view(np.float32), ys_bits.view(np.float32)
+        xs, ys = sx.view(np.float32), sy.view(np.float32)
         scale = p / n
         acc = 0.0
         t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
@@ -432,6 +435,13 @@ if AVAILABLE:
             t0, t1, t2 = t[0], t[1], t[2]
         buf_x = need_ax and gbx.shape[0] == n
         buf_y = need_ay and gby.shape[0] == n
+        if p == 2.0 and buf_x and not (need_ay or need_t):  # the common case, without a branch in the loop
+            for j in range(n):
+                d = np.float64(xs[j]) - np.float64(ys[j])
+                acc += d * d
+                gbx[px[j]] = np.float32(wl * np.float32(scale * d))
+            _add_outer(ax[bl], gbx, t, np.float32(1.0))
+            return acc / n
         for j in range(n):
             d = np.float64(xs[j]) - np.float64(ys[j])
             if p == 2.0:
