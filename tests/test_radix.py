@@ -162,3 +162,20 @@ def test_buffered_point_derivatives_match_float64_reference():
         val_x = projected_sorted_power(x_only, y64.float(), t64.float(), p)
         assert torch.equal(val_x, val.detach())
         assert torch.equal(torch.autograd.grad((val_x.double() * w).sum(), x_only)[0], got[0])
+
+
+def test_numpy_sorted_second_rows_give_the_kernel_sums():
+    """From PRESORT_MIN values, with the derivatives of x alone, the rows of y are sorted by numpy.sort outside the
+    kernel: the same costs and float32 derivative sums as the all-numba block."""
+    n = _radix.PRESORT_MIN
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(1, n, 3, generator=g).numpy()
+    y = (torch.randn(1, n, 3, generator=g) * 0.2).numpy()
+    theta = torch.nn.functional.normalize(torch.randn(1, 2, 3, generator=g), dim=-1).numpy()
+    cost, dx, dy, dt = _radix.projected_power_grads(x, y, theta, 2.0, need_x=True, need_y=False, need_theta=False)
+    assert dy is None and dt is None
+    ref_cost, ref_dx = np.empty(2), np.zeros((1, n, 3), np.float32)
+    _radix._projected_grads_block(x, y, theta, np.ones((1, 2), np.float32), 0, 2, 0, 2.0, ref_cost, ref_dx,
+                                  np.zeros((0, 0, 3), np.float32), np.zeros((2, 3)), True, False, False)
+    np.testing.assert_array_equal(cost.ravel(), ref_cost)
+    np.testing.assert_array_equal(dx, ref_dx)

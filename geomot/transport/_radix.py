@@ -44,6 +44,9 @@ ACC_BUFFER_MIN = 8192
 # fast up to 1,000,000 values (the bucket pass moves 4-byte keys but pays a counting pass and per-bucket sorts).
 BUCKET_MIN = 131072
 BUCKET_MIN_VALUES = 1 << 21
+# From this row length projected_power_grads sorts the second row of a pair with numpy.sort (in place, GIL released)
+# when only the first one needs its permutation: numpy's SIMD sort beats the LSD passes once the rows leave the cache.
+PRESORT_MIN = 1 << 19
 
 try:  # pragma: no cover - exercised through AVAILABLE
     if not numba_available():  # not installed, or turned off by GEOMOT_NUMBA=0
@@ -421,13 +424,43 @@ if AVAILABLE:
         cheaper than read-modify-writes of ``(n, D)`` rows at random positions (the stores do not wait on loads).
         The sums are the same, in the same float32 operations."""
         kx, kxb, ix, ixb, ky, kyb, iy, iyb, hx, hy, lw = ws
-        n = kx.shape[0]
-        dim = xb.shape[1]
         with_x = need_ax or need_t
         with_y = need_ay or need_t
         sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, with_x)
         sy, py = _row_sort(ybits, ky, iy, kyb, iyb, hy, lw, with_y)
-        xs, ys = sx.view(np.float32), sy.view(np.float32)
+        return _combine_acc(p, sx.view(np.float32), sy.view(np.float32), px, py, xb, yb, t, wl, ax, ay, bl, tg, need_ax,
+                            need_ay, need_t, gbx, gby)
+
+    @_jit
+    def _presorted_row_acc(p, ws, xbits, ys, xb, t, wl, ax, bl, need_ax, gbx):  # pragma: no cover - compiled
+        """:func:`_power_row_acc` for the point derivatives of ``x`` alone, the sorted values ``ys`` of the other
+        row given (the caller sorts them with ``numpy.sort``); ``xbits`` holds the projected ``x`` row."""
+        kx, kxb, ix, ixb, _, _, iy, _, hx, _, lw = ws
+        sx, px = _row_sort(xbits, kx, ix, kxb, ixb, hx, lw, need_ax)
+        no_t = np.zeros(0, np.float64)
+        return _combine_acc(p, sx.view(np.float32), ys, px, iy, xb, xb, t, wl, ax, ax, bl, no_t, need_ax, False, False,
+                            gbx, gbx)
+
+    @_jit
+    def _project_row(xb, t, out):  # pragma: no cover - compiled
+        """``out = xb @ t`` (float32, ``xb`` ``(n, dim)``)."""
+        n, dim = xb.shape
+        if dim == 3:
+            t0, t1, t2 = t[0], t[1], t[2]
+            for j in range(n):
+                out[j] = t0 * xb[j, 0] + t1 * xb[j, 1] + t2 * xb[j, 2]
+        else:
+            for j in range(n):
+                v = np.float32(0.0)
+                for d in range(dim):
+                    v += t[d] * xb[j, d]
+                out[j] = v
+
+    @_jit
+    def _combine_acc(p, xs, ys, px, py, xb, yb, t, wl, ax, ay, bl, tg, need_ax, need_ay, need_t, gbx, gby):
+        """The cost of two sorted rows and the derivative sums of :func:`_power_row_acc`."""  # pragma: no cover
+        n = xs.shape[0]
+        dim = xb.shape[1]
         scale = p / n
         acc = 0.0
         t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
@@ -529,6 +562,25 @@ if AVAILABLE:
             _project_pair(xb, yb, t, xp, yp)
             cost[r] = _power_row_acc(p, ws, xbits, ybits, xb, yb, t, w[b, l], ax, ay, b - b0, tg[r], need_ax, need_ay,
                                      need_t, gbx, gby)
+
+
+def _presorted_rows(x, y, theta, w, r0, r1, b0, p, cost, ax, need_x) -> None:
+    """Rows ``r0 <= r < r1`` of :func:`projected_power_grads` with the point derivatives of ``x`` alone: each
+    projected ``y`` row is sorted by ``numpy.sort`` (in place), then one kernel projects and sorts the ``x`` row
+    and reduces its derivatives."""
+    n = x.shape[1]
+    n_dir = theta.shape[1]
+    ws = _power_workspace(n)
+    xbits = np.empty(n, np.uint32)
+    ys = np.empty(n, np.float32)
+    gbx = np.empty(n if need_x else 0, np.float32)
+    for r in range(r0, r1):
+        b, l = divmod(r, n_dir)
+        t = theta[b if theta.shape[0] > 1 else 0, l]
+        _project_row(y[b], t, ys)
+        ys.sort()
+        _project_row(x[b], t, xbits.view(np.float32))
+        cost[r] = _presorted_row_acc(p, ws, xbits, ys, x[b], t, w[b, l], ax, b - b0, need_x, gbx)
 
 
 def _check_rows(*arrays: np.ndarray) -> None:
@@ -684,10 +736,15 @@ def projected_power_grads(
         return cost.reshape(bsz, n_dir), dx, dy, tg.reshape(bsz, n_dir, dim) if need_theta else None
     empty = np.zeros((0, 0, dim), np.float32)
 
+    presort = n >= PRESORT_MIN and not (need_y or need_theta)
+
     def job(sl: slice) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         b0, b1 = sl.start // n_dir, (sl.stop - 1) // n_dir + 1
         ax = np.zeros((b1 - b0, n, dim), np.float32) if need_x else empty
         ay = np.zeros((b1 - b0, n, dim), np.float32) if need_y else empty
+        if presort:
+            _presorted_rows(x, y, theta, w, sl.start, sl.stop, b0, float(p), cost, ax, need_x)
+            return b0, (ax if need_x else None), None
         _projected_grads_block(x, y, theta, w, sl.start, sl.stop, b0, float(p), cost, ax, ay, tg, need_x, need_y,
                                need_theta)
         return b0, (ax if need_x else None), (ay if need_y else None)
