@@ -18,7 +18,7 @@ from geomot._core.checks import check_float_tensor, check_index_tensor, check_po
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.geometry import vertex_areas
-from geomot.ops.graph import edge_graph, graph_distances
+from geomot.ops.graph import edge_graph, graph_distances, knn_graph
 from geomot.ops.sampling import farthest_point_sampling
 
 __all__ = ["descriptor_scales", "geodesic_ball_areas", "hks", "wks"]
@@ -175,11 +175,12 @@ def wks(
 
 def geodesic_ball_areas(
     verts: torch.Tensor,
-    faces: torch.Tensor,
+    faces: torch.Tensor | None,
     radii: Any,
     *,
     samples: int | torch.Tensor | None = None,
     graph: Any = None,
+    areas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Area of the geodesic balls around each vertex, at several radii:
 
@@ -194,19 +195,29 @@ def geodesic_ball_areas(
     ``rho``, ``A_r = 2 pi rho^2 (1 - cos(r / rho))``.
 
     Args:
-        verts: ``(V, 3)`` float; faces: ``(F, 3)`` long.
+        verts: ``(V, 3)`` float; faces: ``(F, 3)`` long, or None for a point cloud (with ``areas``).
         radii: ``(R,)`` positive radii (a sequence or a tensor), in the units of ``verts``.
         samples: None for one shortest-path search from every vertex; an int ``m`` for ``m`` farthest-point
             samples (from vertex 0), or a ``(m,)`` index tensor: the searches start at the samples and every vertex
             takes the values of its closest sample (in space), which is accurate wherever the balls are much
             larger than the sample spacing.
-        graph: the edge graph of the mesh (:func:`geomot.ops.graph.edge_graph`), built when None.
+        graph: the edge graph of the mesh (:func:`geomot.ops.graph.edge_graph`), or of a point cloud its
+            nearest-neighbour graph (:func:`geomot.ops.graph.knn_graph`, ``k = 8``); built when None.
+        areas: ``(V,)`` areas per vertex (for a point cloud, the mass of its Laplacian); default: the lumped
+            areas of the faces.
 
     Returns:
         ``(V, R)`` float64 areas (``A_r`` increases with ``r``; the total area bounds it).
     """
     check_float_tensor(verts, "verts", ndim=2, last_dim=3)
-    check_index_tensor(faces, "faces", size=verts.shape[0], ncols=3)
+    if faces is not None:
+        check_index_tensor(faces, "faces", size=verts.shape[0], ncols=3)
+    elif areas is None:
+        raise ValidationError("areas: expected the areas per point when faces is None (a point cloud)")
+    if areas is not None:
+        check_float_tensor(areas, "areas", ndim=1)
+        if areas.shape[0] != verts.shape[0]:
+            raise ShapeError(f"areas: expected shape ({verts.shape[0]},), got {tuple(areas.shape)}")
     r = torch.as_tensor(radii, dtype=torch.float64).reshape(-1).cpu()
     if r.numel() == 0 or not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
         raise ValidationError(f"radii: expected one or more positive finite radii, got {r.tolist()}")
@@ -220,10 +231,10 @@ def geodesic_ball_areas(
         m = _check_count(samples, "samples")
         src = farthest_point_sampling(v, min(m, v.shape[0]), start=0).long().cpu()
     if graph is None:
-        graph = edge_graph(v, faces)
+        graph = knn_graph(v, min(8, v.shape[0] - 1)) if faces is None else edge_graph(v, faces)
     dist = graph_distances(graph, src, limit=float(r.max()))  # (S, V), inf beyond the largest radius
-    areas = vertex_areas(v, faces.detach().cpu().long())
-    out = torch.stack([(areas[None] * (dist <= radius)).sum(1) for radius in r.tolist()], 1)  # (S, R)
+    a = vertex_areas(v, faces.detach().cpu().long()) if areas is None else areas.detach().cpu().double()
+    out = torch.stack([(a[None] * (dist <= radius)).sum(1) for radius in r.tolist()], 1)  # (S, R)
     if samples is None:
         return out
     return out[knn_indices(v, v[src])]

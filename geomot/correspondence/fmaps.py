@@ -32,6 +32,7 @@ __all__ = [
     "fmap_from_descriptors",
     "laplacian_mask",
     "orientation_operators",
+    "point_orientation_operators",
     "project",
     "regularized_fmap",
     "resolvent_mask",
@@ -182,6 +183,28 @@ def orientation_operators(
     for c in range(3):
         onv = onv.index_add(0, faces[:, c], vals)
     return torch.einsum("vi,vdk->dik", evecs, onv)
+
+
+def point_orientation_operators(
+    gradients: tuple[torch.Tensor, torch.Tensor], mass: torch.Tensor, evecs: torch.Tensor, desc: torch.Tensor
+) -> torch.Tensor:
+    """Orientation operators of a point cloud, ``(d, k, k)``: :func:`orientation_operators` with the tangent
+    gradients of the points instead of the faces'.
+
+    ``O_f = Phi^T M (grad_X f * grad_Y Phi - grad_Y f * grad_X Phi)``: in a right-handed tangent frame
+    ``(X, Y, n)``, ``<n, grad f x grad g> = f_X g_Y - f_Y g_X``. With outward normals it has the sign of the mesh
+    operator on a surface sampled by the points.
+
+    Args:
+        gradients: sparse ``(V, V)`` ``(grad_X, grad_Y)`` (:func:`geomot.ops.orientation.point_gradients` of the
+            points and their :func:`~geomot.ops.orientation.oriented_normals`).
+        mass: ``(V,)`` areas per point (the Laplacian's mass); evecs: ``(V, k)``; desc: ``(V, d)``.
+    """
+    gx, gy = gradients
+    fx, fy = gx @ desc, gy @ desc  # (V, d)
+    px, py = gx @ evecs, gy @ evecs  # (V, k)
+    vals = fx.T[:, :, None] * py[None] - fy.T[:, :, None] * px[None]  # (d, V, k)
+    return torch.einsum("vi,dvk->dik", evecs * mass[:, None], vals)
 
 
 class AxiomaticFmap(NamedTuple):

@@ -61,8 +61,7 @@ class MatchResult(NamedTuple):
             (shape 1).
         fmap_12: ``(k, k)`` functional map from the target to the source (coefficients of a function on the
             target to those of its pull-back on the source), consistent with ``p2p_21``.
-        orientation_ratio: the orientation ratio of the chosen initial map (below 1: orientation kept; NaN for
-            point clouds).
+        orientation_ratio: the orientation ratio of the chosen initial map (below 1: orientation kept).
         timings: seconds per stage (``"basis"``, ``"init"``, ``"refine"``, ``"total"``).
     """
 
@@ -125,8 +124,10 @@ def match(
     moved rigidly (rotations and translations) or scaled (spectral quantities are intrinsic; the extrinsic
     candidates start from every sign of the principal axes); vertex counts may differ. Meshes use the cotangent
     Laplacian (the robust one for non-manifold meshes); point clouds use the point-cloud Laplacian of Sharp & Crane
-    2020 and have no orientation term, so mirror-symmetric shapes may come out flipped (so may the mirror image of
-    a shape, which is matched orientation-preservingly).
+    2020, are scaled to the area of its mass, and get their orientation terms from outward normals estimated on
+    the points (:func:`geomot.ops.orientation.oriented_normals`). The map keeps orientation, so the mirror image of
+    a shape is matched orientation-preservingly. A cloud whose parts touch (a hand on a thigh) has another
+    Laplacian spectrum than its shape and matches less well.
 
     The settings are the fields of ``config`` (:class:`~geomot.correspondence.matching.MatchConfig`, default
     ``MatchConfig()``). Each keyword argument below that is given (not None) overrides the config field of the
@@ -216,8 +217,8 @@ def match(
     if progress is not None:
         progress("candidates")
     candidates = spectral_candidates(pair, cfg)
-    # the extrinsic candidates join the ranking's anchor round (meshes with the anchor refinement)
-    extrinsic = extrinsic_candidates(pair, cfg, candidates.orientation) if pair.meshes and cfg.anchors_on else []
+    # the extrinsic candidates join the ranking's anchor round (with the anchor refinement)
+    extrinsic = extrinsic_candidates(pair, cfg, candidates.orientation) if cfg.anchors_on else []
     selection = select_initial(pair, candidates, extrinsic, cfg)
     t2 = time.perf_counter()
     if progress is not None:

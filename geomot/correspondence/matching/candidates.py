@@ -30,9 +30,15 @@ import torch
 
 from geomot._core.checks import check_finite
 from geomot.correspondence.extrinsic import NonrigidICPResult, frame_hypotheses, nonrigid_icp, principal_frame
-from geomot.correspondence.fmaps import _normal_equations, laplacian_mask, orientation_operators, project
+from geomot.correspondence.fmaps import (
+    _normal_equations,
+    laplacian_mask,
+    orientation_operators,
+    point_orientation_operators,
+    project,
+)
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.preparation import PreparedPair
+from geomot.correspondence.matching.preparation import CloudFrame, PreparedPair
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices
 from geomot.correspondence.zoomout import _zoomout_fmap
 from geomot.ops.sampling import farthest_point_sampling
@@ -57,7 +63,7 @@ class Candidate(NamedTuple):
     Attributes:
         fmap_12: ``(k', k')`` float64 functional map, ``k' = min(k, upsample_factor * k_select)``.
         orientation_ratio: ``||C O^1 - O^2 C||^2 / ||C O^1 + O^2 C||^2`` on its ``k_select`` block (below 1:
-            orientation kept; NaN without faces).
+            orientation kept; NaN when the candidate set has no orientation terms).
         extrinsic: whether it comes from a spatial alignment rather than from the sign search.
         descriptor_residual: ``||C A - B||^2`` of the solved ``k_select`` map (NaN for extrinsic candidates).
     """
@@ -86,13 +92,14 @@ class OrientationTerms(NamedTuple):
 
 class CandidateSet(NamedTuple):
     """Result of :func:`spectral_candidates`: the upsampled ``candidates``, smallest descriptor residual first,
-    and the ``orientation`` terms of the pair (None without faces)."""
+    and the ``orientation`` terms of the pair (from faces, or from the normals of a point cloud; None when a
+    caller builds a set without them)."""
 
     candidates: list[Candidate]
     orientation: OrientationTerms | None
 
     def ratio(self, fmap_12: torch.Tensor) -> float:
-        """Orientation ratio of any map of the pair (NaN without faces)."""
+        """Orientation ratio of any map of the pair (NaN without orientation terms)."""
         return math.nan if self.orientation is None else self.orientation.ratio(fmap_12)
 
 
@@ -102,13 +109,20 @@ def sign_patterns(m: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.cat([torch.ones(signs.shape[0], 1, dtype=dtype), signs], 1)
 
 
-def _orientation_terms(pair: PreparedPair, k_select: int) -> OrientationTerms | None:
-    if not pair.meshes:
-        logger.warning("match: point clouds have no orientation term; mirror-symmetric shapes may come out flipped")
-        return None
-    assert pair.f1 is not None and pair.f2 is not None
-    O1 = orientation_operators(pair.v1, pair.f1, pair.b1.evecs[:, :k_select], pair.desc1)
-    O2 = orientation_operators(pair.v2, pair.f2, pair.b2.evecs[:, :k_select], pair.desc2)
+def _shape_operators(
+    verts: torch.Tensor, faces: torch.Tensor | None, cloud: CloudFrame | None, basis: SpectralBasis,
+    desc: torch.Tensor, k_select: int,
+) -> torch.Tensor:
+    """Orientation operators of one shape: from its faces, or from a point cloud's tangent gradients."""
+    if faces is not None:
+        return orientation_operators(verts, faces, basis.evecs[:, :k_select], desc)
+    assert cloud is not None
+    return point_orientation_operators(cloud.gradients, basis.mass, basis.evecs[:, :k_select], desc)
+
+
+def _orientation_terms(pair: PreparedPair, k_select: int) -> OrientationTerms:
+    O1 = _shape_operators(pair.v1, pair.f1, pair.clouds[0], pair.b1, pair.desc1, k_select)
+    O2 = _shape_operators(pair.v2, pair.f2, pair.clouds[1], pair.b2, pair.desc2, k_select)
     n1 = O1.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None]
     return OrientationTerms(O1 / n1, O2 / n1)
 

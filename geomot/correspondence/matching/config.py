@@ -51,6 +51,7 @@ class MatchConfig:
     # energy ||A||^2 (the descriptor term has weight 1)
     prior_weight: float = 1.0  # pull of the low-frequency block towards diag(signs), relative to ||A||^2
     orientation_weight: float = 1.0  # orientation commutativity, relative to ||A||^2 per descriptor
+    cloud_neighbours: int = 10  # neighbours of a point cloud's normals and tangent gradients (orientation terms)
     upsample_factor: int = 2  # the finalists are upsampled by ZoomOut to min(k, upsample_factor * k_select)
     n_sample_rank: int | None = None  # farthest-point source samples of the ranking, the anchor refinement on
     # samples and the final sampled ZoomOut (None: 2 n_samples)
@@ -92,6 +93,7 @@ class MatchConfig:
             ("anchor_iterations", 0),
             ("n_extrinsic", 0),
             ("descriptor_stride", 1),
+            ("cloud_neighbours", 3),
             ("upsample_factor", 1),
             ("n_source_icp", 1),
             ("n_target_icp", 1),

@@ -81,7 +81,7 @@ def polish(
         levels=levels,
         source_faces=pair.f2,
         target_faces=pair.f1,
-        normal_weight=config.polish_normal_weight,
+        normal_weight=config.polish_normal_weight if pair.meshes else 0.0,  # normals of deformed meshes only
         symmetric=True,
         window=window,
     ).p2p_21

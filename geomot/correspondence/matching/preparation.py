@@ -1,7 +1,9 @@
 """Stage 1 of :func:`geomot.correspondence.match`: both shapes on the CPU in float64, scaled to unit area, meshes
 wound outwards; their Laplace-Beltrami bases (:func:`geomot.ops.spectral.spectral_basis`, cached on disk with
-``cache_dir``), wave kernel signatures (Aubry et al. 2011), farthest-point samples of the source and the
-shortest-path graphs used by the ranking and the anchor refinement.
+``cache_dir``), wave kernel signatures (Aubry et al. 2011), farthest-point samples of the source, the
+shortest-path graphs used by the ranking and the anchor refinement, and for point clouds outward normals and
+tangent gradients (:func:`geomot.ops.orientation.oriented_normals`), which give them the orientation terms that
+faces give meshes.
 
 Shape 1 is the ``target``, shape 2 the ``source`` (pyFM's convention): maps are ``p2p_21``, ``fmap_12``.
 Cost: two sparse eigendecompositions (none when cached), farthest-point sampling and two graph builds; the
@@ -23,19 +25,35 @@ from geomot.correspondence.descriptors import wks
 from geomot.correspondence.matching.config import MatchConfig
 from geomot.ops.geometry import total_area
 from geomot.ops.graph import ShortestPathCache
-from geomot.ops.orientation import consistently_oriented, signed_volume
+from geomot.ops.orientation import consistently_oriented, oriented_normals, point_gradients, signed_volume
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis, spectral_basis
 from geomot.structures import Mesh, PointCloud
 
-__all__ = ["PreparedPair", "as_shape", "prepare", "unit_area"]
+__all__ = ["CloudFrame", "PreparedPair", "as_shape", "cloud_frame", "prepare", "unit_area"]
+
+
+class CloudFrame(NamedTuple):
+    """What a point cloud needs for orientation terms: ``normals (V, 3)`` outward
+    (:func:`~geomot.ops.orientation.oriented_normals`) and sparse ``(V, V)`` tangent ``gradients``
+    (:func:`~geomot.ops.orientation.point_gradients`), float64."""
+
+    normals: torch.Tensor
+    gradients: tuple[torch.Tensor, torch.Tensor]
+
+
+def cloud_frame(points: torch.Tensor, k: int = 10) -> CloudFrame:
+    """:class:`CloudFrame` of a ``(V, 3)`` float64 point cloud (``k`` neighbours for the normals and gradients)."""
+    normals = oriented_normals(points, k=k)
+    return CloudFrame(normals, point_gradients(points, normals, k=k))
 
 
 class PreparedPair(NamedTuple):
     """Result of :func:`prepare`: index 1 is the target, 2 the source, every tensor on the CPU.
 
     Attributes:
-        v1, v2: ``(V1, 3)``, ``(V2, 3)`` float64 vertices at unit area (point clouds: unit RMS radius).
+        v1, v2: ``(V1, 3)``, ``(V2, 3)`` float64 vertices at unit area (point clouds: the area of their
+            Laplacian's mass).
         f1, f2: ``(F, 3)`` int64 faces wound outwards, or None for point clouds.
         b1, b2: spectral bases with ``k`` eigenpairs.
         desc1, desc2: ``(V, n_descriptors / descriptor_stride)`` WKS, both divided by the source's mass norms.
@@ -44,6 +62,8 @@ class PreparedPair(NamedTuple):
             each in a :class:`~geomot.ops.graph.ShortestPathCache` that keeps the distances searched by the
             stages), or None when neither the ranking of meshes nor the anchor refinement needs them.
         device: the device the source came on (the maps go back to it).
+        clouds: for each shape without faces, ``(target, source)``: its :class:`CloudFrame` (outward normals and
+            tangent gradients), None for a mesh.
     """
 
     v1: torch.Tensor
@@ -57,6 +77,7 @@ class PreparedPair(NamedTuple):
     samples2: torch.Tensor
     graphs: tuple[Any, Any] | None
     device: torch.device
+    clouds: tuple[CloudFrame | None, CloudFrame | None] = (None, None)
 
     @property
     def meshes(self) -> bool:
@@ -110,6 +131,16 @@ def _outward(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor | None:
     return f[:, [0, 2, 1]]
 
 
+def _to_unit_area(v: torch.Tensor, basis: SpectralBasis) -> tuple[torch.Tensor, SpectralBasis]:
+    """A point cloud and its basis scaled by ``s = 1 / sqrt(sum of the mass)``: points ``s v``, mass ``s^2 m``,
+    eigenvalues ``lambda / s^2``, eigenvectors ``phi / s`` (still mass-orthonormal)."""
+    area = float(basis.mass.sum())
+    if not area > 0:
+        raise ValidationError("source/target: the point cloud's Laplacian has zero total mass")
+    s = 1.0 / math.sqrt(area)
+    return v * s, SpectralBasis(basis.evals / s**2, basis.evecs / s, basis.mass * s**2)
+
+
 def _descriptors(b1: SpectralBasis, b2: SpectralBasis, config: MatchConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """WKS of both shapes, every ``descriptor_stride``-th energy, each column divided by its ``M_2`` norm on the
     source."""
@@ -144,6 +175,10 @@ def prepare(
     fs, ft = _outward(vs, fs), _outward(vt, ft)
     b2 = spectral_basis(vs, fs, k=config.k, cache_dir=cache_dir)
     b1 = spectral_basis(vt, ft, k=config.k, cache_dir=cache_dir)
+    # point clouds to unit area too (the area their Laplacian's mass gives), so that every distance compares
+    # with a mesh's and with the settings' radii
+    vs, b2 = (vs, b2) if fs is not None else _to_unit_area(vs, b2)
+    vt, b1 = (vt, b1) if ft is not None else _to_unit_area(vt, b1)
     assert config.n_sample_rank is not None  # resolved
     samples2 = farthest_point_sampling(vs, min(config.n_sample_rank, vs.shape[0]), start=0)
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
@@ -151,4 +186,9 @@ def prepare(
     # each keeps the distances it has computed: the anchors' images under different candidates often coincide
     graphs = (ShortestPathCache(shape_graph(vt, ft)), ShortestPathCache(shape_graph(vs, fs))) if needs_graphs else None
     d1, d2 = _descriptors(b1, b2, config)
-    return PreparedPair(vt, ft, b1, vs, fs, b2, d1, d2, samples2, graphs, device)
+    k_cloud = config.cloud_neighbours
+    clouds = (
+        None if ft is not None else cloud_frame(vt, k_cloud),
+        None if fs is not None else cloud_frame(vs, k_cloud),
+    )
+    return PreparedPair(vt, ft, b1, vs, fs, b2, d1, d2, samples2, graphs, device, clouds)

@@ -28,18 +28,18 @@ import torch
 
 from geomot._core.checks import check_finite
 from geomot._core.errors import ValidationError
-from geomot.correspondence.anchors import anchor_refine
+from geomot.correspondence.anchors import anchor_refine, shape_graph
 from geomot.correspondence.descriptors import geodesic_ball_areas
 from geomot.correspondence.fmaps import laplacian_mask
 from geomot.correspondence.matching.candidates import Candidate, CandidateSet
 from geomot.correspondence.matching.config import MatchConfig
-from geomot.correspondence.matching.preparation import PreparedPair
+from geomot.correspondence.matching.preparation import CloudFrame, PreparedPair, cloud_frame
 from geomot.correspondence.p2p import p2p_from_fmap
 from geomot.correspondence.zoomout import _zoomout_fmap
 from geomot.ops.alignment import corresponding_points_alignment
 from geomot.ops.geometry import vertex_normals
-from geomot.ops.graph import edge_graph, graph_distances
-from geomot.ops.orientation import consistently_oriented, map_orientation_score
+from geomot.ops.graph import graph_distances
+from geomot.ops.orientation import consistently_oriented, map_orientation_score, point_map_orientation_score
 from geomot.ops.sampling import farthest_point_sampling
 from geomot.ops.spectral import SpectralBasis
 
@@ -106,46 +106,61 @@ def deformation_residual(x: torch.Tensor, y: torch.Tensor, phi: torch.Tensor, n_
 
 
 class MapSelector:
-    """Ranks vertex maps ``p2p_21`` between two meshes: first whether they keep orientation on the balance
-    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0``), then by their metric distortion on ``m``
-    farthest-point samples ``s_a`` of the source,
+    """Ranks vertex maps ``p2p_21`` between two shapes: first whether they keep orientation on the balance
+    (:func:`geomot.ops.orientation.map_orientation_score` ``> 0`` from a mesh source,
+    :func:`~geomot.ops.orientation.point_map_orientation_score` from a point cloud), then by their metric
+    distortion on ``m`` farthest-point samples ``s_a`` of the source,
 
     ``dist(T) = sum_ab |d_1(T(s_a), T(s_b)) - d_2(s_a, s_b)| / sum_ab d_2(s_a, s_b)``,
 
-    with ``d`` shortest paths in ``graphs`` (default: along the mesh edges; 0 for an isometry). A mirror map is as
-    isometric as the true one (hence the orientation key first); a map with one limb sent to its twin stretches
-    the distances between the limb and the rest. Intrinsic: invariant to rigid motions and to the pose."""
+    with ``d`` shortest paths in ``graphs`` (default: along the mesh edges, or the point cloud's nearest-neighbour
+    graph; 0 for an isometry). A mirror map is as isometric as the true one (hence the orientation key first); a
+    map with one limb sent to its twin stretches the distances between the limb and the rest. Intrinsic:
+    invariant to rigid motions and to the pose. ``f1`` / ``f2`` None: point clouds, oriented by their
+    ``clouds`` frames (:func:`~geomot.correspondence.matching.cloud_frame`, computed when not given)."""
 
     def __init__(
         self,
         v1: torch.Tensor,
-        f1: torch.Tensor,
+        f1: torch.Tensor | None,
         v2: torch.Tensor,
-        f2: torch.Tensor,
+        f2: torch.Tensor | None,
         m: int = 64,
         graphs: tuple[Any, Any] | None = None,
+        clouds: tuple[CloudFrame | None, CloudFrame | None] = (None, None),
     ) -> None:
         self.v1, self.f1, self.v2, self.f2 = v1, f1, v2, f2
-        self.n1 = vertex_normals(v1, f1)
-        self.g1, self.g2 = (edge_graph(v1, f1), edge_graph(v2, f2)) if graphs is None else graphs
+        c1, c2 = (
+            c if c is not None or f is not None else cloud_frame(v) for c, f, v in zip(clouds, (f1, f2), (v1, v2))
+        )
+        self.cloud2 = c2
+        self.n1 = vertex_normals(v1, f1) if f1 is not None else c1.normals
+        self.g1, self.g2 = (shape_graph(v1, f1), shape_graph(v2, f2)) if graphs is None else graphs
         self.samples = farthest_point_sampling(v2, min(m, v2.shape[0]), start=0).long()
         d2 = graph_distances(self.g2, self.samples)[:, self.samples]
         finite = torch.isfinite(d2)
         self.cap = float(d2[finite].max()) if bool(finite.any()) else 1.0
         self.d2 = torch.where(finite, d2, torch.full_like(d2, self.cap))
-        self.use_orientation = consistently_oriented(f1) and consistently_oriented(f2)
+        self.use_orientation = all(f is None or consistently_oriented(f) for f in (f1, f2))
         if not self.use_orientation:
             logger.warning(
                 "match: a mesh has inconsistently wound faces; candidate maps are ranked by metric "
                 "distortion only, so mirror-symmetric shapes may come out flipped"
             )
 
+    def orientation(self, p2p_21: torch.Tensor) -> float:
+        """Orientation score of a vertex map in ``[-1, 1]`` (positive: orientation kept on the balance)."""
+        if self.f2 is not None:
+            return map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
+        assert self.cloud2 is not None
+        c2 = self.cloud2
+        return point_map_orientation_score(p2p_21, self.v2, c2.normals, self.v1, self.n1, gradients=c2.gradients)
+
     def __call__(self, p2p_21: torch.Tensor) -> tuple[float, float]:
         """``(reversed, distortion)``: 1 when the map reverses orientation on the balance, else 0."""
         reversed_ = 0.0
         if self.use_orientation:
-            orient = map_orientation_score(p2p_21, self.v2, self.f2, self.v1, self.f1, normals_tgt=self.n1)
-            reversed_ = 0.0 if orient > 0 else 1.0
+            reversed_ = 0.0 if self.orientation(p2p_21) > 0 else 1.0
         return (reversed_, self.distortion(p2p_21[self.samples]))
 
     def distortion_on(self, samples: torch.Tensor, images: torch.Tensor) -> float:
@@ -168,9 +183,9 @@ class MapSelector:
 
 def pick_extrinsic(
     v1: torch.Tensor,
-    f1: torch.Tensor,
+    f1: torch.Tensor | None,
     v2: torch.Tensor,
-    f2: torch.Tensor,
+    f2: torch.Tensor | None,
     graph1: Any,
     graph2: Any,
     samples2: torch.Tensor,
@@ -178,6 +193,7 @@ def pick_extrinsic(
     images: list[torch.Tensor],
     *,
     config: MatchConfig | None = None,
+    areas: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> int:
     """Index of the extrinsic candidate that goes on: the smallest deformation residual, weighted by how well the
     candidate keeps the areas of geodesic balls (:func:`geomot.correspondence.geodesic_ball_areas` at the radii
@@ -188,14 +204,17 @@ def pick_extrinsic(
     ``max_{c, c'} mean_{s, r} |log A^1_r(images_c(s)) - log A^1_r(images_c'(s))|``, the key is
     ``residual_c * e_c^2`` when the spread exceeds ``profile_gate`` and ``residual_c`` otherwise. A half-turn of
     a quadruped (head sent to tail) is absorbed by a smooth deformation but changes the balls' areas; a human
-    turned about its long axis is nearly an intrinsic symmetry (spread below the gate), left to the residual."""
+    turned about its long axis is nearly an intrinsic symmetry (spread below the gate), left to the residual.
+    ``areas``: the areas per vertex of (target, source) where a shape is a point cloud (``f`` None)."""
     config = config or MatchConfig()
     if len(images) < 2:
         return 0
     radii = torch.tensor(config.profile_radii, dtype=torch.float64)
     pts = samples2[: config.profile_samples]  # a prefix of farthest-point samples is itself one
-    log2 = geodesic_ball_areas(v2, f2, radii, samples=pts, graph=graph2)[samples2].clamp_min(1e-12).log()
-    log1 = geodesic_ball_areas(v1, f1, radii, samples=config.profile_samples, graph=graph1).clamp_min(1e-12).log()
+    a1, a2 = areas
+    log2 = geodesic_ball_areas(v2, f2, radii, samples=pts, graph=graph2, areas=a2)[samples2].clamp_min(1e-12).log()
+    log1 = geodesic_ball_areas(v1, f1, radii, samples=config.profile_samples, graph=graph1, areas=a1)
+    log1 = log1.clamp_min(1e-12).log()
     at = [log1[p.long().cpu()] for p in images]
     errs = [float((log2 - x).abs().mean()) for x in at]
     spread = max(float((a - b).abs().mean()) for i, a in enumerate(at) for b in at[i + 1 :])
@@ -214,11 +233,10 @@ class _Keys:
         check_finite(self.e2, "evecs2")  # once here, not in each ZoomOut
         self.rank = pair.samples2.long()
         self.phi = self.e2[self.rank, : config.deformation_k]
-        self.selector = None
-        if pair.meshes:
-            assert pair.f1 is not None and pair.f2 is not None
-            self.selector = MapSelector(pair.v1, pair.f1, pair.v2, pair.f2, m=config.n_distortion, graphs=pair.graphs)
-        self.deform = self.selector is not None and config.anchors_on
+        self.selector = MapSelector(
+            pair.v1, pair.f1, pair.v2, pair.f2, m=config.n_distortion, graphs=pair.graphs, clouds=pair.clouds
+        )
+        self.deform = config.anchors_on
 
     def residual(self, images: torch.Tensor) -> float:
         """:func:`deformation_residual` of the map sending the ranking samples to ``images``."""
@@ -237,9 +255,7 @@ class _Keys:
         return self.residual(images), images
 
     def score(self, fmap_12: torch.Tensor) -> tuple[float, ...]:
-        """Step 2: (orientation, distortion) of the full point map (float32 nearest neighbours), else Laplacian."""
-        if self.selector is None:
-            return (laplacian_energy(fmap_12, self.pair.b1, self.pair.b2),)
+        """Step 2: (orientation, distortion) of the full point map (float32 nearest neighbours)."""
         k = fmap_12.shape[0]
         return self.selector(p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[:, :k]))
 
@@ -316,7 +332,6 @@ def _refine_on_samples(
     """Anchor refinement of one candidate on the ranking samples, keyed by (orientation key, residual); it starts
     from ``images``, the samples' images under the candidate's map, when the ranking computed them."""
     pair, config = keys.pair, keys.config
-    assert keys.selector is not None and pair.f1 is not None and pair.f2 is not None
     start = None
     if images is not None:  # anchor_refine reads the rows of the samples only
         start = images.new_zeros(pair.v2.shape[0])
@@ -349,7 +364,6 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     (orientation, deformation residual); the best extrinsic one must beat the best spectral one by the margin
     on the residual and on the metric distortion."""
     pair, config, selector = keys.pair, keys.config, keys.selector
-    assert selector is not None and pair.f1 is not None and pair.f2 is not None
     feats = None  # the source's distance features, the same for every candidate
     spectral, ext_rows = [], []
     for row in finalists:
@@ -371,6 +385,7 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
             [r.key[1] for r in ext_rows],
             [r.images for r in ext_rows],
             config=config,
+            areas=(None if pair.f1 is not None else pair.b1.mass, None if pair.f2 is not None else pair.b2.mass),
         )
         ext = ext_rows[pick]
         (oe, re_), (os_, rs) = ext.key, best.key
