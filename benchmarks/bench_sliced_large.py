@@ -5,14 +5,17 @@ Inputs: ``x, y`` uniform in the unit cube, ``(N, 3)`` float32, ``L = 100`` rando
 every contender). Contenders, best of ``--repeats`` interleaved rounds:
 
 - ``geomot``: ``geomot.sliced_wasserstein(x, y, projections=P)`` (``P`` ``(3, L)``: columns are directions)
-  then ``.backward()`` w.r.t. ``x`` (numba kernel that
-  projects, sorts, and reduces ``d/dx = sum_l G_l theta_l`` while it walks each sorted row);
+  then ``.backward()`` w.r.t. ``x`` (numba kernel that projects, sorts, and reduces ``d/dx = sum_l G_l theta_l``
+  while it walks each sorted row; from 524,288 points the ``y`` rows are sorted by ``numpy.sort``);
 - ``stored rows``: the same call with the former autograd node, which keeps the ``(L, N)`` derivatives ``G`` from
   the kernel (:func:`geomot.transport._radix.projected_power`) and multiplies them by the directions in backward;
 - ``numpy.sort floor``: ``numpy.sort`` of the ``(L, N)`` projected values of ``x`` (one side, no gradient).
 
 Peak memory of each contender: growth of the resident set during one call (``VmHWM`` after a reset through
 ``/proc/self/clear_refs``; Linux only).
+
+The machine may be shared: each row records the 1-minute load average before and after its timed rounds (the
+floor runs on one thread, geomot on ``torch.get_num_threads()``, so a busy machine inflates geomot's ratio).
 
 Run: ``.venv/bin/python benchmarks/bench_sliced_large.py [--sizes 100000,1000000] [--repeats 3]``.
 Writes ``benchmarks/results/bench_sliced_large.json``.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -115,19 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         ga, gb = sw(), stored()  # also compiles
         rel = float((ga - gb).norm() / gb.norm())
         times = {k: float("inf") for k in runs}
+        load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             for k, fn in runs.items():
                 t0 = time.perf_counter()
                 fn()
                 times[k] = min(times[k], time.perf_counter() - t0)
+        load.append(os.getloadavg()[0])
         mem = {k: _peak_growth_mib(fn) for k, fn in runs.items()}
         row = {"n": n, "times_s": times, "peak_growth_MiB": mem, "grad_rel_diff_vs_stored_rows": rel,
+               "load_avg_1min": load,
                "ratio_to_floor": {k: times[k] / times["numpy.sort floor"] for k in ("geomot", "stored rows")}}
         out["rows"].append(row)
         print(f"N={n:>9,}  geomot {times['geomot']:.3f} s ({row['ratio_to_floor']['geomot']:.2f}x floor, "
               f"{mem['geomot']:.0f} MiB)  stored rows {times['stored rows']:.3f} s "
               f"({row['ratio_to_floor']['stored rows']:.2f}x floor, {mem['stored rows']:.0f} MiB)  "
-              f"floor {times['numpy.sort floor']:.3f} s  grad rel diff {rel:.1e}")
+              f"floor {times['numpy.sort floor']:.3f} s  grad rel diff {rel:.1e}  load {load[0]:.2f}-{load[1]:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
