@@ -36,6 +36,7 @@ FILE_NOTES = (  # (file name prefix, what the file holds), first match wins
     ("deform_default_dev", "`benchmarks/bench_deform_default.py --split dev`: the development pairs of the default"),
     ("deform_default_validation", "`benchmarks/bench_deform_default.py --split validation`: 10 deform_sph pairs"),
     ("learned_matching", "`benchmarks/bench_learned_matching.py`: the learned matcher on held-out shapes"),
+    ("match_clouds", "`benchmarks/bench_match_clouds.py`: `geomot.match` on the vertex clouds of validation pairs"),
     ("matching_edge_stretch_gate", "`geomot.match` at its defaults, per pair (FAUST_r, TOSCA_r, SMAL_r)"),
     ("matching_faust_r_pyfm", "`benchmarks/bench_matching.py --peer-only`: pyFM on FAUST_r"),
     ("matching_smal_tosca_pyfm", "`benchmarks/bench_matching.py --peer-only`: pyFM on SMAL_r and TOSCA_r"),
@@ -540,6 +541,27 @@ def _matching(out: list[str]) -> list[tuple[str, list[float]]]:
         for key, value in s.items():
             if key.startswith("kept_") and isinstance(value, dict):
                 out.append(f"| {key[5:]} | {value.get('worse_by_0.2', '')} | {value.get('mean_err', 0):.4f} |")
+        out.append("")
+    data = _load("match_clouds_validation.json")
+    if data:
+        out += [
+            "### Point clouds",
+            "",
+            _caption("match_clouds_validation.json", data, CPU_MACHINE + ", 1 thread"),
+            "",
+            "`geomot.match` on the vertices of validation pairs given as `PointCloud`s (error on the target mesh), "
+            "before and after clouds had orientation terms.",
+            "",
+            "| dataset | pairs | before: mean / median / above 10 | after: mean / median / above 10 |",
+            "|---|---|---|---|",
+        ]
+        before, after = data["versions"]["before"]["summary"], data["versions"]["after"]["summary"]
+        for name, b in before.items():
+            a = after[name]
+            out.append(
+                f"| {name} | {a['n']} | {b['mean']:.2f} / {b['median']:.2f} / {b['n_above_10']} | "
+                f"{a['mean']:.2f} / {a['median']:.2f} / {a['n_above_10']} |"
+            )
         out.append("")
     return curves
 

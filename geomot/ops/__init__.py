@@ -33,6 +33,15 @@ from geomot.ops.operators import (
     spatial_gradient,
     tangent_frames,
 )
+from geomot.ops.orientation import (
+    consistently_oriented,
+    map_orientation_score,
+    mapped_signed_areas,
+    oriented_normals,
+    point_gradients,
+    point_map_orientation_score,
+    signed_volume,
+)
 from geomot.ops.sampling import SurfaceSamples, farthest_point_sampling, sample_surface
 from geomot.ops.spectral import LAPLACIANS, SpectralBasis, laplacian_and_mass, non_manifold_edges, spectral_basis
 
@@ -48,6 +57,7 @@ __all__ = [
     "batch_operators",
     "boundary_loops",
     "center_and_scale",
+    "consistently_oriented",
     "corresponding_points_alignment",
     "cotangent_laplacian",
     "cotangent_weights",
@@ -61,13 +71,19 @@ __all__ = [
     "knn_gather",
     "knn_points",
     "laplacian_and_mass",
+    "map_orientation_score",
+    "mapped_signed_areas",
     "non_manifold_edges",
+    "oriented_normals",
     "orthogonal_directions",
+    "point_gradients",
+    "point_map_orientation_score",
     "qmc_directions",
     "random_directions",
     "remove_unreferenced_vertices",
     "sample_surface",
     "sample_vmf",
+    "signed_volume",
     "spatial_gradient",
     "spectral_basis",
     "sphere_directions",

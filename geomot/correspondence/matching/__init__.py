@@ -22,7 +22,14 @@ from geomot.correspondence.matching.candidates import (
 )
 from geomot.correspondence.matching.config import REFINERS, MatchConfig
 from geomot.correspondence.matching.polishing import edge_stretch, polish, polish_window
-from geomot.correspondence.matching.preparation import PreparedPair, as_shape, prepare, unit_area
+from geomot.correspondence.matching.preparation import (
+    CloudFrame,
+    PreparedPair,
+    as_shape,
+    cloud_frame,
+    prepare,
+    unit_area,
+)
 from geomot.correspondence.matching.refinement import RefinedMap, refine_map
 from geomot.correspondence.matching.selection import (
     MapSelector,
@@ -39,6 +46,7 @@ __all__ = [
     "REFINERS",
     "Candidate",
     "CandidateSet",
+    "CloudFrame",
     "MapSelector",
     "MatchConfig",
     "OrientationTerms",
@@ -47,6 +55,7 @@ __all__ = [
     "RefinedMap",
     "Selection",
     "as_shape",
+    "cloud_frame",
     "deformation_residual",
     "edge_stretch",
     "extrinsic_candidates",
