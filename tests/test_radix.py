@@ -179,3 +179,26 @@ def test_numpy_sorted_second_rows_give_the_kernel_sums():
                                   np.zeros((0, 0, 3), np.float32), np.zeros((2, 3)), True, False, False)
     np.testing.assert_array_equal(cost.ravel(), ref_cost)
     np.testing.assert_array_equal(dx, ref_dx)
+
+
+@pytest.mark.parametrize("n", [100, _radix.ACC_BUFFER_MIN])
+def test_point_derivatives_with_and_without_buffer(n):
+    """projected_power_grads below ACC_BUFFER_MIN (derivatives added at their points one by one) and from it
+    (through the buffer): weighted derivative sums in x, y and the directions against float64 torch.sort."""
+    g = torch.Generator().manual_seed(n)
+    x64 = torch.randn(2, n, 3, generator=g, dtype=D64).float().double()
+    y64 = (torch.randn(2, n, 3, generator=g, dtype=D64) + 0.3).float().double()
+    t64 = torch.nn.functional.normalize(torch.randn(2, 4, 3, generator=g, dtype=D64), dim=-1).float().double()
+    w = torch.rand(2, 4, generator=g, dtype=D64).float().double()
+    cost, dx, dy, dt = _radix.projected_power_grads(
+        *(a.float().numpy() for a in (x64, y64, t64)), 1.5, weights=w.float().numpy(), need_x=True, need_y=True,
+        need_theta=True,
+    )
+    args = [a.clone().requires_grad_(True) for a in (x64, y64, t64)]
+    xp, yp = (torch.matmul(args[2], a.transpose(-1, -2)) for a in args[:2])
+    ref = (torch.sort(xp, dim=-1)[0] - torch.sort(yp, dim=-1)[0]).abs().pow(1.5).mean(-1)
+    np.testing.assert_allclose(cost, ref.detach().numpy(), rtol=1e-5)
+    gx, gy = torch.autograd.grad((ref * w).sum(), args[:2], retain_graph=True)
+    (gt,) = torch.autograd.grad(ref.sum(), args[2])  # dtheta is returned unweighted
+    for got, want in ((dx, gx), (dy, gy), (dt, gt)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-7)
