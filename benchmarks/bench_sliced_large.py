@@ -17,7 +17,7 @@ Peak memory of each contender: growth of the resident set during one call (``VmH
 The machine may be shared: each row records the 1-minute load average before and after its timed rounds (the
 floor runs on one thread, geomot on ``torch.get_num_threads()``, so a busy machine inflates geomot's ratio).
 
-Run: ``.venv/bin/python benchmarks/bench_sliced_large.py [--sizes 100000,1000000] [--repeats 3]``.
+Run: ``.venv/bin/python benchmarks/bench_sliced_large.py [--sizes 100000,1000000] [--repeats 3] [--threads 2]``.
 Writes ``benchmarks/results/bench_sliced_large.json``.
 """
 
@@ -92,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--projections", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for geomot (default: torch's setting)")
     ap.add_argument("--json", default=str(RESULTS / "bench_sliced_large.json"))
     args = ap.parse_args(argv)
     if not _radix.AVAILABLE:
         raise SystemExit("numba is not installed: nothing to compare")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     out = {"machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
            "versions": {"torch": torch.__version__, "numpy": np.__version__}, "n_projections": args.projections,

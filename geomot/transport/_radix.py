@@ -209,6 +209,8 @@ if AVAILABLE:
         items, scratch, bounds, one = lw
         n = bits.shape[0]
         nbuck = bounds.shape[0] - 1
+        if items.shape[0] < n:  # a workspace for shorter rows
+            return False
         klo, khi = _U32(0xFFFFFFFF), _U32(0)
         for j in range(n):
             mask = _U32(_U32(_U32(0) - (bits[j] >> _U32(31))) | _SIGN)
