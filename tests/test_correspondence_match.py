@@ -207,3 +207,9 @@ def test_bad_inputs_raise_clear_errors(pair):
         match(pair.source, pair.target, n_candidates=0)
     with pytest.raises(ValidationError, match="anchor_iterations"):
         match(pair.source, pair.target, anchor_iterations=-1)
+
+
+def test_fewer_ranking_samples_than_distortion_samples(small):
+    # n_samples=10: 20 ranking samples against 64 distortion samples; the extrinsic comparison still works
+    res = match(small.source, small.target, k=6, k_init=2, k_select=3, n_candidates=1, n_samples=10)
+    assert res.p2p_21.shape == (small.source.verts.shape[0],)

@@ -165,3 +165,12 @@ def test_match_on_point_clouds_keeps_orientation():
     mixed = match(pair.source, tgt, **FAST)
     err = 100 * float(geodesic_error(mixed.p2p_21, pair.target.verts, pair.target.faces, pair.src_idx, pair.tgt_idx))
     assert err < 5.0 and mixed.orientation_ratio < 1.0
+
+
+def test_small_clouds_and_duplicated_points_are_matched():
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    settings = dict(k=6, k_init=2, k_select=3, n_candidates=1, n_samples=10)
+    res = match(PointCloud(torch.cat([x, x[:5]])), PointCloud(x), **settings)
+    assert res.p2p_21.shape == (45,) and int(res.p2p_21.max()) < 40
+    n = oriented_normals(torch.cat([x, x[:5]]))
+    assert bool(torch.isfinite(n).all()) and torch.allclose(n.norm(dim=1), torch.ones(45, dtype=x.dtype))

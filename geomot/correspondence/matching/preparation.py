@@ -43,7 +43,9 @@ class CloudFrame(NamedTuple):
 
 
 def cloud_frame(points: torch.Tensor, k: int = 10) -> CloudFrame:
-    """:class:`CloudFrame` of a ``(V, 3)`` float64 point cloud (``k`` neighbours for the normals and gradients)."""
+    """:class:`CloudFrame` of a ``(V, 3)`` float64 point cloud (``k`` neighbours for the normals and gradients, at
+    most ``V - 1``)."""
+    k = max(3, min(k, points.shape[0] - 1))
     normals = oriented_normals(points, k=k)
     return CloudFrame(normals, point_gradients(points, normals, k=k))
 

@@ -233,9 +233,10 @@ class _Keys:
         check_finite(self.e2, "evecs2")  # once here, not in each ZoomOut
         self.rank = pair.samples2.long()
         self.phi = self.e2[self.rank, : config.deformation_k]
-        self.selector = MapSelector(
-            pair.v1, pair.f1, pair.v2, pair.f2, m=config.n_distortion, graphs=pair.graphs, clouds=pair.clouds
-        )
+        # at most as many distortion samples as ranking samples: both are farthest-point samples from vertex 0,
+        # so the first are a prefix of the second (MapSelector.distortion_on needs that)
+        m = min(config.n_distortion, self.rank.shape[0])
+        self.selector = MapSelector(pair.v1, pair.f1, pair.v2, pair.f2, m=m, graphs=pair.graphs, clouds=pair.clouds)
         self.deform = config.anchors_on
 
     def residual(self, images: torch.Tensor) -> float:
