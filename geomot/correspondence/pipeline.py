@@ -150,12 +150,12 @@ def match(
             ``"none"`` ["zoomout"].
         step: increase of the basis size per ZoomOut iteration [4].
         final_iterations: ZoomOut refits at size ``k`` on every vertex (``refine="zoomout"``) [1].
-        n_final: ranked candidates compared again after refinement [6 with the anchor refinement on meshes:
+        n_final: ranked candidates compared again after refinement [6 with the anchor refinement:
             anchor refinement on samples, then the smooth-deformation residual; otherwise 3: ZoomOut to ``k``].
         anchor_iterations: geodesic-anchor refinement steps (:func:`geomot.correspondence.anchor_refine`;
             ``refine="zoomout"``; 0 to skip) [2].
-        n_extrinsic: extrinsic candidates (principal axes + smooth non-rigid ICP; meshes with the anchor
-            refinement; 0 to skip) [2].
+        n_extrinsic: extrinsic candidates (principal axes + smooth non-rigid ICP; with the anchor refinement;
+            0 to skip) [2].
         refine_extrinsic: polish the final map with :func:`geomot.correspondence.extrinsic_refine` when an
             extrinsic candidate won, and locally (snaps within 2 edge rings) when a spectral map stretches the
             mesh edges like a map between two species; ``False`` skips both [True].

@@ -41,7 +41,7 @@ class MatchConfig:
     final_iterations: int = 1  # ZoomOut refits at size k on every vertex ("zoomout" only)
     n_final: int | None = None  # candidates compared after refinement (None: 6 with anchors, else 3)
     anchor_iterations: int = 2  # geodesic-anchor refinement steps ("zoomout" only; 0 to skip)
-    n_extrinsic: int = 2  # extrinsic candidates (principal axes + non-rigid ICP; meshes with anchors only)
+    n_extrinsic: int = 2  # extrinsic candidates (principal axes + non-rigid ICP; with the anchor refinement only)
     refine_extrinsic: bool = True  # extrinsic polish of extrinsic winners and of stretched spectral maps
     non_isometric: bool = False  # always polish spectral winners locally (shapes known to differ beyond pose)
 

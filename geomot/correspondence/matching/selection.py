@@ -1,11 +1,12 @@
 """Stage 3 of :func:`geomot.correspondence.match`: ranking the candidates, each key a named function.
 
-1. a cheap key on every upsampled spectral candidate: with the anchor refinement (meshes), the
+1. a cheap key on every upsampled spectral candidate: with the anchor refinement, the
    :func:`deformation_residual` of its unrefined map of the ranking samples; otherwise the Laplacian commutativity
    :func:`laplacian_energy`;
 2. the ``n_scored`` best by that key are scored on their full point maps by :class:`MapSelector`: orientation kept
-   on the balance first, then metric distortion on farthest-point samples (point clouds: Laplacian energy);
-3. the ``n_final`` best are compared once more. Meshes with the anchor refinement: each (and each extrinsic
+   on the balance first (point clouds: from their estimated normals), then metric distortion on farthest-point
+   samples;
+3. the ``n_final`` best are compared once more. With the anchor refinement: each (and each extrinsic
    candidate) gets ``anchor_iterations`` steps of :func:`geomot.correspondence.anchor_refine` on the ranking
    samples, then is keyed by (orientation, deformation residual). Pose changes are smooth displacement fields; a
    map with two limbs swapped or a body turned about its long axis needs a displacement that changes direction
