@@ -171,12 +171,12 @@ def test_numpy_sorted_second_rows_give_the_kernel_sums():
     g = torch.Generator().manual_seed(7)
     x = torch.rand(1, n, 3, generator=g).numpy()
     y = (torch.randn(1, n, 3, generator=g) * 0.2).numpy()
-    theta = torch.nn.functional.normalize(torch.randn(1, 2, 3, generator=g), dim=-1).numpy()
+    theta = torch.nn.functional.normalize(torch.randn(1, 5, 3, generator=g), dim=-1).numpy()  # 4 + 1 added at once
     cost, dx, dy, dt = _radix.projected_power_grads(x, y, theta, 2.0, need_x=True, need_y=False, need_theta=False)
     assert dy is None and dt is None
-    ref_cost, ref_dx = np.empty(2), np.zeros((1, n, 3), np.float32)
-    _radix._projected_grads_block(x, y, theta, np.ones((1, 2), np.float32), 0, 2, 0, 2.0, ref_cost, ref_dx,
-                                  np.zeros((0, 0, 3), np.float32), np.zeros((2, 3)), True, False, False)
+    ref_cost, ref_dx = np.empty(5), np.zeros((1, n, 3), np.float32)
+    _radix._projected_grads_block(x, y, theta, np.ones((1, 5), np.float32), 0, 5, 0, 2.0, ref_cost, ref_dx,
+                                  np.zeros((0, 0, 3), np.float32), np.zeros((5, 3)), True, False, False)
     np.testing.assert_array_equal(cost.ravel(), ref_cost)
     np.testing.assert_array_equal(dx, ref_dx)
 
