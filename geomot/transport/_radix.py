@@ -9,9 +9,22 @@ development machine (one thread): 100 x 100,000 rows with their permutation in 0
 SIMD sort of packed uint64 words and 0.23 s for ``numpy.sort`` of the values alone; 6,400 x 2,048 rows in 0.08 s
 (0.12 s for ``numpy.sort`` of the values).
 
+Long rows with their permutation (from :data:`BUCKET_MIN` values) no longer fit the cache across three passes; they
+are sorted by one pass on the value instead: ``~n / 1024`` equal-width intervals of ``[min, max]`` are counted, the
+``key << 32 | column`` items moved there in column order, and each interval (a few thousand bytes) is LSD-sorted in
+the cache on the bits its keys span (:func:`_bucket_pass`, :func:`_sort_buckets`; rows with a non-finite value, a
+constant row or a range that overflows keep the three passes). Same order as the LSD sort: keys, ties by column.
+Measured (one thread, shared machine): 1,000,000 values with their permutation in 9.4-11 ms against 21-28 ms for
+the three passes and 8.2-8.7 ms for ``numpy.sort`` of the values alone.
+
 :func:`sorted_power_rows` fuses the sort path of ``W_p^p`` on the line: both rows are sorted, the cost
 ``(1/n) sum_i |x_(i) - y_(i)|^p`` is summed in float64, and the derivatives ``d/dx_k`` are written straight back to
 the original positions through the permutation (no sorted copy and no scatter pass in torch).
+
+:func:`projected_power_grads` reduces the derivatives to the points inside the kernel, through a length-``n``
+buffer per row (scattered 4-byte stores, then one sequential pass over ``(n, D)``); from :data:`PRESORT_MIN` values,
+when only the first point set needs derivatives, the projected rows of the second one are sorted by ``numpy.sort``
+outside the kernel (numpy's SIMD sort beats the LSD passes once the rows leave the cache).
 
 The kernels release the GIL and run over blocks of rows on ``torch.get_num_threads()`` threads.
 Without numba (or with ``GEOMOT_NUMBA=0`` in the environment) :data:`AVAILABLE` is False and callers use numpy.
@@ -28,8 +41,8 @@ from geomot._core.accel import numba_available
 from geomot._core.parallel import SERIAL_BYTES, run_row_blocks
 
 __all__ = [
-    "AVAILABLE", "MIN_LENGTH", "MIN_LENGTH_VALUES", "projected_power", "projected_power_grads", "sort_rows",
-    "sorted_power_rows",
+    "ACC_BUFFER_MIN", "AVAILABLE", "BUCKET_MIN", "BUCKET_MIN_VALUES", "MIN_LENGTH", "MIN_LENGTH_VALUES", "PRESORT_MIN",
+    "projected_power", "projected_power_grads", "sort_rows", "sorted_power_rows",
 ]
 
 # Shorter rows are left to numpy, whose small-array sorts win there (the 3 x 2048 histogram work per row dominates
