@@ -54,8 +54,9 @@ MIN_LENGTH_VALUES = 1024
 ACC_BUFFER_MIN = 512
 # From these row lengths rows are sorted by one bucket pass on the value then cache-sized LSD sorts
 # (_bucket_sort_row) instead of three LSD passes over the whole row, whose keys and columns no longer stay in the
-# cache. Measured crossovers (one thread): ~150,000 values with the permutation; without it the LSD passes were as
-# fast up to 1,000,000 values (the bucket pass moves 4-byte keys but pays a counting pass and per-bucket sorts).
+# cache. Measured crossovers (one thread): 100,000-130,000 values with the permutation; without it the LSD passes
+# were as fast up to 1,000,000 values (the bucket pass moves 4-byte keys but pays a counting pass and per-bucket
+# sorts).
 BUCKET_MIN = 131072
 BUCKET_MIN_VALUES = 1 << 21
 # From this row length projected_power_grads sorts the second row of a pair with numpy.sort (in place, GIL released)
