@@ -11,7 +11,9 @@ A geometry answers the few questions a Sinkhorn loop asks about the cost ``C (B,
 on the fly (row or column chunks of at most ``chunk_bytes``), so that memory stays ``O((N + M) D + chunk)``: the
 log-sum-exp over ``j`` of a row chunk is exact because every row of the chunk sees all ``M`` columns. On CPU float
 tensors with the squared Euclidean cost and no autograd, its soft-mins, fused sweeps and sums run in the streaming
-numba kernels of :mod:`geomot.transport._numba_softmin` instead (no block buffer) when numba is available.
+numba kernels of :mod:`geomot.transport._numba_softmin` instead (no block buffer) when numba is available; large
+items (:data:`~geomot.transport._multiscale.SWEEP_MIN_PAIRS` pairs and more) take the block-sparse fused sweep of
+:class:`~geomot.transport._multiscale.SparseSweep`, which skips the cluster pairs whose terms are below roundoff.
 Padding is handled through the log-weights: ``log b_j = -inf`` on padded columns (and ``log a_i`` on rows).
 """
 
@@ -20,11 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from geomot._core.registry import Registry
 from geomot.ops._products import gemv, narrow_bmm
-from geomot.transport import _numba_softmin
+from geomot.transport import _multiscale, _numba_softmin
 
 __all__ = ["COSTS", "DenseGeometry", "OnlineGeometry", "pairwise_cost"]
 
@@ -279,6 +282,7 @@ class OnlineGeometry:
         self._eps = 1.0
         self._buf: torch.Tensor | None = None
         self._soft_cache = None
+        self._sparse = None  # (a, b, row_mask, col_mask, {item: (rows, cols, SparseSweep) or None})
 
     def _step(self, other: int) -> int:
         per_row = self.shape[0] * other * self.x.element_size() * 3  # cost + a temporary or two
@@ -456,10 +460,20 @@ class OnlineGeometry:
         col_old = torch.empty_like(g) if need_col_error else None
         err = torch.zeros_like(a[:, 0])
         for k in range(bsz):
+            tgt = row_target[k] if torch.is_tensor(row_target) else row_target
+            sparse = self._sparse_sweep(k, f, g, a, b, eps, omega=omega, lx=lx, row_mask=row_mask,
+                                        col_mask=col_mask, need_old=need_col_error)
+            if sparse is not None:
+                rs, fn, bad, col, old = sparse
+                err[k] = math.inf if bool(bad.any()) else (a[k] * (rs - tgt).abs()).sum()
+                f_new[k] = fn
+                col_acc[k] = col
+                if col_old is not None:
+                    col_old[k] = old
+                continue
             rs, fn, bad, col, old = _numba_softmin.sweep(
                 self.x[k], self.y[k], f[k], torch.where(col_mask[k], g[k], -1e30 * eps), a[k], b[k], row_mask[k],
                 eps, omega=omega, lx=lx, need_old=need_col_error)
-            tgt = row_target[k] if torch.is_tensor(row_target) else row_target
             if bool(bad.any()):
                 err[k] = math.inf
                 rows = bad.nonzero().flatten()
@@ -481,6 +495,45 @@ class OnlineGeometry:
                 col_old[k] = old
         return self._finish_sweep(f_new, g, col_acc, col_old, a, b, eps, err, tiny=1e-20, omega=omega, ly=ly,
                                   col_target=col_target, row_mask=row_mask, col_mask=col_mask)
+
+    def _sparse_sweep(self, k: int, f, g, a, b, eps: float, *, omega, lx, row_mask, col_mask, need_old):
+        """The fused sweep of item ``k`` by :class:`~geomot.transport._multiscale.SparseSweep` (block-sparse, exact to
+        roundoff), as ``(rs, f_new, bad, col, col_old)`` over the padded item; None where it does not apply (fewer
+        than :data:`~geomot.transport._multiscale.SWEEP_MIN_PAIRS` real pairs, non-finite points or potentials,
+        or too many blocks kept at this ``eps``): the caller then runs the dense sweep."""
+        st = self._sparse
+        if st is None or st[0] is not a or st[1] is not b or st[2] is not row_mask or st[3] is not col_mask:
+            st = self._sparse = (a, b, row_mask, col_mask, {})
+        items = st[4]
+        if k not in items:
+            rows, cols = row_mask[k].nonzero().flatten().numpy(), col_mask[k].nonzero().flatten().numpy()
+            xr, yc = self.x[k].detach().numpy()[rows], self.y[k].detach().numpy()[cols]
+            usable = (rows.size * cols.size >= _multiscale.SWEEP_MIN_PAIRS
+                      and min(rows.size, cols.size) >= _multiscale.MIN_POINTS
+                      and bool(np.isfinite(xr).all()) and bool(np.isfinite(yc).all()))
+            items[k] = (rows, cols, _multiscale.SparseSweep(torch.from_numpy(xr), torch.from_numpy(yc),
+                                                            torch.from_numpy(a[k].numpy()[rows]),
+                                                            torch.from_numpy(b[k].numpy()[cols]))) if usable else None
+        if items[k] is None:
+            return None
+        rows, cols, sweeper = items[k]
+        fr, gc = f[k].detach().numpy()[rows], g[k].detach().numpy()[cols]
+        if not (bool(np.isfinite(fr).all()) and bool(np.isfinite(gc).all())):
+            return None
+        out = sweeper.sweep(fr, gc, eps, omega=omega, lx=lx, need_old=need_old)
+        if out is None:
+            return None
+        rs_r, fn_r, bad_r, col_c, old_c = out
+        n, m = self.shape[1], self.shape[2]
+        rs, fn, col = np.zeros(n, dtype=rs_r.dtype), np.zeros(n, dtype=rs_r.dtype), np.zeros(m, dtype=rs_r.dtype)
+        bad = np.zeros(n, dtype=np.bool_)
+        rs[rows], fn[rows], bad[rows], col[cols] = rs_r, fn_r, bad_r, col_c
+        old = None
+        if old_c is not None:
+            old = np.zeros(m, dtype=rs_r.dtype)
+            old[cols] = old_c
+        return (torch.from_numpy(rs), torch.from_numpy(fn), torch.from_numpy(bad), torch.from_numpy(col),
+                None if old is None else torch.from_numpy(old))
 
     def _finish_sweep(self, f_new, g, col_acc, col_old, a, b, eps: float, err, *, tiny: float, omega, ly, col_target,
                       row_mask, col_mask):

@@ -46,7 +46,7 @@ import torch
 
 from geomot._core.accel import numba_available
 
-__all__ = ["available", "row_max", "row_sums", "seg_max", "softmin", "sparse_row_sums", "sweep"]
+__all__ = ["available", "row_max", "row_sums", "seg_max", "softmin", "sparse_row_sums", "sparse_sweep", "sweep"]
 
 _BLOCK = 256  # columns per block: the distances and exponentials of a block stay in the L1 cache
 _TINY = 1e-20  # row or column sums below this (or non-finite) are redone with the exact log-sum-exp
@@ -308,13 +308,120 @@ def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, b
             if with_bary:
                 for d in range(dim):
                     bary[i, d] = accb[i - r0, d].sum()
+
+
+def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, c0s, c1s, groups, rs, fn, flag,
+                   dmax, col, col_old, need_old):
+    # sweep_k over the kept column ranges of each row cluster: the kept columns of a cluster are gathered once
+    # into contiguous scratch padded to a multiple of 8 (h = -inf, b = 0), each row of the cluster takes one exp
+    # per kept pair for its row sum and accumulates the same E_ij times its new factor into cluster-local column
+    # sums, which are added to col range by range after the cluster. flag: 0 ok, 1 sum outside (TINY, inf),
+    # 2 sum in (TINY, low) (not accumulated; the caller redoes both); dmax[I]: the largest (fn_i - f_i) / eps
+    # over the cluster's accumulated rows (-inf if none).
+    dim = p.shape[1]
+    cap = 8
+    for g in range(groups.shape[0]):
+        cl = groups[g]
+        tot = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            tot += c1s[k] - c0s[k]
+        cap = max(cap, tot + 8)
+    t = np.empty(BLOCK, dtype={F})
+    kb = np.empty(BLOCK, dtype={I})
+    sc = kb.view({F})
+    qb = np.empty((dim, cap), dtype={F})
+    hb = np.empty(cap, dtype={F})
+    bb = np.empty(cap, dtype={F})
+    er = np.empty(cap, dtype={F})
+    lc = np.empty(cap, dtype={F})
+    lco = np.empty(cap if need_old else 1, dtype={F})
+    acc = np.zeros(8, dtype={F})
+    one = {F}(1.0)
+    inv_eps = one / eps
+    for g in range(groups.shape[0]):
+        cl = groups[g]
+        tot = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            for j in range(c0s[k], c1s[k]):
+                hb[tot] = h[j]
+                bb[tot] = b[j]
+                for d in range(dim):
+                    qb[d, tot] = qT[d, j]
+                tot += 1
+        totp = (tot + 7) // 8 * 8
+        for j in range(tot, totp):
+            hb[j] = -np.inf
+            bb[j] = 0
+            for d in range(dim):
+                qb[d, j] = 0
+        for j in range(totp):
+            lc[j] = 0
+        if need_old:
+            for j in range(totp):
+                lco[j] = 0
+        dm = -np.inf
+        for i in range(rptr[cl], rptr[cl + 1]):
+            for lane in range(8):
+                acc[lane] = 0
+            s = shift[i]
+            for j0 in range(0, totp, BLOCK):
+                bl = min(BLOCK, totp - j0)
+                hs = hb[j0:j0 + bl]
+                bs = bb[j0:j0 + bl]
+                es = er[j0:j0 + bl]
+                for j in range(bl):
+                    t[j] = 0
+                for d in range(dim):
+                    pd = p[i, d]
+                    qd = qb[d, j0:j0 + bl]
+                    for j in range(bl):
+                        df = pd - qd[j]
+                        t[j] += df * df
+                for j in range(bl):
+                    t[j] = hs[j] + s - t[j] * inv_eps
+                exp_rows(t, kb, bl)
+                for j in range(bl):
+                    es[j] = t[j] * sc[j]
+                for jj in range(0, bl, 8):
+                    for lane in range(8):
+                        acc[lane] += es[jj + lane] * bs[jj + lane]
+            tot_i = acc.sum()
+            rs[i] = tot_i
+            fi = pot[i]
+            fn[i] = fi
+            if not (tot_i > TINY and tot_i < np.inf):
+                flag[i] = 1
+                continue
+            if tot_i < low:
+                flag[i] = 2
+                continue
+            flag[i] = 0
+            new = fi + omega * ((lx - one) * fi - lx * eps * np.log(tot_i))
+            fn[i] = new
+            dd = (new - fi) * inv_eps
+            dm = max(dm, dd)
+            wi = a[i] * np.exp(dd)
+            for j in range(totp):
+                lc[j] += wi * er[j]
+            if need_old:
+                ai = a[i]
+                for j in range(totp):
+                    lco[j] += ai * er[j]
+        dmax[cl] = dm
+        pos = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            for j in range(c0s[k], c1s[k]):
+                col[j] += lc[pos]
+                if need_old:
+                    col_old[j] += lco[pos]
+                pos += 1
 """
 
 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
-_NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k")
+_NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
 @functools.cache
@@ -365,10 +472,11 @@ def _cached_module(src: str, dtype: str, fastmath: bool | set[str], cache_dir: P
 
 
 def compile_kernels(dtype: str, fastmath: bool | set[str], *, cache_dir: Path | None = None):
-    """``(row_sums_k, row_max_k, sweep_k, seg_max_k, sparse_sums_k)`` compiled from :data:`_TEMPLATE` for
-    ``dtype`` with numba's ``fastmath`` setting (the shipped kernels: :func:`_kernels`; another setting is for
-    comparisons). With ``cache_dir`` the source is written there and numba caches the machine code on disk (the
-    first use in a later process loads it instead of compiling for seconds); an unwritable directory falls back
+    """``(row_sums_k, row_max_k, sweep_k, seg_max_k, sparse_sums_k, sparse_sweep_k)`` compiled from
+    :data:`_TEMPLATE` for ``dtype`` with numba's ``fastmath`` setting (the shipped kernels: :func:`_kernels`;
+    another setting is for comparisons). With ``cache_dir`` the source is written there and numba caches the
+    machine code on disk (the first use in a later process loads it instead of compiling for seconds); an
+    unwritable directory falls back
     to in-memory compilation."""
     import numba
 
@@ -579,3 +687,49 @@ def sparse_row_sums(p: torch.Tensor, qT: np.ndarray, h: np.ndarray, shift: np.nd
     _run([functools.partial(k, pn, qT, h, shift, rptr, kptr, c0s, c1s, inv, g, out, bary, with_bary)
           for g in groups])
     return out, (bary if with_bary else None)
+
+
+def sparse_sweep(p: np.ndarray, qT: np.ndarray, h: np.ndarray, shift: np.ndarray, a: np.ndarray, b: np.ndarray,
+                 pot: np.ndarray, rptr: np.ndarray, kptr: np.ndarray, c0s: np.ndarray, c1s: np.ndarray, eps: float, *,
+                 omega: float, lx: float, low: float, need_old: bool):
+    """Row half of one fused Sinkhorn sweep (as :func:`sweep`) over the kept column ranges of each row cluster.
+
+    ``E_ij = exp(h_j + shift_i - |p_i - q_j|^2 / eps)`` is formed once per kept pair: ``rs_i = sum_j b_j E_ij``,
+    ``fn_i = pot_i + omega ((lx - 1) pot_i - lx eps log rs_i)``, ``col_j = sum_i a_i exp((fn_i - pot_i) / eps) E_ij``
+    (and ``col_old_j = sum_i a_i E_ij``), all over the kept blocks only; the row cluster ``I`` (rows
+    ``rptr[I]:rptr[I + 1]``) keeps the column ranges ``c0s[k]:c1s[k]``, ``k`` in ``kptr[I]:kptr[I + 1]``. Rows whose
+    sum is outside ``(1e-20, inf)`` (flag 1) or below ``low`` (flag 2) keep ``fn_i = pot_i`` and add nothing to the
+    columns. Work ``(3 D + 27)`` flops per kept pair, split over threads by kept pairs (each thread its own column
+    sums).
+
+    Args:
+        p: ``(N, D)`` row points; ``qT``: ``(D, M)`` column points, transposed (float32/float64 numpy, one dtype
+            for all float arrays).
+        h: ``(M,)`` column terms ``g / eps``; ``shift``: ``(N,)`` row terms ``f / eps``; ``pot``: ``(N,)`` ``f``.
+        a: ``(N,)``, ``b``: ``(M,)`` weights.
+        rptr, kptr, c0s, c1s: int64 cluster offsets and kept column ranges.
+        eps: the temperature; ``omega``: over-relaxation; ``lx``: the row update's factor; ``low``: see above.
+        need_old: also accumulate ``col_old``.
+
+    Returns:
+        ``(rs (N,), fn (N,), flag (N,) int8, dmax (K,), col (M,), col_old (M,) or None)``, ``dmax[I]`` the largest
+        ``(fn_i - pot_i) / eps`` over the rows of cluster ``I`` with flag 0 (``-inf`` if none).
+    """
+    k = _kernels(str(p.dtype))[5]
+    n, m = p.shape[0], qT.shape[1]
+    kc = rptr.shape[0] - 1
+    ft = p.dtype.type
+    owner = np.repeat(np.arange(kptr.shape[0] - 1), np.diff(kptr))
+    kept = np.bincount(owner, weights=(c1s - c0s).astype(np.float64), minlength=kc)
+    work = kept * np.diff(rptr)
+    groups = _balanced_groups(work, _threads(float(work.sum())))
+    rs = np.zeros(n, dtype=p.dtype)
+    fn = np.zeros(n, dtype=p.dtype)
+    flag = np.zeros(n, dtype=np.int8)
+    dmax = np.full(kc, -np.inf, dtype=p.dtype)
+    col = np.zeros((len(groups), m), dtype=p.dtype)
+    col_old = np.zeros((len(groups), m if need_old else 1), dtype=p.dtype)
+    _run([functools.partial(k, p, qT, h, shift, a, b, pot, ft(omega), ft(lx), ft(eps), ft(low), rptr, kptr, c0s,
+                            c1s, grp, rs, fn, flag, dmax, col[t], col_old[t], need_old)
+          for t, grp in enumerate(groups)])
+    return rs, fn, flag, dmax, col.sum(0), (col_old.sum(0) if need_old else None)
