@@ -561,8 +561,11 @@ class OnlineGeometry:
         la_s = la_s - torch.logsumexp(la_s, 1, keepdim=True)
         la_s = torch.where(torch.isfinite(la_s), la_s, -math.inf)
         h = f[:, idx] / eps + la_s
-        out = torch.cat([-eps * _lse(h[:, None, :] - self.cost_fn(self.y[:, s], self.x[:, idx]) / eps, 2)
-                         for s in self._col_chunks_for(idx.numel())], 1)
+        if self._compiled(h):  # max pass + exact pass of the streaming kernels (no (M, rows) blocks)
+            out = _numba_softmin.softmin(self.y, self.x[:, idx].contiguous(), h, eps, None)
+        else:
+            out = torch.cat([-eps * _lse(h[:, None, :] - self.cost_fn(self.y[:, s], self.x[:, idx]) / eps, 2)
+                             for s in self._col_chunks_for(idx.numel())], 1)
         return torch.where(torch.isfinite(out), out, 0.0)
 
     def _col_chunks_for(self, other: int):

@@ -46,6 +46,10 @@ MIN_POINTS = 16 * CLUSTER_SIZE  # below this a clustered solve has too few clust
 JUMP = 1.0  # the coarse levels are those with eps >= (JUMP * the median cluster radius)^2
 REUSE = 2.0  # nats the stored block bounds may loosen before they are recomputed
 ROUNDING = 1e-2  # nats added to the float32 block bounds (their rounding is ~1e-6 relative)
+SWEEP_COL_CLUSTER = 16  # column cluster size of the sparse sweep: finer skipping (measured at N = 10k: 47% of the
+# pairs kept instead of 52%, 0.53-0.55x the dense sweep's time instead of 0.57-0.60x); the row clusters stay at
+# CLUSTER_SIZE, since each row cluster gathers its kept columns once
+SLACK = 1e-3  # nats taken off the skip thresholds when they are compared in float32 (rounding ~1e-5 nats there)
 SWEEP_MIN_PAIRS = 36_000_000  # smallest N M for the block-sparse fused sweep (measured: N = M = 5,000 broke even)
 SWEEP_MAX_KEPT = 0.7  # above this kept fraction of the pairs a sweep runs dense (gathering costs more than it saves)
 
@@ -228,7 +232,8 @@ class SparseSoftmin:
 
 class SparseSweep:
     """Block-sparse fused Sinkhorn sweeps between two point sets ``x (N, D)``, ``y (M, D)`` with weights
-    ``a (N,)``, ``b (M,)`` (no padding), clustered once (:class:`Clusters`); the same iteration as
+    ``a (N,)``, ``b (M,)`` (no padding), clustered once (:class:`Clusters`: rows in clusters of at most ``size``,
+    columns of at most ``col_size`` points); the same iteration as
     :func:`geomot.transport._numba_softmin.sweep`, over the kept blocks only.
 
     With ``E_ij = exp((f_i + g_j - C_ij) / eps)`` and the block bound ``U_IJ >= log E_ij`` of
@@ -249,8 +254,8 @@ class SparseSweep:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *,
-                 size: int = CLUSTER_SIZE) -> None:
-        self.p, self.q = Clusters(x, a, size), Clusters(y, b, size)
+                 size: int = CLUSTER_SIZE, col_size: int = SWEEP_COL_CLUSTER) -> None:
+        self.p, self.q = Clusters(x, a, size), Clusters(y, b, col_size)
         self.op = SparseSoftmin(self.p, self.q)
         self.a = self.p.weights.contiguous().numpy()
         self.b = self.q.weights.contiguous().numpy()
@@ -263,6 +268,11 @@ class SparseSweep:
         self.rise = np.zeros(self.p.ptr.shape[0] - 1)
         self.kept_fraction = 1.0
         self.stats = {"sweeps": 0, "dense": 0, "corrections": 0, "rows_redone": 0, "cols_redone": 0}
+
+    def _col_threshold(self, thr: float, rise: np.ndarray) -> np.ndarray:
+        """``(K,)`` float32 thresholds ``log(u) - MARGIN - log(sum a) - D_I`` on the block bounds for the column sums,
+        lowered by :data:`SLACK` so that comparing in float32 keeps every block the float64 test would keep."""
+        return (thr - self.log_amass - SLACK - rise).astype(np.float32)
 
     def sweep(self, f: np.ndarray, g: np.ndarray, eps: float, *, omega: float, lx: float, need_old: bool):
         """One fused sweep from ``f (N,)``, ``g (M,)`` (finite numpy arrays of the points' dtype, input order).
@@ -282,13 +292,16 @@ class SparseSweep:
         u = self.op.bound(shift.astype(np.float64), h.astype(np.float64), eps)
         thr = math.log(torch.finfo(dt).eps) - MARGIN
         rise = np.maximum(self.rise, 0.0) if need_old else self.rise
-        keep = (u >= thr - self.log_bmass) | (u + rise[:, None] >= thr - self.log_amass)
-        self.kept_fraction = kept_fraction(keep, self.p.ptr, self.q.ptr)
+        keep = u >= np.float32(thr - self.log_bmass - SLACK)
+        keep |= u >= self._col_threshold(thr, rise)[:, None]
+        kptr, c0s, c1s = block_ranges(keep, self.q.ptr)
+        owner = np.repeat(np.arange(kptr.shape[0] - 1), np.diff(kptr))
+        kept = float(((c1s - c0s) * np.diff(self.p.ptr)[owner]).sum())
+        self.kept_fraction = kept / (self.p.ptr[-1] * self.q.ptr[-1])
         self.stats["sweeps"] += 1
         if self.kept_fraction > SWEEP_MAX_KEPT:
             self.stats["dense"] += 1
             return None
-        kptr, c0s, c1s = block_ranges(keep, self.q.ptr)
         low = math.exp(-MARGIN)
         rs, fn, flag, dmax, col, col_old = _numba_softmin.sparse_sweep(
             self.p.points.numpy(), self.q.points_t, h, shift, self.a, self.b, fs, self.p.ptr, kptr, c0s, c1s, eps,
@@ -296,7 +309,8 @@ class SparseSweep:
         dm = dmax.astype(np.float64)
         self.rise = np.where(np.isfinite(dm), dm, 0.0)
         # skipped blocks whose column bound the new row factors lifted over the threshold: their column sums
-        miss = ~keep & (u + dm[:, None] >= thr - self.log_amass)
+        miss = u >= self._col_threshold(thr, dm)[:, None]
+        miss &= ~keep
         if miss.any():
             self.stats["corrections"] += 1
             kp, r0s, r1s = block_ranges(miss.T, self.p.ptr)
