@@ -268,7 +268,8 @@ class SparseSweep:
         self.inv_p, self.inv_q = np.argsort(self.perm_p), np.argsort(self.perm_q)
         self.rise = np.zeros(self.p.ptr.shape[0] - 1)
         self.kept_fraction = 1.0
-        self.stats = {"sweeps": 0, "dense": 0, "corrections": 0, "rows_redone": 0, "cols_redone": 0}
+        self.stats = {"sweeps": 0, "dense": 0, "corrections": 0, "corrected_blocks": 0, "rows_redone": 0,
+                      "cols_redone": 0}
 
     def _col_threshold(self, thr: float, rise: np.ndarray) -> np.ndarray:
         """``(K,)`` float32 thresholds ``log(u) - MARGIN - log(sum a) - D_I`` on the block bounds for the column sums,
@@ -298,7 +299,7 @@ class SparseSweep:
         kptr, c0s, c1s = block_ranges(keep, self.q.ptr)
         owner = np.repeat(np.arange(kptr.shape[0] - 1), np.diff(kptr))
         kept = float(((c1s - c0s) * np.diff(self.p.ptr)[owner]).sum())
-        self.kept_fraction = kept / (self.p.ptr[-1] * self.q.ptr[-1])
+        self.kept_fraction = kept / float(self.p.ptr[-1] * self.q.ptr[-1])
         self.stats["sweeps"] += 1
         if self.kept_fraction > SWEEP_MAX_KEPT:
             self.stats["dense"] += 1
@@ -314,6 +315,7 @@ class SparseSweep:
         miss &= ~keep
         if miss.any():
             self.stats["corrections"] += 1
+            self.stats["corrected_blocks"] += int(miss.sum())
             kp, r0s, r1s = block_ranges(miss.T, self.p.ptr)
             hrow = np.where(flag == 0, fn / ft(eps) + self.la.numpy(), -np.inf).astype(fs.dtype)
             extra, _ = _numba_softmin.sparse_row_sums(self.q.points, self.p.points_t, hrow, h, self.q.ptr, kp, r0s,
