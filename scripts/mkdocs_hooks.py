@@ -44,6 +44,8 @@ FILE_NOTES = (  # (file name prefix, what the file holds), first match wins
     ("matching_tosca_smal_dirichlet", "an early run of the matching benchmark (partial; its peer columns are invalid)"),
     ("matching_faust_r", "`benchmarks/bench_matching.py`: FAUST_r, 200 pairs, before the windowed polish"),
     ("matching_smal_tosca", "`benchmarks/bench_matching.py`: SMAL_r and TOSCA_r, before the windowed polish"),
+    ("sinkhorn_online_sparse", "`benchmarks/bench_sinkhorn_online.py`: online (block-sparse sweep) against dense"),
+    ("sinkhorn_online", "`benchmarks/bench_sinkhorn_online.py`: the online backend against dense and GeomLoss"),
     ("sinkhorn_large", "`benchmarks/bench_sinkhorn.py --only large`: a 50,000-point divergence"),
     ("sinkhorn_equal_accuracy", "`benchmarks/bench_sinkhorn.py --only speed`: POT and GeomLoss at equal accuracy"),
     ("sinkhorn", "`benchmarks/bench_sinkhorn.py`: speed against POT and GeomLoss (earlier runs, see the notes)"),
