@@ -71,6 +71,23 @@ def exp_rows(x, kb, bl):
         kb[j] = ({I}(kf) + {BIAS}) << {MANT}
 
 
+def exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl):
+    # t[j] * bits_as_float(kb[j]) = exp(h[j0 + j] + s - |p_i - q_(j0 + j)|^2 / eps) for j < bl (q: (D, M) columns;
+    # 1-D slices of contiguous rows keep numba's contiguous layout, so the loops vectorise)
+    hs = h[j0:j0 + bl]
+    for j in range(bl):
+        t[j] = 0
+    for d in range(p.shape[1]):
+        pd = p[i, d]
+        qd = q[d, j0:j0 + bl]
+        for j in range(bl):
+            df = pd - qd[j]
+            t[j] += df * df
+    for j in range(bl):
+        t[j] = hs[j] + s - t[j] * inv_eps
+    exp_rows(t, kb, bl)
+
+
 def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
     dim = p.shape[1]
     m = qT.shape[1]
@@ -160,20 +177,9 @@ def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, ba
         s = shift[i]
         for j0 in range(0, m, BLOCK):
             bl = min(BLOCK, m - j0)
-            hb = h[j0:j0 + bl]
             bb = b[j0:j0 + bl]
             eb = erow[j0:j0 + bl]
-            for j in range(bl):
-                t[j] = 0
-            for d in range(dim):
-                pd = p[i, d]
-                qd = qT[d, j0:j0 + bl]
-                for j in range(bl):
-                    df = pd - qd[j]
-                    t[j] += df * df
-            for j in range(bl):
-                t[j] = hb[j] + s - t[j] * inv_eps
-            exp_rows(t, kb, bl)
+            exp_block(p, i, qT, h, j0, s, inv_eps, t, kb, bl)
             sc = kb.view({F})
             for j in range(bl):
                 eb[j] = t[j] * sc[j]
@@ -366,20 +372,9 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
             s = shift[i]
             for j0 in range(0, totp, BLOCK):
                 bl = min(BLOCK, totp - j0)
-                hs = hb[j0:j0 + bl]
                 bs = bb[j0:j0 + bl]
                 es = er[j0:j0 + bl]
-                for j in range(bl):
-                    t[j] = 0
-                for d in range(dim):
-                    pd = p[i, d]
-                    qd = qb[d, j0:j0 + bl]
-                    for j in range(bl):
-                        df = pd - qd[j]
-                        t[j] += df * df
-                for j in range(bl):
-                    t[j] = hs[j] + s - t[j] * inv_eps
-                exp_rows(t, kb, bl)
+                exp_block(p, i, qb, hb, j0, s, inv_eps, t, kb, bl)
                 for j in range(bl):
                     es[j] = t[j] * sc[j]
                 for jj in range(0, bl, 8):
@@ -421,6 +416,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
+_INLINE = ("exp_rows", "exp_block")  # helpers inlined into the kernels
 _NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
@@ -452,7 +448,7 @@ def _cached_module(src: str, dtype: str, fastmath: bool | set[str], cache_dir: P
     flags = f"set({sorted(fastmath)!r})" if isinstance(fastmath, set) else repr(bool(fastmath))
     text = (f"import numba\nimport numpy as np\n\nBLOCK = {_BLOCK}\nTINY = {_TINY!r}\n{src}\n"
             f"_opts = dict(nogil=True, fastmath={flags}, boundscheck=False)\n"
-            "exp_rows = numba.njit(inline='always', **_opts)(exp_rows)\n"
+            + "".join(f"{n} = numba.njit(inline='always', **_opts)({n})\n" for n in _INLINE)
             + "".join(f"{n} = numba.njit(cache=True, **_opts)({n})\n" for n in _NAMES))
     digest = hashlib.sha1((text + numba.__version__).encode()).hexdigest()[:12]
     name = f"geomot_softmin_{dtype}_{digest}"
@@ -491,7 +487,8 @@ def compile_kernels(dtype: str, fastmath: bool | set[str], *, cache_dir: Path | 
     scope = {"np": np, "BLOCK": _BLOCK, "TINY": _TINY}
     exec(compile(src, f"<geomot numba softmin {dtype}>", "exec"), scope)
     inline = numba.njit(nogil=True, fastmath=fastmath, boundscheck=False, inline="always")
-    scope["exp_rows"] = inline(scope["exp_rows"])
+    for name in _INLINE:
+        scope[name] = inline(scope[name])
     for name in _NAMES:
         scope[name] = jit(scope[name])
     return tuple(scope[name] for name in _NAMES)
