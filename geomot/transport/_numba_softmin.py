@@ -88,6 +88,41 @@ def exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl):
     exp_rows(t, kb, bl)
 
 
+def kept_capacity(groups, kptr, c0s, c1s):
+    # scratch length for the kept columns of any row cluster of groups, with 8 of padding
+    cap = 8
+    for g in range(groups.shape[0]):
+        cl = groups[g]
+        tot = 0
+        for k in range(kptr[cl], kptr[cl + 1]):
+            tot += c1s[k] - c0s[k]
+        cap = max(cap, tot + 8)
+    return cap
+
+
+def gather_kept(cl, kptr, c0s, c1s, qT, h, w, qb, hb, wb, with_w):
+    # the kept columns of row cluster cl into contiguous scratch, padded to a multiple of 8 (h = -inf, w = 0,
+    # q = 0); returns the padded length
+    dim = qT.shape[0]
+    tot = 0
+    for k in range(kptr[cl], kptr[cl + 1]):
+        for j in range(c0s[k], c1s[k]):
+            hb[tot] = h[j]
+            if with_w:
+                wb[tot] = w[j]
+            for d in range(dim):
+                qb[d, tot] = qT[d, j]
+            tot += 1
+    totp = (tot + 7) // 8 * 8
+    for j in range(tot, totp):
+        hb[j] = -np.inf
+        if with_w:
+            wb[j] = 0
+        for d in range(dim):
+            qb[d, j] = 0
+    return totp
+
+
 def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
     dim = p.shape[1]
     m = qT.shape[1]
@@ -243,14 +278,9 @@ def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, b
     # remainder loops, and short ranges cost what long ones do.
     dim = p.shape[1]
     rmax = 1
-    cap = 8
     for g in range(groups.shape[0]):
-        cl = groups[g]
-        rmax = max(rmax, rptr[cl + 1] - rptr[cl])
-        tot = 0
-        for k in range(kptr[cl], kptr[cl + 1]):
-            tot += c1s[k] - c0s[k]
-        cap = max(cap, tot + 8)
+        rmax = max(rmax, rptr[groups[g] + 1] - rptr[groups[g]])
+    cap = kept_capacity(groups, kptr, c0s, c1s)
     t = np.empty(BLOCK, dtype={F})
     kb = np.empty(BLOCK, dtype={I})
     sc = kb.view({F})
@@ -267,18 +297,7 @@ def sparse_sums_k(p, qT, h, shift, rptr, kptr, c0s, c1s, inv_eps, groups, out, b
         acc[:r1 - r0] = 0
         if with_bary:
             accb[:r1 - r0] = 0
-        tot = 0
-        for k in range(kptr[cl], kptr[cl + 1]):
-            for j in range(c0s[k], c1s[k]):
-                hb[tot] = h[j]
-                for d in range(dim):
-                    qb[d, tot] = qT[d, j]
-                tot += 1
-        totp = (tot + 7) // 8 * 8
-        for j in range(tot, totp):
-            hb[j] = -np.inf
-            for d in range(dim):
-                qb[d, j] = 0
+        totp = gather_kept(cl, kptr, c0s, c1s, qT, h, h, qb, hb, hb, False)
         for j0 in range(0, totp, BLOCK):
             bl = min(BLOCK, totp - j0)
             for j in range(bl):  # the block in L1-sized buffers (faster inner loops than offsets into the scratch)
@@ -325,13 +344,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
     # 2 sum in (TINY, low) (not accumulated; the caller redoes both); dmax[I]: the largest (fn_i - f_i) / eps
     # over the cluster's accumulated rows (-inf if none).
     dim = p.shape[1]
-    cap = 8
-    for g in range(groups.shape[0]):
-        cl = groups[g]
-        tot = 0
-        for k in range(kptr[cl], kptr[cl + 1]):
-            tot += c1s[k] - c0s[k]
-        cap = max(cap, tot + 8)
+    cap = kept_capacity(groups, kptr, c0s, c1s)
     t = np.empty(BLOCK, dtype={F})
     kb = np.empty(BLOCK, dtype={I})
     sc = kb.view({F})
@@ -346,20 +359,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
     inv_eps = one / eps
     for g in range(groups.shape[0]):
         cl = groups[g]
-        tot = 0
-        for k in range(kptr[cl], kptr[cl + 1]):
-            for j in range(c0s[k], c1s[k]):
-                hb[tot] = h[j]
-                bb[tot] = b[j]
-                for d in range(dim):
-                    qb[d, tot] = qT[d, j]
-                tot += 1
-        totp = (tot + 7) // 8 * 8
-        for j in range(tot, totp):
-            hb[j] = -np.inf
-            bb[j] = 0
-            for d in range(dim):
-                qb[d, j] = 0
+        totp = gather_kept(cl, kptr, c0s, c1s, qT, h, b, qb, hb, bb, True)
         for j in range(totp):
             lc[j] = 0
         if need_old:
@@ -416,7 +416,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
-_INLINE = ("exp_rows", "exp_block")  # helpers inlined into the kernels
+_INLINE = ("exp_rows", "exp_block", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
 _NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
