@@ -88,6 +88,34 @@ def exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl):
     exp_rows(t, kb, bl)
 
 
+def weighted_row(p, i, q, h, w, m, s, inv_eps, t, kb, e, acc):
+    # e[j] = exp(h_j + s - |p_i - q_j|^2 / eps) for j < m (q: (D, >= m) columns); returns sum_j e_j w_j (8 lanes)
+    sc = kb.view({F})
+    for lane in range(8):
+        acc[lane] = 0
+    for j0 in range(0, m, BLOCK):
+        bl = min(BLOCK, m - j0)
+        wb = w[j0:j0 + bl]
+        eb = e[j0:j0 + bl]
+        exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl)
+        for j in range(bl):
+            eb[j] = t[j] * sc[j]
+        jj = 0
+        while jj + 8 <= bl:
+            for lane in range(8):
+                acc[lane] += eb[jj + lane] * wb[jj + lane]
+            jj += 8
+        for j in range(jj, bl):
+            acc[0] += eb[j] * wb[j]
+    return acc.sum()
+
+
+def relaxed_potential(fi, tot, omega, lx, eps):
+    # f + w (lx f_hat - f) with f_hat = f - eps log(tot), as an increment (the potentials are far larger than
+    # eps: the convex combination would round at their scale)
+    return fi + omega * ((lx - 1) * fi - lx * eps * np.log(tot))
+
+
 def kept_capacity(groups, kptr, c0s, c1s):
     # scratch length for the kept columns of any row cluster of groups, with 8 of padding
     cap = 8
@@ -199,7 +227,6 @@ def row_max_k(p, qT, h, inv_eps, rows, out):
 
 
 def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, bad, col, col_old, erow, need_old):
-    dim = p.shape[1]
     m = qT.shape[1]
     t = np.empty(BLOCK, dtype={F})
     kb = np.empty(BLOCK, dtype={I})
@@ -207,25 +234,7 @@ def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, ba
     one = {F}(1.0)
     inv_eps = one / eps
     for i in range(r0, r1):
-        for lane in range(8):
-            acc[lane] = 0
-        s = shift[i]
-        for j0 in range(0, m, BLOCK):
-            bl = min(BLOCK, m - j0)
-            bb = b[j0:j0 + bl]
-            eb = erow[j0:j0 + bl]
-            exp_block(p, i, qT, h, j0, s, inv_eps, t, kb, bl)
-            sc = kb.view({F})
-            for j in range(bl):
-                eb[j] = t[j] * sc[j]
-            jj = 0
-            while jj + 8 <= bl:
-                for lane in range(8):
-                    acc[lane] += eb[jj + lane] * bb[jj + lane]
-                jj += 8
-            for j in range(jj, bl):
-                acc[0] += eb[j] * bb[j]
-        tot = acc.sum()
+        tot = weighted_row(p, i, qT, h, b, m, shift[i], inv_eps, t, kb, erow, acc)
         rs[i] = tot
         if not mask[i]:
             fn[i] = 0
@@ -234,9 +243,7 @@ def sweep_k(p, qT, h, shift, a, b, pot, mask, omega, lx, eps, r0, r1, rs, fn, ba
             bad[i] = True
             continue
         fi = pot[i]
-        # f + w (lx f_hat - f) with f_hat = f - eps log s, as an increment (the potentials are far larger than
-        # eps: the convex combination would round at their scale)
-        new = fi + omega * ((lx - one) * fi - lx * eps * np.log(tot))
+        new = relaxed_potential(fi, tot, omega, lx, eps)
         fn[i] = new
         wi = a[i] * np.exp((new - fi) * inv_eps)
         for j in range(m):
@@ -367,20 +374,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
                 lco[j] = 0
         dm = -np.inf
         for i in range(rptr[cl], rptr[cl + 1]):
-            for lane in range(8):
-                acc[lane] = 0
-            s = shift[i]
-            for j0 in range(0, totp, BLOCK):
-                bl = min(BLOCK, totp - j0)
-                bs = bb[j0:j0 + bl]
-                es = er[j0:j0 + bl]
-                exp_block(p, i, qb, hb, j0, s, inv_eps, t, kb, bl)
-                for j in range(bl):
-                    es[j] = t[j] * sc[j]
-                for jj in range(0, bl, 8):
-                    for lane in range(8):
-                        acc[lane] += es[jj + lane] * bs[jj + lane]
-            tot_i = acc.sum()
+            tot_i = weighted_row(p, i, qb, hb, bb, totp, shift[i], inv_eps, t, kb, er, acc)
             rs[i] = tot_i
             fi = pot[i]
             fn[i] = fi
@@ -391,7 +385,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
                 flag[i] = 2
                 continue
             flag[i] = 0
-            new = fi + omega * ((lx - one) * fi - lx * eps * np.log(tot_i))
+            new = relaxed_potential(fi, tot_i, omega, lx, eps)
             fn[i] = new
             dd = (new - fi) * inv_eps
             dm = max(dm, dd)
@@ -416,7 +410,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
-_INLINE = ("exp_rows", "exp_block", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
+_INLINE = ("exp_rows", "exp_block", "weighted_row", "relaxed_potential", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
 _NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
