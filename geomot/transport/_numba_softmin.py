@@ -71,18 +71,23 @@ def exp_rows(x, kb, bl):
         kb[j] = ({I}(kf) + {BIAS}) << {MANT}
 
 
-def exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl):
-    # t[j] * bits_as_float(kb[j]) = exp(h[j0 + j] + s - |p_i - q_(j0 + j)|^2 / eps) for j < bl (q: (D, M) columns;
-    # 1-D slices of contiguous rows keep numba's contiguous layout, so the loops vectorise)
-    hs = h[j0:j0 + bl]
+def sq_dists(p, i, q, j0, c, bl):
+    # c[j] = |p_i - q_(j0 + j)|^2 for j < bl, from the coordinate differences (q: (D, M) columns; 1-D slices of
+    # contiguous rows keep numba's contiguous layout, so the loops vectorise)
     for j in range(bl):
-        t[j] = 0
+        c[j] = 0
     for d in range(p.shape[1]):
         pd = p[i, d]
         qd = q[d, j0:j0 + bl]
         for j in range(bl):
             df = pd - qd[j]
-            t[j] += df * df
+            c[j] += df * df
+
+
+def exp_block(p, i, q, h, j0, s, inv_eps, t, kb, bl):
+    # t[j] * bits_as_float(kb[j]) = exp(h[j0 + j] + s - |p_i - q_(j0 + j)|^2 / eps) for j < bl (q: (D, M) columns)
+    hs = h[j0:j0 + bl]
+    sq_dists(p, i, q, j0, t, bl)
     for j in range(bl):
         t[j] = hs[j] + s - t[j] * inv_eps
     exp_rows(t, kb, bl)
@@ -152,7 +157,6 @@ def gather_kept(cl, kptr, c0s, c1s, qT, h, w, qb, hb, wb, with_w):
 
 
 def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
-    dim = p.shape[1]
     m = qT.shape[1]
     t = np.empty(BLOCK, dtype={F})
     c = np.empty(BLOCK, dtype={F})
@@ -168,14 +172,7 @@ def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
             bl = min(BLOCK, m - j0)
             hb = h[j0:j0 + bl]
             wb = w[j0:j0 + bl]
-            for j in range(bl):
-                t[j] = 0
-            for d in range(dim):
-                pd = p[i, d]
-                qd = qT[d, j0:j0 + bl]
-                for j in range(bl):
-                    df = pd - qd[j]
-                    t[j] += df * df
+            sq_dists(p, i, qT, j0, t, bl)
             if with_cost:
                 for j in range(bl):
                     c[j] = t[j]
@@ -203,7 +200,6 @@ def row_sums_k(p, qT, h, shift, w, inv_eps, rows, out, out_cost, with_cost):
 
 
 def row_max_k(p, qT, h, inv_eps, rows, out):
-    dim = p.shape[1]
     m = qT.shape[1]
     c = np.empty(BLOCK, dtype={F})
     for i in rows:
@@ -211,14 +207,7 @@ def row_max_k(p, qT, h, inv_eps, rows, out):
         for j0 in range(0, m, BLOCK):
             bl = min(BLOCK, m - j0)
             hb = h[j0:j0 + bl]
-            for j in range(bl):
-                c[j] = 0
-            for d in range(dim):
-                pd = p[i, d]
-                qd = qT[d, j0:j0 + bl]
-                for j in range(bl):
-                    df = pd - qd[j]
-                    c[j] += df * df
+            sq_dists(p, i, qT, j0, c, bl)
             for j in range(bl):
                 v = hb[j] - c[j] * inv_eps
                 if v > best or v != v:
@@ -410,7 +399,7 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
-_INLINE = ("exp_rows", "exp_block", "weighted_row", "relaxed_potential", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
+_INLINE = ("exp_rows", "sq_dists", "exp_block", "weighted_row", "relaxed_potential", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
 _NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
