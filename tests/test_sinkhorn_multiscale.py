@@ -197,3 +197,26 @@ def test_clustered_path_only_for_large_cpu_problems():
     assert not _multiscale.multiscale_usable(big[:, :2300], big[:, :2300], "sqeuclidean", 64 << 20)
     batch = torch.zeros(16, 512, 3)
     assert not _multiscale.multiscale_usable(batch, batch, "sqeuclidean", 1 << 30)  # a training batch
+
+
+def test_block_ranges_cover_exactly_the_kept_blocks():
+    from geomot.transport._multiscale import block_ranges
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n_rows, n_cols = (int(v) for v in rng.integers(1, 25, 2))
+        keep = rng.random((n_rows, n_cols)) < rng.random()
+        if trial % 5 == 0:
+            keep = np.asfortranarray(keep)  # transposed masks are passed too
+        col_ptr = np.cumsum(np.r_[0, rng.integers(1, 9, n_cols)])
+        kptr, c0s, c1s = block_ranges(keep, col_ptr)
+        covered = np.zeros((n_rows, col_ptr[-1]), dtype=bool)
+        for i in range(n_rows):
+            for k in range(kptr[i], kptr[i + 1]):
+                assert c0s[k] < c1s[k]
+                assert not covered[i, c0s[k] : c1s[k]].any()  # disjoint ranges
+                covered[i, c0s[k] : c1s[k]] = True
+            if kptr[i + 1] - kptr[i] > 1:  # runs of consecutive kept blocks are merged
+                assert (c0s[kptr[i] + 1 : kptr[i + 1]] > c1s[kptr[i] : kptr[i + 1] - 1]).all()
+        expected = np.repeat(keep, np.diff(col_ptr), axis=1)
+        assert np.array_equal(covered, expected)

@@ -127,13 +127,21 @@ def block_ranges(keep: np.ndarray, col_ptr: np.ndarray) -> tuple[np.ndarray, np.
     """The kept blocks ``keep (K, L)`` (bool) of each row cluster as column ranges: ``(kptr (K + 1,), c0s, c1s)``
     (int64), the ranges of row cluster ``I`` being ``c0s[k]:c1s[k]`` for ``k`` in ``kptr[I]:kptr[I + 1]``
     (consecutive kept column clusters merged; ``col_ptr`` ``(L + 1,)``: the column clusters' offsets)."""
-    pad = np.zeros((keep.shape[0], 1), dtype=np.int8)
-    edges = np.diff(np.concatenate([pad, keep.astype(np.int8), pad], 1), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    kptr = np.zeros(keep.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=keep.shape[0]), out=kptr[1:])
-    return kptr, col_ptr[starts], col_ptr[ends]
+    k = np.ascontiguousarray(keep, dtype=bool)
+    n_rows, n_cols = k.shape
+    flat = k.reshape(-1)
+    # first and last kept block of each run in a row: its left (right) neighbour in the flattened array is not
+    # kept, except across rows, where the first (last) column decides alone
+    start, end = flat.copy(), flat.copy()
+    start[1:] &= ~flat[:-1]
+    end[:-1] &= ~flat[1:]
+    start.reshape(n_rows, n_cols)[:, 0] = k[:, 0]
+    end.reshape(n_rows, n_cols)[:, -1] = k[:, -1]
+    s_idx, e_idx = np.flatnonzero(start), np.flatnonzero(end)
+    rows = s_idx // n_cols
+    kptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=kptr[1:])
+    return kptr, col_ptr[s_idx - rows * n_cols], col_ptr[e_idx % n_cols + 1]
 
 
 def kept_fraction(keep: np.ndarray, row_ptr: np.ndarray, col_ptr: np.ndarray) -> float:

@@ -399,7 +399,8 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
 _FASTMATH = {"contract"}  # FMA contraction only: NaN / Inf semantics and the order of the sums are kept
 
 
-_INLINE = ("exp_rows", "sq_dists", "exp_block", "weighted_row", "relaxed_potential", "kept_capacity", "gather_kept")  # helpers inlined into the kernels
+# helpers inlined into the kernels
+_INLINE = ("exp_rows", "sq_dists", "exp_block", "weighted_row", "relaxed_potential", "kept_capacity", "gather_kept")
 _NAMES = ("row_sums_k", "row_max_k", "sweep_k", "seg_max_k", "sparse_sums_k", "sparse_sweep_k")
 
 
@@ -494,11 +495,15 @@ def _splits(n: int, m: int) -> list[tuple[int, int]]:
 
 
 def _run(jobs) -> None:
+    """Run the jobs (kernels that release the GIL) at once: the first on the calling thread, the others on as many
+    short-lived threads (one fewer thread to start per call than a pool of ``len(jobs)``)."""
     if len(jobs) == 1:
         jobs[0]()
         return
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        for fut in [pool.submit(j) for j in jobs]:
+    with ThreadPoolExecutor(len(jobs) - 1) as pool:
+        futures = [pool.submit(j) for j in jobs[1:]]
+        jobs[0]()
+        for fut in futures:
             fut.result()
 
 
