@@ -129,6 +129,9 @@ def block_ranges(keep: np.ndarray, col_ptr: np.ndarray) -> tuple[np.ndarray, np.
     (consecutive kept column clusters merged; ``col_ptr`` ``(L + 1,)``: the column clusters' offsets)."""
     k = np.ascontiguousarray(keep, dtype=bool)
     n_rows, n_cols = k.shape
+    if n_cols == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros(n_rows + 1, dtype=np.int64), empty, empty
     flat = k.reshape(-1)
     # first and last kept block of each run in a row: its left (right) neighbour in the flattened array is not
     # kept, except across rows, where the first (last) column decides alone
