@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_match_clouds import cloud_error
 from bench_matching import _summary
 from make_robust_set import split_shapes
 
@@ -176,17 +177,13 @@ def run_extras(args, results: dict, out: Path) -> None:
     from geomot.correspondence import match
     from geomot.io import ShapeDataset
     from geomot.metrics import geodesic_error
-    from geomot.structures import PointCloud
 
     ds = ShapeDataset(Path(args.data) / "FAUST_r")
     pairs = _pairs("FAUST_r", ds.names, "val", 4, args.per_split, args.seed + 1)
     for a, b in pairs:
         src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
         gs, gt = ds.ground_truth(a, b)
-        t0 = time.perf_counter()
-        res = match(PointCloud(src.verts), PointCloud(tgt.verts), cache_dir=args.cache)
-        sec = time.perf_counter() - t0
-        err = 100 * float(geodesic_error(res.p2p_21, tgt.verts, tgt.faces, gs, gt))
+        err, sec = cloud_error(src, tgt, gs, gt, args.cache)
         results["pairs"].setdefault("FAUST_r/cloud/val", []).append(
             {"source": a, "target": b, "error": err, "seconds": sec}
         )

@@ -56,8 +56,9 @@ class AnchorRefineResult(NamedTuple):
 
 
 def shape_graph(verts: torch.Tensor, faces: torch.Tensor | None, *, k: int = 8) -> Any:
-    """Edge graph of a mesh, or the ``k``-nearest-neighbour graph of a point cloud (``faces=None``)."""
-    return knn_graph(verts, k) if faces is None else edge_graph(verts, faces)
+    """Edge graph of a mesh, or the ``k``-nearest-neighbour graph of a point cloud (``faces=None``; at most
+    ``V - 1`` neighbours)."""
+    return knn_graph(verts, min(k, verts.shape[0] - 1)) if faces is None else edge_graph(verts, faces)
 
 
 @renamed_kwargs(n_iter="max_iter")

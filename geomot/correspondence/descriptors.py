@@ -16,9 +16,10 @@ import torch
 
 from geomot._core.checks import check_float_tensor, check_index_tensor, check_positive
 from geomot._core.errors import ShapeError, ValidationError
+from geomot.correspondence.anchors import shape_graph
 from geomot.correspondence.p2p import knn_indices
 from geomot.ops.geometry import vertex_areas
-from geomot.ops.graph import edge_graph, graph_distances, knn_graph
+from geomot.ops.graph import graph_distances
 from geomot.ops.sampling import farthest_point_sampling
 
 __all__ = ["descriptor_scales", "geodesic_ball_areas", "hks", "wks"]
@@ -231,7 +232,7 @@ def geodesic_ball_areas(
         m = _check_count(samples, "samples")
         src = farthest_point_sampling(v, min(m, v.shape[0]), start=0).long().cpu()
     if graph is None:
-        graph = knn_graph(v, min(8, v.shape[0] - 1)) if faces is None else edge_graph(v, faces)
+        graph = shape_graph(v, faces)
     dist = graph_distances(graph, src, limit=float(r.max()))  # (S, V), inf beyond the largest radius
     a = vertex_areas(v, faces.detach().cpu().long()) if areas is None else areas.detach().cpu().double()
     out = torch.stack([(a[None] * (dist <= radius)).sum(1) for radius in r.tolist()], 1)  # (S, R)

@@ -35,7 +35,7 @@ from geomot._core.checks import check_finite, check_float_tensor, check_index_te
 from geomot._core.errors import ShapeError, ValidationError
 from geomot.ops.geometry import vertex_normals
 from geomot.ops.knn import knn_points
-from geomot.ops.operators import spatial_gradient, tangent_frames
+from geomot.ops.operators import _pca_normals, spatial_gradient, tangent_frames
 
 __all__ = [
     "consistently_oriented",
@@ -210,9 +210,8 @@ def oriented_normals(points: torch.Tensor, *, k: int = 10) -> torch.Tensor:
     p = points.detach().cpu().double()
     V = p.shape[0]
     idx = _neighbours(p, k)
-    nb = torch.cat([p[:, None], p[idx]], 1)
-    centred = nb - nb.mean(1, keepdim=True)
-    n = torch.linalg.eigh(centred.transpose(1, 2) @ centred).eigenvectors[..., 0]
+    # least-variance directions of each point with its neighbours (their signs are set below)
+    n = _pca_normals(p, torch.cat([torch.arange(V)[:, None], idx], 1))
     i = torch.arange(V)[:, None].expand(V, k).reshape(-1)
     j = idx.reshape(-1)
     e = p[j] - p[i]

@@ -343,7 +343,6 @@ def sparse_sweep_k(p, qT, h, shift, a, b, pot, omega, lx, eps, low, rptr, kptr, 
     cap = kept_capacity(groups, kptr, c0s, c1s)
     t = np.empty(BLOCK, dtype={F})
     kb = np.empty(BLOCK, dtype={I})
-    sc = kb.view({F})
     qb = np.empty((dim, cap), dtype={F})
     hb = np.empty(cap, dtype={F})
     bb = np.empty(cap, dtype={F})
