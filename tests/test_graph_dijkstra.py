@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -179,3 +181,35 @@ def test_faust_mesh_matches_scipy(threaded):
     idx = np.random.default_rng(0).integers(0, g.shape[0], 48)
     assert same(graph_mod._dijkstra(g, idx, None), scipy_rows(g, idx))
     assert same(graph_mod._dijkstra(g, idx, 0.08), scipy_rows(g, idx, 0.08))
+
+
+@needs_numba
+def test_the_kernel_releases_the_gil():
+    # while one thread runs a long search, Python code keeps running on this one: with the GIL held it could not
+    # run at all until the kernel returned (true on one core too: the OS still shares it between the threads)
+    import threading
+
+    t = torus(n_major=120, n_minor=40)
+    g = edge_graph(t.verts, t.faces)
+    kernel = graph_mod._compiled_dijkstra()
+    src = np.arange(0, g.shape[0], 37, dtype=np.int64)
+    out = np.empty((src.shape[0], g.shape[0]))
+    args = (g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data, src, 0, src.shape[0], np.inf, out)
+    window = []
+
+    def search():
+        window.append(time.perf_counter())
+        kernel(*args)
+        window.append(time.perf_counter())
+
+    worker = threading.Thread(target=search)
+    ticks = []
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    start, stop = window
+    quarter = (stop - start) / 4  # the middle half: well inside the compiled call, whatever the call overhead
+    inside = sum(start + quarter < x < stop - quarter for x in ticks)
+    assert inside > 100, (inside, stop - start)  # with the GIL held: 0
+    assert same(out, scipy_rows(g, src))
