@@ -32,7 +32,7 @@ def same(a, b) -> bool:
 
 @pytest.fixture
 def threaded(monkeypatch):
-    """Force the thread pool on small inputs (4 threads, blocks of 1 source) and count its uses."""
+    """Force the thread pool on small inputs (4 threads, jobs down to 1 source) and count its uses."""
     calls = []
     pool = graph_mod.ThreadPoolExecutor
 
@@ -41,7 +41,7 @@ def threaded(monkeypatch):
         return pool(workers)
 
     monkeypatch.setattr(graph_mod, "ThreadPoolExecutor", spy)
-    monkeypatch.setattr(graph_mod, "_MIN_BLOCK", 1)
+    monkeypatch.setattr(graph_mod, "_JOB_WORK", 1)
     monkeypatch.setattr(graph_mod, "_SERIAL_WORK", 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     return calls
@@ -133,6 +133,7 @@ def test_threaded_and_serial_paths_agree(monkeypatch):
     serial = graph_distances(g, idx)
     serial_cut = graph_distances(g, idx, limit=0.4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(graph_mod, "_JOB_WORK", 1)
     monkeypatch.setattr(graph_mod, "_SERIAL_WORK", 0)
     used = []
     pool = graph_mod.ThreadPoolExecutor
