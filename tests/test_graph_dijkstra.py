@@ -104,6 +104,17 @@ def test_explicit_zeros_duplicates_and_one_way_edges_match_scipy():
     assert same(graph_mod._dijkstra(coo, np.array([0, 2]), None), scipy_rows(coo, [0, 2]))
 
 
+def test_nan_and_inf_lengths_are_no_edges_as_in_scipy():
+    # scipy keeps fl(d + w) <= limit only: a NaN or inf length never reaches its end vertex
+    indptr = np.array([0, 2, 3, 4, 4])
+    g = sp.csr_matrix((np.array([np.nan, 1.0, np.inf, 2.0]), np.array([1, 2, 3, 1]), indptr), shape=(4, 4))
+    idx = np.array([0, 1, 2])
+    ref = scipy_rows(g, idx)
+    np.testing.assert_array_equal(ref[0], [0.0, 3.0, 1.0, np.inf])
+    assert same(graph_mod._dijkstra(g, idx, None), ref)
+    assert same(graph_mod._dijkstra(g, idx, 2.5), scipy_rows(g, idx, 2.5))
+
+
 def test_one_source_repeated_sources_and_no_source(threaded):
     m = icosphere(2)
     g = edge_graph(m.verts, m.faces)
