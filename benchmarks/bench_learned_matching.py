@@ -11,8 +11,9 @@ Default split (FAUST_r, shapes ``tr_reg_000-079`` = subjects 0-7, ten poses each
 ``--dataset SMAL_r --held-out 4``: every fourth file held out.
 
 Run: ``python benchmarks/bench_learned_matching.py [--dataset FAUST_r] [--minutes 60] [--pairs 40]
-[--adapt-steps 0] [--run out/learned_faust] [--skip-training]``. Writes
-``benchmarks/results/learned_matching_<dataset>.json``.
+[--adapt-steps 0] [--anchor-iterations 1] [--run out/learned_faust] [--skip-training]``. Writes
+``benchmarks/results/learned_matching_<dataset>.json`` (or ``--json``); a ``training_free`` comparison of an
+earlier result on the same pairs is carried over.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="run folder (default: out/learned_<dataset>)")
     ap.add_argument("--skip-training", action="store_true", help="evaluate the run folder's checkpoint as it is")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--anchor-iterations", type=int, default=1, help="geodesic-anchor steps after ZoomOut")
+    ap.add_argument("--json", default=None, help="output (default: benchmarks/results/learned_matching_<dataset>.json)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from geomot.io import ShapeDataset
@@ -75,8 +78,8 @@ def main() -> None:
         src, tgt = ds.load(a, dtype=torch.float64), ds.load(b, dtype=torch.float64)
         gs, gt = ds.ground_truth(a, b)
         t1 = time.perf_counter()
-        res = model.match(src, tgt, adapt_steps=args.adapt_steps, cache_dir=run / "operators",
-                          generator=torch.Generator().manual_seed(0))
+        res = model.match(src, tgt, adapt_steps=args.adapt_steps, anchor_iterations=args.anchor_iterations,
+                          cache_dir=run / "operators", generator=torch.Generator().manual_seed(0))
         secs = time.perf_counter() - t1
         err = 100 * float(geodesic_error(res.p2p_21, tgt, gs, gt))
         rows.append({"source": a, "target": b, "error": err, "seconds": secs,
@@ -84,17 +87,23 @@ def main() -> None:
         logging.info("%s -> %s: %.2f (%.1f s)", a, b, err, secs)
     errs = [r["error"] for r in rows]
     log = json.loads((run / "log.json").read_text())
+    if args.skip_training:  # the training time of the run, from its log
+        train_s = sum(row["seconds"] for row in log)
     out = {
         "dataset": args.dataset, "train_shapes": len(train), "test_shapes": len(test), "n_pairs": len(rows),
         "config": config.__dict__, "epochs_done": len(log), "train_seconds": train_s, "train_log": log,
-        "adapt_steps": args.adapt_steps,
+        "adapt_steps": args.adapt_steps, "anchor_iterations": args.anchor_iterations,
         "mean": statistics.fmean(errs), "median": statistics.median(errs),
         "share_above_10": sum(e > 10 for e in errs) / len(errs), "max": max(errs),
         "median_seconds": statistics.median(r["seconds"] for r in rows),
         "machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"), "pairs": rows,
     }
-    path = ROOT / "benchmarks" / "results" / f"learned_matching_{args.dataset}.json"
+    path = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"learned_matching_{args.dataset}.json"
+    if path.exists():  # a comparison added to an earlier result on the same pairs is kept
+        earlier = json.loads(path.read_text())
+        if "training_free" in earlier and [(r["source"], r["target"]) for r in earlier["pairs"]] == pairs:
+            out["training_free"] = earlier["training_free"]
     path.write_text(json.dumps(out, indent=1))
     print(f"{args.dataset}: {len(rows)} held-out pairs, mean {out['mean']:.2f}, median {out['median']:.2f}, "
           f"max {out['max']:.2f}, {out['median_seconds']:.2f} s a pair; wrote {path}")

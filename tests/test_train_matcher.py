@@ -9,7 +9,7 @@ import torch
 
 from geomot._core.errors import FileFormatError, ValidationError
 from geomot.io import save
-from geomot.models.matcher import DeepMatcher
+from geomot.models.matcher import DeepMatcher, prepare_shape
 from geomot.ops.simplify import decimate
 from geomot.structures import Mesh
 from geomot.train.autoencoder import AutoencoderConfig, train_autoencoder
@@ -86,6 +86,36 @@ def test_match_with_a_checkpoint_recovers_a_permuted_copy(run):
     assert res.p2p_21.shape == (v.shape[0],) and res.p2p_21.dtype == torch.int64
     assert (res.p2p_21 == perm).double().mean() > 0.95
     assert set(res.timings) >= {"basis", "init", "refine", "total"}
+
+
+def test_anchor_refinement_after_zoomout(run):
+    """The default refinement (ZoomOut, geodesic anchors, a refit) keeps an exact map exact on a permuted copy, and
+    ``anchor_iterations=0`` is plain ZoomOut; point clouds refine on their k-nearest-neighbour graphs."""
+    from geomot.correspondence import zoomout
+    from geomot.correspondence.p2p import fmap_from_p2p
+
+    model, _ = load_matcher(run)
+    v, f = bumpy(8)
+    perm = torch.randperm(v.shape[0], generator=torch.Generator().manual_seed(1))
+    src = (v[perm], torch.argsort(perm)[f])
+    with_anchors = model.match(src, (v, f))
+    plain = model.match(src, (v, f), anchor_iterations=0)
+    assert (with_anchors.p2p_21 == perm).double().mean() >= (plain.p2p_21 == perm).double().mean() - 0.01
+    assert (with_anchors.p2p_21 == perm).double().mean() > 0.95
+    assert with_anchors.fmap_12.shape == plain.fmap_12.shape == (model.k_eig, model.k_eig)
+    # plain: the ZoomOut of the feature map's functional map (no sampling: fewer vertices than n_samples)
+    tgt, s = prepare_shape((v, f), k_eig=model.k_eig), prepare_shape(src, k_eig=model.k_eig)
+    feat = model.match(src, (v, f), refine="none")
+    k = model.k_fmap
+    C = fmap_from_p2p(feat.p2p_21, tgt.operators.evecs[:, :k], s.operators.evecs[:, :k], mass2=s.operators.mass)
+    ref = zoomout(C, tgt.operators.evecs, s.operators.evecs, k_final=model.k_eig, step=4)
+    assert torch.equal(ref.p2p_21, plain.p2p_21)
+    cloud = model.match(v[perm], v)  # (V, 3) tensors: point clouds
+    assert cloud.p2p_21.shape == (v.shape[0],)
+    with pytest.raises(ValidationError, match="anchor_iterations"):
+        model.match(src, (v, f), anchor_iterations=-1)
+    with pytest.raises(ValidationError, match="n_anchors"):
+        model.match(src, (v, f), n_anchors=0)
 
 
 def test_adaptation_changes_nothing_after_the_call(run):

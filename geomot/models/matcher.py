@@ -22,10 +22,11 @@ from torch import nn
 
 from geomot._core.checks import check_int, check_positive
 from geomot._core.errors import ValidationError
+from geomot.correspondence.anchors import anchor_refine
 from geomot.correspondence.deep import DeepFmapOutput, DeepFunctionalMap
 from geomot.correspondence.p2p import fmap_from_p2p, knn_indices
 from geomot.correspondence.pipeline import MatchResult, _as_shape, _unit_area
-from geomot.correspondence.zoomout import zoomout
+from geomot.correspondence.zoomout import _zoomout_fmap, fixed_size_iterations, zoomout
 from geomot.losses.fmap import unsupervised_fmap_loss
 from geomot.models.diffusionnet import DiffusionNet, wks_input, xyz_input
 from geomot.ops.operators import DiffusionBatch, DiffusionOperators, batch_operators, diffusion_operators
@@ -71,6 +72,22 @@ def prepare_shape(shape: Any, *, k_eig: int, cache_dir: str | os.PathLike | None
                               "uses; give a finer shape or a model with a smaller k_eig")
     v = _unit_area(v, f)
     return PreparedShape(v, f, diffusion_operators(v, f, k_eig=k_eig, cache_dir=cache_dir), device)
+
+
+def _anchor_refinement(
+    tgt: PreparedShape, src: PreparedShape, fmap_12: torch.Tensor, k_final: int, step: int,
+    samples: torch.Tensor | None, iterations: int, n_anchors: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZoomOut of ``fmap_12`` to ``k_final`` (on ``samples`` of the source), geodesic-anchor refinement and one
+    refit on every vertex, as stage 4 of the training-free pipeline (float32 nearest neighbours):
+    ``(p2p_21 (V2,), fmap_12 (k_final, k_final) float64)``."""
+    e1, e2 = tgt.operators.evecs[:, :k_final], src.operators.evecs[:, :k_final]
+    C, _ = _zoomout_fmap(fmap_12, e1, e2, k_final=k_final, step=step, samples2=samples)
+    e1f, e2f, m2 = e1.float(), e2.float(), src.operators.mass.float()
+    ref = anchor_refine(C.float(), e1f, e2f, tgt.operators.mass.float(), m2, tgt.verts, tgt.faces, src.verts,
+                        src.faces, n_anchors=min(n_anchors, src.verts.shape[0]), max_iter=iterations)
+    res = fixed_size_iterations(ref.fmap_12, e1f, e2f, m2, max_iter=1)
+    return res.p2p_21, res.fmap_12.double()
 
 
 def _coarse(shape: PreparedShape, n_vertices: int, k_eig: int, cache_dir: str | os.PathLike | None) -> PreparedShape:
@@ -228,6 +245,8 @@ class DeepMatcher(nn.Module):
         k_final: int | None = None,
         step: int = 4,
         n_samples: int = 1000,
+        anchor_iterations: int = 1,
+        n_anchors: int = 128,
         adapt_steps: int = 0,
         adapt_lr: float = 1e-3,
         adapt_vertices: int = 1500,
@@ -239,9 +258,12 @@ class DeepMatcher(nn.Module):
 
         ``p2p_21[j] = argmax_i cos(F_2[j], F_1[i])`` (shape 1 is the target, shape 2 the source), its functional
         map ``fmap_12 = Phi_2^T M_2 Phi_1[p2p_21]`` on ``k_fmap`` eigenfunctions, then ZoomOut (Melzi et al. 2019)
-        up to ``k_final`` eigenfunctions (``refine="zoomout"``; ``"none"`` keeps the feature map). With
-        ``adapt_steps > 0`` the network is first adapted to the pair (:meth:`adapt`) and its weights are restored
-        afterwards.
+        up to ``k_final`` eigenfunctions, then ``anchor_iterations`` steps of geodesic-anchor refinement
+        (:func:`geomot.correspondence.anchor_refine`, as in the training-free pipeline) and one ZoomOut refit at
+        ``k_final`` on every vertex (``refine="zoomout"``; ``"none"`` keeps the feature map). The anchor steps
+        cost two shortest-path searches from ``n_anchors`` vertices and two nearest-neighbour searches on every
+        vertex (about 0.4 s for two 5k-vertex meshes at two threads). With ``adapt_steps > 0`` the network is
+        first adapted to the pair (:meth:`adapt`) and its weights are restored afterwards.
 
         Args:
             source, target: ``Mesh``, ``PointCloud``, ``(verts, faces)`` or ``(V, 3)`` tensor, each with at least
@@ -251,6 +273,8 @@ class DeepMatcher(nn.Module):
             step: ZoomOut's increase of the basis size per iteration.
             n_samples: farthest-point samples of the source used by the intermediate ZoomOut steps (the last map
                 is computed on every vertex).
+            anchor_iterations: geodesic-anchor refinement steps after ZoomOut (0: ZoomOut only).
+            n_anchors: anchors of that refinement (farthest-point samples of the source, at most its vertices).
             adapt_steps, adapt_lr: test-time adaptation steps and learning rate (0: none).
             adapt_vertices: meshes are adapted on copies decimated to this many vertices (as in training: the
                 loss's soft maps cost ``O(V^2)``; 0 adapts on the full meshes).
@@ -264,6 +288,8 @@ class DeepMatcher(nn.Module):
         if refine not in ("zoomout", "none"):
             raise ValidationError(f"refine: expected 'zoomout' or 'none', got {refine!r}")
         check_int(adapt_steps, "adapt_steps", at_least=0)
+        check_int(anchor_iterations, "anchor_iterations", at_least=0)
+        check_int(n_anchors, "n_anchors", at_least=1)
         check_int(adapt_vertices, "adapt_vertices", at_least=0)
         check_positive(adapt_lr, "adapt_lr")
         k_final = self.k_eig if k_final is None else check_int(k_final, "k_final", at_least=self.k_fmap)
@@ -305,8 +331,12 @@ class DeepMatcher(nn.Module):
             samples = None
             if n_samples and e2.shape[0] > n_samples:
                 samples = farthest_point_sampling(src.verts, n_samples, start=0)
-            res = zoomout(fmap_12, e1[:, :k_final], e2[:, :k_final], k_final=k_final, step=step, samples2=samples)
-            p2p_21, fmap_12 = res.p2p_21, res.fmap_12
+            if anchor_iterations:
+                p2p_21, fmap_12 = _anchor_refinement(tgt, src, fmap_12, k_final, step, samples,
+                                                     anchor_iterations, n_anchors)
+            else:
+                res = zoomout(fmap_12, e1[:, :k_final], e2[:, :k_final], k_final=k_final, step=step, samples2=samples)
+                p2p_21, fmap_12 = res.p2p_21, res.fmap_12
             times["refine"] = time.perf_counter() - t1
         times["total"] = time.perf_counter() - t0
         return MatchResult(p2p_21.to(src.device), fmap_12.to(src.device), float("nan"), times)
