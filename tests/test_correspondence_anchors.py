@@ -91,6 +91,24 @@ def test_on_samples_the_map_of_the_samples_is_refined(ellipsoid):
                       source_features=out.source_features[:, :10])
 
 
+def test_images_among_target_samples(ellipsoid):
+    """``samples1``: images are searched among those vertices only; every vertex gives the full search's map."""
+    v, f, b, swapped = ellipsoid
+    samples = farthest_point_sampling(v, 300, start=0).long()
+    targets = farthest_point_sampling(v, 400, start=0).long()
+    every = _refine(v, f, b, swapped, samples2=samples, samples1=torch.arange(v.shape[0]))
+    assert torch.equal(every.p2p_21, _refine(v, f, b, swapped, samples2=samples).p2p_21)
+    res = _refine(v, f, b, swapped, samples2=samples, samples1=targets)
+    assert bool(torch.isin(res.p2p_21, targets).all())
+    # the swapped cap is sent back up to the spacing of the target samples
+    before = float((v[swapped[samples]] - v[samples]).norm(dim=1).mean())
+    assert float((v[res.p2p_21] - v[samples]).norm(dim=1).mean()) < 0.2 * before
+    with pytest.raises((ShapeError, ValidationError), match="samples1"):
+        _refine(v, f, b, swapped, samples1=torch.tensor([0, v.shape[0]]))
+    with pytest.raises(ShapeError, match="samples1"):
+        _refine(v, f, b, swapped, samples1=torch.zeros(0, dtype=torch.long))
+
+
 def test_bad_inputs(ellipsoid):
     v, f, b, swapped = ellipsoid
     C = fmap_from_p2p(swapped, b.evecs, b.evecs, mass2=b.mass)

@@ -106,6 +106,7 @@ def test_config_is_frozen_keyword_only_and_resolves_its_defaults():
         (dict(profile_radii=(0.3, -0.1)), "profile_radii"),
         (dict(n_distortion=1), "n_distortion"),
         (dict(polish_window=-1), "polish_window"),
+        (dict(n_target_samples=-1), "n_target_samples"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(fields, message):
@@ -140,6 +141,27 @@ def test_prepare_scales_to_unit_area_and_samples_the_source(shapes, prepared, co
     assert not cloud.meshes and cloud.graphs is None and cloud.f1 is None
     with pytest.raises(ValidationError, match="fewer eigenfunctions than vertices"):
         prepare(shapes.source, shapes.target, MatchConfig(k=150, k_select=32))
+
+
+def test_target_samples_restrict_the_images_of_the_sampled_stages(shapes, config):
+    """``n_target_samples``: farthest-point target samples (from vertex 0) hold the images of the sampled stages;
+    at least the target's vertex count (or 0) means every vertex; the final map still reaches every vertex."""
+    assert prepare(shapes.source, shapes.target, config).samples1 is None  # the default: every vertex
+    big = dataclasses.replace(config, n_target_samples=150)  # at least the target's vertex count: every vertex
+    assert prepare(shapes.source, shapes.target, big).samples1 is None
+    assert prepare(shapes.source, shapes.target, dataclasses.replace(config, n_target_samples=0)).samples1 is None
+    cfg = dataclasses.replace(config, n_target_samples=90)
+    pair = prepare(shapes.source, shapes.target, cfg)
+    assert pair.samples1 is not None and pair.samples1.shape == (90,) and len(set(pair.samples1.tolist())) == 90
+    assert int(pair.samples1[0]) == 0
+    cands = spectral_candidates(pair, cfg)
+    sel = select_initial(pair, cands, extrinsic_candidates(pair, cfg, cands.orientation), cfg)
+    for row in sel.final:  # the maps of the ranking samples land on the target samples
+        assert bool(torch.isin(row.images, pair.samples1).all())
+    res = match(shapes.source, shapes.target, config=cfg)
+    assert res.p2p_21.shape == (150,) and len(set(res.p2p_21.tolist()) - set(pair.samples1.tolist())) > 0
+    err = geodesic_error(res.p2p_21, shapes.target.verts, shapes.target.faces, shapes.src_idx, shapes.tgt_idx)
+    assert 100 * float(err) < 15.0
 
 
 def test_sign_patterns_enumerate_every_sign_with_a_positive_constant():

@@ -81,6 +81,7 @@ def anchor_refine(
     graph1: Any = None,
     graph2: Any = None,
     samples2: torch.Tensor | None = None,
+    samples1: torch.Tensor | None = None,
     source_features: torch.Tensor | None = None,
 ) -> AnchorRefineResult:
     """Refine a map with geodesic-distance features of anchors placed by the map itself (see the module doc).
@@ -106,6 +107,8 @@ def anchor_refine(
             are farthest-point samples among them, and the functional map is the least-squares fit
             ``Phi_2[samples2]^+ Phi_1[p2p]``, as in ZoomOut on samples), and the returned ``p2p_21`` is ``(S,)``,
             the map of the samples. About ``V2 / S`` times cheaper; meant for comparing candidate maps.
+        samples1: ``(T,)`` vertex indices of shape 1: when given, the images are searched among these vertices
+            only (with ``samples2``, the refinement on samples of both shapes; about ``V1 / T`` times cheaper).
         source_features: :attr:`AnchorRefineResult.source_features` of an earlier call with the same shape 2,
             ``samples2``, ``n_anchors``, ``sigma`` and ``weight`` (one shortest-path search saved per call).
 
@@ -143,6 +146,12 @@ def anchor_refine(
                 f"got shape {tuple(samples2.shape)}"
             )
         rows = samples2.long().cpu()  # CPU indices index tensors on any device
+    cols = None
+    if samples1 is not None:
+        check_index_tensor(samples1, "samples1", size=verts1.shape[0])
+        if samples1.dim() != 1 or samples1.numel() == 0:
+            raise ShapeError(f"samples1: expected a non-empty 1-D index tensor, got shape {tuple(samples1.shape)}")
+        cols = samples1.long().cpu()
     if p2p_21 is not None:
         check_index_tensor(p2p_21, "p2p_21", size=verts1.shape[0])
         if p2p_21.shape != (verts2.shape[0],):
@@ -168,8 +177,11 @@ def anchor_refine(
     C = fmap_12.to(dtype)
     # with every vertex, the M-orthogonal projection; on samples, the least-squares fit (as ZoomOut on samples)
     m2 = mass2.to(dtype) if samples2 is None else None
+    e1_rows = e1 if cols is None else e1[cols]  # the candidate images
     for _ in range(max_iter):
-        emb1 = torch.cat([root2 * (e1 @ C.T), features(g1, p2p.cpu()[anchors], s1)], 1)
+        emb1 = torch.cat([root2 * (e1_rows @ C.T), features(g1, p2p.cpu()[anchors], s1, cols)], 1)
         p2p = knn_indices(emb2, emb1)
+        if cols is not None:
+            p2p = cols.to(p2p.device)[p2p]
         C = fmap_from_p2p(p2p, e1, e2, mass2=m2)
     return AnchorRefineResult(C, p2p, g)

@@ -6,7 +6,8 @@ projected descriptors (``||S A - B||``); for the ``n_candidates`` best, a ``k_se
 shared Cholesky factor) from ``||C A - B||^2 + w_lap ||C Lambda_1 - Lambda_2 C||^2 + w_orient sum_d ||C O^1_d -
 O^2_d C||^2 + w_prior ||C_[:k_init, :k_init] - diag(signs)||^2`` with the orientation operators of Ren et al. 2018
 (a reflection reverses their sign, so the term keeps left and right apart). The ``n_finalists`` with the smallest
-descriptor residual are upsampled by ZoomOut (Melzi et al. 2019) on source samples to ``min(k, 2 k_select)``.
+descriptor residual are upsampled by ZoomOut (Melzi et al. 2019) on source samples to ``min(k, 2 k_select)``, with
+images among the target samples ``PreparedPair.samples1`` (every target vertex when None).
 
 **Extrinsic candidates** (:func:`extrinsic_candidates`): across species the low-frequency eigenfunctions reorder
 and no sign pattern is right, while the shapes still look alike once aligned in space. Both shapes go to their
@@ -189,7 +190,10 @@ def spectral_candidates(pair: PreparedPair, config: MatchConfig | None = None) -
     check_finite(e2, "evecs2")  # once here, not in each ZoomOut
     out = []
     for res, C in solved[: config.n_finalists]:
-        up, _ = _zoomout_fmap(C.float(), e1, e2, k_final=k_more, step=config.step, samples2=samples2, check_bases=False)
+        up, _ = _zoomout_fmap(
+            C.float(), e1, e2, k_final=k_more, step=config.step, samples2=samples2, samples1=pair.samples1,
+            check_bases=False,
+        )
         C2 = up.double()
         ratio = math.nan if orientation is None else orientation.ratio(C2)
         out.append(Candidate(C2, ratio, False, res))

@@ -60,6 +60,8 @@ class PreparedPair(NamedTuple):
         b1, b2: spectral bases with ``k`` eigenpairs.
         desc1, desc2: ``(V, n_descriptors / descriptor_stride)`` WKS, both divided by the source's mass norms.
         samples2: ``(S,)`` farthest-point samples of the source (``n_sample_rank``, from vertex 0).
+        samples1: ``(T,)`` farthest-point samples of the target (``n_target_samples``, from vertex 0) that the
+            sampled stages search, or None (every vertex).
         graphs: shortest-path graphs ``(target, source)`` (:func:`~geomot.correspondence.anchors.shape_graph`,
             each in a :class:`~geomot.ops.graph.ShortestPathCache` that keeps the distances searched by the
             stages), or None when neither the ranking of meshes nor the anchor refinement needs them.
@@ -80,6 +82,7 @@ class PreparedPair(NamedTuple):
     graphs: tuple[Any, Any] | None
     device: torch.device
     clouds: tuple[CloudFrame | None, CloudFrame | None] = (None, None)
+    samples1: torch.Tensor | None = None
 
     @property
     def meshes(self) -> bool:
@@ -183,6 +186,9 @@ def prepare(
     vt, b1 = (vt, b1) if ft is not None else _to_unit_area(vt, b1)
     assert config.n_sample_rank is not None  # resolved
     samples2 = farthest_point_sampling(vs, min(config.n_sample_rank, vs.shape[0]), start=0)
+    samples1 = None
+    if 0 < config.n_target_samples < vt.shape[0]:
+        samples1 = farthest_point_sampling(vt, config.n_target_samples, start=0).long()
     # shortest-path graphs, built once: the ranking of meshes and the anchor refinement both use them
     needs_graphs = config.anchors_on or (fs is not None and ft is not None)
     # each keeps the distances it has computed: the anchors' images under different candidates often coincide
@@ -193,4 +199,4 @@ def prepare(
         None if ft is not None else cloud_frame(vt, k_cloud),
         None if fs is not None else cloud_frame(vs, k_cloud),
     )
-    return PreparedPair(vt, ft, b1, vs, fs, b2, d1, d2, samples2, graphs, device, clouds)
+    return PreparedPair(vt, ft, b1, vs, fs, b2, d1, d2, samples2, graphs, device, clouds, samples1)

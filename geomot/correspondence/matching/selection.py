@@ -16,8 +16,11 @@
    smooth deformation by construction, so the residual alone favours it). Otherwise: ZoomOut to ``k``, then the
    key of step 2.
 
-The winner is upsampled by ZoomOut to ``k`` on the ranking samples. Cost: shortest paths (the distortion
-samples, the ball areas) and ``n_final + n_extrinsic`` anchor refinements on the ranking samples.
+The maps of the ranking samples in steps 1 and 3 have their images among the target samples
+``PreparedPair.samples1`` (every vertex when None); the full point maps of step 2 reach every target vertex. The
+winner is upsampled by ZoomOut to ``k`` on the ranking samples with images among every target vertex. Cost:
+shortest paths (the distortion samples, the ball areas) and ``n_final + n_extrinsic`` anchor refinements on the
+ranking samples.
 """
 
 from __future__ import annotations
@@ -253,7 +256,11 @@ class _Keys:
         if not self.deform:  # the most isometric by Laplacian commutativity
             return laplacian_energy(fmap_12, self.pair.b1, self.pair.b2), None
         k = fmap_12.shape[0]
-        images = p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[self.rank, :k])
+        s1 = self.pair.samples1
+        if s1 is None:
+            images = p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[self.rank, :k])
+        else:
+            images = s1[p2p_from_fmap(fmap_12.float(), self.e1[s1, :k], self.e2[self.rank, :k])]
         return self.residual(images), images
 
     def score(self, fmap_12: torch.Tensor) -> tuple[float, ...]:
@@ -318,6 +325,7 @@ def _select_after_zoomout(keys: _Keys, finalists: list[RankedCandidate]) -> Sele
             k_final=config.k,
             step=config.step,
             samples2=pair.samples2,
+            samples1=pair.samples1,
             check_bases=False,
         )[0]
         key = keys.score(C3.double())
@@ -354,6 +362,7 @@ def _refine_on_samples(
         graph1=keys.selector.g1,
         graph2=keys.selector.g2,
         samples2=keys.rank,
+        samples1=pair.samples1,
         source_features=feats,
     )
     key = (key0, keys.residual(ref.p2p_21))
@@ -404,6 +413,12 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     assert fmap is not None
     if fmap.shape[0] < config.k:
         fmap = _zoomout_fmap(
-            fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2, check_bases=False
+            fmap,
+            keys.e1,
+            keys.e2,
+            k_final=config.k,
+            step=config.step,
+            samples2=pair.samples2,
+            check_bases=False,
         )[0]
     return Selection(best.candidate, fmap.double(), spectral + ext_rows)
