@@ -48,13 +48,13 @@ def split_pairs(dataset: str, ds, split: str) -> list[tuple[str, str]]:
 
 def compare(path_a: Path, path_b: Path) -> None:
     a, b = (json.loads(p.read_text()) for p in (path_a, path_b))
+    rows_a = {(r["dataset"], r["source"], r["target"]): r for r in a["rows"]}
     rows_b = {(r["dataset"], r["source"], r["target"]): r for r in b["rows"]}
     for dataset in SIZES:
         keys = [(r["dataset"], r["source"], r["target"]) for r in a["rows"] if r["dataset"] == dataset]
         keys = [k for k in keys if k in rows_b]
         if not keys:
             continue
-        rows_a = {(r["dataset"], r["source"], r["target"]): r for r in a["rows"]}
         ea, eb = [rows_a[k]["error"] for k in keys], [rows_b[k]["error"] for k in keys]
         same = sum(rows_a[k]["p2p_sha1"] == rows_b[k]["p2p_sha1"] for k in keys)
         print(f"{dataset}: {len(keys)} pairs, mean {statistics.fmean(ea):.2f} -> {statistics.fmean(eb):.2f}, median "
