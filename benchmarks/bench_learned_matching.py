@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=40, help="held-out pairs evaluated (default: 40)")
     ap.add_argument("--adapt-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--input", default="wks", choices=("wks", "xyz"), help="input features of the model (default: wks)")
+    ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     ap.add_argument("--run", default=None, help="run folder (default: out/learned_<dataset>)")
     ap.add_argument("--skip-training", action="store_true", help="evaluate the run folder's checkpoint as it is")
     ap.add_argument("--resume", action="store_true")
@@ -64,7 +66,7 @@ def main() -> None:
     ds = ShapeDataset(DATA / args.dataset)
     train, test = split(args.dataset, ds.names, args.held_out)
     run = Path(args.run or ROOT / "out" / f"learned_{args.dataset}")
-    config = MatcherConfig(seed=args.seed)
+    config = MatcherConfig(seed=args.seed, input=args.input, lr_schedule=args.lr_schedule)
     t0 = time.perf_counter()
     if not args.skip_training:
         train_matcher([ds.path(n) for n in train], run, config=config, epochs=args.epochs, max_minutes=args.minutes,

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from geomot.train.autoencoder import AutoencoderConfig, loss_names, train_autoencoder
+from geomot.train.loop import LR_SCHEDULES
 from geomot.train.matcher import MatcherConfig, train_matcher
 
 __all__ = ["add_parser"]
@@ -35,7 +36,8 @@ def _run_autoencoder(args: argparse.Namespace) -> int:
 def _run_matcher(args: argparse.Namespace) -> int:
     config = MatcherConfig(
         input=args.input, k_eig=args.k_eig, k_fmap=args.k_fmap, width=args.width, n_blocks=args.blocks,
-        out_channels=args.out_channels, w_sw=args.w_sw, lr=args.lr, max_vertices=args.max_vertices,
+        out_channels=args.out_channels, w_sw=args.w_sw, lr=args.lr, lr_schedule=args.lr_schedule,
+        min_lr=args.min_lr, max_vertices=args.max_vertices,
         pairs_per_epoch=args.pairs_per_epoch, seed=args.seed,
     )
     history = train_matcher(
@@ -83,6 +85,11 @@ def _add_matcher(kinds: argparse._SubParsersAction) -> None:
     m.add_argument("--w-sw", type=float, default=d.w_sw,
                    help=f"weight of the sliced-Wasserstein feature alignment (default: {d.w_sw:g})")
     m.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr:g})")
+    m.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
+                   help=f"learning-rate schedule over the epochs or the --max-minutes budget "
+                   f"(default: {d.lr_schedule})")
+    m.add_argument("--min-lr", type=float, default=d.min_lr,
+                   help=f"learning rate the cosine schedule ends at (default: {d.min_lr:g})")
     m.add_argument("--max-vertices", type=int, default=d.max_vertices,
                    help=f"decimate training shapes to this many vertices, 0 never (default: {d.max_vertices})")
     m.add_argument("--pairs-per-epoch", type=int, default=d.pairs_per_epoch,

@@ -13,13 +13,17 @@ and a ``step`` callable that maps a collated batch to a scalar loss. It
   an adversarial projector and its optimiser, the epoch and the log) and resumes from it to the
   same losses as an uninterrupted run;
 - logs the mean loss and the seconds of every epoch to ``RUN_DIR/log.json`` (rank 0), shows a tqdm bar and
-  stops before an epoch that would overrun ``max_minutes``.
+  stops before an epoch that would overrun ``max_minutes``;
+- optionally anneals the learning rate on a cosine from the optimiser's rate to ``min_lr`` (``lr_schedule``),
+  set at the start of every epoch from the share of the run done: ``epoch / epochs``, or the share of
+  ``max_minutes`` spent if that is larger, so a run stopped by its budget ends near ``min_lr`` too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,12 +41,23 @@ from geomot._core.errors import FileFormatError, NumericalError, ValidationError
 from geomot._core.files import config_differences
 from geomot.train.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "DistContext", "StepState", "Trainer", "distributed_context"]
+__all__ = [
+    "CHECKPOINT_NAME", "LOG_NAME", "LR_SCHEDULES", "DistContext", "StepState", "Trainer", "check_lr_schedule",
+    "distributed_context",
+]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.json"
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_lr_schedule(name: str) -> str:
+    """``name`` if it is one of :data:`LR_SCHEDULES`; otherwise a :class:`ValidationError` listing them."""
+    if name not in LR_SCHEDULES:
+        raise ValidationError(f"lr_schedule: unknown schedule {name!r}; valid: {', '.join(LR_SCHEDULES)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,12 @@ class Trainer:
         progress: show a tqdm bar (rank 0).
         drop_last: skip the last, smaller batch of each epoch (as models with batch norm need: a batch of one has
             no batch statistics); ignored when a process holds fewer items than ``batch_size``.
+        lr_schedule: ``"constant"`` (the optimiser's rate throughout) or ``"cosine"``: at the start of every epoch
+            ``lr = min_lr + (lr_0 - min_lr) (1 + cos(pi t)) / 2`` (Loshchilov & Hutter 2017, without restarts),
+            ``lr_0`` the optimiser's initial rate and ``t`` the share of the run done, ``epoch / epochs`` or the
+            share of ``max_minutes`` spent, whichever is larger, and never less than at the last checkpoint (a
+            resumed run does not warm up again).
+        min_lr: the rate the cosine ends at.
     """
 
     model: nn.Module
@@ -126,6 +147,8 @@ class Trainer:
     context: DistContext | None = None
     progress: bool = True
     drop_last: bool = False
+    lr_schedule: str = "constant"
+    min_lr: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -135,6 +158,10 @@ class Trainer:
         self.seed = check_int(self.seed, "seed", at_least=0)
         if self.max_minutes is not None:
             self.max_minutes = check_positive(self.max_minutes, "max_minutes")
+        check_lr_schedule(self.lr_schedule)
+        self.min_lr = check_positive(self.min_lr, "min_lr", strict=False)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
         if len(self.dataset) == 0:  # type: ignore[arg-type]
             raise ValidationError("dataset: no items to train on")
         if self.context is None:
@@ -142,11 +169,23 @@ class Trainer:
             self.context = distributed_context(device)
         self.generator = torch.Generator(device=self.context.device)
         self.start_epoch = 0
+        self.progress_done = 0.0  # share of the run done when the learning rate was last set (``lr_schedule``)
 
     def _seed_epoch(self, epoch: int) -> None:
         ctx = self.context
         assert ctx is not None
         self.generator.manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + ctx.rank)
+
+    def _set_lr(self, epoch: int, elapsed: float) -> None:
+        if self.lr_schedule == "constant":
+            return
+        share = epoch / self.epochs
+        if self.max_minutes is not None:
+            share = max(share, elapsed / (60.0 * self.max_minutes))
+        self.progress_done = min(1.0, max(self.progress_done, share))
+        weight = 0.5 * (1.0 + math.cos(math.pi * self.progress_done))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.min_lr + (group["initial_lr"] - self.min_lr) * weight
 
     @property
     def checkpoint_path(self) -> Path:
@@ -162,6 +201,7 @@ class Trainer:
             "epoch": epoch,
             "history": self.history,
             "seed": self.seed,
+            "progress_done": self.progress_done,
         }
         if self.step_state is not None:
             state["step_state"] = self.step_state.state_dict()
@@ -189,6 +229,7 @@ class Trainer:
             self.step_state.load_state_dict(data["step_state"])
         self.history = list(data["history"])
         self.start_epoch = int(data["epoch"])
+        self.progress_done = float(data.get("progress_done", 0.0))
         return self.start_epoch
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -224,6 +265,7 @@ class Trainer:
             if self.max_minutes is not None and elapsed + last > 60.0 * self.max_minutes:
                 log.info("stopping before epoch %d: the %.1f-minute budget would run out", epoch + 1, self.max_minutes)
                 break
+            self._set_lr(epoch, elapsed)
             sampler.set_epoch(epoch)
             self._seed_epoch(epoch)
             if hasattr(self.dataset, "set_epoch"):
@@ -251,7 +293,8 @@ class Trainer:
                 mean = mean.to(ctx.device)
                 dist.all_reduce(mean)
             last = time.perf_counter() - t0
-            entry = {"epoch": epoch + 1, "loss": float(mean[0] / mean[1]), "seconds": last}
+            entry = {"epoch": epoch + 1, "loss": float(mean[0] / mean[1]), "seconds": last,
+                     "lr": float(self.optimizer.param_groups[0]["lr"])}
             self.history.append(entry)
             self._save(epoch + 1)
             if ctx.is_main:

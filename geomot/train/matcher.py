@@ -41,7 +41,7 @@ from geomot.ops.simplify import decimate
 from geomot.structures import Mesh, PointCloud
 from geomot.train.checkpoint import load_checkpoint
 from geomot.train.data import _mesh_files
-from geomot.train.loop import CHECKPOINT_NAME, Trainer, distributed_context
+from geomot.train.loop import CHECKPOINT_NAME, Trainer, check_lr_schedule, distributed_context
 
 __all__ = ["MatcherConfig", "ShapeCollection", "ShapePairDataset", "load_matcher", "train_matcher"]
 
@@ -78,6 +78,8 @@ class MatcherConfig:
     w_sw: float = 100.0  #: sliced-Wasserstein feature alignment weight (Le et al. 2024)
     n_projections: int = 200  #: directions of the SW term (Le et al. 2024)
     lr: float = 1e-3  #: Adam learning rate (ULRSSM)
+    lr_schedule: str = "constant"  #: "constant", or "cosine" from ``lr`` to ``min_lr`` over the run (ULRSSM: cosine)
+    min_lr: float = 1e-4  #: the learning rate the cosine ends at (ULRSSM)
     max_vertices: int = 1500  #: training shapes are decimated to this many vertices (0: never)
     pairs_per_epoch: int = 100  #: ordered pairs per epoch (fewer when the collection has fewer)
     seed: int = 0  #: weights, pair draws and the SW directions
@@ -96,6 +98,8 @@ class MatcherConfig:
                                   f"{self.max_vertices}")
         for name in ("lambda_", "gamma", "tau", "lr"):
             check_positive(getattr(self, name), name)
+        check_lr_schedule(self.lr_schedule)
+        check_positive(self.min_lr, "min_lr", strict=False)
         for name in ("w_bij", "w_orth", "w_lap", "w_couple", "w_sw", "dropout"):
             check_positive(getattr(self, name), name, strict=False)
 
@@ -273,6 +277,7 @@ def train_matcher(
         model=model, optimizer=optimizer, step=_step(config.loss_settings()), dataset=dataset,
         collate_fn=collate_shape_pairs, out=out, kind=MATCHER_KIND, config=asdict(config), epochs=epochs,
         batch_size=batch_size, seed=config.seed, max_minutes=max_minutes, context=ctx, progress=progress,
+        lr_schedule=config.lr_schedule, min_lr=config.min_lr,
     )
     if resume:
         done = trainer.resume()
