@@ -10,6 +10,9 @@ Default split (FAUST_r, shapes ``tr_reg_000-079`` = subjects 0-7, ten poses each
 (``000-059``), evaluate on pairs among subjects 6-7 (``060-079``: same- and cross-subject pairs). SMAL_r:
 ``--dataset SMAL_r --held-out 4``: every fourth file held out.
 
+``--eval-data DIR`` evaluates on another dataset folder (``off/`` + ``corres/``, for instance a re-discretised
+copy written by ``benchmarks/make_robust_set.py``): pairs among its shapes whose names are in the held-out split.
+
 Run: ``python benchmarks/bench_learned_matching.py [--dataset FAUST_r] [--minutes 60] [--pairs 40]
 [--adapt-steps 0] [--anchor-iterations 1] [--run out/learned_faust] [--skip-training]``. Writes
 ``benchmarks/results/learned_matching_<dataset>.json`` (or ``--json``); a ``training_free`` comparison of an
@@ -52,10 +55,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--input", default="wks", choices=("wks", "xyz"), help="input features of the model (default: wks)")
     ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    ap.add_argument("--augment", default="none", choices=("none", "heading", "so3"))
     ap.add_argument("--run", default=None, help="run folder (default: out/learned_<dataset>)")
     ap.add_argument("--skip-training", action="store_true", help="evaluate the run folder's checkpoint as it is")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--headings", type=int, default=1, help="source headings tried (input xyz; default: 1)")
     ap.add_argument("--anchor-iterations", type=int, default=1, help="geodesic-anchor steps after ZoomOut")
+    ap.add_argument("--eval-data", default=None, help="evaluate on this dataset folder (default: the dataset's)")
     ap.add_argument("--json", default=None, help="output (default: benchmarks/results/learned_matching_<dataset>.json)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -66,13 +72,16 @@ def main() -> None:
     ds = ShapeDataset(DATA / args.dataset)
     train, test = split(args.dataset, ds.names, args.held_out)
     run = Path(args.run or ROOT / "out" / f"learned_{args.dataset}")
-    config = MatcherConfig(seed=args.seed, input=args.input, lr_schedule=args.lr_schedule)
+    config = MatcherConfig(seed=args.seed, input=args.input, lr_schedule=args.lr_schedule, augment=args.augment)
     t0 = time.perf_counter()
     if not args.skip_training:
         train_matcher([ds.path(n) for n in train], run, config=config, epochs=args.epochs, max_minutes=args.minutes,
                       resume=args.resume, progress=False)
     train_s = time.perf_counter() - t0
     model, config = load_matcher(run)
+    if args.eval_data:  # the held-out shapes present in another folder (a re-discretised copy)
+        ds = ShapeDataset(Path(args.eval_data))
+        test = [n for n in ds.names if n in set(test)]
     pairs = [(a, b) for a in test for b in test if a != b]
     pairs = sorted(random.Random(args.seed).sample(pairs, min(args.pairs, len(pairs))))
     rows = []
@@ -81,6 +90,7 @@ def main() -> None:
         gs, gt = ds.ground_truth(a, b)
         t1 = time.perf_counter()
         res = model.match(src, tgt, adapt_steps=args.adapt_steps, anchor_iterations=args.anchor_iterations,
+                          headings=args.headings,
                           cache_dir=run / "operators", generator=torch.Generator().manual_seed(0))
         secs = time.perf_counter() - t1
         err = 100 * float(geodesic_error(res.p2p_21, tgt, gs, gt))
@@ -92,9 +102,10 @@ def main() -> None:
     if args.skip_training:  # the training time of the run, from its log
         train_s = sum(row["seconds"] for row in log)
     out = {
-        "dataset": args.dataset, "train_shapes": len(train), "test_shapes": len(test), "n_pairs": len(rows),
+        "dataset": args.dataset, "eval_data": args.eval_data, "train_shapes": len(train), "test_shapes": len(test),
+        "n_pairs": len(rows),
         "config": config.__dict__, "epochs_done": len(log), "train_seconds": train_s, "train_log": log,
-        "adapt_steps": args.adapt_steps, "anchor_iterations": args.anchor_iterations,
+        "adapt_steps": args.adapt_steps, "anchor_iterations": args.anchor_iterations, "headings": args.headings,
         "mean": statistics.fmean(errs), "median": statistics.median(errs),
         "share_above_10": sum(e > 10 for e in errs) / len(errs), "max": max(errs),
         "median_seconds": statistics.median(r["seconds"] for r in rows),

@@ -101,3 +101,40 @@ def test_bad_inputs_raise_clear_errors():
         corresponding_points_alignment(x, x, torch.zeros(50, dtype=torch.float64))
     with pytest.raises(ShapeError, match="at least one point"):
         corresponding_points_alignment(x[:0], x[:0])
+
+
+def test_axis_rotations_closed_form_and_errors():
+    import math
+
+    from geomot.ops import axis_rotations
+
+    R = axis_rotations(torch.tensor([math.pi / 2, math.pi], dtype=torch.float64), 1)
+    x = torch.tensor([[1.0, 2.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(x @ R[0], torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(x @ R[1], torch.tensor([[-1.0, 2.0, 0.0]], dtype=torch.float64), atol=1e-15)
+    for axis in (0, 1, 2):
+        Q = axis_rotations(torch.rand(5, dtype=torch.float64) * 6.3, axis)
+        assert torch.allclose(Q @ Q.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(5, 3, 3), atol=1e-14)
+        assert torch.allclose(torch.linalg.det(Q), torch.ones(5, dtype=torch.float64))
+        assert torch.allclose(Q[:, axis], torch.eye(3, dtype=torch.float64)[axis].expand(5, 3))  # the axis is fixed
+    with pytest.raises(ValidationError, match="axis: expected 0, 1 or 2"):
+        axis_rotations(torch.zeros(2), 3)
+    with pytest.raises(ShapeError, match="angles: expected a"):
+        axis_rotations(torch.zeros(2, 2), 1)
+
+
+def test_random_rotations_are_proper_reproducible_and_spread():
+    from geomot.ops import random_rotations
+
+    Q = random_rotations(4000, generator=torch.Generator().manual_seed(0))
+    assert Q.shape == (4000, 3, 3) and Q.dtype == torch.float64
+    assert torch.allclose(torch.linalg.det(Q), torch.ones(4000, dtype=torch.float64))
+    assert torch.allclose(Q @ Q.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(4000, 3, 3), atol=1e-13)
+    assert Q.mean(0).abs().max() < 0.05  # Haar: E[R] = 0
+    # Haar on SO(3): the rotation angle has density (1 - cos t) / pi, so E[trace] = E[1 + 2 cos t] = 0
+    assert abs(float(torch.diagonal(Q, dim1=1, dim2=2).sum(1).mean())) < 0.05
+    assert torch.equal(Q, random_rotations(4000, generator=torch.Generator().manual_seed(0)))
+    H = random_rotations(100, axis=2, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    assert H.dtype == torch.float32 and torch.allclose(H[:, 2], torch.tensor([0.0, 0.0, 1.0]).expand(100, 3))
+    with pytest.raises(ValidationError, match="n: expected a non-negative integer"):
+        random_rotations(-1)

@@ -154,6 +154,10 @@ def test_decimate_reaches_the_target_and_keeps_small_meshes():
         ({"max_vertices": 10}, "max_vertices: 0 .no decimation. or at least k_eig"),
         ({"tau": 0.0}, "tau"),
         ({"w_sw": -1.0}, "w_sw"),
+        ({"input": "xyz", "augment": "flip"}, "augment: unknown augmentation 'flip'"),
+        ({"augment": "heading"}, "augment: rotations change only input='xyz'"),
+        ({"input": "xyz", "up_axis": 3}, "up_axis: expected 0, 1 or 2"),
+        ({"lr_schedule": "step"}, "lr_schedule: unknown schedule"),
     ],
 )
 def test_bad_config_raises(settings, match):
@@ -329,3 +333,58 @@ def test_two_gloo_ranks_under_torchrun(folder, tmp_path):
     assert [e["epoch"] for e in log] == [1, 2] and all(math.isfinite(e["loss"]) for e in log)
     model, _ = load_matcher(tmp_path)  # rank 0 wrote a checkpoint of the unwrapped model
     assert not any(k.startswith("module.") for k in model.state_dict())
+
+
+def test_rotate_batch_turns_each_shape_and_keeps_padding():
+    from geomot.train.matcher import rotate_batch
+
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(3, 10, 3, generator=gen)
+    v[1, 7:] = 0  # padding
+    batch = {"verts_1": v, "verts_2": v.clone(), "ops_1": None}
+    for augment in ("heading", "so3"):
+        out = rotate_batch(batch, augment, 1, torch.Generator().manual_seed(1))
+        assert out["ops_1"] is None and out["verts_1"].shape == v.shape
+        assert torch.allclose(out["verts_1"].norm(dim=-1), v.norm(dim=-1), atol=1e-5)  # rotations
+        assert not torch.allclose(out["verts_1"], v, atol=1e-3)
+        assert torch.equal(out["verts_1"][1, 7:], torch.zeros(3, 3))
+        if augment == "heading":  # the up coordinate is kept
+            assert torch.allclose(out["verts_1"][..., 1], v[..., 1], atol=1e-6)
+    again = rotate_batch(batch, "so3", 1, torch.Generator().manual_seed(1))
+    assert torch.equal(again["verts_2"], rotate_batch(batch, "so3", 1, torch.Generator().manual_seed(1))["verts_2"])
+
+
+def test_heading_augmented_xyz_training_runs(folder, tmp_path):
+    log = train_matcher([folder], tmp_path, config=MatcherConfig(**SMALL, input="xyz", augment="heading"), epochs=1,
+                        progress=False)
+    assert len(log) == 1 and math.isfinite(log[0]["loss"])
+
+
+def test_heading_search_undoes_a_half_turn_of_the_source():
+    """An xyz matcher sees a copy turned by 180 degrees about y as another shape; trying 2 headings finds the turn
+    back, where the copy's features are the target's, so the map is the identity again."""
+    from geomot.ops.alignment import axis_rotations
+
+    model = DeepMatcher(input="xyz", k_eig=24, k_fmap=12, width=16, out_channels=16, n_blocks=2, dropout=0.0,
+                        generator=torch.Generator().manual_seed(0)).eval()
+    v, f = bumpy(5)
+    turned = v @ axis_rotations(torch.tensor([math.pi], dtype=v.dtype), 1)[0]
+    res = model.match((turned, f), (v, f), headings=2, anchor_iterations=0, n_projections=16)
+    assert (res.p2p_21 == torch.arange(v.shape[0])).double().mean() > 0.95
+    assert "headings" in res.timings
+    with pytest.raises(ValidationError, match="headings: expected"):
+        model.match((v, f), (v, f), headings=0)
+    with pytest.raises(ValidationError, match="up_axis: expected 0, 1 or 2"):
+        model.match((v, f), (v, f), headings=2, up_axis=3)
+    wks = DeepMatcher(k_eig=24, k_fmap=12, n_wks=16, width=16, out_channels=16, n_blocks=2)
+    with pytest.raises(ValidationError, match="headings: only a matcher with input='xyz'"):
+        wks.match((v, f), (v, f), headings=2)
+
+
+def test_cli_match_headings_needs_a_checkpoint(folder, tmp_path, capsys):
+    from geomot.cli import main
+
+    src = folder / "off" / "blob_0.off"
+    assert main(["match", str(src), str(src), "--out", str(tmp_path / "p.txt"), "--headings", "2", "--quiet"]) == 2
+    assert "--headings: the heading search needs a learned xyz matcher" in capsys.readouterr().err
+    assert not (tmp_path / "p.txt").exists()

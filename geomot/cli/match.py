@@ -46,9 +46,11 @@ def _run(args: argparse.Namespace) -> int:
             model, _ = load_matcher(args.checkpoint)
         elif args.adapt_steps:
             raise ValidationError("--adapt-steps: test-time adaptation needs a learned matcher (--checkpoint)")
+        elif args.headings != 1:
+            raise ValidationError("--headings: the heading search needs a learned xyz matcher (--checkpoint)")
         res = match(src, tgt, k=args.k, refine=args.refine, n_extrinsic=args.extrinsic,
                     non_isometric=args.non_isometric, cache_dir=args.cache_dir, progress=stages, model=model,
-                    adapt_steps=args.adapt_steps)
+                    adapt_steps=args.adapt_steps, model_options={"headings": args.headings} if model else None)
     out = Path(args.out)
     if out.is_dir():
         raise FileFormatError(f"--out: {out} is a directory, expected a file path")
@@ -105,6 +107,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "of the training-free pipeline; --k, --refine, --extrinsic and --non-isometric are then unused")
     p.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                    help="with --checkpoint: N steps of test-time adaptation to the pair (default: 0)")
+    p.add_argument("--headings", type=int, default=1, metavar="K",
+                   help="with --checkpoint of an xyz-input matcher: try K headings of SOURCE about the y axis and "
+                   "keep the one of lowest loss (default: 1, as given)")
     p.add_argument("--cache-dir", default=None, help="folder for cached Laplacian eigenbases (opt-in)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_run)

@@ -12,7 +12,7 @@ import json
 
 from geomot.train.autoencoder import AutoencoderConfig, loss_names, train_autoencoder
 from geomot.train.loop import LR_SCHEDULES
-from geomot.train.matcher import MatcherConfig, train_matcher
+from geomot.train.matcher import MATCHER_AUGMENTATIONS, MatcherConfig, train_matcher
 
 __all__ = ["add_parser"]
 
@@ -37,7 +37,7 @@ def _run_matcher(args: argparse.Namespace) -> int:
     config = MatcherConfig(
         input=args.input, k_eig=args.k_eig, k_fmap=args.k_fmap, width=args.width, n_blocks=args.blocks,
         out_channels=args.out_channels, w_sw=args.w_sw, lr=args.lr, lr_schedule=args.lr_schedule,
-        min_lr=args.min_lr, max_vertices=args.max_vertices,
+        min_lr=args.min_lr, max_vertices=args.max_vertices, augment=args.augment, up_axis=args.up_axis,
         pairs_per_epoch=args.pairs_per_epoch, seed=args.seed,
     )
     history = train_matcher(
@@ -75,6 +75,11 @@ def _add_matcher(kinds: argparse._SubParsersAction) -> None:
     m.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="folders of meshes (DIR/off/ or DIR) and/or mesh files")
     m.add_argument("--input", default=d.input, choices=("wks", "xyz"), help=f"input features (default: {d.input})")
+    m.add_argument("--augment", default=d.augment, choices=MATCHER_AUGMENTATIONS,
+                   help="with --input xyz: turn every training shape by a random rotation about --up-axis "
+                   f"('heading') or in SO(3) (default: {d.augment})")
+    m.add_argument("--up-axis", type=int, default=d.up_axis, choices=(0, 1, 2),
+                   help=f"the axis 'heading' rotations turn about, 0/1/2 = x/y/z (default: {d.up_axis})")
     m.add_argument("--k-eig", type=int, default=d.k_eig, help=f"eigenpairs of the diffusion (default: {d.k_eig})")
     m.add_argument("--k-fmap", type=int, default=d.k_fmap,
                    help=f"eigenfunctions of the functional maps (default: {d.k_fmap})")

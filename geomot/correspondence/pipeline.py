@@ -116,6 +116,7 @@ def match(
     progress: Callable[[str], None] | bool | None = None,
     model: Any = None,
     adapt_steps: int = 0,
+    model_options: dict[str, Any] | None = None,
 ) -> MatchResult:
     """Dense correspondence between two shapes: training-free, or with a learned matcher (``model=``).
 
@@ -172,6 +173,8 @@ def match(
             features, their point map, ZoomOut; the training-free settings are then unused.
         adapt_steps: with ``model``, steps of test-time adaptation to the pair (the model's weights are restored
             afterwards); 0 for none.
+        model_options: with ``model``, further keyword arguments of its ``match`` (for
+            :meth:`geomot.models.DeepMatcher.match`: ``headings``, ``anchor_iterations``, ...).
 
     Returns:
         :class:`MatchResult` with ``p2p_21`` (a target vertex for each source vertex).
@@ -187,7 +190,7 @@ def match(
                 f"model: expected a learned matcher with a match() method (geomot.models."
                 f"DeepMatcher), got {type(model).__name__}"
             )
-        return model.match(source, target, adapt_steps=adapt_steps, cache_dir=cache_dir)
+        return model.match(source, target, adapt_steps=adapt_steps, cache_dir=cache_dir, **(model_options or {}))
     t0 = time.perf_counter()
     cfg = _merge_config(
         config,

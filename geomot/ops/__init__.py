@@ -1,6 +1,6 @@
 """L1: tensors in, tensors out. Never imports structures."""
 
-from geomot.ops.alignment import RigidTransform, corresponding_points_alignment
+from geomot.ops.alignment import RigidTransform, axis_rotations, corresponding_points_alignment, random_rotations
 from geomot.ops.directions import (
     DIRECTIONS,
     orthogonal_directions,
@@ -54,6 +54,7 @@ __all__ = [
     "RigidTransform",
     "SpectralBasis",
     "SurfaceSamples",
+    "axis_rotations",
     "batch_operators",
     "boundary_loops",
     "center_and_scale",
@@ -80,6 +81,7 @@ __all__ = [
     "point_map_orientation_score",
     "qmc_directions",
     "random_directions",
+    "random_rotations",
     "remove_unreferenced_vertices",
     "sample_surface",
     "sample_vmf",

@@ -11,7 +11,7 @@ import torch
 
 from geomot._core.errors import ShapeError, ValidationError
 
-__all__ = ["RigidTransform", "corresponding_points_alignment"]
+__all__ = ["RigidTransform", "axis_rotations", "corresponding_points_alignment", "random_rotations"]
 
 
 class RigidTransform(NamedTuple):
@@ -90,3 +90,46 @@ def corresponding_points_alignment(
     if unbatched:
         return RigidTransform(rot[0], t[0], s[0])
     return RigidTransform(rot, t, s)
+
+
+def axis_rotations(angles: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """Rotations by ``angles (B,)`` (radians) about coordinate axis ``axis`` (0, 1, 2 for x, y, z) of R^3, in the
+    row-vector convention of this module (``x R`` turns the points ``x (N, 3)``): ``(B, 3, 3)``, same dtype.
+
+    About ``y`` (``axis=1``): ``x R = (x0 cos a - x2 sin a, x1, x0 sin a + x2 cos a)``.
+    """
+    if axis not in (0, 1, 2):
+        raise ValidationError(f"axis: expected 0, 1 or 2, got {axis!r}")
+    angles = torch.as_tensor(angles)
+    if angles.dim() != 1 or not angles.is_floating_point():
+        raise ShapeError(f"angles: expected a (B,) float tensor, got {tuple(angles.shape)} {angles.dtype}")
+    i, j = (axis + 1) % 3, (axis + 2) % 3
+    c, s = torch.cos(angles), torch.sin(angles)
+    R = torch.eye(3, dtype=angles.dtype, device=angles.device).repeat(angles.shape[0], 1, 1)
+    R[:, i, i], R[:, j, j] = c, c
+    R[:, i, j], R[:, j, i] = -s, s
+    return R
+
+
+def random_rotations(
+    n: int,
+    *,
+    axis: int | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``n`` random proper rotations ``(n, 3, 3)``: uniform (Haar) on SO(3) with ``axis=None`` (QR of a Gaussian
+    matrix with the signs of ``diag(R)`` fixed, Mezzadri 2007; a reflection is turned into a rotation by negating a
+    column), or about coordinate axis ``axis`` by an angle uniform in ``[0, 2 pi)``."""
+    if not isinstance(n, int) or n < 0:
+        raise ValidationError(f"n: expected a non-negative integer, got {n!r}")
+    dev = torch.device("cpu") if generator is None else generator.device
+    if axis is not None:
+        angles = torch.rand(n, generator=generator, dtype=dtype, device=dev) * (2 * torch.pi)
+        return axis_rotations(angles, axis).to(device or dev)
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=dtype, device=dev))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    flip = torch.linalg.det(q) < 0
+    q[flip, :, 0] = -q[flip, :, 0]
+    return q.to(device or dev)

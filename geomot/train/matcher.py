@@ -36,6 +36,7 @@ from geomot._core.checks import check_int, check_positive
 from geomot._core.errors import FileFormatError, ValidationError
 from geomot.io.files import load
 from geomot.models.matcher import MATCHER_INPUTS, DeepMatcher, PreparedShape, prepare_shape
+from geomot.ops.alignment import random_rotations
 from geomot.ops.operators import batch_operators
 from geomot.ops.simplify import decimate
 from geomot.structures import Mesh, PointCloud
@@ -43,11 +44,15 @@ from geomot.train.checkpoint import load_checkpoint
 from geomot.train.data import _mesh_files
 from geomot.train.loop import CHECKPOINT_NAME, Trainer, check_lr_schedule, distributed_context
 
-__all__ = ["MatcherConfig", "ShapeCollection", "ShapePairDataset", "load_matcher", "train_matcher"]
+__all__ = [
+    "MATCHER_AUGMENTATIONS", "MatcherConfig", "ShapeCollection", "ShapePairDataset", "load_matcher", "rotate_batch",
+    "train_matcher",
+]
 
 log = logging.getLogger(__name__)
 
 MATCHER_KIND = "matcher"
+MATCHER_AUGMENTATIONS = ("none", "heading", "so3")
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class MatcherConfig:
     lr_schedule: str = "constant"  #: "constant", or "cosine" from ``lr`` to ``min_lr`` over the run (ULRSSM: cosine)
     min_lr: float = 1e-4  #: the learning rate the cosine ends at (ULRSSM)
     max_vertices: int = 1500  #: training shapes are decimated to this many vertices (0: never)
+    augment: str = "none"  #: input="xyz": each shape of a step turned by a random rotation, "heading" or "so3"
+    up_axis: int = 1  #: the axis "heading" turns about (0, 1, 2: x, y, z; y is up in FAUST, SMAL, ShapeNet)
     pairs_per_epoch: int = 100  #: ordered pairs per epoch (fewer when the collection has fewer)
     seed: int = 0  #: weights, pair draws and the SW directions
 
@@ -99,6 +106,13 @@ class MatcherConfig:
         for name in ("lambda_", "gamma", "tau", "lr"):
             check_positive(getattr(self, name), name)
         check_lr_schedule(self.lr_schedule)
+        if self.augment not in MATCHER_AUGMENTATIONS:
+            raise ValidationError(f"augment: unknown augmentation {self.augment!r}; valid: "
+                                  f"{', '.join(MATCHER_AUGMENTATIONS)}")
+        if self.augment != "none" and self.input != "xyz":
+            raise ValidationError(f"augment: rotations change only input='xyz' (got input={self.input!r})")
+        if self.up_axis not in (0, 1, 2):
+            raise ValidationError(f"up_axis: expected 0, 1 or 2, got {self.up_axis!r}")
         check_positive(self.min_lr, "min_lr", strict=False)
         for name in ("w_bij", "w_orth", "w_lap", "w_couple", "w_sw", "dropout"):
             check_positive(getattr(self, name), name, strict=False)
@@ -223,8 +237,23 @@ def matcher_loss(model: torch.nn.Module, batch: dict[str, Any], generator: torch
     return net.unsupervised_loss(out, ops_1, ops_2, generator=generator, **settings)
 
 
-def _step(settings: dict[str, Any]):
+def rotate_batch(batch: dict[str, Any], augment: str, up_axis: int, generator: torch.Generator) -> dict[str, Any]:
+    """``batch`` with the positions of every shape (``verts_1``, ``verts_2``) turned by its own random rotation
+    (``x R``): about ``up_axis`` by a uniform angle (``"heading"``) or Haar-uniform on SO(3) (``"so3"``); the
+    operators are unchanged (they do not depend on the orientation)."""
+    out = dict(batch)
+    for key in ("verts_1", "verts_2"):
+        v = batch[key]
+        R = random_rotations(v.shape[0], axis=up_axis if augment == "heading" else None, generator=generator,
+                             dtype=v.dtype)
+        out[key] = torch.bmm(v, R.to(v.device))
+    return out
+
+
+def _step(settings: dict[str, Any], augment: str = "none", up_axis: int = 1):
     def step(model: torch.nn.Module, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        if augment != "none":
+            batch = rotate_batch(batch, augment, up_axis, generator)
         return matcher_loss(model, batch, generator, settings)
 
     return step
@@ -274,7 +303,8 @@ def train_matcher(
     model = DeepMatcher(**config.model_settings(), generator=torch.Generator().manual_seed(config.seed)).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     trainer = Trainer(
-        model=model, optimizer=optimizer, step=_step(config.loss_settings()), dataset=dataset,
+        model=model, optimizer=optimizer, step=_step(config.loss_settings(), config.augment, config.up_axis),
+        dataset=dataset,
         collate_fn=collate_shape_pairs, out=out, kind=MATCHER_KIND, config=asdict(config), epochs=epochs,
         batch_size=batch_size, seed=config.seed, max_minutes=max_minutes, context=ctx, progress=progress,
         lr_schedule=config.lr_schedule, min_lr=config.min_lr,
