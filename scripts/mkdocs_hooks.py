@@ -452,14 +452,27 @@ def _learned_matching(out: list[str]) -> None:
         return
     out += ["### Learned matching on held-out shapes", ""]
     for name, d in rows:
+        cfg = d.get("config", {})
+        setup = f"input {cfg.get('input', 'wks')}"
+        if cfg.get("augment", "none") != "none":
+            setup += f", {cfg['augment']} augmentation"
+        if cfg.get("lr_schedule", "constant") != "constant":
+            setup += f", {cfg['lr_schedule']} learning rate"
+        if d.get("headings", 1) > 1:
+            setup += f", {d['headings']} source headings tried"
+        if d.get("eval_data"):
+            setup += f", evaluated on `{Path(d['eval_data']).name}`"
         out += [
             _caption(name, d, CPU_MACHINE + f", {d.get('torch_threads')} threads"),
             "",
-            f"{d['dataset']}: trained {d['train_seconds'] / 60:.0f} min ({d['epochs_done']} epochs) on "
+            f"{d['dataset']} ({setup}): trained {d['train_seconds'] / 60:.0f} min ({d['epochs_done']} epochs) on "
             f"{d['train_shapes']} shapes without correspondences, evaluated on {d['n_pairs']} ordered pairs of "
             f"{d['test_shapes']} held-out shapes (test-time adaptation: {d['adapt_steps']} steps): mean geodesic error "
             f"{d['mean']:.2f}, median {d['median']:.2f}, max {d['max']:.2f} (x100), "
-            f"{100 * d['share_above_10']:.0f}% of pairs above 10, median {d['median_seconds']:.1f} s a pair.",
+            f"{100 * d['share_above_10']:.0f}% of pairs above 10, median {d['median_seconds']:.1f} s a pair."
+            + (f" The training-free `geomot.match` on the same pairs: mean {d['training_free']['mean']:.2f}, "
+               f"median {d['training_free']['median']:.2f}, max {d['training_free']['max']:.2f}."
+               if "training_free" in d else ""),
             "",
         ]
 

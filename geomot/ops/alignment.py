@@ -1,4 +1,5 @@
-"""Rigid (and similarity) alignment of corresponding point sets: weighted Procrustes / Kabsch / Umeyama.
+"""Rigid (and similarity) alignment of corresponding point sets: weighted Procrustes / Kabsch / Umeyama; rotations
+about a coordinate axis and random rotations (for training augmentation).
 
 The convention is PyTorch3D's ``corresponding_points_alignment``: row vectors, ``Y ≈ s X R + T``.
 """
