@@ -182,6 +182,11 @@ class DeepMatcher(nn.Module):
                 verts_2: torch.Tensor | None = None, *, fmap: DeepFunctionalMap | None = None) -> MatcherOutput:
         """Features of both batches and their functional / soft maps (by ``fmap``, default the model's block)."""
         f1, f2 = self.extract(ops_1, verts_1), self.extract(ops_2, verts_2)
+        return self.pair_output(f1, f2, ops_1, ops_2, fmap=fmap)
+
+    def pair_output(self, f1: torch.Tensor, f2: torch.Tensor, ops_1: DiffusionBatch, ops_2: DiffusionBatch, *,
+                    fmap: DeepFunctionalMap | None = None) -> MatcherOutput:
+        """The functional / soft maps (by ``fmap``, default the model's block) of features already extracted."""
         k = self.k_fmap
         out = (fmap or self.fmap)(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
                         ops_1.evals[..., :k], ops_2.evals[..., :k], lengths_1=ops_1.lengths, lengths_2=ops_2.lengths)
@@ -245,17 +250,13 @@ class DeepMatcher(nn.Module):
         ops_2 = batch_operators([src.operators], dtype=param.dtype, device=param.device)
         f1 = self.extract(ops_1, tgt.verts.to(param.device, param.dtype)[None])
         v2 = src.verts.to(param.device, param.dtype)[None]
-        k = self.k_fmap
         angles = torch.arange(headings, dtype=torch.float64) * (2 * torch.pi / headings)
         rotations = axis_rotations(angles, up_axis).to(param.device, param.dtype)
         losses = []
         for R in rotations:
-            f2 = self.extract(ops_2, v2 @ R)
-            fm = self.fmap(f1, f2, ops_1.evecs[..., :k], ops_2.evecs[..., :k], ops_1.mass, ops_2.mass,
-                           ops_1.evals[..., :k], ops_2.evals[..., :k])
+            out = self.pair_output(f1, self.extract(ops_2, v2 @ R), ops_1, ops_2)
             gen = torch.Generator(device=param.device).manual_seed(0)
-            losses.append(float(self.unsupervised_loss(MatcherOutput(f1, f2, fm), ops_1, ops_2, generator=gen,
-                                                       **loss_weights)))
+            losses.append(float(self.unsupervised_loss(out, ops_1, ops_2, generator=gen, **loss_weights)))
         return rotations[min(range(headings), key=losses.__getitem__)]
 
     @torch.no_grad()

@@ -257,10 +257,10 @@ class _Keys:
             return laplacian_energy(fmap_12, self.pair.b1, self.pair.b2), None
         k = fmap_12.shape[0]
         s1 = self.pair.samples1
-        if s1 is None:
-            images = p2p_from_fmap(fmap_12.float(), self.e1[:, :k], self.e2[self.rank, :k])
-        else:
-            images = s1[p2p_from_fmap(fmap_12.float(), self.e1[s1, :k], self.e2[self.rank, :k])]
+        e1 = self.e1[:, :k] if s1 is None else self.e1[s1, :k]
+        images = p2p_from_fmap(fmap_12.float(), e1, self.e2[self.rank, :k])
+        if s1 is not None:
+            images = s1[images]
         return self.residual(images), images
 
     def score(self, fmap_12: torch.Tensor) -> tuple[float, ...]:
@@ -413,12 +413,6 @@ def _select_after_anchors(keys: _Keys, finalists: list[RankedCandidate], extrins
     assert fmap is not None
     if fmap.shape[0] < config.k:
         fmap = _zoomout_fmap(
-            fmap,
-            keys.e1,
-            keys.e2,
-            k_final=config.k,
-            step=config.step,
-            samples2=pair.samples2,
-            check_bases=False,
+            fmap, keys.e1, keys.e2, k_final=config.k, step=config.step, samples2=pair.samples2, check_bases=False
         )[0]
     return Selection(best.candidate, fmap.double(), spectral + ext_rows)
